@@ -1,0 +1,31 @@
+# sipedge: the two commands of the README are `make run` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= daemons/conf/sipedge.demo.yaml
+
+.PHONY: setup run test lint unit integration bench clean
+
+setup:
+	./.ci/setup
+
+## Bring the appliance up locally on the demo config (all peers on 127.0.0.1).
+run: setup
+	$(PY) -m sipedge.demo --config $(CONFIG)
+
+## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP).
+test: setup lint
+	$(PY) -m pytest -q
+
+lint:
+	$(VENV)/bin/ruff check daemons tests
+	$(VENV)/bin/ruff format --check daemons tests
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) -m tests.bench.sip_cps
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,89 @@
+"""Management API of sipedge-sipd (aiohttp, on the daemon's own event loop).
+
+`/healthz` and `/metrics` are open (monitoring scrapes them); everything under `/api/` needs
+`Authorization: Bearer <api.token>` when a token is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from sipedge.sipd import SipDaemon
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DAEMON_KEY: web.AppKey[SipDaemon] = web.AppKey("daemon")
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[DAEMON_KEY].config.api.token
+    if token and request.path.startswith("/api/"):
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response({"error": "unauthorized"}, status=401)
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response(daemon.health())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    body = generate_latest(daemon.metrics_registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def calls(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response([c.summary() for c in daemon.b2bua.calls.values()])
+
+
+async def cdrs(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    try:
+        limit = min(int(request.query.get("limit", "50")), 10000)
+    except ValueError:
+        return web.json_response({"error": "limit must be a whole number"}, status=400)
+    call_id = request.query.get("call_id")
+    if daemon.cdrs is None:
+        return web.json_response([])
+    return web.json_response(daemon.cdrs.recent(limit, call_id))
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    ok, message = daemon.reload()
+    return web.json_response({"ok": ok, "message": message}, status=200 if ok else 422)
+
+
+async def drain(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    daemon.b2bua.draining = True
+    return web.json_response({"draining": True, "active_calls": len(daemon.b2bua.calls)})
+
+
+async def undrain(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    daemon.b2bua.draining = False
+    return web.json_response({"draining": False})
+
+
+def build_app(daemon: SipDaemon) -> web.Application:
+    app = web.Application(middlewares=[bearer_auth])
+    app[DAEMON_KEY] = daemon
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/calls", calls)
+    app.router.add_get("/api/cdrs", cdrs)
+    app.router.add_post("/api/config/reload", reload_config)
+    app.router.add_post("/api/drain", drain)
+    app.router.add_post("/api/undrain", undrain)
+    return app

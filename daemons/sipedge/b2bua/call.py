@@ -1,0 +1,559 @@
+"""One B2BUA call: the caller's INVITE, the attempts toward routing gateways, the two dialogs.
+
+The decisions (which gateway next, when to stop, which timer to run) come from the pure
+`switching` module; this module only carries them out: it sends and answers SIP through the
+transaction layer, arms timers on the event loop and writes the CDR when the call ends.
+
+Life of a call:  SETUP (attempts running) -> CONFIRMED (a gateway answered, caller ACKed or not
+yet) -> ENDED.  An attempt that is abandoned (its timer fired, or the caller cancelled) is
+cancelled if it has sent a provisional response, otherwise it just stops retransmitting; if it
+answers late anyway, we ACK that answer and send BYE at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sipedge.b2bua.identity import IncomingIdentity
+from sipedge.b2bua.switching import (
+    AttemptTracker,
+    CallSwitcher,
+    Next,
+    Stop,
+    StopReason,
+    SwitchingPolicy,
+    Timer,
+    TimerChange,
+)
+from sipedge.cdr import AttemptRecord, CallRecord
+from sipedge.sip.dialog import Dialog, uac_dialog, uas_dialog
+from sipedge.sip.message import (
+    Headers,
+    Request,
+    Response,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+)
+from sipedge.sip.transaction import (
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    ServerTransaction,
+    TimerHandle,
+    build_cancel,
+)
+
+if TYPE_CHECKING:
+    from sipedge.b2bua.service import B2BUA, GatewayTarget
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+TIMER_NAMES = {
+    Timer.INVITE: "invite",
+    Timer.TRYING: "trying",
+    Timer.RINGING: "ringing",
+    Timer.SESSION_PROGRESS: "session progress",
+}
+
+# Headers of the caller's INVITE that travel to the gateway unchanged. Everything else that is
+# end-to-end (identity, privacy) is decided by the identity rules; hop-by-hop ones are ours.
+PASS_THROUGH = ("Content-Type", "Allow", "Accept", "User-Agent", "Subject", "Organization")
+
+
+class CallState(enum.Enum):
+    SETUP = "setup"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass
+class Attempt:
+    """One INVITE to one routing gateway."""
+
+    index: int
+    gateway: GatewayTarget
+    policy: SwitchingPolicy
+    tracker: AttemptTracker
+    invite: Request
+    record: AttemptRecord
+    tx: InviteClientTransaction | None = None
+    timer: TimerHandle | None = None
+    abandoned: bool = False
+    cancel_sent: bool = False
+    dialog: Dialog | None = None  # set by a 2xx
+    ack_bytes: bytes = b""  # our ACK for its 2xx, re-sent on each retransmitted 2xx
+    provisional: bool = False
+
+    @property
+    def destination(self) -> Addr:
+        return (self.gateway.address, self.gateway.port)
+
+
+@dataclass
+class PendingRequest:
+    """An in-dialog request forwarded to the other leg, waiting for its final."""
+
+    server_tx: ServerTransaction
+    from_leg: str  # "caller" or "callee"
+    forwarded: Request
+
+
+@dataclass
+class Call:
+    b2bua: B2BUA
+    invite_tx: InviteServerTransaction
+    caller_number: str
+    callee_number: str
+    mapping_gateway: str | None
+    switcher: CallSwitcher
+    record: CallRecord
+    incoming_identity: IncomingIdentity
+    caller_tag: str = field(default_factory=new_tag)  # our To tag toward the caller
+    state: CallState = CallState.SETUP
+    attempts: list[Attempt] = field(default_factory=list)
+    current: Attempt | None = None
+    caller_dialog: Dialog | None = None
+    callee_dialog: Dialog | None = None
+    caller_acked: bool = False
+    # forwarded re-INVITE CSeq per leg, so the originator's ACK can be forwarded
+    pending_ack_cseq: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.invite_tx.request.call_id
+
+    @property
+    def source(self) -> Addr:
+        return self.invite_tx.source
+
+    # -----------------------------------------------------------------------------------------
+    # Setup
+    # -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._follow(self.switcher.first())
+
+    def _follow(self, decision: Next | Stop) -> None:
+        if isinstance(decision, Stop):
+            self._fail_caller(decision)
+        else:
+            self._start_attempt(decision)
+
+    def _start_attempt(self, decision: Next) -> None:
+        gateway = self.b2bua.gateway_target(decision.gateway)
+        invite = self.b2bua.build_gateway_invite(self, gateway)
+        now = time.time()
+        attempt = Attempt(
+            index=len(self.attempts),
+            gateway=gateway,
+            policy=decision.policy,
+            tracker=AttemptTracker(decision.gateway, decision.policy),
+            invite=invite,
+            record=AttemptRecord(gateway=gateway.name, start=now),
+        )
+        self.attempts.append(attempt)
+        self.record.attempts.append(attempt.record)
+        self.current = attempt
+        self.b2bua.stats.attempts += 1
+        attempt.tx = self.b2bua.transactions.start_client(
+            invite,
+            attempt.destination,
+            lambda tx, resp: self._on_attempt_response(attempt, resp),
+            lambda tx: self._on_attempt_tx_timeout(attempt),
+        )  # type: ignore[assignment]
+        self._apply_timer(attempt, attempt.tracker.on_invite_sent())
+
+    def _apply_timer(self, attempt: Attempt, change: TimerChange) -> None:
+        if change.cancel and attempt.timer is not None:
+            attempt.timer.cancel()
+            attempt.timer = None
+        if change.arm is not None and change.seconds is not None:
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+            which = change.arm
+            attempt.timer = self.b2bua.scheduler.call_later(
+                change.seconds, lambda: self._on_attempt_timer(attempt, which)
+            )
+
+    def _on_attempt_timer(self, attempt: Attempt, which: Timer) -> None:
+        attempt.timer = None
+        if attempt is not self.current or self.state is not CallState.SETUP:
+            return
+        self._end_attempt(attempt, f"timeout: {TIMER_NAMES[which]}", None)
+        self._abandon(attempt)
+        self._follow(self.switcher.on_failure(attempt.tracker, None, which))
+
+    def _on_attempt_tx_timeout(self, attempt: Attempt) -> None:
+        # Timer B of the transaction: only matters if the switching INVITE timer is longer.
+        if attempt is self.current and self.state is CallState.SETUP and not attempt.abandoned:
+            self._on_attempt_timer(attempt, Timer.INVITE)
+
+    def _end_attempt(self, attempt: Attempt, result: str, status: int | None) -> None:
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+            attempt.timer = None
+        if attempt.record.end is None:
+            attempt.record.end = time.time()
+            attempt.record.result = result
+            attempt.record.status = status
+
+    def _abandon(self, attempt: Attempt) -> None:
+        """Stop an attempt we no longer want: CANCEL if it is proceeding, else go quiet."""
+        attempt.abandoned = True
+        if attempt.tx is None:
+            return
+        if attempt.provisional:
+            self._send_cancel(attempt)
+        else:
+            attempt.tx.stop_retransmitting()  # a provisional later still gets a CANCEL
+
+    def _send_cancel(self, attempt: Attempt) -> None:
+        if attempt.cancel_sent:
+            return
+        attempt.cancel_sent = True
+        self.b2bua.transactions.start_client(
+            build_cancel(attempt.invite), attempt.destination, _ignore_response, _ignore_timeout
+        )
+
+    def _on_attempt_response(self, attempt: Attempt, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            attempt.provisional = True
+        if attempt.abandoned or attempt is not self.current or self.state is not CallState.SETUP:
+            self._late_response(attempt, response)
+            return
+        if status < 200:
+            has_sdp = bool(response.body)
+            self._apply_timer(attempt, attempt.tracker.on_provisional(status, has_sdp))
+            if status > 100:
+                self._relay_provisional(response)
+            return
+        if status < 300:
+            self._answered(attempt, response)
+            return
+        self._end_attempt(attempt, str(status), status)
+        self._follow(self.switcher.on_failure(attempt.tracker, status, None))
+
+    def _late_response(self, attempt: Attempt, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            if attempt.abandoned:
+                self._send_cancel(attempt)  # RFC 3261 9.1: CANCEL only after a provisional
+            return
+        if status < 300:
+            # A gateway we gave up on answered anyway (or its 2xx crossed our CANCEL):
+            # ACK it so it stops retransmitting, then hang up at once.
+            if attempt.dialog is None:
+                self.b2bua.stats.late_answers += 1
+                attempt.dialog = uac_dialog(attempt.invite, response, attempt.destination)
+                self._ack_gateway(attempt, b"", None)
+                self._send_bye(attempt.dialog)
+                self._end_attempt(attempt, "late 200", status)
+            elif attempt.ack_bytes:
+                self.b2bua.send_bytes(attempt.ack_bytes, attempt.destination)
+            return
+        # a final failure after we moved on: the transaction layer has ACKed it already
+
+    def _relay_provisional(self, response: Response) -> None:
+        out = make_response(
+            self.invite_tx.request, response.status, response.reason, to_tag=self.caller_tag
+        )
+        self._copy_record_route(out)
+        out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
+        if response.body:
+            out.headers.set(
+                "Content-Type", response.headers.get("Content-Type") or "application/sdp"
+            )
+            out.body = response.body
+        self.invite_tx.respond(out)
+
+    def _copy_record_route(self, out: Response) -> None:
+        for rr in self.invite_tx.request.headers.get_all("Record-Route"):
+            out.headers.add("Record-Route", rr)
+
+    def _answered(self, attempt: Attempt, response: Response) -> None:
+        self._end_attempt(attempt, "answered", response.status)
+        decision = self.switcher.on_answer(attempt.tracker)
+        attempt.record.stop_reason = decision.reason.value
+        self.state = CallState.CONFIRMED
+        now = time.time()
+        self.record.answer_time = now
+        self.record.routing_gateway = attempt.gateway.name
+        self.record.switch_stop_reason = decision.reason.value
+        attempt.dialog = uac_dialog(attempt.invite, response, attempt.destination)
+        self.callee_dialog = attempt.dialog
+        self.caller_dialog = uas_dialog(self.invite_tx.request, self.caller_tag, self.source)
+        self.b2bua.register_dialog(self, "callee", self.callee_dialog)
+        self.b2bua.register_dialog(self, "caller", self.caller_dialog)
+        out = make_response(
+            self.invite_tx.request, response.status, response.reason, to_tag=self.caller_tag
+        )
+        self._copy_record_route(out)
+        out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
+        out.headers.add("Allow", self.b2bua.ALLOW)
+        if response.body:
+            out.headers.set(
+                "Content-Type", response.headers.get("Content-Type") or "application/sdp"
+            )
+            out.body = response.body
+        self.invite_tx.on_ack_timeout = self._on_caller_ack_timeout
+        self.invite_tx.respond(out)
+        self.b2bua.stats.answered += 1
+
+    def _ack_gateway(self, attempt: Attempt, body: bytes, content_type: str | None) -> None:
+        assert attempt.dialog is not None
+        host, port = self.b2bua.via_for(attempt.destination[0])
+        ack = attempt.dialog.request(
+            "ACK", host, port, cseq=attempt.invite.cseq[0], body=body, content_type=content_type
+        )
+        attempt.ack_bytes = ack.to_bytes()
+        self.b2bua.send_bytes(attempt.ack_bytes, attempt.destination)
+
+    def _fail_caller(self, stop: Stop) -> None:
+        """Switching stopped without an answer: the caller hears the last failure."""
+        status, reason = caller_facing(stop.caller_status, stop.caller_reason)
+        stop = Stop(stop.reason, status, reason)
+        self.record.switch_stop_reason = stop.reason.value
+        if self.attempts:
+            self.attempts[-1].record.stop_reason = stop.reason.value
+        self.b2bua.stats.count_stop(stop.reason)
+        self.invite_tx.respond(
+            make_response(
+                self.invite_tx.request,
+                stop.caller_status,
+                stop.caller_reason,
+                to_tag=self.caller_tag,
+            )
+        )
+        self._finish(
+            "system" if stop.reason is not StopReason.CALLER_CANCELLED else "caller",
+            f"{stop.caller_status} {stop.reason.value}",
+            stop.caller_status,
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # Events from the caller
+    # -----------------------------------------------------------------------------------------
+    def on_caller_cancel(self) -> None:
+        if self.state is not CallState.SETUP:
+            return
+        attempt = self.current
+        if attempt is not None:
+            self._end_attempt(attempt, "cancelled", None)
+            self._abandon(attempt)
+        stop = self.switcher.on_caller_cancel()
+        self.record.switch_stop_reason = stop.reason.value
+        if attempt is not None:
+            attempt.record.stop_reason = stop.reason.value
+        self.b2bua.stats.count_stop(stop.reason)
+        self.invite_tx.respond(make_response(self.invite_tx.request, 487, to_tag=self.caller_tag))
+        self._finish("caller", "487 caller cancelled", 487)
+
+    def on_ack(self, leg: str, ack: Request) -> None:
+        if leg == "caller" and not self.caller_acked and self.current is not None:
+            self.caller_acked = True
+            self._ack_gateway(self.current, ack.body, ack.headers.get("Content-Type"))
+            return
+        # ACK for a re-INVITE forwarded earlier: pass it to the other leg.
+        other = "callee" if leg == "caller" else "caller"
+        cseq = self.pending_ack_cseq.pop(other, None)
+        dialog = self._dialog(other)
+        if cseq is None or dialog is None:
+            return
+        host, port = self.b2bua.via_for(dialog.destination[0])
+        out = dialog.request(
+            "ACK",
+            host,
+            port,
+            cseq=cseq,
+            body=ack.body,
+            content_type=ack.headers.get("Content-Type"),
+        )
+        self.b2bua.send_bytes(out.to_bytes(), dialog.destination)
+
+    def _on_caller_ack_timeout(self, tx: InviteServerTransaction) -> None:
+        if self.state is CallState.CONFIRMED and not self.caller_acked:
+            log.info("call %s: the caller never ACKed our 200, ending the call", self.id)
+            if self.current is not None:
+                self._ack_gateway(self.current, b"", None)
+            if self.callee_dialog is not None:
+                self._send_bye(self.callee_dialog)
+            self._finish("system", "no ACK from caller", 408)
+
+    # -----------------------------------------------------------------------------------------
+    # In-dialog requests (both legs)
+    # -----------------------------------------------------------------------------------------
+    def _dialog(self, leg: str) -> Dialog | None:
+        return self.caller_dialog if leg == "caller" else self.callee_dialog
+
+    def on_dialog_request(self, leg: str, tx: ServerTransaction) -> None:
+        request = tx.request
+        dialog = self._dialog(leg)
+        if dialog is None or self.state is CallState.ENDED:
+            tx.respond_status(481)
+            return
+        if request.cseq[0] < dialog.remote_cseq and request.method != "ACK":
+            tx.respond_status(500, "CSeq Out of Order")
+            return
+        dialog.remote_cseq = request.cseq[0]
+        if request.method == "BYE":
+            tx.respond_status(200)
+            other = self._dialog("callee" if leg == "caller" else "caller")
+            if other is not None:
+                self._send_bye(other)
+            self._finish(leg, "normal clearing", 200)
+            return
+        self._forward_in_dialog(leg, tx)
+
+    def _forward_in_dialog(self, leg: str, tx: ServerTransaction) -> None:
+        request = tx.request
+        other_leg = "callee" if leg == "caller" else "caller"
+        other = self._dialog(other_leg)
+        if other is None:
+            tx.respond_status(481)
+            return
+        host, port = self.b2bua.via_for(other.destination[0])
+        out = other.request(
+            request.method,
+            host,
+            port,
+            body=request.body,
+            content_type=request.headers.get("Content-Type"),
+        )
+        for name in ("Event", "Subscription-State", "Info-Package", "Session-Expires", "Min-SE"):
+            for value in request.headers.get_all(name):
+                out.headers.add(name, value)
+        pending = PendingRequest(server_tx=tx, from_leg=leg, forwarded=out)
+        self.b2bua.transactions.start_client(
+            out,
+            other.destination,
+            lambda ctx, resp: self._on_forwarded_response(pending, resp),
+            lambda ctx: self._on_forwarded_timeout(pending),
+        )
+
+    def _on_forwarded_response(self, pending: PendingRequest, response: Response) -> None:
+        tx = pending.server_tx
+        if response.status == 100:
+            return
+        request = tx.request
+        dialog = self._dialog(pending.from_leg)
+        local_tag = dialog.local_tag if dialog is not None else None
+        out = make_response(request, response.status, response.reason, to_tag=local_tag)
+        if request.method in ("INVITE", "UPDATE", "SUBSCRIBE") and 200 <= response.status < 300:
+            out.headers.add("Contact", self.b2bua.contact_for(tx.source[0]))
+        if response.body:
+            out.headers.set(
+                "Content-Type", response.headers.get("Content-Type") or "application/sdp"
+            )
+            out.body = response.body
+        if request.method == "INVITE" and 200 <= response.status < 300:
+            # The originator's ACK will arrive on its leg; we then ACK the other side.
+            other_leg = "callee" if pending.from_leg == "caller" else "caller"
+            if other_leg not in self.pending_ack_cseq:
+                self.pending_ack_cseq[other_leg] = pending.forwarded.cseq[0]
+        tx.respond(out)
+
+    def _on_forwarded_timeout(self, pending: PendingRequest) -> None:
+        pending.server_tx.respond_status(408)
+
+    def _send_bye(self, dialog: Dialog) -> None:
+        host, port = self.b2bua.via_for(dialog.destination[0])
+        bye = dialog.request("BYE", host, port)
+        self.b2bua.transactions.start_client(
+            bye, dialog.destination, _ignore_response, _ignore_timeout
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # Media and the end
+    # -----------------------------------------------------------------------------------------
+    def on_rtp_started(self, attempt_index: int) -> None:
+        """The media relay saw RTP from the called side of this attempt."""
+        if 0 <= attempt_index < len(self.attempts):
+            self.attempts[attempt_index].tracker.on_rtp_started()
+
+    def terminate(self, cause: str) -> None:
+        """Shutdown or operator action: end the call on both sides."""
+        if self.state is CallState.ENDED:
+            return
+        if self.state is CallState.SETUP:
+            if self.current is not None:
+                self._end_attempt(self.current, "terminated", None)
+                self._abandon(self.current)
+            self.invite_tx.respond(
+                make_response(self.invite_tx.request, 503, to_tag=self.caller_tag)
+            )
+            self._finish("system", cause, 503)
+            return
+        for dialog in (self.caller_dialog, self.callee_dialog):
+            if dialog is not None:
+                self._send_bye(dialog)
+        self._finish("system", cause, 200)
+
+    def _finish(self, release_side: str, cause: str, status: int) -> None:
+        if self.state is CallState.ENDED:
+            return
+        self.state = CallState.ENDED
+        for attempt in self.attempts:
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+                attempt.timer = None
+        self.record.end_time = time.time()
+        self.record.release_side = release_side
+        self.record.cause = cause
+        self.record.final_status = status
+        self.b2bua.call_ended(self)
+
+    def summary(self) -> dict[str, object]:
+        current = self.current
+        return {
+            "call_id": self.id,
+            "state": self.state.value,
+            "caller": self.caller_number,
+            "callee": self.callee_number,
+            "source": f"{self.source[0]}:{self.source[1]}",
+            "mapping_gateway": self.mapping_gateway,
+            "setup_time": self.record.setup_time,
+            "answer_time": self.record.answer_time,
+            "attempts": len(self.attempts),
+            "current_attempt": None
+            if current is None
+            else {
+                "index": current.index,
+                "gateway": current.gateway.name,
+                "phase": current.tracker.phase.value,
+                "sdp_seen": current.tracker.sdp_seen,
+                "rtp_started": current.tracker.rtp_started,
+            },
+        }
+
+
+def caller_facing(status: int, reason: str | None) -> tuple[int, str | None]:
+    """A gateway's challenge (401/407) or redirect (3xx) is about our leg, not the caller's:
+    the caller's credentials or a redirect would mean nothing to it, so it hears 503."""
+    if status in (401, 407) or 300 <= status < 400:
+        return 503, f"Gateway Answered {status}"
+    return status, reason
+
+
+def _ignore_response(tx: ClientTransaction, response: Response) -> None:
+    return None
+
+
+def _ignore_timeout(tx: ClientTransaction) -> None:
+    return None
+
+
+def copy_pass_through(source: Headers, target: Headers) -> None:
+    for name in PASS_THROUGH:
+        for value in source.get_all(name):
+            target.add(name, value)
+
+
+__all__ = ["Attempt", "Call", "CallState", "copy_pass_through", "new_branch", "new_call_id"]

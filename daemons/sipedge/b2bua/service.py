@@ -1,0 +1,329 @@
+"""The B2BUA: admits new calls, routes them, and dispatches in-dialog traffic to calls.
+
+It is the transaction user of `sipedge.sip.transaction`: new requests, CANCELs, end-to-end ACKs
+and stray responses arrive here. Everything configurable is taken from a `Config` snapshot
+(`apply_config`) so that a reload changes new calls only; calls in progress keep their own
+switching policies and gateway targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sipedge.b2bua.call import Call, CallState, copy_pass_through
+from sipedge.b2bua.identity import (
+    apply_identity,
+    incoming_identity,
+    outgoing_identity,
+    policy_from_config,
+)
+from sipedge.b2bua.routing import RouteTable, SourceTable
+from sipedge.b2bua.switching import CallSwitcher, StopReason, SwitchingPolicy, effective_policy
+from sipedge.cdr import CallRecord, CdrStore
+from sipedge.sip.dialog import Dialog
+from sipedge.sip.message import (
+    Headers,
+    Request,
+    Response,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_name_addr,
+    parse_uri,
+)
+from sipedge.sip.transaction import (
+    InviteServerTransaction,
+    Scheduler,
+    ServerTransaction,
+    TransactionLayer,
+)
+
+if TYPE_CHECKING:
+    from sipedge.config import Config, RoutingGateway
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class GatewayTarget:
+    """What a call needs of a routing gateway, frozen at the time the attempt starts."""
+
+    name: str
+    address: str
+    port: int
+    config: RoutingGateway
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    active: int = 0
+    answered: int = 0
+    failed: int = 0
+    attempts: int = 0
+    late_answers: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)
+    stop_reasons: dict[str, int] = field(default_factory=dict)
+
+    def count_stop(self, reason: StopReason) -> None:
+        self.stop_reasons[reason.value] = self.stop_reasons.get(reason.value, 0) + 1
+
+    def count_reject(self, status: int) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+
+
+class B2BUA:
+    ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
+
+    def __init__(
+        self,
+        config: Config,
+        scheduler: Scheduler,
+        send_bytes: Callable[[bytes, Addr], None],
+        local_host_for: Callable[[str], str],
+        local_port: int,
+        cdrs: CdrStore | None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.send_bytes = send_bytes
+        self._local_host_for = local_host_for
+        self.local_port = local_port
+        self.cdrs = cdrs
+        self.stats = CallStats()
+        self.calls: dict[str, Call] = {}  # by the caller's Call-ID + From tag
+        self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}  # (Call-ID, our tag)
+        self.draining = False
+        self.transactions = TransactionLayer(
+            scheduler, config.parameters.sip_resend_interval, send_bytes, self
+        )
+        self.apply_config(config)
+
+    # -- configuration ----------------------------------------------------------------------
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self.sources = SourceTable([(m.name, m.addresses) for m in config.mapping_gateways])
+        self.mappings = {m.name: m for m in config.mapping_gateways}
+        self.routes = RouteTable([(r.prefix, r.gateways) for r in config.routes])
+        p = config.parameters
+        self.policies: dict[str, SwitchingPolicy] = {
+            gw.name: effective_policy(
+                global_invite_timeout=p.sip_timeout_invite,
+                trying=p.sip_timeout_trying,
+                ringing=p.sip_timeout_ringing,
+                progress=p.sip_timeout_session_progress,
+                stop_after_sdp=p.sip_stop_switch_after_sdp,
+                stop_after_invite_timeout=p.sip_user_agent_stop_switch_after_invite_timeout,
+                user_busy=p.gateway_switch_stop_after_user_busy,
+                rtp_start=p.gateway_switch_stop_after_rtp_start,
+                until_connect=p.gateway_switch_until_connect,
+                gw_invite_timeout=gw.invite_timeout,
+                gw_stop_after_sdp=gw.stop_switch_after_sdp,
+                gw_stop_after_invite_timeout=gw.stop_switch_after_invite_timeout,
+                gw_stop_codes=gw.stop_switching_codes,
+            )
+            for gw in config.routing_gateways
+        }
+        self.targets = {
+            gw.name: GatewayTarget(gw.name, gw.address, gw.port, gw)
+            for gw in config.routing_gateways
+        }
+        self.transactions.set_resend(p.sip_resend_interval)
+
+    # -- addresses --------------------------------------------------------------------------
+    def via_for(self, destination: str) -> tuple[str, int]:
+        return self._local_host_for(destination), self.local_port
+
+    def contact_for(self, destination: str) -> str:
+        host, port = self.via_for(destination)
+        return f"<sip:{host}:{port}>"
+
+    def gateway_target(self, name: str) -> GatewayTarget:
+        return self.targets[name]
+
+    # -- TransactionUser --------------------------------------------------------------------
+    def on_request(self, tx: ServerTransaction) -> None:
+        request = tx.request
+        to_tag = request.to_tag
+        if to_tag:
+            entry = self.dialogs.get((request.call_id, to_tag))
+            if entry is None:
+                tx.respond_status(481)
+                return
+            call, leg = entry
+            call.on_dialog_request(leg, tx)
+            return
+        method = request.method
+        if method == "INVITE":
+            assert isinstance(tx, InviteServerTransaction)
+            self._new_call(tx)
+        elif method == "OPTIONS":
+            response = make_response(request, 200, to_tag=new_tag())
+            response.headers.add("Allow", self.ALLOW)
+            response.headers.add("Accept", "application/sdp")
+            tx.respond(response)
+        elif method == "BYE":
+            tx.respond_status(481)
+        else:
+            response = make_response(request, 405, to_tag=new_tag())
+            response.headers.add("Allow", self.ALLOW)
+            tx.respond(response)
+
+    def on_cancel(self, invite_tx: InviteServerTransaction, cancel: Request) -> None:
+        call = self.calls.get(_call_key(invite_tx.request))
+        if call is not None:
+            call.on_caller_cancel()
+        elif not invite_tx.final_sent:
+            invite_tx.respond_status(487)
+
+    def on_ack(self, ack: Request, source: Addr) -> None:
+        to_tag = ack.to_tag
+        if not to_tag:
+            return
+        entry = self.dialogs.get((ack.call_id, to_tag))
+        if entry is not None:
+            call, leg = entry
+            call.on_ack(leg, ack)
+
+    def on_stray_response(self, response: Response, source: Addr) -> None:
+        # A 2xx retransmitted after its transaction ended: re-send the ACK we sent for it.
+        if response.cseq[1] == "INVITE" and 200 <= response.status < 300:
+            entry = self.dialogs.get((response.call_id, response.from_tag or ""))
+            if entry is not None:
+                call = entry[0]
+                for attempt in call.attempts:
+                    if attempt.invite.call_id == response.call_id and attempt.ack_bytes:
+                        self.send_bytes(attempt.ack_bytes, attempt.destination)
+
+    # -- calls ------------------------------------------------------------------------------
+    def _reject(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
+        self.stats.count_reject(status)
+        tx.respond(make_response(tx.request, status, reason, to_tag=new_tag()))
+
+    def _new_call(self, tx: InviteServerTransaction) -> None:
+        request = tx.request
+        if self.draining:
+            self._reject(tx, 503, "Draining")
+            return
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None:
+            try:
+                if int(max_forwards) <= 0:
+                    self._reject(tx, 483)
+                    return
+            except ValueError:
+                self._reject(tx, 400, "Bad Max-Forwards")
+                return
+        required = {
+            token.strip()
+            for value in request.headers.get_all("Require")
+            for token in value.split(",")
+            if token.strip()
+        }
+        unsupported = required - SUPPORTED_EXTENSIONS
+        if unsupported:
+            response = make_response(request, 420, to_tag=new_tag())
+            response.headers.add("Unsupported", ", ".join(sorted(unsupported)))
+            self.stats.count_reject(420)
+            tx.respond(response)
+            return
+        mapping = self.sources.lookup(tx.source[0])
+        if mapping is None:
+            self._reject(tx, 403, "Unknown Source")
+            return
+        try:
+            callee = parse_uri(request.uri).user or ""
+            caller = parse_uri(parse_name_addr(request.headers.get("From") or "").uri).user or ""
+        except ValueError:
+            self._reject(tx, 400, "Bad Request-URI")
+            return
+        callee = callee.split(";", 1)[0]
+        gateways = self.routes.lookup(callee)
+        if gateways is None:
+            self._reject(tx, 404, "No Route")
+            return
+        candidates = [(name, self.policies[name]) for name in gateways if name in self.policies]
+        switcher = CallSwitcher(candidates, self.config.parameters.gateway_switch_limit)
+        record = CallRecord(
+            call_id=request.call_id,
+            caller=caller,
+            callee=callee,
+            source=f"{tx.source[0]}:{tx.source[1]}",
+            mapping_gateway=mapping,
+            setup_time=time.time(),
+        )
+        call = Call(
+            incoming_identity=incoming_identity(request.headers),
+            b2bua=self,
+            invite_tx=tx,
+            caller_number=caller,
+            callee_number=callee,
+            mapping_gateway=mapping,
+            switcher=switcher,
+            record=record,
+        )
+        self.calls[_call_key(request)] = call
+        self.stats.calls += 1
+        self.stats.active += 1
+        call.start()
+
+    def build_gateway_invite(self, call: Call, gateway: GatewayTarget) -> Request:
+        """The INVITE of one attempt: our own Call-ID, tags, Via and Contact (B2BUA)."""
+        original = call.invite_tx.request
+        host, port = self.via_for(gateway.address)
+        headers = Headers()
+        headers.add("Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport")
+        max_forwards = original.headers.get("Max-Forwards")
+        headers.add("Max-Forwards", str(int(max_forwards) - 1) if max_forwards else "70")
+        from_header = parse_name_addr(original.headers.get("From") or "")
+        display = f'"{from_header.display}" ' if from_header.display else ""
+        headers.add("From", f"{display}<sip:{call.caller_number}@{host}>;tag={new_tag()}")
+        target = f"sip:{call.callee_number}@{gateway.address}:{gateway.port}"
+        headers.add("To", f"<sip:{call.callee_number}@{gateway.address}>")
+        headers.add("Call-ID", new_call_id())
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", f"<sip:{host}:{port}>")
+        copy_pass_through(original.headers, headers)
+        # Caller identity (From display/user, Privacy, PAI, PPI) per the gateway's settings.
+        mapping = self.mappings.get(call.mapping_gateway or "")
+        policy = policy_from_config(self.config.parameters, gateway.config, mapping)
+        apply_identity(headers, outgoing_identity(call.incoming_identity, policy, our_host=host))
+        return Request("INVITE", target, headers, original.body)
+
+    def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None:
+        self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, leg)
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.pop(_call_key(call.invite_tx.request), None)
+        for dialog in (call.caller_dialog, call.callee_dialog):
+            if dialog is not None:
+                self.dialogs.pop((dialog.call_id, dialog.local_tag), None)
+        self.stats.active -= 1
+        if call.state is CallState.ENDED and call.record.answer_time is None:
+            self.stats.failed += 1
+        if self.cdrs is not None:
+            try:
+                self.cdrs.write(call.record)
+            except Exception:
+                log.exception("writing the CDR of %s failed", call.id)
+
+    def find_call(self, call_id: str) -> Call | None:
+        for call in self.calls.values():
+            if call.id == call_id:
+                return call
+        return None
+
+    def terminate_all(self, cause: str) -> None:
+        for call in list(self.calls.values()):
+            call.terminate(cause)
+
+
+def _call_key(request: Request) -> str:
+    return f"{request.call_id}|{request.from_tag}"

@@ -1,0 +1,112 @@
+"""`make run`: the appliance on a demo config, with SIPp answering as its routing gateways.
+
+Starts sipedge-sipd (and sipedge-mediad when the config's fast path can run here) on the given
+config, plus one SIPp UAS per routing gateway, and stays in the foreground until Ctrl-C. It
+refuses any config whose peers are not on loopback: the demo must never send traffic elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sipedge.config import ConfigError, load_config
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sipedge.demo", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        sys.exit(f"invalid config {args.config}:\n{err}")
+    outside = [gw.name for gw in config.routing_gateways if not _loopback(gw.address)]
+    outside += [r.name for r in config.registrations if not _loopback(r.proxy)]
+    if outside:
+        sys.exit(f"refusing to run the demo: peers not on loopback: {', '.join(outside)}")
+    config.storage.path.mkdir(parents=True, exist_ok=True)
+
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    bindir = Path(sys.executable).parent
+
+    def spawn(name: str, cmd: list[str]) -> None:
+        print(f"demo: starting {name}: {' '.join(cmd)}", flush=True)
+        procs.append((name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL)))
+
+    sipp = shutil.which("sipp")
+    for gw in config.routing_gateways:
+        if sipp is None:
+            print("demo: sipp not found, no demo gateways (apt install sip-tester)")
+            break
+        spawn(
+            f"gateway {gw.name}",
+            [
+                sipp,
+                "-sn",
+                "uas",
+                "-i",
+                gw.address,
+                "-p",
+                str(gw.port),
+                "-nostdin",
+                "-trace_err",
+                "-error_file",
+                f"{config.storage.path}/sipp-{gw.name}.err",
+            ],
+        )
+    spawn("sipedge-sipd", [str(bindir / "sipedge-sipd"), "--config", str(args.config)])
+    if (bindir / "sipedge-mediad").exists():
+        spawn("sipedge-mediad", [str(bindir / "sipedge-mediad"), "--config", str(args.config)])
+
+    listen = config.sip.listen[0]
+    number = next((r.prefix for r in config.routes if r.prefix), "") + "1000"
+    print(
+        "\ndemo: up. Place a test call with SIPp:\n"
+        f"  sipp -sn uac -s {number} -m 1 {listen.host}:{listen.port}\n"
+        f"  curl -s http://{config.api.host}:{config.api.port}/api/cdrs\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for name, proc in procs:
+                if proc.poll() is not None and name.startswith("sipedge"):
+                    print(f"demo: {name} exited with {proc.returncode}", flush=True)
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for _, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for _, proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Media relay daemon (sipedge-mediad): XDP fast path and userspace relay."""

@@ -1,0 +1,329 @@
+"""The XDP fast path: compile `ebpf/media_relay.c` with bcc, attach it, keep its maps in sync.
+
+Maps are pinned under `pin_dir` (default /sys/fs/bpf/sipedge): a restarted mediad compiles the
+program again, bcc opens the pinned maps instead of creating new ones, and the new program
+replaces the old one atomically on each interface, so the XDP path relays without a gap.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("sipedge.media.xdp")
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+F_LATCH = 1
+F_RTCP = 2
+MAX_KEY = 64
+DEFAULT_PIN_DIR = Path("/sys/fs/bpf/sipedge")
+
+
+class XdpUnavailable(RuntimeError):
+    """The XDP path cannot load here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One direction of one stream, as the kernel table holds it."""
+
+    dst_addr: str
+    dst_port: int
+    src_port: int
+    src_addr: str = "0.0.0.0"
+    latch: bool = False
+    rtcp: bool = False
+    in_mode: int = 0
+    in_key: bytes = b""
+    out_mode: int = 0
+    out_key: bytes = b""
+
+
+@dataclass
+class Stats:
+    packets: int = 0
+    bytes: int = 0
+    last_seen: float = 0.0  # wall clock
+
+
+def program_source() -> str:
+    """The C text: from the repository's ebpf/ folder (or $SIPEDGE_EBPF_DIR)."""
+    candidates = []
+    env = os.environ.get("SIPEDGE_EBPF_DIR")
+    if env:
+        candidates.append(Path(env) / "media_relay.c")
+    here = Path(__file__).resolve()
+    candidates += [p / "ebpf" / "media_relay.c" for p in here.parents]
+    candidates.append(Path("/usr/share/sipedge/ebpf/media_relay.c"))
+    for path in candidates:
+        if path.is_file():
+            return path.read_text()
+    try:  # packaged copy, if a build put one there
+        return resources.files("sipedge.media").joinpath("media_relay.c").read_text()
+    except (FileNotFoundError, ModuleNotFoundError):
+        pass
+    raise XdpUnavailable("ebpf/media_relay.c not found (set SIPEDGE_EBPF_DIR)")
+
+
+def ensure_bpffs(pin_root: Path) -> None:
+    """Mount bpffs on /sys/fs/bpf when nothing is mounted there (systemd normally does)."""
+    root = Path("/sys/fs/bpf")
+    if not str(pin_root).startswith(str(root)):
+        return
+    with open("/proc/mounts") as f:
+        if any(line.split()[1] == str(root) and line.split()[2] == "bpf" for line in f):
+            return
+    result = subprocess.run(
+        ["mount", "-t", "bpf", "bpf", str(root)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise XdpUnavailable(f"bpffs not mounted on {root} and mount failed: {result.stderr}")
+
+
+def _ip(addr: str) -> int:
+    """Address as the u32 the kernel stores (network byte order read as host int)."""
+    return int(struct.unpack("=I", socket.inet_aton(addr))[0])
+
+
+def _port(port: int) -> int:
+    return int(struct.unpack("=H", struct.pack("!H", port))[0])
+
+
+def _unport(value: int) -> int:
+    return int(struct.unpack("!H", struct.pack("=H", value))[0])
+
+
+def _unip(value: int) -> str:
+    return socket.inet_ntoa(struct.pack("=I", value))
+
+
+class XdpPath:
+    """Owns the bcc object, the attachments and the pinned maps."""
+
+    def __init__(
+        self,
+        interfaces: Sequence[str],
+        mode: str = "auto",
+        pin_dir: Path = DEFAULT_PIN_DIR,
+        max_sessions: int = 65536,
+    ) -> None:
+        if mode not in ("auto", "native", "generic"):
+            raise ValueError(f"XDP mode must be auto/native/generic, not {mode!r}")
+        self.interfaces = tuple(interfaces)
+        self.mode = mode
+        self.pin_dir = Path(pin_dir)
+        self.max_sessions = max_sessions
+        self.attached_mode = ""
+        self.adopted = False  # pinned maps existed when we loaded (a restart)
+        self._bpf: Any = None
+        self._sessions: Any = None
+        self._stats: Any = None
+
+    # -- load / attach -------------------------------------------------------------------
+
+    def load(self) -> str:
+        """Compile, attach to every interface; returns "native" or "generic"."""
+        if not self.interfaces:
+            raise XdpUnavailable("media.interfaces is empty")
+        if os.geteuid() != 0:
+            raise XdpUnavailable("not root (XDP needs CAP_BPF and CAP_NET_ADMIN)")
+        build = Path(f"/lib/modules/{os.uname().release}/build")
+        if not build.exists():
+            raise XdpUnavailable(f"no kernel headers: {build} does not exist (see .ci/setup)")
+        indexes = {}
+        for dev in self.interfaces:
+            try:
+                indexes[dev] = socket.if_nametoindex(dev)
+            except OSError:
+                raise XdpUnavailable(f"interface {dev!r} does not exist") from None
+        try:
+            from bcc import BPF
+        except ImportError as exc:
+            raise XdpUnavailable(f"bcc is not importable ({exc})") from None
+        ensure_bpffs(self.pin_dir)
+        self.pin_dir.mkdir(parents=True, exist_ok=True)
+        self.adopted = (self.pin_dir / "sessions").exists()
+        cflags = [
+            f'-DPIN_DIR="{self.pin_dir}"',
+            f"-DMAX_SESSIONS={self.max_sessions}",
+            "-Wno-unused-value",
+            "-Wno-pointer-sign",
+            "-Wno-compare-distinct-pointer-types",
+        ]
+        try:
+            bpf = BPF(text=program_source(), cflags=cflags)
+            fn = bpf.load_func("xdp_media_relay", BPF.XDP)
+        except Exception as exc:
+            raise XdpUnavailable(f"the XDP program did not compile/verify: {exc}") from None
+        modes = {"native": ["native"], "generic": ["generic"], "auto": ["native", "generic"]}
+        errors = []
+        for mode in modes[self.mode]:
+            flags = XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE
+            done: list[str] = []
+            try:
+                for dev in self.interfaces:
+                    bpf.attach_xdp(dev, fn, flags)
+                    done.append(dev)
+            except Exception as exc:
+                errors.append(f"{mode}: {exc}")
+                for dev in done:
+                    try:
+                        bpf.remove_xdp(dev, flags)
+                    except Exception:  # pragma: no cover - best effort
+                        pass
+                continue
+            self.attached_mode = mode
+            self._bpf = bpf
+            self._sessions = bpf["sessions"]
+            self._stats = bpf["stats"]
+            log.info(
+                "XDP %s on %s, maps in %s%s",
+                mode,
+                ",".join(self.interfaces),
+                self.pin_dir,
+                " (re-adopted)" if self.adopted else "",
+            )
+            return mode
+        raise XdpUnavailable("could not attach: " + "; ".join(errors))
+
+    @property
+    def loaded(self) -> bool:
+        return self._bpf is not None
+
+    def detach(self) -> None:
+        """Remove the program from the interfaces and the pinned maps (clean stop, no calls)."""
+        if self._bpf is None:
+            return
+        flags = XDP_FLAGS_DRV_MODE if self.attached_mode == "native" else XDP_FLAGS_SKB_MODE
+        for dev in self.interfaces:
+            try:
+                self._bpf.remove_xdp(dev, flags)
+            except Exception as exc:  # pragma: no cover - interface gone
+                log.warning("removing XDP from %s: %s", dev, exc)
+        for name in ("sessions", "stats"):
+            try:
+                (self.pin_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            self.pin_dir.rmdir()
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        """Drop our handles; the program stays attached and the maps stay pinned."""
+        if self._bpf is not None:
+            self._bpf.cleanup()
+        self._bpf = self._sessions = self._stats = None
+
+    # -- maps ----------------------------------------------------------------------------
+
+    def _key(self, local_addr: str, port: int) -> Any:
+        k = self._sessions.Key()
+        k.addr = _ip(local_addr)
+        k.port = _port(port)
+        k.pad = 0
+        return k
+
+    def put(self, local_addr: str, port: int, entry: Entry) -> None:
+        leaf = self._sessions.Leaf()
+        leaf.dst_addr = _ip(entry.dst_addr)
+        leaf.src_addr = _ip(entry.src_addr)
+        leaf.dst_port = _port(entry.dst_port)
+        leaf.src_port = _port(entry.src_port)
+        leaf.flags = (F_LATCH if entry.latch else 0) | (F_RTCP if entry.rtcp else 0)
+        leaf.in_mode = entry.in_mode
+        leaf.out_mode = entry.out_mode
+        leaf.in_keylen = len(entry.in_key)
+        leaf.out_keylen = len(entry.out_key)
+        ctypes.memmove(leaf.in_key, entry.in_key, len(entry.in_key))
+        ctypes.memmove(leaf.out_key, entry.out_key, len(entry.out_key))
+        self._sessions[self._key(local_addr, port)] = leaf
+
+    def get(self, local_addr: str, port: int) -> Entry | None:
+        try:
+            leaf = self._sessions[self._key(local_addr, port)]
+        except KeyError:
+            return None
+        return Entry(
+            dst_addr=_unip(leaf.dst_addr),
+            dst_port=_unport(leaf.dst_port),
+            src_port=_unport(leaf.src_port),
+            src_addr=_unip(leaf.src_addr),
+            latch=bool(leaf.flags & F_LATCH),
+            rtcp=bool(leaf.flags & F_RTCP),
+            in_mode=leaf.in_mode,
+            in_key=bytes(leaf.in_key[: leaf.in_keylen]),
+            out_mode=leaf.out_mode,
+            out_key=bytes(leaf.out_key[: leaf.out_keylen]),
+        )
+
+    def remove(self, local_addr: str, port: int) -> None:
+        key = self._key(local_addr, port)
+        for table in (self._sessions, self._stats):
+            try:
+                del table[key]
+            except KeyError:
+                pass
+
+    def keys(self) -> Iterator[tuple[str, int]]:
+        for k in list(self._sessions.keys()):
+            yield _unip(k.addr), _unport(k.port)
+
+    def stat_keys(self) -> Iterator[tuple[str, int]]:
+        for k in list(self._stats.keys()):
+            yield _unip(k.addr), _unport(k.port)
+
+    def stats(self, local_addr: str, port: int) -> Stats:
+        key = self._key(local_addr, port)
+        try:
+            per_cpu = self._stats.getvalue(key)
+        except KeyError:
+            return Stats()
+        out = Stats()
+        last = 0
+        for v in per_cpu:
+            out.packets += v.packets
+            out.bytes += v.bytes
+            last = max(last, v.last_seen)
+        if last:
+            out.last_seen = time.time() - (time.monotonic_ns() - last) / 1e9
+        return out
+
+    def count(self) -> int:
+        return len(list(self._sessions.keys()))
+
+
+def prog_stats(interface: str) -> tuple[int, int] | None:
+    """(run_time_ns, run_cnt) of the XDP program on `interface` (kernel.bpf_stats_enabled)."""
+    out = subprocess.run(
+        ["bpftool", "-j", "net", "show", "dev", interface], capture_output=True, text=True
+    )
+    import json
+
+    try:
+        info = json.loads(out.stdout)
+        xdp = info[0]["xdp"][0]
+        prog_id = int(xdp["id"])
+    except (ValueError, LookupError, TypeError):
+        return None
+    res = subprocess.run(
+        ["bpftool", "-j", "prog", "show", "id", str(prog_id)], capture_output=True, text=True
+    )
+    try:
+        prog = json.loads(res.stdout)
+    except ValueError:
+        return None
+    return int(prog.get("run_time_ns", 0)), int(prog.get("run_cnt", 0))

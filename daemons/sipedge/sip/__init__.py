@@ -1,0 +1,1 @@
+"""SIP protocol stack: messages, transport, transactions (RFC 3261)."""

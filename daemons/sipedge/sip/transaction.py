@@ -1,0 +1,475 @@
+"""SIP transactions (RFC 3261 section 17, with RFC 6026's Accepted state).
+
+Four state machines, as in Kamailio's tm module:
+
+* INVITE client (`InviteClientTransaction`): retransmits the INVITE over UDP with the gaps of
+  SS_SIP_RESEND_INTERVAL until any response; ACKs non-2xx finals itself; absorbs and reports
+  retransmitted 2xx for a while so the call layer can re-ACK or ACK-and-BYE a late answer.
+* non-INVITE client (`ClientTransaction`): retransmits with the same gaps until a final.
+* INVITE server (`InviteServerTransaction`): answers 100 at once, repeats the last response
+  on a retransmitted INVITE, retransmits a final (2xx included, per parameters.md) by the same
+  gaps until the ACK arrives.
+* non-INVITE server (`ServerTransaction`): repeats its final on retransmitted requests.
+
+Timers come from a `Scheduler` (an asyncio loop satisfies it), so the machines can be driven by
+a fake clock in unit tests. The retransmission schedule itself is pure: `RetransmitSchedule`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from sipedge.sip.message import Headers, Request, Response, make_response
+
+Addr = tuple[str, int]
+
+# RFC 3261 Timer T4 (how long a completed non-INVITE client waits for retransmitted finals).
+T4 = 5.0
+# Lower bound of every "64*T1" timer (B, D, F, H, J): 32 s as RFC 3261 gives for UDP.
+MIN_TRANSACTION_TIMEOUT = 32.0
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle: ...
+
+
+class RetransmitSchedule:
+    """The gaps of SS_SIP_RESEND_INTERVAL. Entry i is the wait before retransmission i+1."""
+
+    def __init__(self, gaps: Sequence[float]) -> None:
+        if not gaps:
+            raise ValueError("the resend interval list is empty")
+        self.gaps = tuple(float(g) for g in gaps)
+        # Transaction timeout (Timer B/F/H): long enough for the whole list to play out.
+        self.timeout = max(MIN_TRANSACTION_TIMEOUT, sum(self.gaps))
+
+    def gap(self, sent: int) -> float | None:
+        """Wait after the `sent`-th transmission (1-based) before the next, or None: stop."""
+        return self.gaps[sent - 1] if sent <= len(self.gaps) else None
+
+
+class State(enum.Enum):
+    CALLING = "calling"  # INVITE client: sent, no response yet
+    TRYING = "trying"  # non-INVITE: sent/received, no final yet
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    ACCEPTED = "accepted"  # RFC 6026: a 2xx went by, absorb retransmissions
+    TERMINATED = "terminated"
+
+
+class TransactionUser(Protocol):
+    """What sits above the transaction layer (the B2BUA, registrar, ...)."""
+
+    def on_request(self, tx: ServerTransaction) -> None: ...
+
+    def on_cancel(self, invite_tx: InviteServerTransaction, cancel: Request) -> None: ...
+
+    def on_ack(self, ack: Request, source: Addr) -> None: ...
+
+    def on_stray_response(self, response: Response, source: Addr) -> None: ...
+
+
+ResponseCallback = Callable[["ClientTransaction", Response], None]
+TimeoutCallback = Callable[["ClientTransaction"], None]
+
+
+def _server_key(branch: str | None, request: Request, method: str) -> tuple[str, str]:
+    if branch and branch.startswith("z9hG4bK"):
+        return branch, method
+    # RFC 2543 peers: no magic cookie, match on the dialog-identifying fields instead.
+    return f"{request.call_id}|{request.cseq[0]}|{request.from_tag}|{branch}", method
+
+
+class TransactionLayer:
+    """Matches messages to transactions and owns their lifetimes."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        resend: Sequence[float],
+        send_bytes: Callable[[bytes, Addr], None],
+        tu: TransactionUser,
+    ) -> None:
+        self.scheduler = scheduler
+        self.schedule = RetransmitSchedule(resend)
+        self.send_bytes_to = send_bytes
+        self.tu = tu
+        self.server: dict[tuple[str, str], ServerTransaction] = {}
+        self.client: dict[tuple[str, str], ClientTransaction] = {}
+        # 2xx responses to INVITE being retransmitted until the (end-to-end) ACK arrives.
+        self.awaiting_ack: dict[tuple[str, int], InviteServerTransaction] = {}
+        self.created = 0
+        self.retransmissions = 0
+        self.timeouts = 0
+
+    def set_resend(self, resend: Sequence[float]) -> None:
+        """Config reload: new transactions use the new gaps, running ones keep theirs."""
+        self.schedule = RetransmitSchedule(resend)
+
+    # -- incoming ---------------------------------------------------------------------------
+    def receive(self, msg: Request | Response, source: Addr) -> None:
+        if isinstance(msg, Response):
+            self._receive_response(msg, source)
+        else:
+            self._receive_request(msg, source)
+
+    def _receive_response(self, response: Response, source: Addr) -> None:
+        branch = response.branch or ""
+        ct = self.client.get((branch, response.cseq[1]))
+        if ct is not None:
+            ct.on_response(response)
+        else:
+            self.tu.on_stray_response(response, source)
+
+    def _receive_request(self, request: Request, source: Addr) -> None:
+        method = request.method
+        branch = request.branch
+        if method == "ACK":
+            invite_st = self.server.get(_server_key(branch, request, "INVITE"))
+            if (
+                isinstance(invite_st, InviteServerTransaction)
+                and invite_st.state is State.COMPLETED
+            ):
+                invite_st.on_ack()  # ACK for our non-2xx final: hop by hop, ends here
+                return
+            pending = self.awaiting_ack.pop((request.call_id, request.cseq[0]), None)
+            if pending is not None:
+                pending.on_ack()
+            self.tu.on_ack(request, source)
+            return
+        key = _server_key(branch, request, method)
+        existing = self.server.get(key)
+        if existing is not None:
+            existing.on_retransmission()
+            return
+        if method == "CANCEL":
+            cancel_tx = ServerTransaction(self, request, source, key)
+            self.server[key] = cancel_tx
+            invite_tx = self.server.get(_server_key(branch, request, "INVITE"))
+            if not isinstance(invite_tx, InviteServerTransaction) or invite_tx.final_sent:
+                cancel_tx.respond_status(481 if invite_tx is None else 200)
+                return
+            cancel_tx.respond_status(200)
+            self.tu.on_cancel(invite_tx, request)
+            return
+        st: ServerTransaction
+        if method == "INVITE":
+            st = InviteServerTransaction(self, request, source, key)
+        else:
+            st = ServerTransaction(self, request, source, key)
+        self.server[key] = st
+        self.created += 1
+        if isinstance(st, InviteServerTransaction):
+            st.respond(make_response(request, 100))
+        self.tu.on_request(st)
+
+    # -- outgoing ---------------------------------------------------------------------------
+    def start_client(
+        self,
+        request: Request,
+        destination: Addr,
+        on_response: ResponseCallback,
+        on_timeout: TimeoutCallback,
+    ) -> ClientTransaction:
+        ct: ClientTransaction
+        if request.method == "INVITE":
+            ct = InviteClientTransaction(self, request, destination, on_response, on_timeout)
+        else:
+            ct = ClientTransaction(self, request, destination, on_response, on_timeout)
+        self.client[ct.key] = ct
+        self.created += 1
+        ct.start()
+        return ct
+
+    def counts(self) -> dict[str, int]:
+        return {"server": len(self.server), "client": len(self.client)}
+
+
+class _Transaction:
+    def __init__(self, layer: TransactionLayer) -> None:
+        self.layer = layer
+        self.schedule = layer.schedule
+        self.state = State.TRYING
+        self._timers: dict[str, TimerHandle] = {}
+
+    def _arm(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel(name)
+        self._timers[name] = self.layer.scheduler.call_later(delay, callback)
+
+    def _cancel(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _cancel_all(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Server side
+# ---------------------------------------------------------------------------------------------
+
+
+class ServerTransaction(_Transaction):
+    """non-INVITE server transaction (also the base of the INVITE one)."""
+
+    def __init__(
+        self, layer: TransactionLayer, request: Request, source: Addr, key: tuple[str, str]
+    ) -> None:
+        super().__init__(layer)
+        self.request = request
+        self.source = source
+        self.key = key
+        self.last_response: Response | None = None
+        self._last_bytes = b""
+
+    @property
+    def final_sent(self) -> bool:
+        return self.last_response is not None and self.last_response.status >= 200
+
+    def respond_status(self, status: int, reason: str | None = None, **kw: str) -> Response:
+        response = make_response(self.request, status, reason, to_tag=kw.get("to_tag"))
+        self.respond(response)
+        return response
+
+    def respond(self, response: Response) -> None:
+        if self.state is State.TERMINATED or self.final_sent:
+            return  # a final has gone: RFC 3261 forbids a second one
+        self.last_response = response
+        self._last_bytes = response.to_bytes()
+        self._transmit()
+        if response.status >= 200:
+            self._on_final(response)
+
+    def _transmit(self) -> None:
+        self.layer.send_bytes_to(self._last_bytes, self.source)
+
+    def _on_final(self, response: Response) -> None:
+        self.state = State.COMPLETED
+        self._arm("J", self.schedule.timeout, self.terminate)
+
+    def on_retransmission(self) -> None:
+        if self._last_bytes:
+            self.layer.retransmissions += 1
+            self._transmit()
+
+    def terminate(self) -> None:
+        self.state = State.TERMINATED
+        self._cancel_all()
+        if self.layer.server.get(self.key) is self:
+            del self.layer.server[self.key]
+
+
+class InviteServerTransaction(ServerTransaction):
+    """INVITE server transaction; finals are retransmitted by the resend list until ACK."""
+
+    def __init__(
+        self, layer: TransactionLayer, request: Request, source: Addr, key: tuple[str, str]
+    ) -> None:
+        super().__init__(layer, request, source, key)
+        self.state = State.PROCEEDING
+        self.cancelled = False
+        self._sent = 0
+        # Called when Timer H fires without an ACK for our final (the call layer ends the call).
+        self.on_ack_timeout: Callable[[InviteServerTransaction], None] | None = None
+
+    def _on_final(self, response: Response) -> None:
+        if response.status < 300:
+            # RFC 6026 Accepted: our 2xx goes on until the end-to-end ACK.
+            self.state = State.ACCEPTED
+            self.layer.awaiting_ack[(self.request.call_id, self.request.cseq[0])] = self
+        else:
+            self.state = State.COMPLETED
+        self._sent = 1
+        self._schedule_retransmit()
+        self._arm("H", self.schedule.timeout, self._give_up)
+
+    def _schedule_retransmit(self) -> None:
+        gap = self.schedule.gap(self._sent)
+        if gap is not None:
+            self._arm("G", gap, self._retransmit)
+
+    def _retransmit(self) -> None:
+        if self.state not in (State.COMPLETED, State.ACCEPTED):
+            return
+        self._sent += 1
+        self.layer.retransmissions += 1
+        self._transmit()
+        self._schedule_retransmit()
+
+    def _give_up(self) -> None:
+        # Timer H: the ACK never came. The call layer notices through ack_timeout.
+        self.layer.timeouts += 1
+        self.layer.awaiting_ack.pop((self.request.call_id, self.request.cseq[0]), None)
+        if self.on_ack_timeout is not None:
+            self.on_ack_timeout(self)
+        self.terminate()
+
+    def on_ack(self) -> None:
+        self._cancel("G")
+        self._cancel("H")
+        if self.state is State.ACCEPTED:
+            self.terminate()
+        elif self.state is State.COMPLETED:
+            self.state = State.CONFIRMED
+            self._arm("I", T4, self.terminate)
+
+    def on_retransmission(self) -> None:
+        if self.state is State.PROCEEDING or self.state is State.COMPLETED:
+            super().on_retransmission()
+        elif self.state is State.ACCEPTED:
+            # A retransmitted INVITE after our 2xx: the 2xx retransmission timer covers it.
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Client side
+# ---------------------------------------------------------------------------------------------
+
+
+class ClientTransaction(_Transaction):
+    """non-INVITE client transaction (also the base of the INVITE one)."""
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        request: Request,
+        destination: Addr,
+        on_response: ResponseCallback,
+        on_timeout: TimeoutCallback,
+    ) -> None:
+        super().__init__(layer)
+        self.request = request
+        self.destination = destination
+        self.on_response_cb = on_response
+        self.on_timeout_cb = on_timeout
+        branch = request.branch or ""
+        self.key = (branch, request.method)
+        self.sent_count = 0
+        self.last_status = 0
+        self._bytes = request.to_bytes()
+
+    def start(self) -> None:
+        self.state = State.CALLING if self.request.method == "INVITE" else State.TRYING
+        self._send()
+        self._arm("timeout", self.schedule.timeout, self._on_timeout)
+
+    def _send(self) -> None:
+        self.sent_count += 1
+        if self.sent_count > 1:
+            self.layer.retransmissions += 1
+        self.layer.send_bytes_to(self._bytes, self.destination)
+        gap = self.schedule.gap(self.sent_count)
+        if gap is not None:
+            self._arm("retransmit", gap, self._send)
+
+    def stop_retransmitting(self) -> None:
+        """Stop resending; keep matching responses (late answers still reach the TU)."""
+        self._cancel("retransmit")
+
+    def _on_timeout(self) -> None:
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            self.layer.timeouts += 1
+            self.terminate()
+            self.on_timeout_cb(self)
+        else:
+            self.terminate()
+
+    def on_response(self, response: Response) -> None:
+        status = response.status
+        if self.state in (State.COMPLETED, State.TERMINATED):
+            return  # retransmitted final: already reported
+        self.last_status = status
+        if status < 200:
+            self.state = State.PROCEEDING
+        else:
+            self._cancel_all()
+            self.state = State.COMPLETED
+            self._arm("K", T4, self.terminate)
+        self.on_response_cb(self, response)
+
+    def terminate(self) -> None:
+        self.state = State.TERMINATED
+        self._cancel_all()
+        if self.layer.client.get(self.key) is self:
+            del self.layer.client[self.key]
+
+
+class InviteClientTransaction(ClientTransaction):
+    def on_response(self, response: Response) -> None:
+        status = response.status
+        state = self.state
+        if state is State.TERMINATED:
+            return
+        if status < 200:
+            if state in (State.CALLING, State.PROCEEDING):
+                self._cancel("retransmit")
+                self._cancel("timeout")  # Timer B runs in Calling only
+                self.state = State.PROCEEDING
+                self.last_status = status
+                self.on_response_cb(self, response)
+            return
+        if status < 300:
+            # Every 2xx (first and retransmitted) goes up: the TU ACKs each (RFC 6026).
+            first = state is not State.ACCEPTED
+            self._cancel("retransmit")
+            self._cancel("timeout")
+            if first:
+                self.state = State.ACCEPTED
+                self.last_status = status
+                self._arm("M", self.schedule.timeout, self.terminate)
+            self.on_response_cb(self, response)
+            return
+        # non-2xx final: ACK it ourselves (hop by hop), report it once.
+        self._send_ack(response)
+        if state is State.COMPLETED:
+            return
+        self._cancel("retransmit")
+        self._cancel("timeout")
+        self.state = State.COMPLETED
+        self.last_status = status
+        self._arm("D", self.schedule.timeout, self.terminate)
+        self.on_response_cb(self, response)
+
+    def _send_ack(self, response: Response) -> None:
+        self.layer.send_bytes_to(build_ack_for_failure(self.request, response), self.destination)
+
+    def build_cancel(self) -> Request:
+        return build_cancel(self.request)
+
+
+def build_ack_for_failure(invite: Request, response: Response) -> bytes:
+    """RFC 3261 17.1.1.3: ACK for a non-2xx final, same branch, To from the response."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", response.headers.get("To") or "")
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq[0]} ACK")
+    headers.add("Max-Forwards", "70")
+    return Request("ACK", invite.uri, headers, b"").to_bytes()
+
+
+def build_cancel(invite: Request) -> Request:
+    """RFC 3261 9.1: CANCEL with the INVITE's Request-URI, top Via (same branch), From, To."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", invite.headers.get("To") or "")
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
+    headers.add("Max-Forwards", "70")
+    return Request("CANCEL", invite.uri, headers, b"")

@@ -1,0 +1,184 @@
+"""UDP transport: datagrams in, parsed messages out (RFC 3261 section 18, RFC 3581).
+
+The transport is the only place that touches the socket. It parses, stamps `received`/`rport`
+on the top Via of requests, answers unparseable-but-answerable requests with 400 and counts
+everything else it has to drop. Malformed input never raises out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sipedge.sip.message import ParseError, Request, Response, make_response, parse_message
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+MessageHandler = Callable[["Request | Response", Addr, "UdpTransport"], None]
+
+# Big enough for any SIP datagram (UDP max); anything larger is truncated by the kernel anyway.
+MAX_DATAGRAM = 65535
+
+
+@dataclass
+class TransportStats:
+    """Counters the management API exports; plain ints so the hot path stays cheap."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    requests_in: int = 0
+    responses_in: int = 0
+    parse_errors: int = 0
+    dropped: int = 0
+    bad_requests_answered: int = 0
+    send_errors: int = 0
+    by_method_in: dict[str, int] = field(default_factory=dict)
+
+
+class UdpTransport(asyncio.DatagramProtocol):
+    """One listening UDP socket. `on_message(msg, source, transport)` gets every good message."""
+
+    def __init__(self, on_message: MessageHandler, stats: TransportStats | None = None) -> None:
+        self.on_message = on_message
+        self.stats = stats if stats is not None else TransportStats()
+        self._transport: asyncio.DatagramTransport | None = None
+        self.host = ""
+        self.port = 0
+        # Address written into Via/Contact. Set by the daemon (public_address or listen address).
+        self.advertised_host = ""
+        self._route_cache: dict[str, str] = {}
+
+    # -- asyncio protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but behaves as one.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.host, self.port = sock.getsockname()[:2]
+            # Bigger buffers ride out bursts at high call rates instead of dropping datagrams.
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+                except OSError:
+                    pass
+        if not self.advertised_host:
+            self.advertised_host = self.host
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        source: Addr = (str(addr[0]), int(addr[1]))
+        stats = self.stats
+        stats.messages_in += 1
+        if len(data) <= 4 and not data.strip():
+            return  # CRLF keep-alive ping (RFC 5626): nothing to do on UDP
+        try:
+            msg = parse_message(data)
+        except ParseError as err:
+            stats.parse_errors += 1
+            if err.request is not None and err.request.method != "ACK":
+                stats.bad_requests_answered += 1
+                self._stamp_via(err.request, source)
+                self.send(make_response(err.request, 400, err.reason), source)
+            else:
+                stats.dropped += 1
+            return
+        except Exception:  # a parser bug must not stop the daemon
+            log.exception("parser failed on a datagram from %s:%s", *source)
+            stats.parse_errors += 1
+            stats.dropped += 1
+            return
+        if isinstance(msg, Request):
+            stats.requests_in += 1
+            stats.by_method_in[msg.method] = stats.by_method_in.get(msg.method, 0) + 1
+            try:
+                self._stamp_via(msg, source)
+            except ParseError:
+                stats.parse_errors += 1
+                stats.dropped += 1
+                return
+        else:
+            stats.responses_in += 1
+        try:
+            self.on_message(msg, source, self)
+        except Exception:
+            log.exception("handling a message from %s:%s failed", *source)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transaction timers deal with the silence.
+        log.debug("udp error: %s", exc)
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, msg: Request | Response, addr: Addr) -> None:
+        self.send_bytes(msg.to_bytes(), addr)
+
+    def send_bytes(self, data: bytes, addr: Addr) -> None:
+        if self._transport is None:
+            return
+        try:
+            self._transport.sendto(data, addr)
+            self.stats.messages_out += 1
+        except OSError as exc:
+            self.stats.send_errors += 1
+            log.debug("send to %s:%s failed: %s", addr[0], addr[1], exc)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    @property
+    def raw_socket(self) -> socket.socket | None:
+        """The signaling socket (natd sends keep-alives from this same address and port)."""
+        if self._transport is None:
+            return None
+        sock = self._transport.get_extra_info("socket")
+        return sock if isinstance(sock, socket.socket) else None
+
+    def local_host_for(self, destination: str) -> str:
+        """Our address as seen from `destination` (for Via/Contact when bound to a wildcard)."""
+        if self.advertised_host not in ("0.0.0.0", "::", ""):
+            return self.advertised_host
+        cached = self._route_cache.get(destination)
+        if cached is None:
+            family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((destination, 9))  # no packet leaves: connect() on UDP only routes
+                cached = str(probe.getsockname()[0])
+            self._route_cache[destination] = cached
+        return cached
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _stamp_via(request: Request, source: Addr) -> None:
+        """RFC 3261 18.2.1 `received` and RFC 3581 `rport` on the top Via."""
+        via = request.top_via
+        changed = False
+        if via.host != source[0]:
+            via.params["received"] = source[0]
+            changed = True
+        if "rport" in via.params:
+            via.params["rport"] = str(source[1])
+            if "received" not in via.params:
+                via.params["received"] = source[0]
+            changed = True
+        if changed:
+            request.headers.replace_first("Via", str(via))
+
+
+async def open_udp(
+    host: str, port: int, on_message: MessageHandler, stats: TransportStats | None = None
+) -> UdpTransport:
+    """Bind a UDP listening socket and return its protocol object."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    _, protocol = await loop.create_datagram_endpoint(
+        lambda: UdpTransport(on_message, stats),
+        local_addr=(host, port),
+        family=family,
+        reuse_port=False,
+    )
+    return protocol

@@ -1,0 +1,251 @@
+"""sipedge-sipd: the SIP daemon (transport, transactions, B2BUA, CDRs, management API).
+
+Runs in the foreground, logs to stderr, tells systemd when it is ready (Type=notify), reloads
+its config on SIGHUP, and on SIGTERM stops taking calls, ends the calls in progress with BYE
+(or 503 during setup), writes their CDRs and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sipedge import __version__
+from sipedge.api import build_app
+from sipedge.b2bua.service import B2BUA
+from sipedge.cdr import CdrStore
+from sipedge.config import Config, ConfigError, load_config
+from sipedge.sip.message import Request, Response
+from sipedge.sip.transport import Addr, TransportStats, UdpTransport, open_udp
+from sipedge.systemd import notify
+
+log = logging.getLogger("sipedge.sipd")
+
+
+class SipDaemon:
+    def __init__(self, config_path: Path, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.started = time.time()
+        self.transport_stats = TransportStats()
+        self.transport: UdpTransport | None = None
+        self.cdrs: CdrStore | None = None
+        self._b2bua: B2BUA | None = None
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self.reloads = 0
+        self.reload_failures = 0
+        self.metrics_registry = CollectorRegistry()
+        self.metrics_registry.register(SipdCollector(self))
+
+    @property
+    def b2bua(self) -> B2BUA:
+        assert self._b2bua is not None
+        return self._b2bua
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.cdrs = CdrStore(self.config.storage.path)
+        listen = next((a for a in self.config.sip.listen if a.transport == "udp"), None)
+        if listen is None:
+            raise OSError("sip.listen has no udp:// address (only UDP is served for now)")
+        self.transport = await open_udp(
+            listen.host, listen.port, self._on_message, self.transport_stats
+        )
+        if self.config.sip.public_address:
+            self.transport.advertised_host = self.config.sip.public_address
+        self._b2bua = B2BUA(
+            self.config,
+            loop,
+            self.transport.send_bytes,
+            self.transport.local_host_for,
+            self.transport.port,
+            self.cdrs,
+        )
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
+        await site.start()
+        log.info(
+            "sipedge-sipd %s: SIP on udp %s:%s, API on http://%s:%s",
+            __version__,
+            self.transport.host,
+            self.transport.port,
+            self.config.api.host,
+            self.config.api.port,
+        )
+
+    def _on_message(self, msg: Request | Response, source: Addr, transport: UdpTransport) -> None:
+        self.b2bua.transactions.receive(msg, source)
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; on any error keep the running config and say why."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as err:
+            self.reload_failures += 1
+            log.error("config reload failed, keeping the running config:\n%s", err)
+            return False, str(err)
+        unchanged = ("sip", "api", "storage")
+        moved = [name for name in unchanged if getattr(config, name) != getattr(self.config, name)]
+        self.config = config
+        self.b2bua.apply_config(config)
+        self.reloads += 1
+        message = "reloaded"
+        if moved:
+            message += f"; changes to {', '.join(moved)} take effect at the next restart"
+        log.info("config %s", message)
+        return True, message
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "draining" if self.b2bua.draining else "ok",
+            "version": __version__,
+            "uptime": round(time.time() - self.started, 3),
+            "active_calls": len(self.b2bua.calls),
+        }
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self, drain_seconds: float = 2.0) -> None:
+        """SIGTERM: no new calls, end the ones in progress, flush CDRs, close sockets."""
+        notify("STOPPING=1")
+        if self._b2bua is not None:
+            self.b2bua.draining = True
+            self.b2bua.terminate_all("shutdown")
+            # Give the BYEs/503s a moment to go out and be answered (bounded).
+            deadline = time.monotonic() + drain_seconds
+            while self.b2bua.transactions.client and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.transport is not None:
+            self.transport.close()
+        if self.cdrs is not None:
+            self.cdrs.close()
+
+
+class SipdCollector(Collector):
+    """Reads the daemon's plain counters at scrape time: the SIP hot path never touches a lock."""
+
+    def __init__(self, daemon: SipDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        d = self.daemon
+        t = d.transport_stats
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"sipedge_{name}", doc, value=value)
+
+        yield counter("sip_messages_in", "SIP datagrams received", t.messages_in)
+        yield counter("sip_messages_out", "SIP datagrams sent", t.messages_out)
+        yield counter("sip_parse_errors", "Datagrams that failed to parse", t.parse_errors)
+        yield counter("sip_dropped", "Unparseable datagrams dropped", t.dropped)
+        yield counter("sip_bad_requests", "Requests answered with 400", t.bad_requests_answered)
+        methods = CounterMetricFamily(
+            "sipedge_sip_requests_in", "Requests received by method", labels=["method"]
+        )
+        for method, count in sorted(t.by_method_in.items()):
+            methods.add_metric([method], count)
+        yield methods
+        if d._b2bua is None:
+            return
+        s = d.b2bua.stats
+        tl = d.b2bua.transactions
+        yield counter("calls", "Calls admitted", s.calls)
+        yield counter("calls_answered", "Calls answered", s.answered)
+        yield counter("calls_failed", "Calls that ended without an answer", s.failed)
+        yield counter("attempts", "INVITE attempts to routing gateways", s.attempts)
+        yield counter(
+            "late_answers", "2xx from abandoned attempts (ACKed and BYEd)", s.late_answers
+        )
+        yield GaugeMetricFamily(
+            "sipedge_calls_active", "Calls in progress", value=len(d.b2bua.calls)
+        )
+        rejected = CounterMetricFamily(
+            "sipedge_calls_rejected", "New calls refused, by status", labels=["status"]
+        )
+        for status, count in sorted(s.rejected.items()):
+            rejected.add_metric([str(status)], count)
+        yield rejected
+        reasons = CounterMetricFamily(
+            "sipedge_switch_stops", "Why gateway switching stopped", labels=["reason"]
+        )
+        for reason, count in sorted(s.stop_reasons.items()):
+            reasons.add_metric([reason], count)
+        yield reasons
+        tx = GaugeMetricFamily("sipedge_transactions", "Live SIP transactions", labels=["side"])
+        for side, count in tl.counts().items():
+            tx.add_metric([side], count)
+        yield tx
+        yield counter("transactions_created", "SIP transactions created", tl.created)
+        yield counter("retransmissions", "SIP retransmissions sent", tl.retransmissions)
+        yield counter("transaction_timeouts", "Transactions that timed out", tl.timeouts)
+        yield counter("config_reloads", "Successful config reloads", d.reloads)
+        yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
+        if d.cdrs is not None:
+            yield counter("cdrs_written", "CDRs written", d.cdrs.written)
+
+
+async def serve(config_path: Path) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        log.error("invalid config %s:\n%s", config_path, err)
+        return 2
+    daemon = SipDaemon(config_path, config)
+    loop = asyncio.get_running_loop()
+    try:
+        await daemon.start()
+    except OSError as err:
+        log.error("cannot start: %s", err)
+        await daemon.stop(0)
+        return 1
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    notify("READY=1")
+    await daemon.run_until_stopped()
+    log.info("stopping")
+    await daemon.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sipedge-sipd", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="path of sipedge.yaml")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but run without it anyway
+        pass
+    sys.exit(asyncio.run(serve(args.config)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sipedge media relay: XDP fast path (compiled and loaded by bcc from sipedge-mediad).
+ *
+ * A UDP packet whose destination (address, port) is a relay port in `sessions` is rewritten
+ * and sent on toward the other leg's peer: MAC from bpf_fib_lookup, IP source/destination
+ * (TTL 64, checksum recomputed), UDP ports (checksum zero, IPv4). The RTP payload is
+ * decrypted with the receiving leg's cipher and encrypted with the sending leg's (XOR, RC4;
+ * byte layout in docs/media.md). Anything else goes up the stack (XDP_PASS) to the userspace
+ * relay socket: unknown port, VLAN, IPv6, IP options, fragments, latching pending, unknown
+ * next hop, non-RTP where a cipher applies, payload longer than MAX_PAYLOAD.
+ *
+ * The macros PIN_DIR and MAX_SESSIONS are given by the loader (-D).
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/udp.h>
+
+#define MAX_PAYLOAD 1400
+#define MAX_KEY 64
+#define BUF_SIZE 2048 /* power of two >= MAX_PAYLOAD: indexes are masked with BUF_SIZE - 1 */
+/* hide a value from clang so it keeps the masking the verifier needs */
+#define OPAQUE(v) asm volatile("" : "+r"(v))
+#define F_LATCH 1 /* peer not latched yet: userspace sees the first packet */
+#define F_RTCP 2
+#define M_NONE 0
+#define M_XOR 1
+#define M_RC4 2
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+struct relay_key {
+    __be32 addr; /* local address, 0 = any */
+    __be16 port; /* local port */
+    __u16 pad;
+};
+
+struct relay_entry {
+    __be32 dst_addr; /* peer of the other leg; 0 = unknown (pass) */
+    __be32 src_addr; /* our source address; 0 = the packet's destination address */
+    __be16 dst_port;
+    __be16 src_port; /* the other leg's relay port */
+    __u8 flags;
+    __u8 in_mode; /* cipher of the receiving leg (decrypt) */
+    __u8 out_mode; /* cipher of the sending leg (encrypt) */
+    __u8 in_keylen;
+    __u8 out_keylen;
+    __u8 pad[3];
+    __u8 in_key[MAX_KEY];
+    __u8 out_key[MAX_KEY];
+};
+
+struct relay_stats {
+    __u64 packets;
+    __u64 bytes;
+    __u64 last_seen; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+};
+
+struct scratch {
+    __u32 len; /* payload length; loops re-read it so the verifier never narrows a live register */
+    __u32 pad;
+    __u8 s[256];
+    __u8 key[128];
+    __u8 buf[BUF_SIZE];
+};
+
+BPF_TABLE_PINNED("hash", struct relay_key, struct relay_entry, sessions, MAX_SESSIONS,
+                 PIN_DIR "/sessions");
+BPF_TABLE_PINNED("percpu_hash", struct relay_key, struct relay_stats, stats, MAX_SESSIONS,
+                 PIN_DIR "/stats");
+BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u16)~sum;
+}
+
+static __always_inline void xor_buf(struct scratch *sc, __u8 *key, __u32 keylen)
+{
+    for (__u32 k = 0; k < MAX_PAYLOAD; k++) {
+        if (k >= *(volatile __u32 *)&sc->len)
+            break;
+        __u32 idx = k;
+        OPAQUE(idx);
+        __u32 kk = idx % keylen; /* no branch: one verifier state per iteration */
+        sc->buf[idx & (BUF_SIZE - 1)] ^= key[kk & (MAX_KEY - 1)];
+    }
+}
+
+static __always_inline void rc4_buf(struct scratch *sc, __u8 *key, __u32 keylen, __u8 *rtp)
+{
+    /* per-packet key: key || SSRC || sequence number (network order) */
+    /* copy all MAX_KEY bytes (no data-dependent exit), then overwrite from keylen on */
+    for (__u32 x = 0; x < MAX_KEY; x++) {
+        __u32 xx = x;
+        OPAQUE(xx);
+        sc->key[xx & 127] = key[xx & (MAX_KEY - 1)];
+    }
+    sc->key[(keylen + 0) & 127] = rtp[8];
+    sc->key[(keylen + 1) & 127] = rtp[9];
+    sc->key[(keylen + 2) & 127] = rtp[10];
+    sc->key[(keylen + 3) & 127] = rtp[11];
+    sc->key[(keylen + 4) & 127] = rtp[2];
+    sc->key[(keylen + 5) & 127] = rtp[3];
+    __u32 klen = keylen + 6;
+
+    for (__u32 i = 0; i < 256; i++) {
+        __u32 ii = i;
+        OPAQUE(ii);
+        sc->s[ii & 255] = ii;
+    }
+    __u32 j = 0;
+    for (__u32 i = 0; i < 256; i++) {
+        __u32 ii = i;
+        OPAQUE(ii);
+        __u32 kk = ii % klen;
+        ii &= 255;
+        __u8 t = sc->s[ii];
+        j = (j + t + sc->key[kk & 127]) & 255;
+        sc->s[ii] = sc->s[j];
+        sc->s[j] = t;
+    }
+    __u32 a = 0, b = 0;
+    for (__u32 k = 0; k < MAX_PAYLOAD; k++) {
+        if (k >= *(volatile __u32 *)&sc->len)
+            break;
+        a = (a + 1) & 255;
+        __u8 t = sc->s[a];
+        b = (b + t) & 255;
+        __u8 u = sc->s[b];
+        sc->s[a] = u;
+        sc->s[b] = t;
+        __u32 idx = k;
+        OPAQUE(idx);
+        sc->buf[idx & (BUF_SIZE - 1)] ^= sc->s[(t + u) & 255];
+    }
+}
+
+static __always_inline void apply(struct scratch *sc, __u8 mode, __u8 *key, __u8 keylen,
+                                  __u8 *rtp)
+{
+    __u32 kl = keylen;
+    if (kl == 0 || kl > MAX_KEY)
+        return;
+    if (mode == M_XOR)
+        xor_buf(sc, key, kl);
+    else if (mode == M_RC4)
+        rc4_buf(sc, key, kl, rtp);
+}
+
+int xdp_media_relay(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end || eth->h_proto != htons(ETH_P_IP))
+        return XDP_PASS;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+        return XDP_PASS;
+    if (ip->frag_off & htons(0x3fff)) /* MF or offset: a fragment */
+        return XDP_PASS;
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(udp + 1) > data_end)
+        return XDP_PASS;
+
+    struct relay_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
+    struct relay_entry *e = sessions.lookup(&key);
+    if (!e) {
+        key.addr = 0;
+        e = sessions.lookup(&key);
+        if (!e)
+            return XDP_PASS;
+    }
+    if ((e->flags & F_LATCH) || e->dst_addr == 0 || e->dst_port == 0)
+        return XDP_PASS;
+
+    __u32 ip_len = ntohs(ip->tot_len);
+    __u32 udp_len = ntohs(udp->len);
+    if (udp_len < 8 || ip_len != udp_len + 20 ||
+        (void *)ip + ip_len > data_end)
+        return XDP_PASS;
+
+    __u8 in_mode = e->in_mode, out_mode = e->out_mode;
+    int crypt = !(e->flags & F_RTCP) && (in_mode != M_NONE || out_mode != M_NONE);
+    __u8 rtp[12] = {};
+    __u32 pay_off = 0, n = 0;
+    if (crypt) {
+        __u8 *r = (void *)(udp + 1);
+        if ((void *)(r + 12) > data_end || udp_len < 20)
+            return XDP_PASS;
+        if ((r[0] >> 6) != 2)
+            return XDP_PASS;
+        __builtin_memcpy(rtp, r, 12);
+        __u32 off = 12 + 4 * (r[0] & 0x0f);
+        if (r[0] & 0x10) {
+            __u8 *x = r + (off & 127);
+            if ((void *)(x + 4) > data_end)
+                return XDP_PASS;
+            off += 4 + 4 * (((__u32)x[2] << 8) | x[3]);
+        }
+        __u32 rtp_len = udp_len - 8;
+        if (off > rtp_len)
+            return XDP_PASS;
+        n = rtp_len - off;
+        if (n > MAX_PAYLOAD)
+            return XDP_PASS;
+        pay_off = sizeof(*eth) + sizeof(*ip) + sizeof(*udp) + off;
+    }
+
+    __be32 saddr = e->src_addr ? e->src_addr : ip->daddr;
+    struct bpf_fib_lookup fib = {};
+    fib.family = AF_INET;
+    fib.l4_protocol = IPPROTO_UDP;
+    fib.tos = ip->tos;
+    fib.tot_len = ip_len;
+    fib.ipv4_src = saddr;
+    fib.ipv4_dst = e->dst_addr;
+    fib.ifindex = ctx->ingress_ifindex;
+    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+        return XDP_PASS; /* the stack resolves the neighbour; userspace relays this one */
+
+    /* headers */
+    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    ip->saddr = saddr;
+    ip->daddr = e->dst_addr;
+    ip->ttl = 64;
+    ip->check = 0;
+    __u32 sum = 0;
+    __u16 *w = (__u16 *)ip;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        sum += w[i];
+    ip->check = csum_fold(sum);
+    udp->source = e->src_port;
+    udp->dest = e->dst_port;
+    udp->check = 0;
+
+    if (crypt && n > 0) {
+        int zero = 0;
+        struct scratch *sc = scratch_map.lookup(&zero);
+        if (!sc)
+            return XDP_DROP;
+        if (n > MAX_PAYLOAD || n == 0)
+            return XDP_DROP;
+        if (bpf_xdp_load_bytes(ctx, pay_off, sc->buf, n) < 0)
+            return XDP_DROP;
+        sc->len = n;
+        /* the loader leaves both modes none when the two legs share one cipher */
+        apply(sc, in_mode, e->in_key, e->in_keylen, rtp);
+        apply(sc, out_mode, e->out_key, e->out_keylen, rtp);
+        if (bpf_xdp_store_bytes(ctx, pay_off, sc->buf, n) < 0)
+            return XDP_DROP;
+    }
+
+    struct relay_stats *st = stats.lookup(&key);
+    __u64 now = bpf_ktime_get_ns();
+    if (st) {
+        st->packets += 1;
+        st->bytes += ip_len - 28;
+        st->last_seen = now;
+    } else {
+        struct relay_stats init = {.packets = 1, .bytes = ip_len - 28, .last_seen = now};
+        stats.update(&key, &init);
+    }
+
+    if (fib.ifindex == ctx->ingress_ifindex)
+        return XDP_TX;
+    return bpf_redirect(fib.ifindex, 0);
+}

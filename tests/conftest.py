@@ -1,0 +1,218 @@
+"""Shared fixtures: a real sipedge-sipd process on a loopback config made per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Root-only tests must run where we are root (CI is); elsewhere they skip and say why."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(
+        reason="needs root (network namespaces / nftables / XDP); CI runs as root"
+    )
+    for item in items:
+        if "root" in item.keywords or "xdp" in item.keywords:
+            item.add_marker(skip)
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, other) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def gateway(name: str, port: int, **overrides: Any) -> dict[str, Any]:
+    gw: dict[str, Any] = {
+        "name": name,
+        "address": "127.0.0.1",
+        "port": port,
+        "trusted": True,
+        "invite_timeout": "Default",
+        "stop_switch_after_sdp": "Default",
+        "stop_switch_after_invite_timeout": "Default",
+        "stop_switching_codes": [],
+        "privacy": "None",
+        "p_asserted_identity": "None",
+        "p_preferred_identity": "None",
+        "caller_dial_plan": [],
+        "rtp_encryption": False,
+    }
+    gw.update(overrides)
+    return gw
+
+
+def make_config(
+    tmp: Path,
+    sip_port: int,
+    api_port: int,
+    gateways: list[dict[str, Any]],
+    parameters: dict[str, Any] | None = None,
+    routes: list[dict[str, Any]] | None = None,
+    mapping_addresses: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "node": {"name": "test-edge"},
+        "sip": {"listen": [f"udp://127.0.0.1:{sip_port}"], "public_address": None},
+        "api": {"listen": f"127.0.0.1:{api_port}", "token": None},
+        "storage": {"path": str(tmp / "state")},
+        "parameters": parameters or {},
+        "mapping_gateways": [
+            {
+                "name": "test-caller",
+                "addresses": mapping_addresses or ["127.0.0.0/8"],
+                "support_privacy": False,
+                "rtp_encryption": False,
+            }
+        ],
+        "routing_gateways": gateways,
+        "routes": routes or [{"prefix": "", "gateways": [g["name"] for g in gateways]}],
+        "endpoints": [],
+        "registrations": [],
+        "media": {
+            "control_socket": str(tmp / "mediad.sock"),
+            "port_range": [20000, 20999],
+            "fast_path": "userspace",
+            "interfaces": ["lo"],
+        },
+    }
+    if extra:
+        config.update(extra)
+    return config
+
+
+@dataclass
+class Sipd:
+    """A running sipedge-sipd and the means to talk to it."""
+
+    config_path: Path
+    sip_port: int
+    api_port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    token: str | None = None
+    _stopped: bool = field(default=False)
+
+    @property
+    def sip_target(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    def api(self, path: str, method: str = "GET", body: bytes | None = None) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}", data=body, method=method
+        )
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            data = resp.read()
+        return json.loads(data) if data[:1] in (b"{", b"[") else data.decode()
+
+    def metrics(self) -> dict[str, float]:
+        text = self.api("/metrics")
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def cdrs(self, wait_for: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            records: list[dict[str, Any]] = self.api("/api/cdrs?limit=100")
+            if len(records) >= wait_for or time.monotonic() > deadline:
+                return records
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rewrite_config(self, config: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def stop(self) -> int:
+        if not self._stopped:
+            self._stopped = True
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        return int(self.proc.returncode or 0)
+
+
+def start_sipd(tmp: Path, config: dict[str, Any], name: str = "sipd") -> Sipd:
+    config_path = tmp / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = tmp / f"{name}.log"
+    sip_port = int(config["sip"]["listen"][0].rsplit(":", 1)[1])
+    api_port = int(config["api"]["listen"].rsplit(":", 1)[1])
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "sipedge-sipd"), "--config", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    sipd = Sipd(config_path, sip_port, api_port, proc, log_path, config["api"].get("token"))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sipedge-sipd exited {proc.returncode}:\n{sipd.log()}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1).read()
+            return sipd
+        except OSError:
+            time.sleep(0.05)
+    sipd.stop()
+    raise RuntimeError(f"sipedge-sipd did not come up:\n{sipd.log()}")
+
+
+@pytest.fixture
+def sipd_factory(tmp_path: Path) -> Iterator[Any]:
+    """Call with (gateways, parameters=..., routes=...) to get a running daemon."""
+    started: list[Sipd] = []
+
+    def factory(gateways: list[dict[str, Any]], **kw: Any) -> Sipd:
+        sip_port, api_port = free_port(), free_port(socket.SOCK_STREAM)
+        config = make_config(tmp_path, sip_port, api_port, gateways, **kw)
+        sipd = start_sipd(tmp_path, config, name=f"sipd{len(started)}")
+        started.append(sipd)
+        return sipd
+
+    yield factory
+    for sipd in started:
+        sipd.stop()

@@ -1,0 +1,335 @@
+"""Real RTP through sipedge-mediad: userspace relay on loopback, XDP (native and generic) and
+userspace in network namespaces with veth pairs. Payloads are checked against the independent
+reference implementation in tests/media/reference.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.media import reference
+from tests.media.netns import Mediad, Topology, mount_bpffs, ns_socket, recv_all, umount
+
+KEYS = {0: "", 1: "sipedge-xor", 2: "sipedge-rc4-key", 3: "0123456789abcdef"}
+
+
+def call(
+    mediad: Mediad, call_id: str, a: tuple[str, int], b: tuple[str, int], mode: int,
+    a_sdp_port: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Offer from A (encrypted leg when mode > 0) and answer from B (clear leg)."""
+    offer = mediad.ok({
+        "command": "offer", "call-id": call_id, "from-tag": "ta", "address": a[0],
+        "port": a_sdp_port or a[1], "encryption": mode > 0, "encryption-mode": mode,
+        "encryption-key": KEYS[mode],
+    })
+    answer = mediad.ok({
+        "command": "answer", "call-id": call_id, "from-tag": "ta", "to-tag": "tb",
+        "address": b[0], "port": b[1], "encryption": False,
+    })
+    return offer, answer
+
+
+def stream(
+    mediad: Mediad, sa: socket.socket, sb: socket.socket, relay_a: tuple[str, int],
+    relay_b: tuple[str, int], mode: int, count: int = 50, size: int = 160,
+) -> None:
+    key = KEYS[mode].encode()
+    clear = [reference.rtp(i, ts=i * 160, ssrc=0xCAFE0001, payload=bytes([i % 256]) * size)
+             for i in range(count)]
+    # A (encrypted leg) -> B (clear leg): the relay decrypts
+    for pkt in clear:
+        sa.sendto(reference.encrypt(mode, key, pkt), relay_a)
+        time.sleep(0.0005)
+    got = recv_all(sb, count)
+    assert len(got) == count, f"B got {len(got)}/{count}\n{mediad.log()}"
+    for (data, src), pkt in zip(got, clear, strict=True):
+        assert data == pkt  # RTP header untouched, payload decrypted
+        assert src[1] == relay_b[1]  # sent from the B-side relay port
+    # B -> A: the relay encrypts toward the encrypted leg
+    back = [reference.rtp(i, ts=i * 80, ssrc=0xBEEF0002, payload=bytes(range(size % 256)) * 1)
+            for i in range(count)]
+    for pkt in back:
+        sb.sendto(pkt, relay_b)
+        time.sleep(0.0005)
+    got = recv_all(sa, count)
+    assert len(got) == count, f"A got {len(got)}/{count}\n{mediad.log()}"
+    for (data, src), pkt in zip(got, back, strict=True):
+        assert data == reference.encrypt(mode, key, pkt)
+        assert src[1] == relay_a[1]
+    # RTCP is relayed, never transformed
+    rtcp = b"\x81\xc8\x00\x06" + b"\x01" * 24
+    sa.sendto(rtcp, (relay_a[0], relay_a[1] + 1))
+
+
+def assert_no_leak(mediad: Mediad) -> None:
+    status, health = mediad.get("/healthz")
+    assert health["sessions"] == 0 and health["ports_in_use"] == 0
+    assert mediad.ok({"command": "list"})["count"] == 0
+
+
+# -- userspace relay on loopback (no root needed) ------------------------------------------
+
+
+@pytest.fixture
+def loopback_mediad(tmp_path: Path) -> Iterator[Mediad]:
+    m = Mediad(tmp_path / "mediad.sock",
+               ["--fast-path", "userspace", "--interface", "lo", "--bind", "127.0.0.1",
+                "--port-range", "41000-41007", "--behind-nat", "Off"],
+               tmp_path / "mediad.log")
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_userspace_loopback(loopback_mediad: Mediad, mode: int) -> None:
+    m = loopback_mediad
+    sa = ns_socket(None, ("127.0.0.1", 0))
+    sb = ns_socket(None, ("127.0.0.1", 0))
+    a, b = sa.getsockname(), sb.getsockname()
+    offer, answer = call(m, "loop-1", a, b, mode)
+    assert offer["address"] == "127.0.0.1" and offer["port"] % 2 == 0
+    assert offer["rtcp-port"] == offer["port"] + 1 and answer["path"] == "userspace"
+    stream(m, sa, sb, ("127.0.0.1", answer["port"]), ("127.0.0.1", offer["port"]), mode)
+    q = m.ok({"command": "query", "call-id": "loop-1"})
+    assert q["path"] == "userspace"
+    leg_a, leg_b = q["legs"]
+    assert leg_a["packets"] == 50 and leg_a["rtp-started"] and leg_a["last-packet"]
+    assert leg_b["packets"] == 50 and leg_b["bytes"] == 50 * (12 + 160)
+    final = m.ok({"command": "delete", "call-id": "loop-1"})
+    assert final["legs"][0]["packets"] == 50
+    assert_no_leak(m)
+    sa.close()
+    sb.close()
+
+
+def test_control_errors(loopback_mediad: Mediad) -> None:
+    m = loopback_mediad
+    base = {"command": "offer", "from-tag": "t", "address": "127.0.0.1", "port": 9000}
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"command": "query", "call-id": "nope"}, 404, "unknown-call"),
+        ({"command": "delete", "call-id": "nope"}, 404, "unknown-call"),
+        ({"command": "answer", "call-id": "nope", "from-tag": "a", "to-tag": "b",
+          "address": "127.0.0.1", "port": 5}, 404, "unknown-call"),
+        ({**base, "call-id": "x", "port": 0}, 400, "bad-port"),
+        ({**base, "call-id": "x", "port": 65536}, 400, "bad-port"),
+        ({**base, "call-id": "x", "address": "example.org"}, 400, "bad-address"),
+        ({**base, "call-id": "x", "encryption": True, "encryption-mode": "aes128",
+          "encryption-key": "short"}, 400, "bad-key"),
+        ({**base, "call-id": "x", "encryption": True, "encryption-mode": 2,
+          "encryption-key": "1234"}, 400, "bad-key"),
+        ({"command": "frobnicate"}, 400, "unknown-command"),
+        ({"call-id": "x"}, 400, "bad-request"),
+    ]
+    for body, status, code in cases:
+        got_status, data = m.post(body)
+        assert (got_status, data["result"], data["error-code"]) == (status, "error", code), body
+        assert data["error-reason"]
+    status, data = m.post(None, raw=b"{not json")
+    assert status == 400 and data["error-code"] == "bad-json"
+    # the range 41000-41007 holds four pairs: two calls
+    for i in range(2):
+        m.ok({**base, "call-id": f"full-{i}"})
+    status, data = m.post({**base, "call-id": "full-3"})
+    assert status == 503 and data["error-code"] == "ports-exhausted"
+    # a port in use by someone else is skipped, never handed out
+    for i in range(2):
+        m.ok({"command": "delete", "call-id": f"full-{i}"})
+    assert_no_leak(m)
+    status, text = m.get("/metrics")
+    assert 'sipedge_media_errors_total{code="ports-exhausted"} 1.0' in text
+    assert 'sipedge_media_fast_path{path="userspace"} 1.0' in text
+
+
+def test_busy_port_skipped(tmp_path: Path) -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 41102))
+    m = Mediad(tmp_path / "m.sock", ["--fast-path", "userspace", "--bind", "127.0.0.1",
+                                       "--port-range", "41100-41109"], tmp_path / "m.log")
+    m.start()
+    try:
+        offer = m.ok({"command": "offer", "call-id": "c", "from-tag": "t",
+                      "address": "127.0.0.1", "port": 9000})
+        q = m.ok({"command": "query", "call-id": "c"})
+        ports = {leg["local-port"] for leg in q["legs"]}
+        assert 41102 not in ports and offer["port"] in ports
+    finally:
+        m.stop()
+        busy.close()
+
+
+def test_userspace_restart_readopts(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    args = ["--fast-path", "userspace", "--bind", "127.0.0.1", "--port-range", "41200-41209",
+            "--state", str(state), "--behind-nat", "Off"]
+    m = Mediad(tmp_path / "m.sock", args, tmp_path / "m.log").start()
+    sa = ns_socket(None, ("127.0.0.1", 0))
+    sb = ns_socket(None, ("127.0.0.1", 0))
+    try:
+        offer, answer = call(m, "r1", sa.getsockname(), sb.getsockname(), 3)
+        m.stop()
+        assert state.exists()
+        m.start()
+        assert m.ok({"command": "list"})["count"] == 1
+        stream(m, sa, sb, ("127.0.0.1", answer["port"]), ("127.0.0.1", offer["port"]), 3)
+        m.ok({"command": "delete", "call-id": "r1"})
+        m.stop()
+        assert not state.exists()
+    finally:
+        m.stop()
+        sa.close()
+        sb.close()
+
+
+# -- namespaces: XDP native / generic and userspace -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bpffs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private bpffs (ip netns exec remounts /sys, so /sys/fs/bpf is not shared)."""
+    path = tmp_path_factory.mktemp("bpffs")
+    mount_bpffs(path)
+    yield path
+    umount(path)
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    t = Topology.create()
+    yield t
+    t.destroy()
+
+
+def ns_mediad(topo: Topology, tmp: Path, path: str, pin: Path, *extra: str) -> Mediad:
+    args = ["--fast-path", path, "--interface", "ra", "--interface", "rb",
+            "--port-range", "42000-42099", "--pin-dir", str(pin), "--state",
+            str(tmp / "state.json"), *extra]
+    return Mediad(tmp / "mediad.sock", args, tmp / "mediad.log", netns=topo.r)
+
+
+def pinned_entries(pin: Path) -> list[Any]:
+    if not (pin / "sessions").exists():
+        return []
+    out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(pin / "sessions")],
+                         capture_output=True, text=True, check=True).stdout
+    return list(json.loads(out))
+
+
+def xdp_attached(topo: Topology, dev: str) -> bool:
+    out = subprocess.run(["ip", "-n", topo.r, "-j", "link", "show", dev], capture_output=True,
+                         text=True, check=True).stdout
+    return "xdp" in json.loads(out)[0]
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["xdp-native", "xdp-generic", "userspace"])
+def test_netns_paths(topo: Topology, tmp_path: Path, bpffs: Path, path: str) -> None:
+    pin = bpffs / f"p-{path}"
+    m = ns_mediad(topo, tmp_path, path, pin).start()
+    try:
+        health = m.get("/healthz")[1]
+        assert health["path"] == path, health
+        modes = [0, 1, 2] if path.startswith("xdp") else [0, 1, 2, 3]
+        if path.startswith("xdp"):
+            modes.append(3)  # AES128 sessions go to userspace even with XDP loaded
+        for n, mode in enumerate(modes):
+            sa = ns_socket(topo.a, (topo.a_ip, 5000 + 2 * n))
+            sb = ns_socket(topo.b, (topo.b_ip, 6000 + 2 * n))
+            # A's SDP gives a wrong port: latching (behind NAT On) must learn the real one
+            offer, answer = call(m, f"c{mode}", sa.getsockname(), sb.getsockname(), mode,
+                                 a_sdp_port=7000)
+            relay_a = (offer["address"], answer["port"])
+            relay_b = (offer["address"], offer["port"])
+            # B speaks first once so its leg latches too (it is on its SDP address anyway)
+            stream(m, sa, sb, relay_a, relay_b, mode, count=60, size=160)
+            q = m.ok({"command": "query", "call-id": f"c{mode}"})
+            leg_a, leg_b = q["legs"]
+            assert leg_a["latched"] and leg_a["remote-port"] == sa.getsockname()[1]
+            assert leg_a["packets"] == 60 and leg_b["packets"] == 60
+            expected = "userspace" if mode == 3 or path == "userspace" else path
+            assert q["path"] == expected
+            if expected.startswith("xdp"):
+                # the first packet latches in userspace, the rest run in the kernel
+                assert leg_a["packets-xdp"] >= 55, q
+                assert leg_b["packets-xdp"] >= 55, q
+            time.sleep(0.1)
+            q = m.ok({"command": "query", "call-id": f"c{mode}"})
+            assert q["legs"][0]["rtcp-packets"] == 1
+            m.ok({"command": "delete", "call-id": f"c{mode}"})
+            sa.close()
+            sb.close()
+        assert_no_leak(m)
+        if path.startswith("xdp"):
+            assert pinned_entries(pin) == []
+    finally:
+        m.stop()
+    assert m.log().count("Traceback") == 0, m.log()
+    if path.startswith("xdp"):  # clean stop without calls: detached, pins removed
+        assert not xdp_attached(topo, "ra") and not (pin / "sessions").exists()
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_xdp_restart_mid_stream(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+    pin = bpffs / "restart"
+    m = ns_mediad(topo, tmp_path, "xdp-native", pin).start()
+    sa = ns_socket(topo.a, (topo.a_ip, 5100))
+    sb = ns_socket(topo.b, (topo.b_ip, 6100))
+    key = KEYS[2].encode()
+    try:
+        offer, answer = call(m, "rs", sa.getsockname(), sb.getsockname(), 2)
+        relay_a = (offer["address"], answer["port"])
+        total = 3000
+        sent = [reference.rtp(i, ts=i * 160, ssrc=7, payload=bytes([i % 251]) * 160)
+                for i in range(total)]
+        received: list[bytes] = []
+
+        def rx() -> None:
+            received.extend(d for d, _ in recv_all(sb, total, timeout=25))
+
+        t = threading.Thread(target=rx)
+        t.start()
+        restarted = threading.Event()
+
+        def restart() -> None:
+            m.stop()  # SIGTERM with a call live: XDP stays attached
+            assert xdp_attached(topo, "ra")
+            m.start()
+            restarted.set()
+
+        r = None
+        for i, pkt in enumerate(sent):
+            sa.sendto(reference.encrypt(2, key, pkt), relay_a)
+            if i == 300:
+                r = threading.Thread(target=restart)
+                r.start()
+            time.sleep(0.002)
+            if i > 2000 and restarted.is_set():
+                pass
+        assert r is not None
+        r.join(60)
+        t.join(30)
+        assert restarted.is_set(), m.log()
+        assert len(received) == total, f"lost {total - len(received)}\n{m.log()}"
+        assert received == sent
+        q = m.ok({"command": "query", "call-id": "rs"})
+        assert q["path"] == "xdp-native" and q["legs"][0]["packets-xdp"] >= total - 5
+        assert "re-adopted 1 of 1" in m.log()
+        m.ok({"command": "delete", "call-id": "rs"})
+        assert pinned_entries(pin) == []
+    finally:
+        m.stop()
+        sa.close()
+        sb.close()

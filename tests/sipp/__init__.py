@@ -1,0 +1,1 @@
+"""SIPp (sip-tester) harness: run real SIPp callers and gateways around sipedge in tests."""

@@ -1,0 +1,259 @@
+"""Transaction state machines driven by a fake clock: exact retransmission times, no sockets."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from sipedge.sip.message import Request, Response, make_response, parse_message
+from sipedge.sip.transaction import (
+    ClientTransaction,
+    InviteServerTransaction,
+    RetransmitSchedule,
+    ServerTransaction,
+    State,
+    TransactionLayer,
+)
+
+GAPS = (0.5, 1.0, 2.0, 4.0, 4.0)
+PEER = ("127.0.0.1", 5070)
+
+
+class FakeClock:
+    """A Scheduler whose time moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._queue: list[tuple[float, int, FakeHandle]] = []
+        self._seq = itertools.count()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> FakeHandle:
+        handle = FakeHandle(callback)
+        heapq.heappush(self._queue, (self.now + delay, next(self._seq), handle))
+        return handle
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._queue and self._queue[0][0] <= end:
+            when, _, handle = heapq.heappop(self._queue)
+            self.now = when
+            if not handle.cancelled:
+                handle.callback()
+        self.now = end
+
+
+class FakeHandle:
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Recorder:
+    """TransactionUser + wire: records what goes out and what comes up."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.sent: list[tuple[float, bytes, tuple[str, int]]] = []
+        self.requests: list[ServerTransaction] = []
+        self.cancels: list[InviteServerTransaction] = []
+        self.acks: list[Request] = []
+        self.stray: list[Response] = []
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((self.clock.now, data, addr))
+
+    def on_request(self, tx: ServerTransaction) -> None:
+        self.requests.append(tx)
+
+    def on_cancel(self, invite_tx: InviteServerTransaction, cancel: Request) -> None:
+        self.cancels.append(invite_tx)
+
+    def on_ack(self, ack: Request, source: tuple[str, int]) -> None:
+        self.acks.append(ack)
+
+    def on_stray_response(self, response: Response, source: tuple[str, int]) -> None:
+        self.stray.append(response)
+
+    def sent_first_lines(self) -> list[str]:
+        return [data.split(b"\r\n", 1)[0].decode() for _, data, _ in self.sent]
+
+
+def make_layer() -> tuple[FakeClock, Recorder, TransactionLayer]:
+    clock = FakeClock()
+    rec = Recorder(clock)
+    layer = TransactionLayer(clock, GAPS, rec.send, rec)
+    return clock, rec, layer
+
+
+def request(method: str, branch: str = "z9hG4bKabc", cseq: int = 1, to_tag: str = "") -> Request:
+    to = "<sip:200@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    text = (
+        f"{method} sip:200@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n"
+        "From: <sip:100@127.0.0.1>;tag=from1\r\n"
+        f"To: {to}\r\n"
+        "Call-ID: call-1@test\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(text.encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_schedule_gaps_and_timeout() -> None:
+    s = RetransmitSchedule(GAPS)
+    assert [s.gap(i) for i in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, None]
+    assert s.timeout == 32.0  # 64*T1 floor
+    assert RetransmitSchedule([20.0, 20.0]).timeout == 40.0
+    with pytest.raises(ValueError):
+        RetransmitSchedule([])
+
+
+def test_invite_client_retransmits_at_configured_gaps_then_times_out() -> None:
+    clock, rec, layer = make_layer()
+    timeouts: list[ClientTransaction] = []
+    layer.start_client(request("INVITE"), PEER, lambda tx, r: None, timeouts.append)
+    clock.advance(60)
+    times = [t for t, _, _ in rec.sent]
+    # first send at 0, then after each gap of the list, then silence
+    assert times == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5]
+    assert len(timeouts) == 1 and clock.now == 60
+    assert not layer.client
+
+
+def test_invite_client_stops_retransmitting_on_provisional_and_acks_failure() -> None:
+    clock, rec, layer = make_layer()
+    got: list[int] = []
+    invite = request("INVITE")
+    layer.start_client(invite, PEER, lambda tx, r: got.append(r.status), lambda tx: None)
+    clock.advance(0.6)  # one retransmission
+    layer.receive(make_response(invite, 100), PEER)
+    clock.advance(10)
+    assert len(rec.sent) == 2
+    failure = make_response(invite, 503, to_tag="gw")
+    layer.receive(failure, PEER)
+    layer.receive(failure, PEER)  # retransmitted final: ACKed again, reported once
+    assert got == [100, 503]
+    acks = [line for line in rec.sent_first_lines() if line.startswith("ACK")]
+    assert len(acks) == 2
+    ack = parse_message(rec.sent[-1][1])
+    assert isinstance(ack, Request)
+    assert ack.branch == invite.branch and ack.to_tag == "gw" and ack.cseq == (1, "ACK")
+
+
+def test_invite_client_reports_every_2xx_for_reacking() -> None:
+    _clock, rec, layer = make_layer()
+    got: list[int] = []
+    invite = request("INVITE")
+    layer.start_client(invite, PEER, lambda tx, r: got.append(r.status), lambda tx: None)
+    ok = make_response(invite, 200, to_tag="gw")
+    layer.receive(ok, PEER)
+    layer.receive(ok, PEER)
+    assert got == [200, 200]
+    assert rec.sent_first_lines() == ["INVITE sip:200@127.0.0.1 SIP/2.0"]  # TU sends the ACK
+
+
+def test_non_invite_client_retransmits_until_final() -> None:
+    clock, rec, layer = make_layer()
+    got: list[int] = []
+    bye = request("BYE", to_tag="t")
+    layer.start_client(bye, PEER, lambda tx, r: got.append(r.status), lambda tx: None)
+    clock.advance(1.0)
+    layer.receive(make_response(bye, 100), PEER)  # provisional does not stop non-INVITE resends
+    clock.advance(3.0)
+    assert [t for t, _, _ in rec.sent] == [0.0, 0.5, 1.5, 3.5]
+    layer.receive(make_response(bye, 200), PEER)
+    clock.advance(30)
+    assert got == [100, 200] and len(rec.sent) == 4
+
+
+def test_invite_server_sends_100_and_repeats_last_response() -> None:
+    _clock, rec, layer = make_layer()
+    invite = request("INVITE")
+    layer.receive(invite, PEER)
+    assert rec.sent_first_lines() == ["SIP/2.0 100 Trying"]
+    tx = rec.requests[0]
+    tx.respond(make_response(invite, 180, to_tag="me"))
+    layer.receive(invite, PEER)  # retransmitted INVITE
+    assert rec.sent_first_lines()[-1] == "SIP/2.0 180 Ringing"
+    assert len(rec.requests) == 1
+
+
+def test_invite_server_retransmits_2xx_until_ack() -> None:
+    clock, rec, layer = make_layer()
+    invite = request("INVITE")
+    layer.receive(invite, PEER)
+    tx = rec.requests[0]
+    assert isinstance(tx, InviteServerTransaction)
+    tx.respond(make_response(invite, 200, to_tag="me"))
+    clock.advance(3.6)
+    oks = [t for t, data, _ in rec.sent if data.startswith(b"SIP/2.0 200")]
+    assert oks == [0.0, 0.5, 1.5, 3.5]
+    layer.receive(request("ACK", branch="z9hG4bKother", to_tag="me"), PEER)
+    clock.advance(40)
+    assert len([1 for _, d, _ in rec.sent if d.startswith(b"SIP/2.0 200")]) == 4
+    assert len(rec.acks) == 1 and tx.state is State.TERMINATED
+
+
+def test_invite_server_failure_absorbs_ack() -> None:
+    clock, rec, layer = make_layer()
+    invite = request("INVITE")
+    layer.receive(invite, PEER)
+    tx = rec.requests[0]
+    tx.respond(make_response(invite, 486, to_tag="me"))
+    clock.advance(0.7)  # one retransmission of 486
+    layer.receive(request("ACK", to_tag="me"), PEER)  # same branch: hop-by-hop ACK
+    clock.advance(10)
+    busy = [t for t, d, _ in rec.sent if d.startswith(b"SIP/2.0 486")]
+    assert busy == [0.0, 0.5]
+    assert rec.acks == []  # not passed up: it belongs to the transaction
+
+
+def test_invite_server_ack_timeout_reports() -> None:
+    clock, rec, layer = make_layer()
+    invite = request("INVITE")
+    layer.receive(invite, PEER)
+    tx = rec.requests[0]
+    assert isinstance(tx, InviteServerTransaction)
+    expired: list[InviteServerTransaction] = []
+    tx.on_ack_timeout = expired.append
+    tx.respond(make_response(invite, 200, to_tag="me"))
+    clock.advance(33)
+    assert expired == [tx]
+
+
+def test_cancel_matches_invite_or_gets_481() -> None:
+    _clock, rec, layer = make_layer()
+    layer.receive(request("CANCEL", branch="z9hG4bKnone"), PEER)
+    assert rec.sent_first_lines() == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+    invite = request("INVITE")
+    layer.receive(invite, PEER)
+    layer.receive(request("CANCEL"), PEER)
+    assert rec.sent_first_lines()[-1] == "SIP/2.0 200 OK"
+    assert rec.cancels == [rec.requests[0]]
+
+
+def test_non_invite_server_repeats_final() -> None:
+    clock, rec, layer = make_layer()
+    options = request("OPTIONS")
+    layer.receive(options, PEER)
+    rec.requests[0].respond_status(200)
+    layer.receive(options, PEER)
+    assert rec.sent_first_lines() == ["SIP/2.0 200 OK", "SIP/2.0 200 OK"]
+    assert len(rec.requests) == 1
+    clock.advance(40)
+    assert not layer.server
+
+
+def test_stray_response_goes_to_tu() -> None:
+    _clock, rec, layer = make_layer()
+    layer.receive(make_response(request("INVITE", branch="z9hG4bKgone"), 200, to_tag="x"), PEER)
+    assert [r.status for r in rec.stray] == [200]
