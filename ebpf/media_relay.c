@@ -73,6 +73,25 @@ BPF_TABLE_PINNED("hash", struct relay_key, struct relay_entry, sessions, MAX_SES
 BPF_TABLE_PINNED("percpu_hash", struct relay_key, struct relay_stats, stats, MAX_SESSIONS,
                  PIN_DIR "/stats");
 BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
+/* why packets went up the stack (or were relayed): index = R_* */
+BPF_PERCPU_ARRAY(verdicts, __u64, 8);
+#define R_RELAYED 0
+#define R_NOT_UDP 1
+#define R_NO_SESSION 2
+#define R_LATCH 3
+#define R_BAD_LEN 4
+#define R_NOT_RTP 5
+#define R_FIB 6
+#define R_DROP 7
+
+static __always_inline int verdict(int reason, int action)
+{
+    int idx = reason;
+    __u64 *c = verdicts.lookup(&idx);
+    if (c)
+        *c += 1;
+    return action;
+}
 
 static __always_inline __u16 csum_fold(__u32 sum)
 {
@@ -161,12 +180,12 @@ int xdp_media_relay(struct xdp_md *ctx)
 
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end || eth->h_proto != htons(ETH_P_IP))
-        return XDP_PASS;
+        return verdict(R_NOT_UDP, XDP_PASS);
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-        return XDP_PASS;
+        return verdict(R_NOT_UDP, XDP_PASS);
     if (ip->frag_off & htons(0x3fff)) /* MF or offset: a fragment */
-        return XDP_PASS;
+        return verdict(R_NOT_UDP, XDP_PASS);
     struct udphdr *udp = (void *)(ip + 1);
     if ((void *)(udp + 1) > data_end)
         return XDP_PASS;
@@ -177,16 +196,16 @@ int xdp_media_relay(struct xdp_md *ctx)
         key.addr = 0;
         e = sessions.lookup(&key);
         if (!e)
-            return XDP_PASS;
+            return verdict(R_NO_SESSION, XDP_PASS);
     }
     if ((e->flags & F_LATCH) || e->dst_addr == 0 || e->dst_port == 0)
-        return XDP_PASS;
+        return verdict(R_LATCH, XDP_PASS);
 
     __u32 ip_len = ntohs(ip->tot_len);
     __u32 udp_len = ntohs(udp->len);
     if (udp_len < 8 || ip_len != udp_len + 20 ||
         (void *)ip + ip_len > data_end)
-        return XDP_PASS;
+        return verdict(R_BAD_LEN, XDP_PASS);
 
     __u8 in_mode = e->in_mode, out_mode = e->out_mode;
     int crypt = !(e->flags & F_RTCP) && (in_mode != M_NONE || out_mode != M_NONE);
@@ -195,23 +214,23 @@ int xdp_media_relay(struct xdp_md *ctx)
     if (crypt) {
         __u8 *r = (void *)(udp + 1);
         if ((void *)(r + 12) > data_end || udp_len < 20)
-            return XDP_PASS;
+            return verdict(R_NOT_RTP, XDP_PASS);
         if ((r[0] >> 6) != 2)
-            return XDP_PASS;
+            return verdict(R_NOT_RTP, XDP_PASS);
         __builtin_memcpy(rtp, r, 12);
         __u32 off = 12 + 4 * (r[0] & 0x0f);
         if (r[0] & 0x10) {
             __u8 *x = r + (off & 127);
             if ((void *)(x + 4) > data_end)
-                return XDP_PASS;
+                return verdict(R_NOT_RTP, XDP_PASS);
             off += 4 + 4 * (((__u32)x[2] << 8) | x[3]);
         }
         __u32 rtp_len = udp_len - 8;
         if (off > rtp_len)
-            return XDP_PASS;
+            return verdict(R_NOT_RTP, XDP_PASS);
         n = rtp_len - off;
         if (n > MAX_PAYLOAD)
-            return XDP_PASS;
+            return verdict(R_BAD_LEN, XDP_PASS);
         pay_off = sizeof(*eth) + sizeof(*ip) + sizeof(*udp) + off;
     }
 
@@ -225,7 +244,7 @@ int xdp_media_relay(struct xdp_md *ctx)
     fib.ipv4_dst = e->dst_addr;
     fib.ifindex = ctx->ingress_ifindex;
     if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-        return XDP_PASS; /* the stack resolves the neighbour; userspace relays this one */
+        return verdict(R_FIB, XDP_PASS); /* the stack resolves the neighbour */
 
     /* headers */
     __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
@@ -248,17 +267,17 @@ int xdp_media_relay(struct xdp_md *ctx)
         int zero = 0;
         struct scratch *sc = scratch_map.lookup(&zero);
         if (!sc)
-            return XDP_DROP;
+            return verdict(R_DROP, XDP_DROP);
         if (n > MAX_PAYLOAD || n == 0)
-            return XDP_DROP;
+            return verdict(R_DROP, XDP_DROP);
         if (bpf_xdp_load_bytes(ctx, pay_off, sc->buf, n) < 0)
-            return XDP_DROP;
+            return verdict(R_DROP, XDP_DROP);
         sc->len = n;
         /* the loader leaves both modes none when the two legs share one cipher */
         apply(sc, in_mode, e->in_key, e->in_keylen, rtp);
         apply(sc, out_mode, e->out_key, e->out_keylen, rtp);
         if (bpf_xdp_store_bytes(ctx, pay_off, sc->buf, n) < 0)
-            return XDP_DROP;
+            return verdict(R_DROP, XDP_DROP);
     }
 
     struct relay_stats *st = stats.lookup(&key);
@@ -273,6 +292,6 @@ int xdp_media_relay(struct xdp_md *ctx)
     }
 
     if (fib.ifindex == ctx->ingress_ifindex)
-        return XDP_TX;
-    return bpf_redirect(fib.ifindex, 0);
+        return verdict(R_RELAYED, XDP_TX);
+    return verdict(R_RELAYED, bpf_redirect(fib.ifindex, 0));
 }

@@ -6,6 +6,7 @@ them and something fails, the fault is ours and not the harness's.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from tests.sipp.harness import (
     Sipp,
     SippMessage,
     SippResult,
+    SippStartError,
     free_udp_port,
     parse_message_log,
     parse_stat_csv,
@@ -55,12 +57,18 @@ def pair(
             service="4420001",
             keys=uac_keys,
         )
-        server = uas.wait(timeout + 5)
+        # a failed caller may leave the gateway waiting: then do not sit out its timeout
+        server = uas.wait(timeout + 5) if uac.returncode == 0 else uas.stop(grace=1)
     return uac, server
 
 
 def lines(result: SippResult, direction: str) -> list[str]:
-    return [m.first_line.split(" SIP/2.0")[0] for m in result.messages if m.direction == direction]
+    """Request lines without port, parameters and version: "INVITE sip:4420001@127.0.0.1"."""
+    return [
+        re.sub(r"(:\d+)?(;\S*)? SIP/2\.0$", "", m.first_line)
+        for m in result.messages
+        if m.direction == direction and m.is_request
+    ]
 
 
 def only(result: SippResult, direction: str, what: str | int) -> SippMessage:
@@ -85,22 +93,28 @@ def tag(value: str | None) -> str | None:
 
 
 def test_every_attribute_key_is_declared() -> None:
-    """A [key] SIPp would not substitute (outside CDATA and <log message=...>, which SIPp
-    expands like message text) must have a declared default."""
+    """Every [key] outside CDATA (where SIPp would not substitute it) and in a status line
+    (which SIPp parses at load time) must have a declared default; <log message=...> is
+    expanded by SIPp like message text."""
     names = scenario_names()
     assert len(names) >= 17
     for name in names:
         text = (SCENARIO_DIR / f"{name}.xml").read_text(encoding="latin-1")
-        outside = re.sub(r'<!\[CDATA\[.*?\]\]>|<!--.*?-->|message="[^"]*"', "", text, flags=re.DOTALL)
+        outside = re.sub(
+            r'<!\[CDATA\[.*?\]\]>|<!--.*?-->|message="[^"]*"', "", text, flags=re.DOTALL
+        )
         used = set(re.findall(r"\[([A-Za-z_][\w-]*)\]", outside))
+        used |= set(re.findall(r"SIP/2\.0 \[(\w+)\]", text))
         assert used <= set(scenario_keys(name)), (name, used)
         assert text.lstrip().startswith("<?xml") and "<!--" in text, name
 
 
-def test_render_substitutes_outside_cdata_only() -> None:
-    text = '<pause milliseconds="[hold]"/><![CDATA[x [hold] [call_id]]]><recv response="[c]"/>'
+def test_render_substitutes_keys_only() -> None:
+    text = '<pause milliseconds="[hold]"/><![CDATA[x [hold] <[call_id]>]]><recv response="[c]"/>'
     out = render_scenario(text, {"hold": "250", "c": '4"8'})
-    assert out == '<pause milliseconds="250"/><![CDATA[x [hold] [call_id]]]><recv response="4&quot;8"/>'
+    assert (
+        out == '<pause milliseconds="250"/><![CDATA[x 250 <[call_id]>]]><recv response="4&quot;8"/>'
+    )
 
 
 def test_message_log_parser() -> None:
@@ -140,11 +154,14 @@ def test_bad_arguments() -> None:
         Sipp("no_such_scenario", port=5060)
     with pytest.raises(ValueError):
         Sipp("uas_answer", port=5060, keys={"bad key": "1"})
+    with pytest.raises(ValueError):
+        Sipp("uas_answer", port=5060, keys={"call_id": "1"})
     assert scenario_keys("uac_basic")["hold"] == "1000"
 
 
 # ---------------------------------------------------------------------------------------------
 # SIPp against SIPp
+
 
 @pytest.mark.sipp
 @needs_sipp
@@ -153,9 +170,17 @@ def test_basic_call_caller_hangs_up() -> None:
     assert uac.returncode == 0, uac.describe()
     assert uas.returncode == 0, uas.describe()
     assert uac.successful == 1 and uac.failed == 0 and uas.successful == 1
-    assert lines(uac, "sent") == ["INVITE sip:4420001@127.0.0.1", "ACK sip:gw@127.0.0.1", "BYE sip:gw@127.0.0.1"]
+    assert lines(uac, "sent") == [
+        "INVITE sip:4420001@127.0.0.1",
+        "ACK sip:gw@127.0.0.1",
+        "BYE sip:gw@127.0.0.1",
+    ]
     assert [m.status for m in uac.received()] == [100, 180, 200, 200]
-    assert lines(uas, "received") == ["INVITE sip:4420001@127.0.0.1", "ACK sip:gw@127.0.0.1", "BYE sip:gw@127.0.0.1"]
+    assert lines(uas, "received") == [
+        "INVITE sip:4420001@127.0.0.1",
+        "ACK sip:gw@127.0.0.1",
+        "BYE sip:gw@127.0.0.1",
+    ]
     assert_sane_times(uac)
     assert_sane_times(uas)
     invite = only(uas, "received", "INVITE")
@@ -166,7 +191,9 @@ def test_basic_call_caller_hangs_up() -> None:
     assert "m=audio " in ok.body and tag(ok.header("To"))
     # the ACK goes to the 200's Contact, inside the dialog, on a new branch
     ack = only(uac, "sent", "ACK")
-    assert ack.first_line.startswith("ACK sip:gw@127.0.0.1:") and tag(ack.header("To")) == tag(ok.header("To"))
+    assert ack.first_line.startswith("ACK sip:gw@127.0.0.1:") and tag(ack.header("To")) == tag(
+        ok.header("To")
+    )
     assert ack.branch != invite.branch
     # ring=200 between 180 and 200; hold=300 between ACK and BYE
     ringing, answer = uas.sent(180)[0], uas.sent(200)[0]
@@ -185,7 +212,8 @@ def test_callee_hangs_up() -> None:
     ok = only(uas, "sent", 200)
     invite = only(uas, "received", "INVITE")
     # in-dialog BYE: to the caller's Contact, From/To swapped with both tags
-    assert bye.first_line.startswith(f"BYE sip:sipp@127.0.0.1:{invite.header('Via', '').split(':')[-1].split(';')[0]}")
+    contact = (invite.header("Contact") or "").strip("<>")
+    assert contact.startswith("sip:sipp@127.0.0.1:") and bye.first_line == f"BYE {contact} SIP/2.0"
     assert tag(bye.header("From")) == tag(ok.header("To"))
     assert tag(bye.header("To")) == tag(invite.header("From"))
     assert bye.call_id == invite.call_id
@@ -204,7 +232,9 @@ def test_callee_hangs_up() -> None:
         ("uas_183_sdp_then_fail", {"code": "480", "delay": "200"}, 480),
     ],
 )
-def test_rejected_call_is_acked_in_transaction(uas_name: str, uas_keys: dict[str, str], code: int) -> None:
+def test_rejected_call_is_acked_in_transaction(
+    uas_name: str, uas_keys: dict[str, str], code: int
+) -> None:
     uac, uas = pair(uas_name, "uac_expect_fail", uas_keys, {"expect_code": str(code)})
     assert uac.returncode == 0, uac.describe()
     assert uas.returncode == 0, uas.describe()
@@ -228,7 +258,10 @@ def test_expect_fail_fails_on_another_code() -> None:
     port = free_udp_port()
     with Sipp("uas_reject", port=port, timeout=10, keys={"code": "404"}) as uas:
         uac = run_sipp(
-            "uac_expect_fail", port=free_udp_port(), remote=f"127.0.0.1:{port}", timeout=10,
+            "uac_expect_fail",
+            port=free_udp_port(),
+            remote=f"127.0.0.1:{port}",
+            timeout=10,
             keys={"expect_code": "503"},
         )
         uas.stop()
@@ -272,9 +305,14 @@ def test_silent_gateway_ends_by_itself() -> None:
     port = free_udp_port()
     started = time.monotonic()
     with Sipp("uas_trying_only", port=port, timeout=10, keys={"wait": "600"}) as uas:
+        # -nd: when its [wait] runs out the caller must not CANCEL (SIPp's default behaviour)
         uac = run_sipp(
-            "uac_basic", port=free_udp_port(), remote=f"127.0.0.1:{port}", timeout=10,
+            "uac_basic",
+            port=free_udp_port(),
+            remote=f"127.0.0.1:{port}",
+            timeout=10,
             keys={"wait": "400"},
+            extra=["-nd"],
         )
         server = uas.wait(8)
     assert server.returncode == 0 and server.successful == 1, server.describe()
@@ -290,7 +328,10 @@ def test_no_answer_shows_invite_retransmissions() -> None:
     port = free_udp_port()
     with Sipp("uas_no_answer", port=port, timeout=10) as uas:
         uac = run_sipp(
-            "uac_basic", port=free_udp_port(), remote=f"127.0.0.1:{port}", timeout=10,
+            "uac_basic",
+            port=free_udp_port(),
+            remote=f"127.0.0.1:{port}",
+            timeout=10,
             keys={"wait": "2000"},
         )
         server = uas.stop()
@@ -298,10 +339,10 @@ def test_no_answer_shows_invite_retransmissions() -> None:
     copies = server.received("INVITE")
     assert len(copies) >= 3, server.describe()
     assert len({m.branch for m in copies}) == 1 and len({m.text for m in copies}) == 1
-    gaps = [b.timestamp - a.timestamp for a, b in zip(copies, copies[1:], strict=False)]
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(copies)]
     assert gaps[0] == pytest.approx(0.5, abs=0.1), gaps  # SIPp retrans="500": 0.5, 1, 2 s
     assert gaps[1] == pytest.approx(1.0, abs=0.1), gaps
-    assert all(b > a for a, b in zip(gaps, gaps[1:], strict=False)), gaps
+    assert all(b > a for a, b in itertools.pairwise(gaps)), gaps
     assert server.sent() == []
     # the sender's side agrees, and SIPp counted the retransmissions
     assert len(uac.sent("INVITE")) == len(copies) and uac.stats["retransmissions"] >= 2
@@ -321,7 +362,9 @@ def test_late_200_without_cancel() -> None:
 @pytest.mark.sipp
 @needs_sipp
 def test_late_200_crosses_cancel() -> None:
-    uac, uas = pair("uas_late_200", "uac_cancel_race", {"delay": "800"}, {"delay": "200", "hold": "100"})
+    uac, uas = pair(
+        "uas_late_200", "uac_cancel_race", {"delay": "800"}, {"delay": "200", "hold": "100"}
+    )
     assert uac.returncode == 0, uac.describe()
     assert uas.returncode == 0, uas.describe()
     assert "CANCEL received" in uas.logs
@@ -376,8 +419,9 @@ def test_global_timeout_always_stops_sipp() -> None:
 @needs_sipp
 def test_bind_failure_is_reported() -> None:
     port = free_udp_port()
-    with Sipp("uas_answer", port=port, timeout=5):
-        clash = run_sipp("uas_answer", port=port, timeout=5)
+    with Sipp("uas_answer", port=port, timeout=5), pytest.raises(SippStartError) as err:
+        run_sipp("uas_answer", port=port, timeout=5)
+    clash = err.value.result
     assert clash.returncode not in (0, 1) and clash.stderr, clash.describe()
 
 
@@ -403,8 +447,13 @@ def test_in_a_network_namespace(netns: str, tmp_path: Path) -> None:
     port = 5060  # a fresh namespace: every port is free
     with Sipp("uas_answer", port=port, timeout=10, netns=netns, workdir=tmp_path / "uas") as uas:
         uac = run_sipp(
-            "uac_basic", port=5070, remote=f"127.0.0.1:{port}", timeout=10, netns=netns,
-            keys={"hold": "50"}, workdir=tmp_path / "uac",
+            "uac_basic",
+            port=5070,
+            remote=f"127.0.0.1:{port}",
+            timeout=10,
+            netns=netns,
+            keys={"hold": "50"},
+            workdir=tmp_path / "uac",
         )
         server = uas.wait(10)
     assert uac.returncode == 0, uac.describe()

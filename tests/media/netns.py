@@ -47,7 +47,7 @@ def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
             s.bind(bind)
             result.append(s)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             result.append(exc)
 
     t = threading.Thread(target=worker)
@@ -84,8 +84,21 @@ class Topology:
                 (topo.a, "ra", topo.a_ip, topo.ra_ip),
                 (topo.b, "rb", topo.b_ip, topo.rb_ip),
             ):
-                sh("ip", "-n", topo.r, "link", "add", rif, "type", "veth", "peer", "name", "eth0",
-                   "netns", peer)
+                sh(
+                    "ip",
+                    "-n",
+                    topo.r,
+                    "link",
+                    "add",
+                    rif,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    peer,
+                )
                 sh("ip", "-n", topo.r, "addr", "add", f"{rip}/24", "dev", rif)
                 sh("ip", "-n", topo.r, "link", "set", rif, "up")
                 sh("ip", "-n", peer, "addr", "add", f"{pip}/24", "dev", "eth0")
@@ -94,9 +107,6 @@ class Topology:
                 # native XDP redirect into a veth delivers only with GRO (or XDP) on the peer
                 sh("ip", "netns", "exec", peer, "ethtool", "-K", "eth0", "gro", "on")
                 sh("ip", "netns", "exec", topo.r, "ethtool", "-K", rif, "gro", "on")
-            # resolve neighbours up front so the first packets need not wait for ARP
-            sh("ip", "netns", "exec", topo.a, "ping", "-c1", "-W2", topo.ra_ip)
-            sh("ip", "netns", "exec", topo.b, "ping", "-c1", "-W2", topo.rb_ip)
         except Exception:
             topo.destroy()
             raise
@@ -132,8 +142,9 @@ class Mediad:
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -37,8 +37,14 @@ def test_vectors_are_in_the_docs(
 
 @pytest.mark.parametrize(
     ("mode", "key"),
-    [(1, b"k"), (1, os.urandom(64)), (2, b"12345"), (2, b"0123456789"), (2, os.urandom(64)),
-     (3, b"0123456789abcdef")],
+    [
+        (1, b"k"),
+        (1, os.urandom(64)),
+        (2, b"12345"),
+        (2, b"0123456789"),
+        (2, os.urandom(64)),
+        (3, b"0123456789abcdef"),
+    ],
 )
 def test_random_packets_match_reference(mode: int, key: bytes) -> None:
     rng = random.Random(mode * 1000 + len(key))
@@ -61,8 +67,15 @@ def test_non_rtp_untouched() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "key", "ok"),
-    [(1, b"", False), (1, b"x" * 65, False), (2, b"1234", False), (2, b"12345", True),
-     (3, b"x" * 15, False), (3, b"x" * 16, True), (3, b"x" * 17, False)],
+    [
+        (1, b"", False),
+        (1, b"x" * 65, False),
+        (2, b"1234", False),
+        (2, b"12345", True),
+        (3, b"x" * 15, False),
+        (3, b"x" * 16, True),
+        (3, b"x" * 17, False),
+    ],
 )
 def test_key_lengths(mode: int, key: bytes, ok: bool) -> None:
     if ok:

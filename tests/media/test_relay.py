@@ -22,45 +22,74 @@ KEYS = {0: "", 1: "sipedge-xor", 2: "sipedge-rc4-key", 3: "0123456789abcdef"}
 
 
 def call(
-    mediad: Mediad, call_id: str, a: tuple[str, int], b: tuple[str, int], mode: int,
+    mediad: Mediad,
+    call_id: str,
+    a: tuple[str, int],
+    b: tuple[str, int],
+    mode: int,
     a_sdp_port: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Offer from A (encrypted leg when mode > 0) and answer from B (clear leg)."""
-    offer = mediad.ok({
-        "command": "offer", "call-id": call_id, "from-tag": "ta", "address": a[0],
-        "port": a_sdp_port or a[1], "encryption": mode > 0, "encryption-mode": mode,
-        "encryption-key": KEYS[mode],
-    })
-    answer = mediad.ok({
-        "command": "answer", "call-id": call_id, "from-tag": "ta", "to-tag": "tb",
-        "address": b[0], "port": b[1], "encryption": False,
-    })
+    offer = mediad.ok(
+        {
+            "command": "offer",
+            "call-id": call_id,
+            "from-tag": "ta",
+            "address": a[0],
+            "port": a_sdp_port or a[1],
+            "encryption": mode > 0,
+            "encryption-mode": mode,
+            "encryption-key": KEYS[mode],
+        }
+    )
+    answer = mediad.ok(
+        {
+            "command": "answer",
+            "call-id": call_id,
+            "from-tag": "ta",
+            "to-tag": "tb",
+            "address": b[0],
+            "port": b[1],
+            "encryption": False,
+        }
+    )
     return offer, answer
 
 
 def stream(
-    mediad: Mediad, sa: socket.socket, sb: socket.socket, relay_a: tuple[str, int],
-    relay_b: tuple[str, int], mode: int, count: int = 50, size: int = 160,
+    mediad: Mediad,
+    sa: socket.socket,
+    sb: socket.socket,
+    relay_a: tuple[str, int],
+    relay_b: tuple[str, int],
+    mode: int,
+    count: int = 50,
+    size: int = 160,
 ) -> None:
     key = KEYS[mode].encode()
-    clear = [reference.rtp(i, ts=i * 160, ssrc=0xCAFE0001, payload=bytes([i % 256]) * size)
-             for i in range(count)]
+    clear = [
+        reference.rtp(i, ts=i * 160, ssrc=0xCAFE0001, payload=bytes([i % 256]) * size)
+        for i in range(count)
+    ]
     # A (encrypted leg) -> B (clear leg): the relay decrypts
     for pkt in clear:
         sa.sendto(reference.encrypt(mode, key, pkt), relay_a)
         time.sleep(0.0005)
-    got = recv_all(sb, count)
+    # the first packet may overtake nothing but be overtaken: it latches via userspace
+    got = sorted(recv_all(sb, count), key=lambda d: d[0][2:4])
     assert len(got) == count, f"B got {len(got)}/{count}\n{mediad.log()}"
     for (data, src), pkt in zip(got, clear, strict=True):
         assert data == pkt  # RTP header untouched, payload decrypted
         assert src[1] == relay_b[1]  # sent from the B-side relay port
     # B -> A: the relay encrypts toward the encrypted leg
-    back = [reference.rtp(i, ts=i * 80, ssrc=0xBEEF0002, payload=bytes(range(size % 256)) * 1)
-            for i in range(count)]
+    back = [
+        reference.rtp(i, ts=i * 80, ssrc=0xBEEF0002, payload=bytes(range(size % 256)) * 1)
+        for i in range(count)
+    ]
     for pkt in back:
         sb.sendto(pkt, relay_b)
         time.sleep(0.0005)
-    got = recv_all(sa, count)
+    got = sorted(recv_all(sa, count), key=lambda d: d[0][2:4])
     assert len(got) == count, f"A got {len(got)}/{count}\n{mediad.log()}"
     for (data, src), pkt in zip(got, back, strict=True):
         assert data == reference.encrypt(mode, key, pkt)
@@ -71,7 +100,7 @@ def stream(
 
 
 def assert_no_leak(mediad: Mediad) -> None:
-    status, health = mediad.get("/healthz")
+    _status, health = mediad.get("/healthz")
     assert health["sessions"] == 0 and health["ports_in_use"] == 0
     assert mediad.ok({"command": "list"})["count"] == 0
 
@@ -81,10 +110,22 @@ def assert_no_leak(mediad: Mediad) -> None:
 
 @pytest.fixture
 def loopback_mediad(tmp_path: Path) -> Iterator[Mediad]:
-    m = Mediad(tmp_path / "mediad.sock",
-               ["--fast-path", "userspace", "--interface", "lo", "--bind", "127.0.0.1",
-                "--port-range", "41000-41007", "--behind-nat", "Off"],
-               tmp_path / "mediad.log")
+    m = Mediad(
+        tmp_path / "mediad.sock",
+        [
+            "--fast-path",
+            "userspace",
+            "--interface",
+            "lo",
+            "--bind",
+            "127.0.0.1",
+            "--port-range",
+            "41000-41007",
+            "--behind-nat",
+            "Off",
+        ],
+        tmp_path / "mediad.log",
+    )
     m.start()
     yield m
     m.stop()
@@ -118,15 +159,43 @@ def test_control_errors(loopback_mediad: Mediad) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"command": "query", "call-id": "nope"}, 404, "unknown-call"),
         ({"command": "delete", "call-id": "nope"}, 404, "unknown-call"),
-        ({"command": "answer", "call-id": "nope", "from-tag": "a", "to-tag": "b",
-          "address": "127.0.0.1", "port": 5}, 404, "unknown-call"),
+        (
+            {
+                "command": "answer",
+                "call-id": "nope",
+                "from-tag": "a",
+                "to-tag": "b",
+                "address": "127.0.0.1",
+                "port": 5,
+            },
+            404,
+            "unknown-call",
+        ),
         ({**base, "call-id": "x", "port": 0}, 400, "bad-port"),
         ({**base, "call-id": "x", "port": 65536}, 400, "bad-port"),
         ({**base, "call-id": "x", "address": "example.org"}, 400, "bad-address"),
-        ({**base, "call-id": "x", "encryption": True, "encryption-mode": "aes128",
-          "encryption-key": "short"}, 400, "bad-key"),
-        ({**base, "call-id": "x", "encryption": True, "encryption-mode": 2,
-          "encryption-key": "1234"}, 400, "bad-key"),
+        (
+            {
+                **base,
+                "call-id": "x",
+                "encryption": True,
+                "encryption-mode": "aes128",
+                "encryption-key": "short",
+            },
+            400,
+            "bad-key",
+        ),
+        (
+            {
+                **base,
+                "call-id": "x",
+                "encryption": True,
+                "encryption-mode": 2,
+                "encryption-key": "1234",
+            },
+            400,
+            "bad-key",
+        ),
         ({"command": "frobnicate"}, 400, "unknown-command"),
         ({"call-id": "x"}, 400, "bad-request"),
     ]
@@ -153,12 +222,22 @@ def test_control_errors(loopback_mediad: Mediad) -> None:
 def test_busy_port_skipped(tmp_path: Path) -> None:
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", 41102))
-    m = Mediad(tmp_path / "m.sock", ["--fast-path", "userspace", "--bind", "127.0.0.1",
-                                       "--port-range", "41100-41109"], tmp_path / "m.log")
+    m = Mediad(
+        tmp_path / "m.sock",
+        ["--fast-path", "userspace", "--bind", "127.0.0.1", "--port-range", "41100-41109"],
+        tmp_path / "m.log",
+    )
     m.start()
     try:
-        offer = m.ok({"command": "offer", "call-id": "c", "from-tag": "t",
-                      "address": "127.0.0.1", "port": 9000})
+        offer = m.ok(
+            {
+                "command": "offer",
+                "call-id": "c",
+                "from-tag": "t",
+                "address": "127.0.0.1",
+                "port": 9000,
+            }
+        )
         q = m.ok({"command": "query", "call-id": "c"})
         ports = {leg["local-port"] for leg in q["legs"]}
         assert 41102 not in ports and offer["port"] in ports
@@ -169,8 +248,18 @@ def test_busy_port_skipped(tmp_path: Path) -> None:
 
 def test_userspace_restart_readopts(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    args = ["--fast-path", "userspace", "--bind", "127.0.0.1", "--port-range", "41200-41209",
-            "--state", str(state), "--behind-nat", "Off"]
+    args = [
+        "--fast-path",
+        "userspace",
+        "--bind",
+        "127.0.0.1",
+        "--port-range",
+        "41200-41209",
+        "--state",
+        str(state),
+        "--behind-nat",
+        "Off",
+    ]
     m = Mediad(tmp_path / "m.sock", args, tmp_path / "m.log").start()
     sa = ns_socket(None, ("127.0.0.1", 0))
     sb = ns_socket(None, ("127.0.0.1", 0))
@@ -210,23 +299,40 @@ def topo() -> Iterator[Topology]:
 
 
 def ns_mediad(topo: Topology, tmp: Path, path: str, pin: Path, *extra: str) -> Mediad:
-    args = ["--fast-path", path, "--interface", "ra", "--interface", "rb",
-            "--port-range", "42000-42099", "--pin-dir", str(pin), "--state",
-            str(tmp / "state.json"), *extra]
+    args = [
+        "--fast-path",
+        path,
+        "--interface",
+        "ra",
+        "--interface",
+        "rb",
+        "--port-range",
+        "42000-42099",
+        "--pin-dir",
+        str(pin),
+        "--state",
+        str(tmp / "state.json"),
+        *extra,
+    ]
     return Mediad(tmp / "mediad.sock", args, tmp / "mediad.log", netns=topo.r)
 
 
 def pinned_entries(pin: Path) -> list[Any]:
     if not (pin / "sessions").exists():
         return []
-    out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(pin / "sessions")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "pinned", str(pin / "sessions")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return list(json.loads(out))
 
 
 def xdp_attached(topo: Topology, dev: str) -> bool:
-    out = subprocess.run(["ip", "-n", topo.r, "-j", "link", "show", dev], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ip", "-n", topo.r, "-j", "link", "show", dev], capture_output=True, text=True, check=True
+    ).stdout
     return "xdp" in json.loads(out)[0]
 
 
@@ -247,8 +353,9 @@ def test_netns_paths(topo: Topology, tmp_path: Path, bpffs: Path, path: str) -> 
             sa = ns_socket(topo.a, (topo.a_ip, 5000 + 2 * n))
             sb = ns_socket(topo.b, (topo.b_ip, 6000 + 2 * n))
             # A's SDP gives a wrong port: latching (behind NAT On) must learn the real one
-            offer, answer = call(m, f"c{mode}", sa.getsockname(), sb.getsockname(), mode,
-                                 a_sdp_port=7000)
+            offer, answer = call(
+                m, f"c{mode}", sa.getsockname(), sb.getsockname(), mode, a_sdp_port=7000
+            )
             relay_a = (offer["address"], answer["port"])
             relay_b = (offer["address"], offer["port"])
             # B speaks first once so its leg latches too (it is on its SDP address anyway)
@@ -292,8 +399,10 @@ def test_xdp_restart_mid_stream(topo: Topology, tmp_path: Path, bpffs: Path) -> 
         offer, answer = call(m, "rs", sa.getsockname(), sb.getsockname(), 2)
         relay_a = (offer["address"], answer["port"])
         total = 3000
-        sent = [reference.rtp(i, ts=i * 160, ssrc=7, payload=bytes([i % 251]) * 160)
-                for i in range(total)]
+        sent = [
+            reference.rtp(i, ts=i * 160, ssrc=7, payload=bytes([i % 251]) * 160)
+            for i in range(total)
+        ]
         received: list[bytes] = []
 
         def rx() -> None:

@@ -31,7 +31,12 @@ def table(**kw: object) -> SessionTable:
 
 
 def offer(call: str = "c1", **kw: object) -> dict[str, object]:
-    req: dict[str, object] = {"call-id": call, "from-tag": "ta", "address": "10.0.0.1", "port": 4000}
+    req: dict[str, object] = {
+        "call-id": call,
+        "from-tag": "ta",
+        "address": "10.0.0.1",
+        "port": 4000,
+    }
     req.update(kw)
     return req
 
@@ -40,8 +45,9 @@ def test_offer_answer_routes() -> None:
     t = table()
     s, leg_b = t.offer(offer(encryption=True))
     assert leg_b is s.b and s.a.port != s.b.port
-    s2, leg_a = t.answer({"call-id": "c1", "from-tag": "ta", "to-tag": "tb",
-                          "address": "10.0.0.2", "port": 5000})
+    s2, leg_a = t.answer(
+        {"call-id": "c1", "from-tag": "ta", "to-tag": "tb", "address": "10.0.0.2", "port": 5000}
+    )
     assert s2 is s and leg_a is s.a
     r: Route = t.by_port[s.a.port]
     assert r.destination == ("10.0.0.2", 5000) and r.out_port == s.b.port

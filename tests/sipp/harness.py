@@ -1,8 +1,9 @@
 """Run SIPp (Debian ``sip-tester``) as a real caller or gateway and read back what it did.
 
-One :class:`Sipp` is one SIPp process. It runs in the foreground of its own process group (never
-``-bg``: we own the process), with ``-nostdin``, a global ``-timeout`` so it always stops on its own,
-and its message, error, statistics, screen and ``<log>`` traces written to a private directory.
+One :class:`Sipp` is one SIPp process. It runs in the foreground of its own process group
+(never ``-bg``: we own the process), with ``-nostdin``, a global ``-timeout`` so it always stops
+on its own, and its message, error, statistics, screen and ``<log>`` traces written to a
+private directory.
 :meth:`Sipp.wait` / :meth:`Sipp.stop` return a :class:`SippResult` with the exit code, the output,
 the final statistics and every SIP message SIPp sent or received, time-stamped, so tests can
 measure retransmission gaps.
@@ -11,14 +12,27 @@ Scenario keys
     A scenario (``tests/sipp/scenarios/<name>.xml``) declares the keys it understands, with their
     defaults, in its header comment, one per line: ``@key hold=1000  what it means``. The keys a
     test gives are merged over those defaults and passed to SIPp as ``-key name value``, which
-    SIPp substitutes as ``[name]`` inside message text (CDATA). SIPp does NOT substitute keys in
-    XML attributes (``<pause milliseconds="[hold]"/>`` is a parse error), so the harness renders
-    the scenario into its private directory first, replacing ``[name]`` for every known key in
-    the non-CDATA parts of the file. Attributes such as ``milliseconds``, ``timeout`` and
-    ``response`` can therefore be driven by keys too.
+    SIPp substitutes as ``[name]`` inside message text (CDATA) when it builds a message. That is
+    not enough: SIPp does not substitute keys in XML attributes (``<pause milliseconds="[hold]"/>``
+    is a load error) nor in the status line of a response it sends (``SIP/2.0 [code] ...``: it
+    parses the code at load time, "Response codes must be in the range of 100-700"). So the
+    harness renders the scenario into its private directory first, replacing ``[name]`` for
+    every key everywhere in the file (XML-escaped outside CDATA). Key names may not shadow
+    SIPp's own keywords.
 
 Exit codes (``sipp -h``): 0 all calls succeeded, 1 at least one failed, 97 exit on internal
-command, 99 normal exit without calls processed, 255 (-1) fatal error, 254 (-2) cannot bind.
+command, 99 normal exit without calls processed, 255 (-1) fatal error (also: the global
+``-timeout`` hit, with ``-timeout_error``), 254 (-2) cannot bind.
+
+SIPp 3.6.1 quirks this relies on
+    * A scenario SIPp cannot load exits 1, like a failed call: :meth:`Sipp.start` raises
+      :class:`SippStartError` when SIPp dies before binding its port.
+    * :meth:`Sipp.stop` sends SIGINT: SIPp quits at once, flushes every trace, and exits 0 even
+      with a call in progress (``SippResult.stopped`` tells). SIGTERM/SIGKILL only as fallback.
+    * Every received copy of a message is logged in the message trace, retransmissions
+      included, before SIPp decides it is one (it then re-sends its last message, if any).
+    * The trace also holds untimed notes ("Ignoring provisional ... for transaction"): they
+      are not messages and are skipped.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ __all__ = [
     "Sipp",
     "SippMessage",
     "SippResult",
+    "SippStartError",
     "free_udp_port",
     "run_sipp",
     "scenario_keys",
@@ -276,6 +291,14 @@ def parse_screen(text: str) -> dict[str, int]:
     return stats
 
 
+class SippStartError(RuntimeError):
+    """SIPp died before (or without) binding its port: the result says why."""
+
+    def __init__(self, result: SippResult) -> None:
+        super().__init__(f"SIPp failed to start\n{result.describe()}")
+        self.result = result
+
+
 @dataclass
 class SippResult:
     """What one SIPp process did."""
@@ -363,22 +386,41 @@ def scenario_keys(scenario: str | Path) -> dict[str, str]:
     return dict(_KEY_DECL.findall(text))
 
 
-def render_scenario(text: str, keys: Mapping[str, str]) -> str:
-    """Replace ``[key]`` outside CDATA sections (attributes, mostly) with XML-escaped values.
+# SIPp's own keywords: a key of that name would shadow them
+_RESERVED = {
+    "service", "remote_ip", "remote_port", "remote_ip_type", "local_ip", "local_port",
+    "local_ip_type", "transport", "branch", "call_id", "call_number", "cseq", "pid", "len",
+    "media_ip", "media_ip_type", "media_port", "auto_media_port", "server_ip", "routes",
+    "next_url", "peer_tag_param", "last_message", "clock_tick", "sipp_version", "users",
+    "userid", "tdmmap", "fill", "timestamp", "authentication", "rtpstream_audio_port",
+}  # fmt: skip
 
-    Inside CDATA SIPp itself substitutes the ``-key`` values."""
+
+def render_scenario(text: str, keys: Mapping[str, str]) -> str:
+    """Replace ``[key]`` for every given key: XML-escaped outside CDATA, as-is inside.
+
+    SIPp substitutes ``-key`` values only in message text, and only when the message is
+    built: attributes (``milliseconds``, ``timeout``, ``response``...) and the status code
+    of a response we send (``SIP/2.0 [code] ...``, which SIPp parses when it loads the
+    scenario) need the value in the file itself."""
     if not keys:
         return text
     pattern = re.compile(r"\[(" + "|".join(re.escape(k) for k in keys) + r")\]")
 
     def escape(value: str) -> str:
         return (
-            value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+            value.replace("&", "&amp;")
+            .replace("<", "&lt;")
+            .replace(">", "&gt;")
+            .replace('"', "&quot;")
         )
 
     parts = _CDATA.split(text)
-    for i in range(0, len(parts), 2):  # even indices are outside CDATA
-        parts[i] = pattern.sub(lambda m: escape(keys[m.group(1)]), parts[i])
+    for i, part in enumerate(parts):
+        if i % 2:  # a CDATA section
+            parts[i] = pattern.sub(lambda m: keys[m.group(1)], part)
+        else:
+            parts[i] = pattern.sub(lambda m: escape(keys[m.group(1)]), part)
     return "".join(parts)
 
 
@@ -412,7 +454,14 @@ def _kill_leftovers() -> None:
 
 
 def _port_bound(pid: int, port: int) -> bool:
-    """Is ``port`` bound by anything in the network namespace of process ``pid``?"""
+    """Has process ``pid`` itself bound ``port`` (in its own network namespace)?"""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
     suffix = f":{port:04X}"
     for table in ("udp", "udp6", "tcp", "tcp6"):
         try:
@@ -421,7 +470,7 @@ def _port_bound(pid: int, port: int) -> bool:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 1 and fields[1].endswith(suffix):
+            if len(fields) > 9 and fields[1].endswith(suffix) and fields[9] in inodes:
                 return True
     return False
 
@@ -485,13 +534,17 @@ class Sipp:
         text = self.scenario.read_text(encoding="latin-1")
         self.keys: dict[str, str] = dict(_KEY_DECL.findall(text))
         for key, value in (keys or {}).items():
-            if not _KEY_NAME.match(key):
-                raise ValueError(f"bad SIPp key name {key!r}")
+            if not _KEY_NAME.match(key) or key in _RESERVED or key.startswith("field"):
+                raise ValueError(f"bad SIPp key name {key!r} (must not be a SIPp keyword)")
+            if "]]>" in str(value) or "\n" in str(value):
+                raise ValueError(f"bad SIPp key value {value!r}")
             self.keys[key] = str(value)
         self._rendered = render_scenario(text, self.keys)
         self._own_workdir = workdir is None
         self._keep = keep_files or bool(os.environ.get("SIPP_KEEP_FILES"))
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"sipp-{self.name}-"))
+        self.workdir = (
+            Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"sipp-{self.name}-"))
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.command: list[str] = []
@@ -573,11 +626,15 @@ class Sipp:
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                return  # it ended already (bad option, bind failure, ...): wait() will tell
+                if self.proc.returncode in (0, 1) and self._file("stat.csv").exists():
+                    return  # it ran its calls and ended already; wait() collects
+                # a fatal error (bad scenario, port in use, ...): a harness or scenario bug.
+                # NB SIPp exits 1, not 255, when it cannot load a scenario
+                raise SippStartError(self._collect(timed_out=False))
             if _port_bound(self.proc.pid, self.port):
                 return
             time.sleep(0.005)
-        raise RuntimeError(f"SIPp {self.name} did not bind port {self.port}:\n{self.stop()}")
+        raise SippStartError(self.stop())
 
     def wait(self, timeout: float | None = None) -> SippResult:
         """Wait for SIPp to end by itself (``-m`` calls done or ``-timeout``) and collect.
@@ -669,7 +726,9 @@ class Sipp:
         return f"<Sipp {self.name} {self.local}:{self.port} -> {self.remote or 'uas'} {state}>"
 
 
-def run_sipp(scenario: str | Path, *, wait_timeout: float | None = None, **kw: object) -> SippResult:
+def run_sipp(
+    scenario: str | Path, *, wait_timeout: float | None = None, **kw: object
+) -> SippResult:
     """Start SIPp and wait for it to end by itself (see :class:`Sipp` for the options)."""
     sipp = Sipp(scenario, **kw)  # type: ignore[arg-type]
     sipp.start()

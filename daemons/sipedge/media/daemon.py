@@ -135,9 +135,7 @@ class MediaDaemon:
             if self.settings.bind_address != "0.0.0.0":
                 self.address = self.settings.bind_address
             else:  # pyroute2's sync API runs its own loop: keep it off ours
-                self.address = await asyncio.to_thread(
-                    interface_address, self.settings.interfaces
-                )
+                self.address = await asyncio.to_thread(interface_address, self.settings.interfaces)
         self.relay = Relay(loop, self.settings.bind_address, self.table, self._on_latch)
         self.table.probe = self.relay.open_pair
         self._load_xdp()
@@ -406,6 +404,7 @@ class MediaDaemon:
             "sessions": len(self.table),
             "ports_in_use": 2 * len(self.table.ports.in_use),
             "uptime": round(time.time() - self.started, 3),
+            "xdp_verdicts": self.xdp.verdicts() if self.xdp is not None else None,
         }
 
 

@@ -151,6 +151,7 @@ class XdpPath:
             from bcc import BPF
         except ImportError as exc:
             raise XdpUnavailable(f"bcc is not importable ({exc})") from None
+        self._enable_forwarding()
         ensure_bpffs(self.pin_dir)
         self.pin_dir.mkdir(parents=True, exist_ok=True)
         self.adopted = (self.pin_dir / "sessions").exists()
@@ -196,6 +197,18 @@ class XdpPath:
             )
             return mode
         raise XdpUnavailable("could not attach: " + "; ".join(errors))
+
+    def _enable_forwarding(self) -> None:
+        """bpf_fib_lookup answers only for interfaces with IPv4 forwarding on; without it every
+        packet would go to userspace. Filter forwarded traffic with nftables if needed."""
+        for dev in self.interfaces:
+            knob = Path(f"/proc/sys/net/ipv4/conf/{dev}/forwarding")
+            try:
+                if knob.read_text().strip() != "1":
+                    knob.write_text("1\n")
+                    log.info("net.ipv4.conf.%s.forwarding=1 (needed by bpf_fib_lookup)", dev)
+            except OSError as exc:
+                log.warning("cannot enable forwarding on %s: %s", dev, exc)
 
     @property
     def loaded(self) -> bool:
@@ -300,6 +313,15 @@ class XdpPath:
             last = max(last, v.last_seen)
         if last:
             out.last_seen = time.time() - (time.monotonic_ns() - last) / 1e9
+        return out
+
+    def verdicts(self) -> dict[str, int]:
+        """Packets per XDP verdict since load (relayed, or why they went to userspace)."""
+        names = ("relayed", "not_udp", "no_session", "latch", "bad_len", "not_rtp", "fib", "drop")
+        table = self._bpf["verdicts"]
+        out = {}
+        for i, name in enumerate(names):
+            out[name] = int(sum(table.getvalue(table.Key(i))))
         return out
 
     def count(self) -> int:
