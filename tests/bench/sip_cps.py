@@ -41,6 +41,13 @@ def rss_kib(pid: int, key: str = "VmHWM") -> int:
     return 0
 
 
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped machine-wide because a socket buffer was full."""
+    snmp = Path("/proc/net/snmp").read_text().splitlines()
+    lines = [row.split() for row in snmp if row.startswith("Udp:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["RcvbufErrors"])
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -80,7 +87,7 @@ def run_rate(
     )
     time.sleep(0.5)
     pid = sipd.proc.pid
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    cpu0, t0, drops0 = cpu_seconds(pid), time.monotonic(), udp_rcvbuf_errors()
     peak_active = 0
     uac = subprocess.Popen(
         [
@@ -106,6 +113,7 @@ def run_rate(
             f"{int(duration + hold_ms / 1000 + 60)}s",
             "-timeout_error",
             "-trace_rtt",
+            "-trace_err",
             "-rtt_freq",
             "1000",
             "-trace_stat",
@@ -144,6 +152,7 @@ def run_rate(
         "daemon_rss_peak_mib": round(rss_kib(pid) / 1024, 1),
         "concurrent_calls_peak": peak_active,
         "elapsed_s": round(elapsed, 1),
+        "udp_buffer_drops": udp_rcvbuf_errors() - drops0,
         "uac_exit": uac.returncode,
     }
 
@@ -210,7 +219,10 @@ def main() -> None:
             f"sipd CPU {r['daemon_cpu_percent']}%, RSS peak {r['daemon_rss_peak_mib']} MiB, "
             f"{r['concurrent_calls_peak']} calls up at once"
         )
-    shutil.rmtree(work, ignore_errors=True)
+    if good and len(good) == len(results):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"SIPp traces kept in {work}")
     sys.exit(0)
 
 
@@ -219,7 +231,8 @@ def _line(r: dict[str, Any]) -> str:
         f"rate {r['rate']:>4}/s: {r['successful']}/{r['calls']} ok, {r['failed']} failed, "
         f"setup p50 {r['setup_p50_ms']} ms p99 {r['setup_p99_ms']} ms, "
         f"sipd CPU {r['daemon_cpu_percent']}% ({r['daemon_cpu_us_per_call']} us/call), "
-        f"RSS peak {r['daemon_rss_peak_mib']} MiB, up at once {r['concurrent_calls_peak']}"
+        f"RSS peak {r['daemon_rss_peak_mib']} MiB, up at once {r['concurrent_calls_peak']}, "
+        f"UDP buffer drops (all sockets) {r['udp_buffer_drops']}"
     )
 
 
