@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     bindir = Path(sys.executable).parent
 
-    def spawn(name: str, cmd: list[str]) -> None:
+    def spawn(name: str, cmd: list[str], log: Path | None = None) -> None:
         print(f"demo: starting {name}: {' '.join(cmd)}", flush=True)
-        procs.append((name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL)))
+        out = log.open("wb") if log is not None else None  # SIPp's screen would drown the logs
+        procs.append((name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out)))
 
     sipp = shutil.which("sipp")
     for gw in config.routing_gateways:
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                 "-error_file",
                 f"{config.storage.path}/sipp-{gw.name}.err",
             ],
+            log=config.storage.path / f"sipp-{gw.name}.screen",
         )
     spawn("sipedge-sipd", [str(bindir / "sipedge-sipd"), "--config", str(args.config)])
     if (bindir / "sipedge-mediad").exists():
