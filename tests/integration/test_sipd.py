@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -216,3 +217,37 @@ def test_sipd_refuses_a_bad_config(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "SS_SIP_TIMEOUT_INVITE" in proc.stderr and "999" in proc.stderr
+
+
+@pytest.mark.sipp
+def test_crash_after_a_call_loses_no_cdr(sipd_factory: Any) -> None:
+    port = free_port()
+    sipd = sipd_factory([gateway("gw1", port)])
+    with Sipp("uas_answer", port=port, calls=1, timeout=20):
+        caller = Sipp(
+            "uac_basic",
+            port=free_port(),
+            remote=sipd.sip_target,
+            calls=1,
+            timeout=20,
+            service="1000",
+            keys={"hold": "100"},
+        )
+        caller.start()
+        assert caller.wait(30).returncode == 0, sipd.log()
+    sipd.proc.kill()  # SIGKILL: no shutdown path runs
+    sipd.proc.wait()
+    out = subprocess.run(
+        [
+            str(BIN / "sipedge"),
+            "cdr",
+            "--json",
+            "--storage",
+            str(sipd.config_path.parent / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    records = json.loads(out.stdout)
+    assert len(records) == 1 and records[0]["cause"] == "normal clearing"
