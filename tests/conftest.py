@@ -78,21 +78,22 @@ def make_config(
     routes: list[dict[str, Any]] | None = None,
     mapping_addresses: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    mapping_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    mapping: dict[str, Any] = {
+        "name": "test-caller",
+        "addresses": mapping_addresses or ["127.0.0.0/8"],
+        "support_privacy": False,
+        "rtp_encryption": False,
+    }
+    mapping.update(mapping_overrides or {})
     config: dict[str, Any] = {
         "node": {"name": "test-edge"},
         "sip": {"listen": [f"udp://127.0.0.1:{sip_port}"], "public_address": None},
         "api": {"listen": f"127.0.0.1:{api_port}", "token": None},
         "storage": {"path": str(tmp / "state")},
         "parameters": parameters or {},
-        "mapping_gateways": [
-            {
-                "name": "test-caller",
-                "addresses": mapping_addresses or ["127.0.0.0/8"],
-                "support_privacy": False,
-                "rtp_encryption": False,
-            }
-        ],
+        "mapping_gateways": [mapping],
         "routing_gateways": gateways,
         "routes": routes or [{"prefix": "", "gateways": [g["name"] for g in gateways]}],
         "endpoints": [],

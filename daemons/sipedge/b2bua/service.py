@@ -21,12 +21,14 @@ from sipedge.b2bua.identity import (
     outgoing_identity,
     policy_from_config,
 )
+from sipedge.b2bua.media import MediaService
 from sipedge.b2bua.routing import RouteTable, SourceTable
 from sipedge.b2bua.switching import CallSwitcher, StopReason, SwitchingPolicy, effective_policy
 from sipedge.cdr import CallRecord, CdrStore
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import (
     Headers,
+    NameAddr,
     Request,
     Response,
     make_response,
@@ -101,6 +103,8 @@ class B2BUA:
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID + From tag
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}  # (Call-ID, our tag)
         self.draining = False
+        # media anchoring: off until the daemon gives it a mediad client (sipd.py)
+        self.media = MediaService(None)
         self.transactions = TransactionLayer(
             scheduler, config.parameters.sip_resend_interval, send_bytes, self
         )
@@ -244,7 +248,9 @@ class B2BUA:
         except ValueError:
             self._reject(tx, 400, "Bad Request-URI")
             return
+        # user-part parameters (";npdi", ";isub=") are not part of the number
         callee = callee.split(";", 1)[0]
+        caller = caller.split(";", 1)[0]
         gateways = self.routes.lookup(callee)
         if gateways is None:
             self._reject(tx, 404, "No Route")
@@ -272,7 +278,13 @@ class B2BUA:
         self.calls[_call_key(request)] = call
         self.stats.calls += 1
         self.stats.active += 1
-        call.start()
+        try:
+            call.start()
+        except Exception:
+            # A bug must not leave the caller hanging or the call counted forever.
+            log.exception("starting call %s failed", request.call_id)
+            if call.state is not CallState.ENDED:
+                call.terminate("internal error")
 
     def build_gateway_invite(self, call: Call, gateway: GatewayTarget) -> Request:
         """The INVITE of one attempt: our own Call-ID, tags, Via and Contact (B2BUA)."""
@@ -282,9 +294,9 @@ class B2BUA:
         headers.add("Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport")
         max_forwards = original.headers.get("Max-Forwards")
         headers.add("Max-Forwards", str(int(max_forwards) - 1) if max_forwards else "70")
-        from_header = parse_name_addr(original.headers.get("From") or "")
-        display = f'"{from_header.display}" ' if from_header.display else ""
-        headers.add("From", f"{display}<sip:{call.caller_number}@{host}>;tag={new_tag()}")
+        display = parse_name_addr(original.headers.get("From") or "").display
+        our_from = NameAddr(display, f"sip:{call.caller_number}@{host}", {"tag": new_tag()})
+        headers.add("From", str(our_from))  # str() quotes and escapes the display name
         target = f"sip:{call.callee_number}@{gateway.address}:{gateway.port}"
         headers.add("To", f"<sip:{call.callee_number}@{gateway.address}>")
         headers.add("Call-ID", new_call_id())
