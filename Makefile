@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= daemons/conf/sipedge.demo.yaml
 
-.PHONY: setup run test lint unit integration bench clean
+.PHONY: setup run test pytest lint unit molecule bench clean
 
 setup:
 	./.ci/setup
@@ -12,9 +12,15 @@ setup:
 run: setup
 	$(PY) -m sipedge.demo --config $(CONFIG)
 
-## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP).
-test: setup lint
+## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP), Molecule.
+test: setup lint pytest molecule
+
+pytest: setup
 	$(PY) -m pytest -q
+
+## Molecule scenarios (podman systemd containers): install, configure, upgrade N -> N+1.
+molecule: setup
+	./molecule/run
 
 lint:
 	$(VENV)/bin/ruff check daemons tests

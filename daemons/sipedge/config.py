@@ -181,6 +181,8 @@ class Parameters:
     media_proxy_behind_nat: bool = True
     rtpencryptionmode: int = 0  # 0 none, 1 XOR, 2 RC4, 3 AES128
     rtpencryptionkey: str = field(default="", repr=False)
+    media_rtp_timeout: float | None = 60.0  # None: Off (no RTP timeout)
+    max_call_duration: int | None = None  # None: no limit
 
 
 @dataclass(frozen=True)
@@ -547,9 +549,15 @@ _PARAMETERS: dict[str, Callable[[object], object]] = {
     "SS_MEDIA_PROXY_BEHIND_NAT": _on_off,
     "SS_RTPENCRYPTIONMODE": _integer(0, 3),
     "SS_RTPENCRYPTIONKEY": _string("a string (quote it)"),
+    # sipedge's own, beyond parameters.md (documented in docs/media-anchoring.md):
+    "SS_MEDIA_RTP_TIMEOUT": _word_or("Off", _number(1, 3600), "Off or 1-3600"),
+    "SS_MAX_CALL_DURATION": _word_or("None", _integer(1, 604800), "None or 1-604800"),
 }
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(_PARAMETERS)
+# Parameters sipedge adds to the VOS3000 set of parameters.md: the spec's example file does not
+# list them (it stays exactly as issued); the demo config and the docs do.
+SIPEDGE_PARAMETERS: frozenset[str] = frozenset({"SS_MEDIA_RTP_TIMEOUT", "SS_MAX_CALL_DURATION"})
 
 
 def parameter_field(name: str) -> str:

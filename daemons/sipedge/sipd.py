@@ -23,9 +23,11 @@ from prometheus_client.registry import Collector
 
 from sipedge import __version__
 from sipedge.api import build_app
+from sipedge.b2bua.media import MediaService, media_metrics
 from sipedge.b2bua.service import B2BUA
 from sipedge.cdr import CdrStore
 from sipedge.config import Config, ConfigError, load_config
+from sipedge.media.client import MediaClient
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport import Addr, TransportStats, UdpTransport, open_udp
 from sipedge.systemd import notify
@@ -73,6 +75,8 @@ class SipDaemon:
             self.transport.port,
             self.cdrs,
         )
+        # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable)
+        self._b2bua.media = MediaService(MediaClient(self.config.media.control_socket))
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -133,6 +137,8 @@ class SipDaemon:
             deadline = time.monotonic() + drain_seconds
             while self.b2bua.transactions.client and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            await self.b2bua.media.drain(1.0)  # the relay sessions' deletes (bounded)
+            await self.b2bua.media.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.transport is not None:
@@ -202,6 +208,7 @@ class SipdCollector(Collector):
         yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
         if d.cdrs is not None:
             yield counter("cdrs_written", "CDRs written", d.cdrs.written)
+        yield from media_metrics(d.b2bua.media.stats)
 
 
 async def serve(config_path: Path) -> int:

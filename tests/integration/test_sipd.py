@@ -45,6 +45,21 @@ def options(branch: str = "z9hG4bKopt1", extra: str = "", port: int = 5999) -> b
     ).encode()
 
 
+def start_caller(sipd: Any, scenario: str, keys: dict[str, str] | None = None) -> Sipp:
+    """A SIPp caller dialling 1000 through the daemon, already started."""
+    caller = Sipp(
+        scenario,
+        port=free_port(),
+        remote=sipd.sip_target,
+        calls=1,
+        timeout=20,
+        service="1000",
+        keys=keys or {},
+    )
+    caller.start()
+    return caller
+
+
 def test_options_answered_200(sipd_factory: Any) -> None:
     sipd = sipd_factory([gateway("gw1", free_port())])
     reply = udp_exchange(sipd.sip_port, options())
@@ -89,16 +104,7 @@ def test_malformed_input_is_answered_or_dropped_and_counted(sipd_factory: Any) -
     assert sipd.alive()
     # and it still serves calls
     with Sipp("uas_answer", port=port, calls=1, timeout=20):
-        caller = Sipp(
-            "uac_basic",
-            port=free_port(),
-            remote=sipd.sip_target,
-            calls=1,
-            timeout=20,
-            service="1000",
-            keys={"hold": "100"},
-        )
-        caller.start()
+        caller = start_caller(sipd, "uac_basic", {"hold": "100"})
         assert caller.wait(30).returncode == 0, sipd.log()
 
 
@@ -125,16 +131,7 @@ def test_reload_good_and_bad_config(sipd_factory: Any) -> None:
     config = yaml.safe_load(sipd.config_path.read_text())
     # a call in progress survives a reload
     with Sipp("uas_answer", port=port, calls=1, timeout=20) as gw:
-        caller = Sipp(
-            "uac_basic",
-            port=free_port(),
-            remote=sipd.sip_target,
-            calls=1,
-            timeout=20,
-            service="1000",
-            keys={"hold": "1500"},
-        )
-        caller.start()
+        caller = start_caller(sipd, "uac_basic", {"hold": "1500"})
         time.sleep(0.7)
         assert len(sipd.api("/api/calls")) == 1
         config["parameters"]["SS_SIP_TIMEOUT_INVITE"] = 7
@@ -159,15 +156,7 @@ def test_sigterm_ends_calls_and_writes_cdrs(sipd_factory: Any) -> None:
     port = free_port()
     sipd = sipd_factory([gateway("gw1", port)])
     with Sipp("uas_answer", port=port, calls=1, timeout=20) as gw:
-        caller = Sipp(
-            "uac_callee_bye",
-            port=free_port(),
-            remote=sipd.sip_target,
-            calls=1,
-            timeout=20,
-            service="1000",
-        )
-        caller.start()
+        caller = start_caller(sipd, "uac_callee_bye")
         deadline = time.monotonic() + 5
         while not sipd.api("/api/calls") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -224,16 +213,7 @@ def test_crash_after_a_call_loses_no_cdr(sipd_factory: Any) -> None:
     port = free_port()
     sipd = sipd_factory([gateway("gw1", port)])
     with Sipp("uas_answer", port=port, calls=1, timeout=20):
-        caller = Sipp(
-            "uac_basic",
-            port=free_port(),
-            remote=sipd.sip_target,
-            calls=1,
-            timeout=20,
-            service="1000",
-            keys={"hold": "100"},
-        )
-        caller.start()
+        caller = start_caller(sipd, "uac_basic", {"hold": "100"})
         assert caller.wait(30).returncode == 0, sipd.log()
     sipd.proc.kill()  # SIGKILL: no shutdown path runs
     sipd.proc.wait()

@@ -92,3 +92,28 @@ def test_parse_mode() -> None:
     for bad in (4, "des", True, None):
         with pytest.raises(ValueError):
             crypto.parse_mode(bad)
+
+
+def test_rc4_uses_openssl_for_every_key_length() -> None:
+    """libcrypto's RC4 takes every per-packet key length (key 5-64 bytes + 6 = 11-70), which
+    cryptography's ARC4 does not (it accepts 5, 7, 8, 10, 16, 20, 24 and 32 bytes only)."""
+    assert crypto.rc4_backend() == "openssl-libcrypto"  # Debian's libcrypto.so.3 has RC4
+    rng = random.Random(5)
+    for n in range(5, 65):
+        key = rng.randbytes(n)
+        pkt = reference.rtp(n, ts=n, ssrc=rng.getrandbits(32), payload=rng.randbytes(160))
+        assert crypto.transform(2, key, pkt) == reference.encrypt(2, key, pkt), n
+
+
+def test_rc4_fallbacks_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libcrypto: cryptography's ARC4 where it accepts the length, else pure Python."""
+    monkeypatch.setattr(crypto, "_LIBCRYPTO_RC4", None)
+    assert crypto.rc4_backend() == "cryptography-arc4+python"
+    # per-packet key of 16 bytes (ARC4), 21 and 70 bytes (pure Python)
+    for key in (b"0123456789", b"sipedge-rc4-key", os.urandom(64)):
+        pkt = reference.rtp(7, ts=9, ssrc=0xABCDEF01, payload=os.urandom(200))
+        assert crypto.transform(2, key, pkt) == reference.encrypt(2, key, pkt)
+    monkeypatch.setenv("SIPEDGE_RC4_BACKEND", "python")
+    assert crypto.rc4_backend() == "python"
+    pkt = reference.rtp(8, payload=os.urandom(64))
+    assert crypto.transform(2, b"12345", pkt) == reference.encrypt(2, b"12345", pkt)

@@ -413,8 +413,9 @@ def test_xdp_restart_mid_stream(topo: Topology, tmp_path: Path, bpffs: Path) -> 
         restarted = threading.Event()
 
         def restart() -> None:
-            m.stop()  # SIGTERM with a call live: XDP stays attached
-            assert xdp_attached(topo, "ra")
+            m.stop()  # SIGTERM with a call live: XDP stays attached, maps stay pinned
+            assert xdp_attached(topo, "ra") and xdp_attached(topo, "rb")
+            assert (pin / "sessions").exists()
             m.start()
             restarted.set()
 
@@ -438,7 +439,170 @@ def test_xdp_restart_mid_stream(topo: Topology, tmp_path: Path, bpffs: Path) -> 
         assert "re-adopted 1 of 1" in m.log()
         m.ok({"command": "delete", "call-id": "rs"})
         assert pinned_entries(pin) == []
+        # SIGTERM without calls: detached from both interfaces, pins removed
+        assert m.stop() == 0
+        assert not xdp_attached(topo, "ra") and not xdp_attached(topo, "rb")
+        assert not (pin / "sessions").exists() and not (pin / "stats").exists()
     finally:
         m.stop()
         sa.close()
         sb.close()
+
+
+LAYOUT_SIZES = [0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 160, 161, 167, 1399, 1400]
+# (A leg mode, key), (B leg mode, key): XOR keys below, at and above the 8-byte word, at the
+# 64-byte maximum; two different XOR keys (in place twice); RC4 next to XOR (scratch path)
+LAYOUT_CASES = [
+    ((1, "k"), (0, "")),
+    ((1, "sipedge"), (0, "")),
+    ((1, "sipedge8"), (0, "")),
+    ((1, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/"), (0, "")),
+    ((1, "abc"), (1, "sipedge-xor-b")),
+    ((2, "sipedge-rc4"), (1, "xy")),
+    ((2, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/"), (0, "")),
+]
+
+
+def _leg_request(mode: int, key: str) -> dict[str, Any]:
+    return {"encryption": mode > 0, "encryption-mode": mode, "encryption-key": key}
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_xdp_payload_layouts(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+    """Byte identity of the in-kernel XOR (u64 words + byte tail) and RC4 with the reference,
+    for every key length class, payload lengths around the word size and up to 1400 bytes,
+    CSRC + header extension, mixed ciphers, and the docs vectors."""
+    from tests.media.vectors import HEADER_EXT, VECTORS
+
+    m = ns_mediad(topo, tmp_path, "xdp-native", bpffs / "layouts").start()
+    try:
+        for n, ((mode_a, key_a), (mode_b, key_b)) in enumerate(LAYOUT_CASES):
+            sa = ns_socket(topo.a, (topo.a_ip, 5200 + 2 * n))
+            sb = ns_socket(topo.b, (topo.b_ip, 6200 + 2 * n))
+            call_id = f"layout-{n}"
+            offer = m.ok(
+                {
+                    "command": "offer",
+                    "call-id": call_id,
+                    "from-tag": "ta",
+                    "address": topo.a_ip,
+                    "port": sa.getsockname()[1],
+                    **_leg_request(mode_a, key_a),
+                }
+            )
+            answer = m.ok(
+                {
+                    "command": "answer",
+                    "call-id": call_id,
+                    "from-tag": "ta",
+                    "to-tag": "tb",
+                    "address": topo.b_ip,
+                    "port": sb.getsockname()[1],
+                    **_leg_request(mode_b, key_b),
+                }
+            )
+            assert answer["path"] == "xdp-native"
+            relay_a = (offer["address"], answer["port"])
+            relay_b = (offer["address"], offer["port"])
+            ka, kb = key_a.encode(), key_b.encode()
+            clear = [
+                reference.rtp(i, ts=i * 160, ssrc=0x5EED0000 + n, payload=bytes(range(256)) * 6)
+                for i in range(len(LAYOUT_SIZES))
+            ]
+            clear = [p[: 12 + size] for p, size in zip(clear, LAYOUT_SIZES, strict=True)]
+            ext = HEADER_EXT[:2] + bytes([0, len(clear)]) + HEADER_EXT[4:]
+            clear.append(ext + bytes(range(200)))  # one CSRC and a header extension
+            for src, dst, relay, k_src, m_src, k_dst, m_dst in (
+                (sa, sb, relay_a, ka, mode_a, kb, mode_b),
+                (sb, sa, relay_b, kb, mode_b, ka, mode_a),
+            ):
+                # latch first (that packet goes through userspace), then all in the kernel
+                src.sendto(reference.encrypt(m_src, k_src, reference.rtp(999)), relay)
+                assert len(recv_all(dst, 1)) == 1
+                time.sleep(0.05)
+                for pkt in clear:
+                    src.sendto(reference.encrypt(m_src, k_src, pkt), relay)
+                    time.sleep(0.0005)
+                got = sorted((d for d, _ in recv_all(dst, len(clear))), key=lambda d: d[2:4])
+                want = [reference.encrypt(m_dst, k_dst, p) for p in clear]
+                assert len(got) == len(want), f"{call_id}: {len(got)}/{len(want)}\n{m.log()}"
+                for g, w in zip(got, want, strict=True):
+                    assert g == w, (call_id, len(w), g.hex(), w.hex())
+            q = m.ok({"command": "query", "call-id": call_id})
+            # everything but the latching packet of each leg ran in the kernel
+            assert [leg["packets-xdp"] for leg in q["legs"]] == [len(clear)] * 2, q
+            m.ok({"command": "delete", "call-id": call_id})
+            sa.close()
+            sb.close()
+        # the docs vectors: B (clear) sends header + plaintext, A (encrypted leg) gets the
+        # documented ciphertext from the kernel
+        sa = ns_socket(topo.a, (topo.a_ip, 5300))
+        sb = ns_socket(topo.b, (topo.b_ip, 6300))
+        for n, (mode, key, header, plain, cipher) in enumerate(VECTORS):
+            if mode == 3:
+                continue  # AES128 is userspace-only
+            call_id = f"vector-{n}"
+            offer = m.ok(
+                {
+                    "command": "offer",
+                    "call-id": call_id,
+                    "from-tag": "ta",
+                    "address": topo.a_ip,
+                    "port": 5300,
+                    **_leg_request(mode, key.decode()),
+                }
+            )
+            answer = m.ok(
+                {
+                    "command": "answer",
+                    "call-id": call_id,
+                    "from-tag": "ta",
+                    "to-tag": "tb",
+                    "address": topo.b_ip,
+                    "port": 6300,
+                }
+            )
+            relay_b = (offer["address"], offer["port"])
+            relay_a = (offer["address"], answer["port"])
+            sa.sendto(reference.rtp(1, payload=b"latch"), relay_a)  # latch A (1st: userspace)
+            assert len(recv_all(sb, 1)) == 1
+            sb.sendto(reference.rtp(2, payload=b"latch"), relay_b)
+            assert len(recv_all(sa, 1)) == 1
+            sb.sendto(header + plain, relay_b)
+            (got,) = [d for d, _ in recv_all(sa, 1)]
+            assert got == header + bytes.fromhex(cipher), call_id
+            q = m.ok({"command": "query", "call-id": call_id})
+            assert q["legs"][1]["packets-xdp"] == 1, q
+            m.ok({"command": "delete", "call-id": call_id})
+        sa.close()
+        sb.close()
+        assert_no_leak(m)
+    finally:
+        m.stop()
+    assert m.log().count("Traceback") == 0, m.log()
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_xdp_stale_pinned_layout(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+    """Maps pinned by a program with another entry layout are replaced, not reused."""
+    pin = bpffs / "stale"
+    pin.mkdir()
+    subprocess.run(
+        [
+            *("bpftool", "map", "create", str(pin / "sessions"), "type", "hash"),
+            *("key", "8", "value", "148", "entries", "16", "name", "sessions"),
+        ],
+        check=True,
+    )
+    m = ns_mediad(topo, tmp_path, "xdp-native", pin).start()
+    try:
+        assert m.get("/healthz")[1]["path"] == "xdp-native"
+        assert "starting fresh maps" in m.log()
+        assert "fix SESSIONS_VALUE_SIZE" not in m.log()
+    finally:
+        m.stop()
+    assert not (pin / "sessions").exists()

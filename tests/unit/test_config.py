@@ -14,6 +14,7 @@ import yaml
 
 from sipedge.config import (
     PARAMETER_NAMES,
+    SIPEDGE_PARAMETERS,
     Config,
     ConfigError,
     ConfigProblem,
@@ -200,8 +201,10 @@ def test_every_parameter_has_a_field_and_the_example_lists_them_all() -> None:
     assert {parameter_field(n) for n in PARAMETER_NAMES} == {
         f.name for f in dataclasses.fields(Parameters)
     }
-    assert set(example_data()["parameters"]) == set(PARAMETER_NAMES)
-    assert len(PARAMETER_NAMES) == 28
+    assert set(example_data()["parameters"]) == set(PARAMETER_NAMES) - SIPEDGE_PARAMETERS
+    demo = yaml.safe_load(DEMO.read_text())
+    assert set(demo["parameters"]) == set(PARAMETER_NAMES)
+    assert len(PARAMETER_NAMES) == 30
 
 
 def test_minimal_config_takes_defaults() -> None:
@@ -264,6 +267,10 @@ GOOD_VALUES: list[tuple[str, object, object]] = [
     ("SS_MEDIA_PROXY_BEHIND_NAT", False, False),
     ("SS_RTPENCRYPTIONMODE", 3, 3),
     ("SS_RTPENCRYPTIONKEY", "0123456789abcdef", "0123456789abcdef"),
+    ("SS_MEDIA_RTP_TIMEOUT", "Off", None),
+    ("SS_MEDIA_RTP_TIMEOUT", 2.5, 2.5),
+    ("SS_MAX_CALL_DURATION", 7200, 7200),
+    ("SS_MAX_CALL_DURATION", "None", None),
 ]
 
 
@@ -359,6 +366,12 @@ BAD_VALUES: list[tuple[str, object, str, str]] = [
     ("SS_RTPENCRYPTIONMODE", 1.0, "1.0", "0-3"),
     ("SS_RTPENCRYPTIONKEY", 1234567890123456, "1234567890123456", "a string (quote it)"),
     ("SS_RTPENCRYPTIONKEY", None, "null", "a string (quote it)"),
+    ("SS_MEDIA_RTP_TIMEOUT", 0, "0", "Off or 1-3600"),
+    ("SS_MEDIA_RTP_TIMEOUT", 3601, "3601", "Off or 1-3600"),
+    ("SS_MEDIA_RTP_TIMEOUT", "None", "'None'", "Off or 1-3600"),
+    ("SS_MAX_CALL_DURATION", 0, "0", "None or 1-604800"),
+    ("SS_MAX_CALL_DURATION", 1.5, "1.5", "None or 1-604800"),
+    ("SS_MAX_CALL_DURATION", "Off", "'Off'", "None or 1-604800"),
 ]
 
 

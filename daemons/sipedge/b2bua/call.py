@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sipedge.b2bua.identity import IncomingIdentity
+from sipedge.b2bua.media import CALLEE, CALLER, CallMedia
 from sipedge.b2bua.switching import (
     AttemptTracker,
     CallSwitcher,
@@ -125,6 +126,10 @@ class Call:
     caller_acked: bool = False
     # forwarded re-INVITE CSeq per leg, so the originator's ACK can be forwarded
     pending_ack_cseq: dict[str, int] = field(default_factory=dict)
+    media: CallMedia = field(init=False)  # relay sessions at mediad (b2bua/media.py)
+
+    def __post_init__(self) -> None:
+        self.media = self.b2bua.media.for_call(self)
 
     @property
     def id(self) -> str:
@@ -162,13 +167,33 @@ class Call:
         self.record.attempts.append(attempt.record)
         self.current = attempt
         self.b2bua.stats.attempts += 1
+        # The caller's SDP goes to mediad first; the INVITE leaves with the relay's address.
+        self.media.offer(
+            attempt,
+            CALLER,
+            invite.body,
+            invite.headers.get("Content-Type"),
+            lambda body: self._send_attempt(attempt, body),
+            required=True,
+        )
+
+    def _send_attempt(self, attempt: Attempt, body: bytes | None) -> None:
+        if attempt.abandoned or attempt is not self.current or self.state is not CallState.SETUP:
+            return  # cancelled (or timed out) while mediad was asked; _end_attempt released it
+        if body is None:
+            # an encrypted leg that mediad could not anchor: this gateway cannot be used
+            self._end_attempt(attempt, "media unavailable", 503)
+            self._follow(self.switcher.on_failure(attempt.tracker, 503, None))
+            return
+        attempt.invite.body = body
         attempt.tx = self.b2bua.transactions.start_client(
-            invite,
+            attempt.invite,
             attempt.destination,
             lambda tx, resp: self._on_attempt_response(attempt, resp),
             lambda tx: self._on_attempt_tx_timeout(attempt),
         )  # type: ignore[assignment]
         self._apply_timer(attempt, attempt.tracker.on_invite_sent())
+        self.media.watch_rtp_start(attempt)
 
     def _apply_timer(self, attempt: Attempt, change: TimerChange) -> None:
         if change.cancel and attempt.timer is not None:
@@ -203,6 +228,8 @@ class Call:
             attempt.record.end = time.time()
             attempt.record.result = result
             attempt.record.status = status
+        if result != "answered":
+            self.media.release(attempt)  # no relay port outlives its attempt
 
     def _abandon(self, attempt: Attempt) -> None:
         """Stop an attempt we no longer want: CANCEL if it is proceeding, else go quiet."""
@@ -233,7 +260,14 @@ class Call:
             has_sdp = bool(response.body)
             self._apply_timer(attempt, attempt.tracker.on_provisional(status, has_sdp))
             if status > 100:
-                self._relay_provisional(response)
+                self.media.answer(
+                    attempt,
+                    CALLEE,
+                    response.body,
+                    response.headers.get("Content-Type"),
+                    False,
+                    lambda body: self._relay_provisional(response, body),
+                )
             return
         if status < 300:
             self._answered(attempt, response)
@@ -261,17 +295,20 @@ class Call:
             return
         # a final failure after we moved on: the transaction layer has ACKed it already
 
-    def _relay_provisional(self, response: Response) -> None:
+    def _relay_provisional(self, response: Response, body: bytes | None = None) -> None:
+        if self.state is not CallState.SETUP:
+            return  # the call moved on while mediad was asked
+        body = response.body if body is None else body
         out = make_response(
             self.invite_tx.request, response.status, response.reason, to_tag=self.caller_tag
         )
         self._copy_record_route(out)
         out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
-        if response.body:
+        if body:
             out.headers.set(
                 "Content-Type", response.headers.get("Content-Type") or "application/sdp"
             )
-            out.body = response.body
+            out.body = body
         self.invite_tx.respond(out)
 
     def _copy_record_route(self, out: Response) -> None:
@@ -298,13 +335,20 @@ class Call:
         self._copy_record_route(out)
         out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
         out.headers.add("Allow", self.b2bua.ALLOW)
-        if response.body:
-            out.headers.set(
-                "Content-Type", response.headers.get("Content-Type") or "application/sdp"
-            )
-            out.body = response.body
-        self.invite_tx.on_ack_timeout = self._on_caller_ack_timeout
-        self.invite_tx.respond(out)
+
+        def send(body: bytes | None) -> None:
+            if body:
+                out.headers.set(
+                    "Content-Type", response.headers.get("Content-Type") or "application/sdp"
+                )
+                out.body = body
+            self.invite_tx.on_ack_timeout = self._on_caller_ack_timeout
+            self.invite_tx.respond(out)
+
+        self.media.answer(
+            attempt, CALLEE, response.body, response.headers.get("Content-Type"), True, send
+        )
+        self.media.on_answered(attempt)
         self.b2bua.stats.answered += 1
 
     def _ack_gateway(self, attempt: Attempt, body: bytes, content_type: str | None) -> None:
@@ -359,7 +403,16 @@ class Call:
     def on_ack(self, leg: str, ack: Request) -> None:
         if leg == "caller" and not self.caller_acked and self.current is not None:
             self.caller_acked = True
-            self._ack_gateway(self.current, ack.body, ack.headers.get("Content-Type"))
+            attempt = self.current
+            content_type = ack.headers.get("Content-Type")
+            self.media.answer(
+                attempt,
+                CALLER,
+                ack.body,
+                content_type,
+                True,
+                lambda body: self._ack_gateway(attempt, body or b"", content_type),
+            )
             return
         # ACK for a re-INVITE forwarded earlier: pass it to the other leg.
         other = "callee" if leg == "caller" else "caller"
@@ -367,16 +420,20 @@ class Call:
         dialog = self._dialog(other)
         if cseq is None or dialog is None:
             return
-        host, port = self.b2bua.via_for(dialog.destination[0])
-        out = dialog.request(
-            "ACK",
-            host,
-            port,
-            cseq=cseq,
-            body=ack.body,
-            content_type=ack.headers.get("Content-Type"),
-        )
-        self.b2bua.send_bytes(out.to_bytes(), dialog.destination)
+        content_type = ack.headers.get("Content-Type")
+
+        def send(body: bytes | None) -> None:
+            assert dialog is not None and cseq is not None
+            host, port = self.b2bua.via_for(dialog.destination[0])
+            out = dialog.request(
+                "ACK", host, port, cseq=cseq, body=body or b"", content_type=content_type
+            )
+            self.b2bua.send_bytes(out.to_bytes(), dialog.destination)
+
+        if self.current is None:
+            send(ack.body)
+            return
+        self.media.answer(self.current, leg, ack.body, content_type, True, send)
 
     def _on_caller_ack_timeout(self, tx: InviteServerTransaction) -> None:
         if self.state is CallState.CONFIRMED and not self.caller_acked:
@@ -419,24 +476,38 @@ class Call:
         if other is None:
             tx.respond_status(481)
             return
-        host, port = self.b2bua.via_for(other.destination[0])
-        out = other.request(
-            request.method,
-            host,
-            port,
-            body=request.body,
-            content_type=request.headers.get("Content-Type"),
-        )
-        for name in ("Event", "Subscription-State", "Info-Package", "Session-Expires", "Min-SE"):
-            for value in request.headers.get_all(name):
-                out.headers.add(name, value)
-        pending = PendingRequest(server_tx=tx, from_leg=leg, forwarded=out)
-        self.b2bua.transactions.start_client(
-            out,
-            other.destination,
-            lambda ctx, resp: self._on_forwarded_response(pending, resp),
-            lambda ctx: self._on_forwarded_timeout(pending),
-        )
+        content_type = request.headers.get("Content-Type")
+
+        def send(body: bytes | None) -> None:
+            if self.state is CallState.ENDED:
+                tx.respond_status(481)
+                return
+            assert other is not None
+            host, port = self.b2bua.via_for(other.destination[0])
+            out = other.request(
+                request.method, host, port, body=body or b"", content_type=content_type
+            )
+            for name in (
+                "Event",
+                "Subscription-State",
+                "Info-Package",
+                "Session-Expires",
+                "Min-SE",
+            ):
+                for value in request.headers.get_all(name):
+                    out.headers.add(name, value)
+            pending = PendingRequest(server_tx=tx, from_leg=leg, forwarded=out)
+            self.b2bua.transactions.start_client(
+                out,
+                other.destination,
+                lambda ctx, resp: self._on_forwarded_response(pending, resp),
+                lambda ctx: self._on_forwarded_timeout(pending),
+            )
+
+        if self.current is None or request.method not in ("INVITE", "UPDATE"):
+            send(request.body)
+            return
+        self.media.offer(self.current, leg, request.body, content_type, send)
 
     def _on_forwarded_response(self, pending: PendingRequest, response: Response) -> None:
         tx = pending.server_tx
@@ -448,17 +519,32 @@ class Call:
         out = make_response(request, response.status, response.reason, to_tag=local_tag)
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE") and 200 <= response.status < 300:
             out.headers.add("Contact", self.b2bua.contact_for(tx.source[0]))
-        if response.body:
-            out.headers.set(
-                "Content-Type", response.headers.get("Content-Type") or "application/sdp"
-            )
-            out.body = response.body
         if request.method == "INVITE" and 200 <= response.status < 300:
             # The originator's ACK will arrive on its leg; we then ACK the other side.
             other_leg = "callee" if pending.from_leg == "caller" else "caller"
             if other_leg not in self.pending_ack_cseq:
                 self.pending_ack_cseq[other_leg] = pending.forwarded.cseq[0]
-        tx.respond(out)
+
+        def send(body: bytes | None) -> None:
+            if body:
+                out.headers.set(
+                    "Content-Type", response.headers.get("Content-Type") or "application/sdp"
+                )
+                out.body = body
+            tx.respond(out)
+
+        answerer = "callee" if pending.from_leg == "caller" else "caller"
+        if self.current is None or request.method not in ("INVITE", "UPDATE"):
+            send(response.body)
+            return
+        self.media.answer(
+            self.current,
+            answerer,
+            response.body,
+            response.headers.get("Content-Type"),
+            response.status >= 200,
+            send,
+        )
 
     def _on_forwarded_timeout(self, pending: PendingRequest) -> None:
         pending.server_tx.respond_status(408)
@@ -504,6 +590,7 @@ class Call:
             if attempt.timer is not None:
                 attempt.timer.cancel()
                 attempt.timer = None
+        self.media.release_all()  # every relay session of the call, whatever the path
         self.record.end_time = time.time()
         self.record.release_side = release_side
         self.record.cause = cause

@@ -19,6 +19,10 @@ decrypts.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import threading
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
@@ -129,12 +133,78 @@ def _find_arc4() -> Any:
 
 _ARC4 = _find_arc4()
 
-# Key sizes (bytes) OpenSSL's RC4 accepts; other per-packet key lengths use the Python RC4.
-_RC4_SIZES = frozenset({5, 7, 8, 10, 16, 24, 32})
+# Key sizes (bytes) `cryptography`'s ARC4 accepts (40-256 bits in fixed steps); our per-packet
+# keys are 11-70 bytes, so it covers only some (key of 10, 14, 18 or 26 bytes).
+_RC4_SIZES = frozenset({5, 7, 8, 10, 16, 20, 24, 32})
+
+
+class _LibcryptoRC4:
+    """OpenSSL's RC4 (libcrypto's RC4_set_key / RC4 through ctypes): any key of 1-256 bytes,
+    so every per-packet key length; about 3 µs per packet from Python."""
+
+    STATE_SIZE = 4096  # RC4_KEY is 258 ints (1032 bytes); generous
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._set_key = lib.RC4_set_key
+        self._set_key.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]
+        self._set_key.restype = None
+        self._rc4 = lib.RC4
+        self._rc4.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        self._rc4.restype = None
+        self._local = threading.local()
+
+    def _buffers(self) -> tuple[Any, Any]:
+        """Key state and output buffer, one pair per thread (re-allocating costs ~1 µs)."""
+        bufs: tuple[Any, Any] | None = getattr(self._local, "bufs", None)
+        if bufs is None:
+            bufs = (ctypes.create_string_buffer(self.STATE_SIZE), ctypes.create_string_buffer(0))
+            self._local.bufs = bufs
+        return bufs
+
+    def crypt(self, key: bytes, data: bytes) -> bytes:
+        state, out = self._buffers()
+        n = len(data)
+        if ctypes.sizeof(out) < n:
+            out = ctypes.create_string_buffer(max(n, 2048))
+            self._local.bufs = (state, out)
+        self._set_key(state, len(key), key)
+        self._rc4(state, n, data, out)
+        return ctypes.string_at(out, n)
+
+
+def _load_libcrypto() -> _LibcryptoRC4 | None:
+    if os.environ.get("SIPEDGE_RC4_BACKEND", "") == "python":
+        return None
+    for name in (ctypes.util.find_library("crypto"), "libcrypto.so.3"):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            impl = _LibcryptoRC4(lib)
+            probe = b"sipedge-rc4" + bytes(6)  # 17 bytes: a length ARC4 refuses
+            if impl.crypt(probe, bytes(8)) == rc4_keystream(probe, 8):
+                return impl
+        except (OSError, AttributeError):  # no library / built without RC4
+            continue
+    return None
+
+
+_LIBCRYPTO_RC4 = _load_libcrypto()
+
+
+def rc4_backend() -> str:
+    """Which RC4 the userspace relay uses (logged at start, in /healthz)."""
+    if _LIBCRYPTO_RC4 is not None:
+        return "openssl-libcrypto"
+    if _ARC4 is not None and os.environ.get("SIPEDGE_RC4_BACKEND", "") != "python":
+        return "cryptography-arc4+python"  # ARC4 for the sizes it accepts, Python otherwise
+    return "python"
 
 
 def _rc4_ctx(key: bytes) -> CipherContext | None:
     if _ARC4 is None or len(key) not in _RC4_SIZES:
+        return None
+    if os.environ.get("SIPEDGE_RC4_BACKEND", "") == "python":
         return None
     return Cipher(_ARC4(key), mode=None).encryptor()
 
@@ -142,6 +212,8 @@ def _rc4_ctx(key: bytes) -> CipherContext | None:
 def rc4_payload(key: bytes, header: bytes, payload: bytes) -> bytes:
     """RC4 with the per-packet key key || SSRC || seq taken from the RTP header."""
     pkey = key + header[8:12] + header[2:4]
+    if _LIBCRYPTO_RC4 is not None:
+        return _LIBCRYPTO_RC4.crypt(pkey, payload)
     ctx = _rc4_ctx(pkey)
     if ctx is not None:
         return ctx.update(payload)

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sipedge.media.crypto import MODE_NAMES, Mode, check_key, parse_mode
+from sipedge.media.crypto import MODE_NAMES, Mode, check_key, parse_mode, rc4_backend
 from sipedge.media.ports import PortAllocator
 from sipedge.media.relay import Relay
 from sipedge.media.session import ControlError, Leg, Route, Session, SessionTable
@@ -155,6 +155,12 @@ class MediaDaemon:
             host, _, port = self.settings.http_listen.rpartition(":")
             await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
         self._runners.append(runner)
+        if rc4_backend() != "openssl-libcrypto":
+            log.warning(
+                "userspace RC4: libcrypto's RC4 not found, using %s (pure Python is ~65 µs "
+                "per packet)",
+                rc4_backend(),
+            )
         log.info(
             "mediad ready: path %s (%s), control %s, ports %d-%d, %d sessions re-adopted",
             self.path,
@@ -405,6 +411,7 @@ class MediaDaemon:
             "ports_in_use": 2 * len(self.table.ports.in_use),
             "uptime": round(time.time() - self.started, 3),
             "xdp_verdicts": self.xdp.verdicts() if self.xdp is not None else None,
+            "rc4_userspace": rc4_backend(),
         }
 
 

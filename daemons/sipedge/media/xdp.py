@@ -7,7 +7,9 @@ replaces the old one atomically on each interface, so the XDP path relays withou
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
 import os
 import socket
@@ -27,6 +29,8 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 F_LATCH = 1
 F_RTCP = 2
 MAX_KEY = 64
+KEY_WIN = MAX_KEY + 8  # key fields of the map: the key repeated to 72 bytes (u64 XOR window)
+SESSIONS_VALUE_SIZE = 20 + 2 * KEY_WIN  # sizeof(struct relay_entry) in ebpf/media_relay.c
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/sipedge")
 
 
@@ -89,6 +93,14 @@ def ensure_bpffs(pin_root: Path) -> None:
     )
     if result.returncode != 0:
         raise XdpUnavailable(f"bpffs not mounted on {root} and mount failed: {result.stderr}")
+
+
+def key_window(key: bytes) -> bytes:
+    """The key repeated to KEY_WIN bytes (zeros for no key): the XDP program reads the key
+    bytes for payload bytes i..i+7 as one u64 at offset i % len(key)."""
+    if not key:
+        return bytes(KEY_WIN)
+    return (key * (KEY_WIN // len(key) + 1))[:KEY_WIN]
 
 
 def _ip(addr: str) -> int:
@@ -154,6 +166,7 @@ class XdpPath:
         self._enable_forwarding()
         ensure_bpffs(self.pin_dir)
         self.pin_dir.mkdir(parents=True, exist_ok=True)
+        self._drop_stale_pins()
         self.adopted = (self.pin_dir / "sessions").exists()
         cflags = [
             f'-DPIN_DIR="{self.pin_dir}"',
@@ -187,6 +200,11 @@ class XdpPath:
             self.attached_mode = mode
             self._bpf = bpf
             self._sessions = bpf["sessions"]
+            if ctypes.sizeof(self._sessions.Leaf) != SESSIONS_VALUE_SIZE:  # pragma: no cover
+                log.warning(
+                    "struct relay_entry is not %d bytes: fix SESSIONS_VALUE_SIZE",
+                    SESSIONS_VALUE_SIZE,
+                )
             self._stats = bpf["stats"]
             log.info(
                 "XDP %s on %s, maps in %s%s",
@@ -197,6 +215,34 @@ class XdpPath:
             )
             return mode
         raise XdpUnavailable("could not attach: " + "; ".join(errors))
+
+    def _drop_stale_pins(self) -> None:
+        """Pinned maps of an older program with another entry layout cannot be reused: unpin
+        them (the old program keeps its maps until the new one replaces it); the sessions come
+        back from the state file into fresh maps, only the per-leg XDP counters restart."""
+        pin = self.pin_dir / "sessions"
+        if not pin.exists():
+            return
+        res = subprocess.run(
+            ["bpftool", "-j", "map", "show", "pinned", str(pin)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            size = int(json.loads(res.stdout)["bytes_value"])
+        except (ValueError, LookupError, TypeError):
+            return  # no bpftool: let bcc try
+        if size == SESSIONS_VALUE_SIZE:
+            return
+        log.warning(
+            "pinned sessions map has %d-byte entries, this program %d: starting fresh maps",
+            size,
+            SESSIONS_VALUE_SIZE,
+        )
+        for name in ("sessions", "stats"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.pin_dir / name).unlink()
 
     def _enable_forwarding(self) -> None:
         """bpf_fib_lookup answers only for interfaces with IPv4 forwarding on; without it every
@@ -261,8 +307,8 @@ class XdpPath:
         leaf.out_mode = entry.out_mode
         leaf.in_keylen = len(entry.in_key)
         leaf.out_keylen = len(entry.out_key)
-        ctypes.memmove(leaf.in_key, entry.in_key, len(entry.in_key))
-        ctypes.memmove(leaf.out_key, entry.out_key, len(entry.out_key))
+        ctypes.memmove(leaf.in_key, key_window(entry.in_key), KEY_WIN)
+        ctypes.memmove(leaf.out_key, key_window(entry.out_key), KEY_WIN)
         self._sessions[self._key(local_addr, port)] = leaf
 
     def get(self, local_addr: str, port: int) -> Entry | None:
@@ -333,8 +379,6 @@ def prog_stats(interface: str) -> tuple[int, int] | None:
     out = subprocess.run(
         ["bpftool", "-j", "net", "show", "dev", interface], capture_output=True, text=True
     )
-    import json
-
     try:
         info = json.loads(out.stdout)
         xdp = info[0]["xdp"][0]

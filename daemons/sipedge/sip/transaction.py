@@ -447,29 +447,26 @@ class InviteClientTransaction(ClientTransaction):
         return build_cancel(self.request)
 
 
-def build_ack_for_failure(invite: Request, response: Response) -> bytes:
-    """RFC 3261 17.1.1.3: ACK for a non-2xx final, same branch, To from the response."""
+def _same_transaction_request(invite: Request, method: str, to: str) -> Request:
+    """ACK-for-failure and CANCEL (RFC 3261 17.1.1.3, 9.1): the INVITE's Request-URI, top Via
+    (same branch: they belong to its transaction), Route set, From, Call-ID and CSeq number."""
     headers = Headers()
     headers.add("Via", invite.headers.get_all("Via")[0])
     for route in invite.headers.get_all("Route"):
         headers.add("Route", route)
     headers.add("From", invite.headers.get("From") or "")
-    headers.add("To", response.headers.get("To") or "")
+    headers.add("To", to)
     headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", f"{invite.cseq[0]} ACK")
+    headers.add("CSeq", f"{invite.cseq[0]} {method}")
     headers.add("Max-Forwards", "70")
-    return Request("ACK", invite.uri, headers, b"").to_bytes()
+    return Request(method, invite.uri, headers, b"")
+
+
+def build_ack_for_failure(invite: Request, response: Response) -> bytes:
+    """The ACK for a non-2xx final: To (with the tag) comes from the response."""
+    return _same_transaction_request(invite, "ACK", response.headers.get("To") or "").to_bytes()
 
 
 def build_cancel(invite: Request) -> Request:
-    """RFC 3261 9.1: CANCEL with the INVITE's Request-URI, top Via (same branch), From, To."""
-    headers = Headers()
-    headers.add("Via", invite.headers.get_all("Via")[0])
-    for route in invite.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("From", invite.headers.get("From") or "")
-    headers.add("To", invite.headers.get("To") or "")
-    headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
-    headers.add("Max-Forwards", "70")
-    return Request("CANCEL", invite.uri, headers, b"")
+    """CANCEL of a pending INVITE: To exactly as in the INVITE."""
+    return _same_transaction_request(invite, "CANCEL", invite.headers.get("To") or "")

@@ -1,0 +1,545 @@
+"""Media anchoring: the glue between a call's SIP legs and sipedge-mediad.
+
+Every SDP that crosses the B2BUA goes through here and comes out pointing at the relay:
+
+* one mediad session per attempt and per media stream (`<attempt Call-ID>/<stream>`), so an
+  attempt after gateway switching gets relay legs of its own, and a call with audio + video
+  gets one relay session per stream;
+* the mediad legs are tagged `caller` and `callee`: whichever side offers (initial INVITE,
+  re-INVITE, UPDATE, a late offer in a 200) is the `from-tag`, the other side answers;
+* encryption per leg: the caller leg from the mapping gateway's `rtp_encryption`, the callee
+  leg from the routing gateway's, with `SS_RTPENCRYPTIONMODE` / `SS_RTPENCRYPTIONKEY` (snapshot
+  taken when the call starts, as for every other setting);
+* every mediad request of a call runs through one FIFO: SIP messages leave in the order they
+  came in, an offer finishes before its answer or its delete starts, and a delete always comes
+  after the offer that created the session, so no port outlives its call.
+
+SIP callbacks are synchronous; mediad is async. Each operation here takes a `then` callback
+that receives the (rewritten) body and sends the SIP message. When nothing needs mediad (no
+SDP, anchoring off) and nothing is queued, `then` runs at once, in the caller's stack.
+
+When mediad is unreachable or refuses a stream, the call proceeds unanchored for that stream
+(carriers expect calls to complete) and `sipedge_media_unanchored_total{reason}` counts it;
+the exception is a leg that must be encrypted: the relay is the only thing that can encrypt,
+so the attempt fails (503, switching decides) instead of sending clear media to a peer that
+expects ciphertext.
+
+"RTP started" (for `SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START`) is polled from mediad's `query`
+while an attempt is in setup; the RTP timeout and the maximum call duration are watched by
+`sipedge.b2bua.watchdog` from the answer on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily
+
+from sipedge.b2bua import watchdog
+from sipedge.media.client import MediaError, RelayAddress
+from sipedge.sdp import RelayEndpoint, SdpError, is_sdp, parse, rewrite
+
+if TYPE_CHECKING:
+    from sipedge.b2bua.call import Attempt, Call
+
+log = logging.getLogger(__name__)
+
+CALLER = "caller"
+CALLEE = "callee"
+
+
+def other(leg: str) -> str:
+    return CALLEE if leg == CALLER else CALLER
+
+
+class MediaBackend(Protocol):
+    """What we use of `sipedge.media.client.MediaClient` (a fake in unit tests)."""
+
+    async def offer(
+        self,
+        call_id: str,
+        from_tag: str,
+        address: str,
+        port: int,
+        encryption: bool = False,
+        mode: int | str | None = None,
+        key: str | None = None,
+    ) -> RelayAddress: ...
+
+    async def answer(
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        address: str,
+        port: int,
+        encryption: bool = False,
+        mode: int | str | None = None,
+        key: str | None = None,
+    ) -> RelayAddress: ...
+
+    async def delete(self, call_id: str) -> dict[str, Any]: ...
+
+    async def query(self, call_id: str) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LegCrypto:
+    encrypted: bool = False
+    mode: int = 0
+    key: str = ""
+
+
+@dataclass
+class MediaStats:
+    sessions_created: int = 0
+    sessions_deleted: int = 0
+    unanchored: dict[str, int] = field(default_factory=dict)  # by reason
+    errors: dict[str, int] = field(default_factory=dict)  # mediad error codes
+    rtp_timeouts: int = 0
+    max_duration_ends: int = 0
+    rtp_started: int = 0
+
+    def count(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    rtp_timeout: float | None = 60.0  # None: off
+    max_call_duration: float | None = None  # None: no limit
+    rtp_start_poll: float = 0.25  # seconds between "RTP started?" queries during setup
+
+
+class MediaService:
+    """One per B2BUA: the mediad client, the counters, the background tasks."""
+
+    def __init__(self, backend: MediaBackend | None, settings: WatchSettings | None = None):
+        self.backend = backend
+        self.settings = settings or WatchSettings()
+        self.stats = MediaStats()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def for_call(self, call: Call) -> CallMedia:
+        return CallMedia(self, call)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) for queued mediad work, deletes above all, to finish."""
+        deadline = time.monotonic() + timeout
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.backend is not None:
+            await self.backend.close()
+
+
+@dataclass
+class Session:
+    """The relay side of one attempt (all its streams)."""
+
+    key: str  # the attempt's Call-ID: mediad call-ids are `<key>/<stream>`
+    crypto: dict[str, LegCrypto]
+    relay_for: dict[str, dict[int, RelayEndpoint]] = field(
+        default_factory=lambda: {CALLER: {}, CALLEE: {}}
+    )  # where peer X must send stream i
+    streams: set[int] = field(default_factory=set)  # created at mediad
+    offer_from: str | None = None  # leg whose offer awaits its final answer
+    hold: dict[str, bool] = field(default_factory=lambda: {CALLER: False, CALLEE: False})
+    sdp_changed: float = field(default_factory=time.time)  # wall clock of the last SDP
+    deleted: bool = False
+    rtp_watch: asyncio.Task[Any] | None = None
+
+    def mediad_id(self, stream: int) -> str:
+        return f"{self.key}/{stream}"
+
+    @property
+    def on_hold(self) -> bool:
+        return any(self.hold.values())
+
+
+Then = Callable[[bytes | None], None]
+
+
+class CallMedia:
+    """The media side of one call: its sessions (one per attempt) and their FIFO of work."""
+
+    def __init__(self, service: MediaService, call: Call) -> None:
+        self.service = service
+        self.call = call
+        b2bua = call.b2bua
+        params = b2bua.config.parameters
+        mapping = b2bua.mappings.get(call.mapping_gateway or "")
+        self._mode = params.rtpencryptionmode
+        self._key = params.rtpencryptionkey
+        self._caller_crypto = self._crypto(bool(mapping and mapping.rtp_encryption))
+        self.settings = WatchSettings(
+            params.media_rtp_timeout,
+            params.max_call_duration,
+            service.settings.rtp_start_poll,
+        )
+        self.sessions: dict[int, Session] = {}  # by attempt index
+        self._queue: deque[tuple[Callable[[], Awaitable[bytes | None]], Then]] = deque()
+        self._running = False
+        self.watchdog: watchdog.CallWatchdog | None = None
+
+    def _crypto(self, encrypted: bool) -> LegCrypto:
+        if not encrypted or self._mode == 0:
+            return LegCrypto()
+        return LegCrypto(True, self._mode, self._key)
+
+    def session(self, attempt: Attempt) -> Session:
+        session = self.sessions.get(attempt.index)
+        if session is None:
+            session = Session(
+                key=attempt.invite.call_id,
+                crypto={
+                    CALLER: self._caller_crypto,
+                    CALLEE: self._crypto(attempt.gateway.config.rtp_encryption),
+                },
+            )
+            self.sessions[attempt.index] = session
+        return session
+
+    # -- the FIFO ---------------------------------------------------------------------------
+    def _submit(
+        self, work: Callable[[], Awaitable[bytes | None]] | None, then: Then, body: bytes | None
+    ) -> None:
+        if work is None and not self._queue and not self._running:
+            then(body)
+            return
+
+        async def passthrough() -> bytes | None:
+            return body
+
+        self._queue.append((work or passthrough, then))
+        if not self._running:
+            self._running = True
+            self.service.spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                work, then = self._queue.popleft()
+                try:
+                    result = await work()
+                except Exception:
+                    log.exception("call %s: media work failed", self.call.id)
+                    continue
+                try:
+                    then(result)
+                except Exception:
+                    log.exception("call %s: sending after media work failed", self.call.id)
+        finally:
+            self._running = False
+
+    # -- offer / answer ---------------------------------------------------------------------
+    def offer(
+        self,
+        attempt: Attempt,
+        leg: str,
+        body: bytes,
+        content_type: str | None,
+        then: Then,
+        required: bool = False,
+    ) -> None:
+        """An SDP offer from `leg`; `then` gets the SDP for the other leg (None: refused, only
+        when `required` and an encrypted leg could not be anchored)."""
+        if not self.service.enabled or not is_sdp(content_type, body):
+            self._submit(None, then, body)
+            return
+        session = self.session(attempt)
+        session.offer_from = leg
+        self._submit(lambda: self._offer(session, leg, body, required), then, body)
+
+    def answer(
+        self,
+        attempt: Attempt,
+        leg: str,
+        body: bytes,
+        content_type: str | None,
+        final: bool,
+        then: Then,
+    ) -> None:
+        """An SDP answer from `leg` (a late offer when nothing is pending: handled as one)."""
+        if not self.service.enabled or not is_sdp(content_type, body):
+            known = self.sessions.get(attempt.index)
+            if final and known is not None:
+                known.offer_from = None  # a final without SDP closes the offer (488, say)
+            self._submit(None, then, body)
+            return
+        session = self.session(attempt)
+        if session.offer_from is None or session.offer_from == leg:
+            session.offer_from = leg  # a late offer: the answer comes in the ACK
+            self._submit(lambda: self._offer(session, leg, body, False), then, body)
+            return
+        if final:
+            session.offer_from = None
+        self._submit(lambda: self._answer(session, leg, body), then, body)
+
+    def _unanchored(self, reason: str) -> None:
+        self.service.stats.count(self.service.stats.unanchored, reason)
+
+    def _error(self, session: Session, exc: MediaError, what: str) -> None:
+        stats = self.service.stats
+        stats.count(stats.errors, exc.code)
+        log.warning("call %s (%s): mediad %s failed: %s", self.call.id, session.key, what, exc)
+
+    async def _offer(self, session: Session, leg: str, body: bytes, required: bool) -> bytes | None:
+        backend = self.service.backend
+        assert backend is not None
+        if session.deleted:
+            return body
+        try:
+            sdp = parse(body)
+        except SdpError as exc:
+            log.warning(
+                "call %s: unparseable SDP from %s, not anchored: %s", self.call.id, leg, exc
+            )
+            self._unanchored("bad-sdp")
+            return body
+        crypto = session.crypto[leg]
+        peer_crypto = session.crypto[other(leg)]
+        relays: dict[int, RelayEndpoint] = {}
+        failed = False
+        for stream in sdp.streams:
+            if stream.disabled or stream.address is None or stream.address_type != "IP4":
+                continue
+            try:
+                relay = await backend.offer(
+                    session.mediad_id(stream.index),
+                    leg,
+                    stream.address,
+                    stream.port,
+                    crypto.encrypted,
+                    crypto.mode if crypto.encrypted else None,
+                    crypto.key if crypto.encrypted else None,
+                )
+            except MediaError as exc:
+                self._error(session, exc, "offer")
+                cached = session.relay_for[other(leg)].get(stream.index)
+                if cached is not None:
+                    relays[stream.index] = cached
+                else:
+                    failed = True
+                    self._unanchored(exc.code)
+                continue
+            if stream.index not in session.streams:
+                session.streams.add(stream.index)
+                self.service.stats.sessions_created += 1
+            endpoint = RelayEndpoint(relay.address, relay.port, relay.rtcp_port)
+            session.relay_for[other(leg)][stream.index] = endpoint
+            relays[stream.index] = endpoint
+        session.hold[leg] = sdp.on_hold
+        session.sdp_changed = time.time()
+        if failed and required and (crypto.encrypted or peer_crypto.encrypted):
+            return None
+        return rewrite(body, relays)
+
+    async def _answer(self, session: Session, leg: str, body: bytes) -> bytes | None:
+        backend = self.service.backend
+        assert backend is not None
+        if session.deleted:
+            return body
+        try:
+            sdp = parse(body)
+        except SdpError as exc:
+            log.warning(
+                "call %s: unparseable SDP from %s, not anchored: %s", self.call.id, leg, exc
+            )
+            self._unanchored("bad-sdp")
+            return body
+        crypto = session.crypto[leg]
+        offerer = other(leg)
+        relays: dict[int, RelayEndpoint] = {}
+        for stream in sdp.streams:
+            if stream.disabled or stream.address is None or stream.address_type != "IP4":
+                continue
+            if stream.index not in session.streams:
+                continue  # the offer of this stream was not anchored: leave it alone
+            try:
+                relay = await backend.answer(
+                    session.mediad_id(stream.index),
+                    offerer,
+                    leg,
+                    stream.address,
+                    stream.port,
+                    crypto.encrypted,
+                    crypto.mode if crypto.encrypted else None,
+                    crypto.key if crypto.encrypted else None,
+                )
+            except MediaError as exc:
+                self._error(session, exc, "answer")
+                cached = session.relay_for[offerer].get(stream.index)
+                if cached is not None:
+                    relays[stream.index] = cached
+                continue
+            endpoint = RelayEndpoint(relay.address, relay.port, relay.rtcp_port)
+            session.relay_for[offerer][stream.index] = endpoint
+            relays[stream.index] = endpoint
+        session.hold[leg] = sdp.on_hold
+        session.sdp_changed = time.time()
+        return rewrite(body, relays)
+
+    # -- life of the sessions -----------------------------------------------------------------
+    def release(self, attempt: Attempt) -> None:
+        """The attempt is over (failed, abandoned, call ended): free its relay ports."""
+        session = self.sessions.get(attempt.index)
+        if session is None or session.deleted:
+            return
+        session.deleted = True
+        if session.rtp_watch is not None:
+            session.rtp_watch.cancel()
+            session.rtp_watch = None
+        self._submit(lambda: self._delete(session), _ignore, None)
+
+    def release_all(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+        for attempt in self.call.attempts:
+            self.release(attempt)
+
+    async def _delete(self, session: Session) -> bytes | None:
+        backend = self.service.backend
+        assert backend is not None
+        for stream in sorted(session.streams):
+            try:
+                await backend.delete(session.mediad_id(stream))
+                self.service.stats.sessions_deleted += 1
+            except MediaError as exc:
+                self._error(session, exc, "delete")
+        return None
+
+    # -- facts from the relay -----------------------------------------------------------------
+    def watch_rtp_start(self, attempt: Attempt) -> None:
+        """While the attempt is in setup, ask mediad whether the callee's RTP has arrived."""
+        if not self.service.enabled:
+            return
+        session = self.sessions.get(attempt.index)
+        if session is None or not session.streams or session.rtp_watch is not None:
+            return
+        session.rtp_watch = self.service.spawn(self._poll_rtp_start(attempt, session))
+
+    async def _poll_rtp_start(self, attempt: Attempt, session: Session) -> None:
+        interval = self.service.settings.rtp_start_poll
+        while not session.deleted and attempt.record.end is None:
+            if await self.callee_rtp_seen(session):
+                self.service.stats.rtp_started += 1
+                log.info("call %s: RTP from the callee on attempt %d", self.call.id, attempt.index)
+                self.call.on_rtp_started(attempt.index)
+                return
+            await asyncio.sleep(interval)
+
+    async def query(self, session: Session) -> list[dict[str, Any]] | None:
+        """The legs of every stream of the session, None when mediad cannot say."""
+        backend = self.service.backend
+        if backend is None:
+            return None
+        legs: list[dict[str, Any]] = []
+        for stream in sorted(session.streams):
+            try:
+                info = await backend.query(session.mediad_id(stream))
+            except MediaError:
+                return None
+            legs.extend(info.get("legs", []))
+        return legs
+
+    async def callee_rtp_seen(self, session: Session) -> bool:
+        legs = await self.query(session)
+        if not legs:
+            return False
+        return any(leg.get("rtp-started") and leg.get("tag") != CALLER for leg in legs)
+
+    def on_answered(self, attempt: Attempt) -> None:
+        """The call is up: stop polling for RTP start, start the RTP timeout / duration guard."""
+        session = self.sessions.get(attempt.index)
+        if session is not None and session.rtp_watch is not None:
+            session.rtp_watch.cancel()
+            session.rtp_watch = None
+        settings = self.settings
+        if session is not None and not session.streams:
+            session = None  # nothing anchored: no RTP facts to watch
+        if settings.max_call_duration is None and (settings.rtp_timeout is None or session is None):
+            return
+        self.watchdog = watchdog.CallWatchdog(self, session, settings)
+        self.watchdog.start()
+
+    def end_call(self, cause: str) -> None:
+        if cause == watchdog.RTP_TIMEOUT:
+            self.service.stats.rtp_timeouts += 1
+        elif cause == watchdog.MAX_DURATION:
+            self.service.stats.max_duration_ends += 1
+        log.info("call %s: ending it, %s", self.call.id, cause)
+        self.call.terminate(cause)
+
+
+def _ignore(body: bytes | None) -> None:
+    return None
+
+
+def media_metrics(stats: MediaStats) -> Iterator[CounterMetricFamily]:
+    """Prometheus families for sipd's collector."""
+
+    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        return CounterMetricFamily(f"sipedge_media_{name}", doc, value=value)
+
+    yield counter(
+        "relay_sessions_created", "Relay sessions set up at mediad", stats.sessions_created
+    )
+    yield counter(
+        "relay_sessions_deleted", "Relay sessions deleted at mediad", stats.sessions_deleted
+    )
+    yield counter("rtp_started", "Attempts on which the callee's RTP was seen", stats.rtp_started)
+    yield counter("rtp_timeouts", "Calls ended by the RTP timeout", stats.rtp_timeouts)
+    yield counter(
+        "max_duration_ends", "Calls ended at SS_MAX_CALL_DURATION", stats.max_duration_ends
+    )
+    unanchored = CounterMetricFamily(
+        "sipedge_media_unanchored",
+        "Streams that went unanchored (mediad unreachable or refusing), by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(stats.unanchored.items()):
+        unanchored.add_metric([reason], count)
+    yield unanchored
+    errors = CounterMetricFamily(
+        "sipedge_media_errors", "mediad requests that failed, by error code", labels=["code"]
+    )
+    for code, count in sorted(stats.errors.items()):
+        errors.add_metric([code], count)
+    yield errors
+
+
+__all__ = [
+    "CALLEE",
+    "CALLER",
+    "CallMedia",
+    "LegCrypto",
+    "MediaBackend",
+    "MediaService",
+    "MediaStats",
+    "Session",
+    "WatchSettings",
+    "media_metrics",
+]

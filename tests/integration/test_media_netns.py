@@ -1,0 +1,218 @@
+"""Media anchoring end to end in network namespaces, on the XDP fast path.
+
+    A (SIPp caller, 10.77.1.2) -- veth -- R (sipd + mediad, XDP on ra/rb) -- veth -- B (SIPp
+    gateway with -rtp_echo, 10.77.2.2)
+
+The caller's RTP (a UDP socket in A, sent to the relay address from the 200's SDP) crosses the
+relay on the XDP path to the gateway, which echoes it back through the relay: both directions,
+counted by mediad as XDP packets, with the SDP on both sides rewritten to the relay.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import struct
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, gateway, make_config
+from tests.media.netns import CLONE_NEWNET, Mediad, Topology, mount_bpffs, ns_socket, umount
+from tests.sipp.harness import Sipp
+
+pytestmark = [pytest.mark.root, pytest.mark.xdp, pytest.mark.sipp, pytest.mark.slow]
+
+T = TypeVar("T")
+
+
+def in_ns(ns: str, fn: Callable[[], T]) -> T:
+    """Run fn in a thread that has entered namespace ns (sockets it opens live there)."""
+    result: list[Any] = []
+
+    def worker() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            with open(f"/run/netns/{ns}") as f:
+                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            result.append(fn())
+        except Exception as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    if isinstance(result[0], Exception):
+        raise result[0]
+    value: T = result[0]
+    return value
+
+
+def ns_get(ns: str, url: str) -> Any:
+    def get() -> Any:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return json.loads(resp.read())
+
+    return in_ns(ns, get)
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    t = Topology.create()
+    yield t
+    t.destroy()
+
+
+@pytest.fixture
+def bpffs(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "bpffs"
+    mount_bpffs(path)
+    yield path
+    umount(path)
+
+
+def rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0xA11CE) + bytes([seq % 256]) * 160
+
+
+def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+    sock = tmp_path / "mediad.sock"
+    mediad = Mediad(
+        sock,
+        [
+            "--fast-path",
+            "xdp-native",
+            "--interface",
+            "ra",
+            "--interface",
+            "rb",
+            "--port-range",
+            "42200-42299",
+            "--pin-dir",
+            str(bpffs / "pins"),
+            "--state",
+            str(tmp_path / "state.json"),
+        ],
+        tmp_path / "mediad.log",
+        netns=topo.r,
+    ).start()
+    api_port = 18080
+    config = make_config(
+        tmp_path,
+        5060,
+        api_port,
+        [gateway("gw1", 5060, address=topo.b_ip)],
+        mapping_addresses=[f"{topo.a_ip}/32"],
+    )
+    config["sip"]["listen"] = ["udp://0.0.0.0:5060"]
+    config["media"]["control_socket"] = str(sock)
+    config_path = tmp_path / "sipd.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = tmp_path / "sipd.log"
+    with log_path.open("wb") as log:
+        sipd = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                topo.r,
+                str(BIN / "sipedge-sipd"),
+                "--config",
+                str(config_path),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        api = f"http://127.0.0.1:{api_port}"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                ns_get(topo.r, f"{api}/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline and sipd.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+        gw = Sipp(
+            "uas_answer",
+            local=topo.b_ip,
+            port=5060,
+            netns=topo.b,
+            timeout=40,
+            media_port=6000,
+            extra=["-rtp_echo"],
+        )
+        caller = Sipp(
+            "uac_basic",
+            local=topo.a_ip,
+            port=5060,
+            remote=f"{topo.ra_ip}:5060",
+            netns=topo.a,
+            timeout=40,
+            service="4420001",
+            media_port=6000,
+            keys={"hold": "3000"},
+        )
+        with gw:
+            caller.start()
+            deadline = time.monotonic() + 10
+            calls: list[dict[str, Any]] = []
+            while time.monotonic() < deadline:
+                calls = mediad.ok({"command": "list"})["calls"]
+                if calls and calls[0]["answered"]:
+                    break
+                time.sleep(0.05)
+            assert calls and calls[0]["answered"], log_path.read_text() + mediad.log()
+            relay_a, relay_b = calls[0]["ports"]
+            s = ns_socket(topo.a, (topo.a_ip, 0))
+            s.settimeout(0.5)
+            got = 0
+            for seq in range(100):
+                s.sendto(rtp(seq), (topo.ra_ip, relay_a))
+                time.sleep(0.005)
+            end = time.monotonic() + 2
+            while time.monotonic() < end and got < 100:
+                try:
+                    data, src = s.recvfrom(2048)
+                except TimeoutError:
+                    break
+                assert (
+                    src == (topo.ra_ip, relay_a)
+                    and data[12:] == rtp(struct.unpack("!H", data[2:4])[0])[12:]
+                )
+                got += 1
+            s.close()
+            q = mediad.ok({"command": "query", "call-id": calls[0]["call-id"]})
+            result = caller.wait(40)
+            gw_result = gw.wait(20)
+        assert result.returncode == 0, result.describe() + log_path.read_text()
+        assert gw_result.returncode == 0, gw_result.describe()
+        assert got >= 95, (got, q, mediad.log())
+        assert q["path"] == "xdp-native", q
+        legs = {leg["tag"]: leg for leg in q["legs"]}
+        # everything but the latching first packet of each leg went through XDP
+        assert legs["caller"]["packets-xdp"] >= 95 and legs["callee"]["packets-xdp"] >= 95, q
+        invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
+        assert f"c=IN IP4 {topo.ra_ip}" in invite.text and f"m=audio {relay_b} " in invite.text
+        ok = next(m for m in result.messages if m.direction == "received" and m.status == 200)
+        assert f"c=IN IP4 {topo.ra_ip}" in ok.text and f"m=audio {relay_a} " in ok.text
+        deadline = time.monotonic() + 5
+        while mediad.ok({"command": "list"})["count"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mediad.ok({"command": "list"})["count"] == 0
+    finally:
+        sipd.terminate()
+        try:
+            sipd.wait(10)
+        except subprocess.TimeoutExpired:
+            sipd.kill()
+        mediad.stop()
