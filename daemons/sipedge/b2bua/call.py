@@ -37,8 +37,6 @@ from sipedge.sip.message import (
     Request,
     Response,
     make_response,
-    new_branch,
-    new_call_id,
     new_tag,
 )
 from sipedge.sip.transaction import (
@@ -642,5 +640,3 @@ def copy_pass_through(source: Headers, target: Headers) -> None:
         for value in source.get_all(name):
             target.add(name, value)
 
-
-__all__ = ["Attempt", "Call", "CallState", "copy_pass_through", "new_branch", "new_call_id"]
