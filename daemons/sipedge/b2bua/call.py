@@ -639,4 +639,3 @@ def copy_pass_through(source: Headers, target: Headers) -> None:
     for name in PASS_THROUGH:
         for value in source.get_all(name):
             target.add(name, value)
-
