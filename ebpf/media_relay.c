@@ -3,8 +3,8 @@
  * sipedge media relay: XDP fast path (compiled and loaded by bcc from sipedge-mediad).
  *
  * A UDP packet whose destination (address, port) is a relay port in `sessions` is rewritten
- * and sent on toward the other leg's peer: MAC from bpf_fib_lookup, IP source/destination
- * (TTL 64, checksum recomputed), UDP ports (checksum zero, IPv4). The RTP payload is
+ * and sent on toward the other leg's peer: MAC from bpf_fib_lookup (cached per port and CPU for up to 1 s), IP source/destination
+ * (TTL 64, checksum updated incrementally), UDP ports (checksum zero, IPv4). The RTP payload is
  * decrypted with the receiving leg's cipher and encrypted with the sending leg's (XOR, RC4;
  * byte layout in docs/media.md). Anything else goes up the stack (XDP_PASS) to the userspace
  * relay socket: unknown port, VLAN, IPv6, IP options, fragments, latching pending, unknown
@@ -26,6 +26,7 @@
 #define BUF_SIZE 2048 /* power of two >= MAX_PAYLOAD: indexes are masked with BUF_SIZE - 1 */
 /* hide a value from clang so it keeps the masking the verifier needs */
 #define OPAQUE(v) asm volatile("" : "+r"(v))
+#define FIB_TTL_NS 1000000000ULL /* a cached next hop is looked up again after 1 s */
 #define F_LATCH 1 /* peer not latched yet: userspace sees the first packet */
 #define F_RTCP 2
 #define M_NONE 0
@@ -53,6 +54,8 @@ struct relay_entry {
     __u8 in_keylen;
     __u8 out_keylen;
     __u8 pad[3];
+    __u32 slot; /* index of this port's counters in `stats` (userspace allocates it) */
+    __u32 pad2;
     __u8 in_key[KEY_WIN]; /* key repeated to KEY_WIN bytes (the loader expands it) */
     __u8 out_key[KEY_WIN];
 };
@@ -61,6 +64,19 @@ struct relay_stats {
     __u64 packets;
     __u64 bytes;
     __u64 last_seen; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC base) */
+    /* this CPU's cached bpf_fib_lookup answer for this port: valid for FIB_TTL_NS and only
+     * for the same destination, source, ingress interface and TOS, and packets no longer
+     * than the one it was looked up for (the MTU check); all zero = none */
+    __u64 fib_time;
+    __be32 fib_dst;
+    __be32 fib_src;
+    __u32 fib_in_ifindex;
+    __u32 fib_out_ifindex;
+    __u16 fib_max_len;
+    __u8 fib_tos;
+    __u8 fib_pad;
+    __u8 fib_dmac[ETH_ALEN];
+    __u8 fib_smac[ETH_ALEN];
 };
 
 struct scratch {
@@ -73,7 +89,8 @@ struct scratch {
 
 BPF_TABLE_PINNED("hash", struct relay_key, struct relay_entry, sessions, MAX_SESSIONS,
                  PIN_DIR "/sessions");
-BPF_TABLE_PINNED("percpu_hash", struct relay_key, struct relay_stats, stats, MAX_SESSIONS,
+/* per-port counters, indexed by relay_entry.slot: one array lookup, no atomics */
+BPF_TABLE_PINNED("percpu_array", __u32, struct relay_stats, stats, MAX_SESSIONS,
                  PIN_DIR "/stats");
 BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
 /* why packets went up the stack (or were relayed): index = R_* */
@@ -302,29 +319,59 @@ int xdp_media_relay(struct xdp_md *ctx)
     }
 
     __be32 saddr = e->src_addr ? e->src_addr : ip->daddr;
-    struct bpf_fib_lookup fib = {};
-    fib.family = AF_INET;
-    fib.l4_protocol = IPPROTO_UDP;
-    fib.tos = ip->tos;
-    fib.tot_len = ip_len;
-    fib.ipv4_src = saddr;
-    fib.ipv4_dst = e->dst_addr;
-    fib.ifindex = ctx->ingress_ifindex;
-    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-        return verdict(R_FIB, XDP_PASS); /* the stack resolves the neighbour */
+    __be32 daddr = e->dst_addr;
+    __u32 slot = e->slot;
+    struct relay_stats *st = stats.lookup(&slot); /* counters and next-hop cache */
+    __u64 now = bpf_ktime_get_coarse_ns(); /* CLOCK_MONOTONIC_COARSE: a tick is enough */
+    __u32 in_ifindex = ctx->ingress_ifindex, out_ifindex;
+    __u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+    if (st && st->fib_time && now - st->fib_time < FIB_TTL_NS && st->fib_dst == daddr &&
+        st->fib_src == saddr && st->fib_in_ifindex == in_ifindex && st->fib_tos == ip->tos &&
+        ip_len <= st->fib_max_len) {
+        out_ifindex = st->fib_out_ifindex;
+        __builtin_memcpy(dmac, st->fib_dmac, ETH_ALEN);
+        __builtin_memcpy(smac, st->fib_smac, ETH_ALEN);
+    } else {
+        struct bpf_fib_lookup fib = {};
+        fib.family = AF_INET;
+        fib.l4_protocol = IPPROTO_UDP;
+        fib.tos = ip->tos;
+        fib.tot_len = ip_len;
+        fib.ipv4_src = saddr;
+        fib.ipv4_dst = daddr;
+        fib.ifindex = in_ifindex;
+        if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+            return verdict(R_FIB, XDP_PASS); /* the stack resolves the neighbour */
+        out_ifindex = fib.ifindex;
+        __builtin_memcpy(dmac, fib.dmac, ETH_ALEN);
+        __builtin_memcpy(smac, fib.smac, ETH_ALEN);
+        if (st) {
+            st->fib_time = now;
+            st->fib_dst = daddr;
+            st->fib_src = saddr;
+            st->fib_in_ifindex = in_ifindex;
+            st->fib_out_ifindex = out_ifindex;
+            st->fib_max_len = ip_len;
+            st->fib_tos = ip->tos;
+            __builtin_memcpy(st->fib_dmac, dmac, ETH_ALEN);
+            __builtin_memcpy(st->fib_smac, smac, ETH_ALEN);
+        }
+    }
 
     /* headers */
-    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    __builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+    /* IP checksum updated incrementally (RFC 1624): source, destination, TTL change */
+    __u32 old_s = ip->saddr, old_d = ip->daddr, new_d = daddr;
+    __u32 old_t = *(__u16 *)&ip->ttl; /* TTL and protocol word */
     ip->saddr = saddr;
-    ip->daddr = e->dst_addr;
+    ip->daddr = new_d;
     ip->ttl = 64;
-    ip->check = 0;
-    __u32 sum = 0;
-    __u16 *w = (__u16 *)ip;
-#pragma unroll
-    for (int i = 0; i < 10; i++)
-        sum += w[i];
+    __u32 new_t = *(__u16 *)&ip->ttl;
+    __u32 sum = (__u16)~ip->check;
+    sum += (~old_s & 0xffff) + (~old_s >> 16) + (saddr & 0xffff) + (saddr >> 16);
+    sum += (~old_d & 0xffff) + (~old_d >> 16) + (new_d & 0xffff) + (new_d >> 16);
+    sum += (~old_t & 0xffff) + new_t;
     ip->check = csum_fold(sum);
     udp->source = e->src_port;
     udp->dest = e->dst_port;
@@ -356,18 +403,13 @@ int xdp_media_relay(struct xdp_md *ctx)
         }
     }
 
-    struct relay_stats *st = stats.lookup(&key);
-    __u64 now = bpf_ktime_get_coarse_ns(); /* CLOCK_MONOTONIC_COARSE: a tick is enough */
     if (st) {
         st->packets += 1;
         st->bytes += ip_len - 28;
         st->last_seen = now;
-    } else {
-        struct relay_stats init = {.packets = 1, .bytes = ip_len - 28, .last_seen = now};
-        stats.update(&key, &init);
     }
 
-    if (fib.ifindex == ctx->ingress_ifindex)
+    if (out_ifindex == in_ifindex)
         return verdict(R_RELAYED, XDP_TX);
-    return verdict(R_RELAYED, bpf_redirect(fib.ifindex, 0));
+    return verdict(R_RELAYED, bpf_redirect(out_ifindex, 0));
 }

@@ -183,6 +183,10 @@ class Parameters:
     rtpencryptionkey: str = field(default="", repr=False)
     media_rtp_timeout: float | None = 60.0  # None: Off (no RTP timeout)
     max_call_duration: int | None = None  # None: no limit
+    # RFC 4028 session timers (docs/session-timers.md)
+    sip_session_timer: bool = True
+    sip_session_expires: int = 1800
+    sip_min_se: int = 90
 
 
 @dataclass(frozen=True)
@@ -552,12 +556,24 @@ _PARAMETERS: dict[str, Callable[[object], object]] = {
     # sipedge's own, beyond parameters.md (documented in docs/media-anchoring.md):
     "SS_MEDIA_RTP_TIMEOUT": _word_or("Off", _number(1, 3600), "Off or 1-3600"),
     "SS_MAX_CALL_DURATION": _word_or("None", _integer(1, 604800), "None or 1-604800"),
+    # sipedge's own (documented in docs/session-timers.md):
+    "SS_SIP_SESSION_TIMER": _on_off,
+    "SS_SIP_SESSION_EXPIRES": _integer(90, 86400),
+    "SS_SIP_MIN_SE": _integer(90, 86400),
 }
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(_PARAMETERS)
 # Parameters sipedge adds to the VOS3000 set of parameters.md: the spec's example file does not
 # list them (it stays exactly as issued); the demo config and the docs do.
-SIPEDGE_PARAMETERS: frozenset[str] = frozenset({"SS_MEDIA_RTP_TIMEOUT", "SS_MAX_CALL_DURATION"})
+SIPEDGE_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "SS_MEDIA_RTP_TIMEOUT",
+        "SS_MAX_CALL_DURATION",
+        "SS_SIP_SESSION_TIMER",
+        "SS_SIP_SESSION_EXPIRES",
+        "SS_SIP_MIN_SE",
+    }
+)
 
 
 def parameter_field(name: str) -> str:

@@ -28,8 +28,10 @@ from sipedge.b2bua.service import B2BUA
 from sipedge.cdr import CdrStore
 from sipedge.config import Config, ConfigError, load_config
 from sipedge.media.client import MediaClient
+from sipedge.natlink import open_udp_retrying
+from sipedge.registry import Registry
 from sipedge.sip.message import Request, Response
-from sipedge.sip.transport import Addr, TransportStats, UdpTransport, open_udp
+from sipedge.sip.transport import Addr, TransportStats, UdpTransport
 from sipedge.systemd import notify
 
 log = logging.getLogger("sipedge.sipd")
@@ -46,6 +48,7 @@ class SipDaemon:
         self._b2bua: B2BUA | None = None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
+        self.registry: Registry | None = None  # registrar, registrations, natd link
         self.reloads = 0
         self.reload_failures = 0
         self.metrics_registry = CollectorRegistry()
@@ -62,7 +65,7 @@ class SipDaemon:
         listen = next((a for a in self.config.sip.listen if a.transport == "udp"), None)
         if listen is None:
             raise OSError("sip.listen has no udp:// address (only UDP is served for now)")
-        self.transport = await open_udp(
+        self.transport = await open_udp_retrying(
             listen.host, listen.port, self._on_message, self.transport_stats
         )
         if self.config.sip.public_address:
@@ -77,7 +80,10 @@ class SipDaemon:
         )
         # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable)
         self._b2bua.media = MediaService(MediaClient(self.config.media.control_socket))
+        self.registry = Registry(self.config, self._b2bua, self.transport)
+        await self.registry.start()
         app = build_app(self)
+        self.registry.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
@@ -106,6 +112,8 @@ class SipDaemon:
         moved = [name for name in unchanged if getattr(config, name) != getattr(self.config, name)]
         self.config = config
         self.b2bua.apply_config(config)
+        if self.registry is not None:
+            self.registry.apply_config(config)
         self.reloads += 1
         message = "reloaded"
         if moved:
@@ -133,6 +141,8 @@ class SipDaemon:
         if self._b2bua is not None:
             self.b2bua.draining = True
             self.b2bua.terminate_all("shutdown")
+            if self.registry is not None:
+                await self.registry.stop()  # un-registers (bounded, 2 s)
             # Give the BYEs/503s a moment to go out and be answered (bounded).
             deadline = time.monotonic() + drain_seconds
             while self.b2bua.transactions.client and time.monotonic() < deadline:
@@ -182,6 +192,11 @@ class SipdCollector(Collector):
         yield counter(
             "late_answers", "2xx from abandoned attempts (ACKed and BYEd)", s.late_answers
         )
+        yield counter(
+            "session_timer_ends",
+            "Calls ended because a leg was not refreshed (RFC 4028)",
+            s.session_timer_ends,
+        )
         yield GaugeMetricFamily(
             "sipedge_calls_active", "Calls in progress", value=len(d.b2bua.calls)
         )
@@ -209,6 +224,8 @@ class SipdCollector(Collector):
         if d.cdrs is not None:
             yield counter("cdrs_written", "CDRs written", d.cdrs.written)
         yield from media_metrics(d.b2bua.media.stats)
+        if d.registry is not None:
+            yield from d.registry.metrics()
 
 
 async def serve(config_path: Path) -> int:

@@ -598,6 +598,14 @@ def test_xdp_stale_pinned_layout(topo: Topology, tmp_path: Path, bpffs: Path) ->
         ],
         check=True,
     )
+    # the counters of that older program: a per-CPU hash, not the per-CPU array of slots
+    subprocess.run(
+        [
+            *("bpftool", "map", "create", str(pin / "stats"), "type", "percpu_hash"),
+            *("key", "8", "value", "24", "entries", "16", "name", "stats"),
+        ],
+        check=True,
+    )
     m = ns_mediad(topo, tmp_path, "xdp-native", pin).start()
     try:
         assert m.get("/healthz")[1]["path"] == "xdp-native"

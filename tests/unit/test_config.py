@@ -204,7 +204,7 @@ def test_every_parameter_has_a_field_and_the_example_lists_them_all() -> None:
     assert set(example_data()["parameters"]) == set(PARAMETER_NAMES) - SIPEDGE_PARAMETERS
     demo = yaml.safe_load(DEMO.read_text())
     assert set(demo["parameters"]) == set(PARAMETER_NAMES)
-    assert len(PARAMETER_NAMES) == 30
+    assert len(PARAMETER_NAMES) == 33
 
 
 def test_minimal_config_takes_defaults() -> None:
@@ -271,6 +271,12 @@ GOOD_VALUES: list[tuple[str, object, object]] = [
     ("SS_MEDIA_RTP_TIMEOUT", 2.5, 2.5),
     ("SS_MAX_CALL_DURATION", 7200, 7200),
     ("SS_MAX_CALL_DURATION", "None", None),
+    ("SS_SIP_SESSION_TIMER", "Off", False),
+    ("SS_SIP_SESSION_TIMER", True, True),
+    ("SS_SIP_SESSION_EXPIRES", 90, 90),
+    ("SS_SIP_SESSION_EXPIRES", 86400, 86400),
+    ("SS_SIP_MIN_SE", 90, 90),
+    ("SS_SIP_MIN_SE", 86400, 86400),
 ]
 
 
@@ -372,6 +378,11 @@ BAD_VALUES: list[tuple[str, object, str, str]] = [
     ("SS_MAX_CALL_DURATION", 0, "0", "None or 1-604800"),
     ("SS_MAX_CALL_DURATION", 1.5, "1.5", "None or 1-604800"),
     ("SS_MAX_CALL_DURATION", "Off", "'Off'", "None or 1-604800"),
+    ("SS_SIP_SESSION_TIMER", "maybe", "'maybe'", "On/Off"),
+    ("SS_SIP_SESSION_EXPIRES", 89, "89", "90-86400"),
+    ("SS_SIP_SESSION_EXPIRES", 86401, "86401", "90-86400"),
+    ("SS_SIP_MIN_SE", 30, "30", "90-86400"),
+    ("SS_SIP_MIN_SE", 86401, "86401", "90-86400"),
 ]
 
 

@@ -20,6 +20,17 @@ from typing import TYPE_CHECKING
 
 from sipedge.b2bua.identity import IncomingIdentity
 from sipedge.b2bua.media import CALLEE, CALLER, CallMedia
+from sipedge.b2bua.session_timer import (
+    EXPIRED,
+    LegTimer,
+    Reject422,
+    TimerSettings,
+    UasAnswer,
+    has_option,
+    negotiate_uac,
+    negotiate_uas,
+    retry_after_422,
+)
 from sipedge.b2bua.switching import (
     AttemptTracker,
     CallSwitcher,
@@ -37,6 +48,7 @@ from sipedge.sip.message import (
     Request,
     Response,
     make_response,
+    new_branch,
     new_tag,
 )
 from sipedge.sip.transaction import (
@@ -90,6 +102,7 @@ class Attempt:
     dialog: Dialog | None = None  # set by a 2xx
     ack_bytes: bytes = b""  # our ACK for its 2xx, re-sent on each retransmitted 2xx
     provisional: bool = False
+    retried_422: bool = False  # RFC 4028 section 7.1: one retry with the gateway's Min-SE
 
     @property
     def destination(self) -> Addr:
@@ -103,6 +116,22 @@ class PendingRequest:
     server_tx: ServerTransaction
     from_leg: str  # "caller" or "callee"
     forwarded: Request
+
+
+@dataclass
+class LegSession:
+    """The RFC 4028 session timer of one leg (b2bua/session_timer.py decides, we arm)."""
+
+    timer: LegTimer
+    refresh: TimerHandle | None = None
+    expire: TimerHandle | None = None
+    retried_422: bool = False
+
+    def cancel(self) -> None:
+        for handle in (self.refresh, self.expire):
+            if handle is not None:
+                handle.cancel()
+        self.refresh = self.expire = None
 
 
 @dataclass
@@ -125,9 +154,15 @@ class Call:
     # forwarded re-INVITE CSeq per leg, so the originator's ACK can be forwarded
     pending_ack_cseq: dict[str, int] = field(default_factory=dict)
     media: CallMedia = field(init=False)  # relay sessions at mediad (b2bua/media.py)
+    # RFC 4028 session timers, per leg (docs/session-timers.md)
+    session_settings: TimerSettings = field(init=False)
+    leg_sessions: dict[str, LegSession] = field(default_factory=dict)
+    allows_update: dict[str, bool] = field(default_factory=dict)
+    local_sdp: dict[str, bytes] = field(default_factory=dict)  # last SDP we sent on each leg
 
     def __post_init__(self) -> None:
         self.media = self.b2bua.media.for_call(self)
+        self.session_settings = self.b2bua.session_timers
 
     @property
     def id(self) -> str:
@@ -270,8 +305,40 @@ class Call:
         if status < 300:
             self._answered(attempt, response)
             return
+        if status == 422 and self._retry_422(attempt, response):
+            return
         self._end_attempt(attempt, str(status), status)
         self._follow(self.switcher.on_failure(attempt.tracker, status, None))
+
+    def _retry_422(self, attempt: Attempt, response: Response) -> bool:
+        """RFC 4028 section 7.1: the gateway wants a longer interval; retry it once with its
+        Min-SE (same Call-ID and tags, next CSeq). False: treat the 422 as a failure."""
+        if attempt.retried_422:
+            return False
+        interval = retry_after_422(self.session_settings, response.headers.get("Min-SE"))
+        if interval is None:
+            return False
+        attempt.retried_422 = True
+        invite = Request(attempt.invite.method, attempt.invite.uri, attempt.invite.headers.copy())
+        invite.body = attempt.invite.body
+        invite.headers.remove("Via")
+        host, port = self.b2bua.via_for(attempt.destination[0])
+        invite.headers.add(
+            "Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport", first=True
+        )
+        invite.headers.set("CSeq", f"{attempt.invite.cseq[0] + 1} INVITE")
+        invite.headers.set("Session-Expires", str(interval))
+        invite.headers.set("Min-SE", str(interval))
+        attempt.invite = invite
+        attempt.provisional = False
+        attempt.tx = self.b2bua.transactions.start_client(
+            invite,
+            attempt.destination,
+            lambda tx, resp: self._on_attempt_response(attempt, resp),
+            lambda tx: self._on_attempt_tx_timeout(attempt),
+        )  # type: ignore[assignment]
+        self._apply_timer(attempt, attempt.tracker.on_invite_sent())
+        return True
 
     def _late_response(self, attempt: Attempt, response: Response) -> None:
         status = response.status
@@ -333,6 +400,19 @@ class Call:
         self._copy_record_route(out)
         out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
         out.headers.add("Allow", self.b2bua.ALLOW)
+        self.allows_update["caller"] = has_option(
+            self.invite_tx.request.headers.get_all("Allow"), "UPDATE"
+        )
+        self.allows_update["callee"] = has_option(response.headers.get_all("Allow"), "UPDATE")
+        if attempt.invite.body:
+            self.local_sdp["callee"] = attempt.invite.body
+        self._start_leg_timer(
+            "callee", negotiate_uac(self.session_settings, response.headers.get("Session-Expires"))
+        )
+        caller_timer = self._uas_timer(self.invite_tx.request)
+        if isinstance(caller_timer, UasAnswer):
+            _add_uas_headers(out.headers, caller_timer)
+            self._start_leg_timer("caller", caller_timer.timer)
 
         def send(body: bytes | None) -> None:
             if body:
@@ -340,6 +420,7 @@ class Call:
                     "Content-Type", response.headers.get("Content-Type") or "application/sdp"
                 )
                 out.body = body
+                self.local_sdp["caller"] = body
             self.invite_tx.on_ack_timeout = self._on_caller_ack_timeout
             self.invite_tx.respond(out)
 
@@ -355,6 +436,8 @@ class Call:
         ack = attempt.dialog.request(
             "ACK", host, port, cseq=attempt.invite.cseq[0], body=body, content_type=content_type
         )
+        if body and attempt.dialog is self.callee_dialog:
+            self.local_sdp["callee"] = body  # late offer: our answer went in the ACK
         attempt.ack_bytes = ack.to_bytes()
         self.b2bua.send_bytes(attempt.ack_bytes, attempt.destination)
 
@@ -465,6 +548,13 @@ class Call:
                 self._send_bye(other)
             self._finish(leg, "normal clearing", 200)
             return
+        if request.method in ("INVITE", "UPDATE"):
+            negotiated = self._uas_timer(request)
+            if isinstance(negotiated, Reject422):
+                out = make_response(request, 422, to_tag=dialog.local_tag)
+                out.headers.add("Min-SE", str(negotiated.min_se))
+                tx.respond(out)
+                return
         self._forward_in_dialog(leg, tx)
 
     def _forward_in_dialog(self, leg: str, tx: ServerTransaction) -> None:
@@ -485,15 +575,16 @@ class Call:
             out = other.request(
                 request.method, host, port, body=body or b"", content_type=content_type
             )
-            for name in (
-                "Event",
-                "Subscription-State",
-                "Info-Package",
-                "Session-Expires",
-                "Min-SE",
-            ):
+            names = ["Event", "Subscription-State", "Info-Package"]
+            if not self.session_settings.enabled:
+                names += ["Session-Expires", "Min-SE"]  # timers off: end to end, as before
+            for name in names:
                 for value in request.headers.get_all(name):
                     out.headers.add(name, value)
+            if request.method in ("INVITE", "UPDATE"):
+                self._add_uac_headers(other_leg, out.headers)
+                if out.body:
+                    self.local_sdp[other_leg] = out.body
             pending = PendingRequest(server_tx=tx, from_leg=leg, forwarded=out)
             self.b2bua.transactions.start_client(
                 out,
@@ -517,6 +608,17 @@ class Call:
         out = make_response(request, response.status, response.reason, to_tag=local_tag)
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE") and 200 <= response.status < 300:
             out.headers.add("Contact", self.b2bua.contact_for(tx.source[0]))
+        if request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300:
+            # a successful refresh on both legs (RFC 4028): each leg negotiates its own timer
+            other_leg = "callee" if pending.from_leg == "caller" else "caller"
+            self._start_leg_timer(
+                other_leg,
+                negotiate_uac(self.session_settings, response.headers.get("Session-Expires")),
+            )
+            negotiated = self._uas_timer(request)
+            if isinstance(negotiated, UasAnswer):
+                _add_uas_headers(out.headers, negotiated)
+                self._start_leg_timer(pending.from_leg, negotiated.timer)
         if request.method == "INVITE" and 200 <= response.status < 300:
             # The originator's ACK will arrive on its leg; we then ACK the other side.
             other_leg = "callee" if pending.from_leg == "caller" else "caller"
@@ -529,6 +631,8 @@ class Call:
                     "Content-Type", response.headers.get("Content-Type") or "application/sdp"
                 )
                 out.body = body
+                if request.method in ("INVITE", "UPDATE"):
+                    self.local_sdp[pending.from_leg] = body
             tx.respond(out)
 
         answerer = "callee" if pending.from_leg == "caller" else "caller"
@@ -553,6 +657,104 @@ class Call:
         self.b2bua.transactions.start_client(
             bye, dialog.destination, _ignore_response, _ignore_timeout
         )
+
+    # -----------------------------------------------------------------------------------------
+    # RFC 4028 session timers (decisions in b2bua/session_timer.py)
+    # -----------------------------------------------------------------------------------------
+    def _uas_timer(self, request: Request) -> Reject422 | UasAnswer | None:
+        return negotiate_uas(
+            self.session_settings,
+            request.headers.get("Session-Expires"),
+            request.headers.get("Min-SE"),
+            request.headers.get_all("Supported"),
+        )
+
+    def _add_uac_headers(self, leg: str, headers: Headers) -> None:
+        """Session timer headers of an INVITE/UPDATE we send on `leg` (we are its UAC)."""
+        session = self.leg_sessions.get(leg)
+        if not self.session_settings.enabled:
+            return
+        headers.add("Supported", "timer")
+        if session is not None:
+            headers.add("Session-Expires", session.timer.header(we_are_uac=True))
+        else:
+            headers.add("Session-Expires", str(self.session_settings.interval))
+        headers.add("Min-SE", str(self.session_settings.floor))
+
+    def _start_leg_timer(self, leg: str, timer: LegTimer | None) -> None:
+        """(Re)start a leg's session timer after a successful (re)negotiation."""
+        old = self.leg_sessions.pop(leg, None)
+        if old is not None:
+            old.cancel()
+        if timer is None or self.state is CallState.ENDED:
+            return
+        session = LegSession(timer)
+        session.expire = self.b2bua.scheduler.call_later(
+            timer.expire_after, lambda: self._on_session_expired(leg, session)
+        )
+        if timer.we_refresh:
+            session.refresh = self.b2bua.scheduler.call_later(
+                timer.refresh_after, lambda: self._send_refresh(leg, session)
+            )
+        self.leg_sessions[leg] = session
+
+    def _send_refresh(self, leg: str, session: LegSession) -> None:
+        """We are the refresher: UPDATE without a body, or a re-INVITE with the last SDP we
+        sent on the leg when the peer did not list UPDATE in its Allow."""
+        session.refresh = None
+        dialog = self._dialog(leg)
+        if self.leg_sessions.get(leg) is not session or dialog is None:
+            return
+        if self.state is not CallState.CONFIRMED:
+            return
+        method = "UPDATE" if self.allows_update.get(leg) else "INVITE"
+        body = self.local_sdp.get(leg, b"") if method == "INVITE" else b""
+        host, port = self.b2bua.via_for(dialog.destination[0])
+        request = dialog.request(method, host, port, body=body)
+        self._add_uac_headers(leg, request.headers)
+        self.b2bua.transactions.start_client(
+            request,
+            dialog.destination,
+            lambda tx, resp: self._on_refresh_response(leg, session, request, resp),
+            _ignore_timeout,  # no answer: the expiry timer ends the call
+        )
+
+    def _on_refresh_response(
+        self, leg: str, session: LegSession, request: Request, response: Response
+    ) -> None:
+        status = response.status
+        if status < 200 or self.state is not CallState.CONFIRMED:
+            return
+        dialog = self._dialog(leg)
+        if request.method == "INVITE" and status < 300 and dialog is not None:
+            host, port = self.b2bua.via_for(dialog.destination[0])
+            ack = dialog.request("ACK", host, port, cseq=request.cseq[0])
+            self.b2bua.send_bytes(ack.to_bytes(), dialog.destination)
+        if self.leg_sessions.get(leg) is not session:
+            return  # another refresh (forwarded) restarted the leg meanwhile
+        if status < 300:
+            self._start_leg_timer(
+                leg, negotiate_uac(self.session_settings, response.headers.get("Session-Expires"))
+            )
+        elif status in (481, 408):
+            self.terminate(EXPIRED)  # RFC 3261 12.2.1.2: the dialog is gone
+        elif status == 422 and not session.retried_422:
+            interval = retry_after_422(self.session_settings, response.headers.get("Min-SE"))
+            if interval is not None:
+                session.timer = LegTimer(interval, we_refresh=True)
+                session.retried_422 = True
+                self._send_refresh(leg, session)
+        elif status in (405, 501) and request.method == "UPDATE":
+            self.allows_update[leg] = False
+            self._send_refresh(leg, session)
+
+    def _on_session_expired(self, leg: str, session: LegSession) -> None:
+        session.expire = None
+        if self.leg_sessions.get(leg) is not session or self.state is not CallState.CONFIRMED:
+            return
+        log.info("call %s: no session refresh on the %s leg, ending the call", self.id, leg)
+        self.b2bua.stats.session_timer_ends += 1
+        self.terminate(EXPIRED)
 
     # -----------------------------------------------------------------------------------------
     # Media and the end
@@ -584,6 +786,9 @@ class Call:
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
+        for session in self.leg_sessions.values():
+            session.cancel()
+        self.leg_sessions.clear()
         for attempt in self.attempts:
             if attempt.timer is not None:
                 attempt.timer.cancel()
@@ -622,9 +827,17 @@ class Call:
 def caller_facing(status: int, reason: str | None) -> tuple[int, str | None]:
     """A gateway's challenge (401/407) or redirect (3xx) is about our leg, not the caller's:
     the caller's credentials or a redirect would mean nothing to it, so it hears 503."""
-    if status in (401, 407) or 300 <= status < 400:
+    if status in (401, 407, 422) or 300 <= status < 400:
         return 503, f"Gateway Answered {status}"
     return status, reason
+
+
+def _add_uas_headers(headers: Headers, answer: UasAnswer) -> None:
+    """Session timer headers of the 2xx we send as UAS (RFC 4028 section 9)."""
+    headers.add("Supported", "timer")
+    if answer.require_timer:
+        headers.add("Require", "timer")
+    headers.add("Session-Expires", answer.session_expires)
 
 
 def _ignore_response(tx: ClientTransaction, response: Response) -> None:

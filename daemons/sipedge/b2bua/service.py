@@ -23,6 +23,7 @@ from sipedge.b2bua.identity import (
 )
 from sipedge.b2bua.media import MediaService
 from sipedge.b2bua.routing import RouteTable, SourceTable
+from sipedge.b2bua.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
 from sipedge.b2bua.switching import CallSwitcher, StopReason, SwitchingPolicy, effective_policy
 from sipedge.cdr import CallRecord, CdrStore
 from sipedge.sip.dialog import Dialog
@@ -46,6 +47,7 @@ from sipedge.sip.transaction import (
 )
 
 if TYPE_CHECKING:
+    from sipedge.b2bua.endpoints import EndpointService
     from sipedge.config import Config, RoutingGateway
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class GatewayTarget:
     address: str
     port: int
     config: RoutingGateway
+    request_uri: str = ""  # a registered endpoint's contact (else sip:callee@address:port)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class CallStats:
     failed: int = 0
     attempts: int = 0
     late_answers: int = 0
+    session_timer_ends: int = 0
     rejected: dict[int, int] = field(default_factory=dict)
     stop_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -105,6 +109,8 @@ class B2BUA:
         self.draining = False
         # media anchoring: off until the daemon gives it a mediad client (sipd.py)
         self.media = MediaService(None)
+        # registrar and outbound registrations: set by the daemon (b2bua/endpoints.py)
+        self.endpoints: EndpointService | None = None
         self.transactions = TransactionLayer(
             scheduler, config.parameters.sip_resend_interval, send_bytes, self
         )
@@ -140,6 +146,9 @@ class B2BUA:
             for gw in config.routing_gateways
         }
         self.transactions.set_resend(p.sip_resend_interval)
+        self.session_timers = TimerSettings(
+            p.sip_session_timer, p.sip_session_expires, p.sip_min_se
+        )
 
     # -- addresses --------------------------------------------------------------------------
     def via_for(self, destination: str) -> tuple[str, int]:
@@ -175,6 +184,8 @@ class B2BUA:
             tx.respond(response)
         elif method == "BYE":
             tx.respond_status(481)
+        elif method == "REGISTER" and self.endpoints is not None:
+            self.endpoints.on_register(tx)
         else:
             response = make_response(request, 405, to_tag=new_tag())
             response.headers.add("Allow", self.ALLOW)
@@ -232,6 +243,8 @@ class B2BUA:
             if token.strip()
         }
         unsupported = required - SUPPORTED_EXTENSIONS
+        if self.session_timers.enabled:
+            unsupported.discard("timer")  # RFC 4028
         if unsupported:
             response = make_response(request, 420, to_tag=new_tag())
             response.headers.add("Unsupported", ", ".join(sorted(unsupported)))
@@ -239,6 +252,10 @@ class B2BUA:
             tx.respond(response)
             return
         mapping = self.sources.lookup(tx.source[0])
+        if mapping is None and self.endpoints is not None:
+            mapping = self.endpoints.admit(tx)  # a registration's carrier or an endpoint
+            if mapping == "":
+                return  # challenged (407) or refused (403) there
         if mapping is None:
             self._reject(tx, 403, "Unknown Source")
             return
@@ -251,9 +268,28 @@ class B2BUA:
         # user-part parameters (";npdi", ";isub=") are not part of the number
         callee = callee.split(";", 1)[0]
         caller = caller.split(";", 1)[0]
-        gateways = self.routes.lookup(callee)
+        to_endpoint = self.endpoints.route(callee) if self.endpoints is not None else None
+        if isinstance(to_endpoint, int):
+            self._reject(tx, to_endpoint)  # 480: an account with no live registration
+            return
+        if to_endpoint is not None:
+            self.targets[to_endpoint[0].name] = to_endpoint[0]
+            self.policies[to_endpoint[0].name] = to_endpoint[1]
+        gateways = (to_endpoint[0].name,) if to_endpoint else self.routes.lookup(callee)
         if gateways is None:
             self._reject(tx, 404, "No Route")
+            return
+        negotiated = negotiate_uas(
+            self.session_timers,
+            request.headers.get("Session-Expires"),
+            request.headers.get("Min-SE"),
+            request.headers.get_all("Supported"),
+        )
+        if isinstance(negotiated, Reject422):
+            response = make_response(request, 422, to_tag=new_tag())
+            response.headers.add("Min-SE", str(negotiated.min_se))
+            self.stats.count_reject(422)
+            tx.respond(response)
             return
         candidates = [(name, self.policies[name]) for name in gateways if name in self.policies]
         switcher = CallSwitcher(candidates, self.config.parameters.gateway_switch_limit)
@@ -298,11 +334,14 @@ class B2BUA:
         our_from = NameAddr(display, f"sip:{call.caller_number}@{host}", {"tag": new_tag()})
         headers.add("From", str(our_from))  # str() quotes and escapes the display name
         target = f"sip:{call.callee_number}@{gateway.address}:{gateway.port}"
+        target = gateway.request_uri or target
         headers.add("To", f"<sip:{call.callee_number}@{gateway.address}>")
         headers.add("Call-ID", new_call_id())
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<sip:{host}:{port}>")
         copy_pass_through(original.headers, headers)
+        for name, value in uac_headers(call.session_settings):
+            headers.add(name, value)
         # Caller identity (From display/user, Privacy, PAI, PPI) per the gateway's settings.
         mapping = self.mappings.get(call.mapping_gateway or "")
         policy = policy_from_config(self.config.parameters, gateway.config, mapping)

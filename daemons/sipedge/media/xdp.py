@@ -30,7 +30,7 @@ F_LATCH = 1
 F_RTCP = 2
 MAX_KEY = 64
 KEY_WIN = MAX_KEY + 8  # key fields of the map: the key repeated to 72 bytes (u64 XOR window)
-SESSIONS_VALUE_SIZE = 20 + 2 * KEY_WIN  # sizeof(struct relay_entry) in ebpf/media_relay.c
+SESSIONS_VALUE_SIZE = 28 + 2 * KEY_WIN  # sizeof(struct relay_entry) in ebpf/media_relay.c
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/sipedge")
 
 
@@ -141,6 +141,8 @@ class XdpPath:
         self._bpf: Any = None
         self._sessions: Any = None
         self._stats: Any = None
+        self._slots: dict[tuple[int, int], int] = {}  # (addr, port) as stored -> stats slot
+        self._free: list[int] = []
 
     # -- load / attach -------------------------------------------------------------------
 
@@ -206,6 +208,7 @@ class XdpPath:
                     SESSIONS_VALUE_SIZE,
                 )
             self._stats = bpf["stats"]
+            self._adopt_slots()
             log.info(
                 "XDP %s on %s, maps in %s%s",
                 mode,
@@ -215,6 +218,18 @@ class XdpPath:
             )
             return mode
         raise XdpUnavailable("could not attach: " + "; ".join(errors))
+
+    def _adopt_slots(self) -> None:
+        """Counter slots in use: those of the entries already in the (re-adopted) table."""
+        self._slots = {}
+        for k, leaf in list(self._sessions.items()):
+            self._slots[(k.addr, k.port)] = int(leaf.slot)
+        used = set(self._slots.values())
+        self._free = [i for i in range(self.max_sessions - 1, -1, -1) if i not in used]
+
+    def _zero_slot(self, slot: int) -> None:
+        key = self._stats.Key(slot)
+        self._stats[key] = self._stats.Leaf()  # zeroes on every CPU
 
     def _drop_stale_pins(self) -> None:
         """Pinned maps of an older program with another entry layout cannot be reused: unpin
@@ -286,6 +301,8 @@ class XdpPath:
         if self._bpf is not None:
             self._bpf.cleanup()
         self._bpf = self._sessions = self._stats = None
+        self._slots = {}
+        self._free = []
 
     # -- maps ----------------------------------------------------------------------------
 
@@ -307,9 +324,18 @@ class XdpPath:
         leaf.out_mode = entry.out_mode
         leaf.in_keylen = len(entry.in_key)
         leaf.out_keylen = len(entry.out_key)
+        k = self._key(local_addr, port)
+        slot = self._slots.get((k.addr, k.port))
+        if slot is None:
+            if not self._free:
+                raise RuntimeError("XDP session table full")
+            slot = self._free.pop()
+            self._zero_slot(slot)
+            self._slots[(k.addr, k.port)] = slot
+        leaf.slot = slot
         ctypes.memmove(leaf.in_key, key_window(entry.in_key), KEY_WIN)
         ctypes.memmove(leaf.out_key, key_window(entry.out_key), KEY_WIN)
-        self._sessions[self._key(local_addr, port)] = leaf
+        self._sessions[k] = leaf
 
     def get(self, local_addr: str, port: int) -> Entry | None:
         try:
@@ -331,26 +357,29 @@ class XdpPath:
 
     def remove(self, local_addr: str, port: int) -> None:
         key = self._key(local_addr, port)
-        for table in (self._sessions, self._stats):
-            try:
-                del table[key]
-            except KeyError:
-                pass
+        with contextlib.suppress(KeyError):
+            del self._sessions[key]
+        slot = self._slots.pop((key.addr, key.port), None)
+        if slot is not None:
+            self._zero_slot(slot)
+            self._free.append(slot)
 
     def keys(self) -> Iterator[tuple[str, int]]:
         for k in list(self._sessions.keys()):
             yield _unip(k.addr), _unport(k.port)
 
     def stat_keys(self) -> Iterator[tuple[str, int]]:
-        for k in list(self._stats.keys()):
-            yield _unip(k.addr), _unport(k.port)
+        """Ports holding counters: with per-port slots, exactly the ports of the table."""
+        for addr, port in list(self._slots):
+            yield _unip(addr), _unport(port)
 
     def stats(self, local_addr: str, port: int) -> Stats:
-        key = self._key(local_addr, port)
-        try:
-            per_cpu = self._stats.getvalue(key)
-        except KeyError:
+        """The port's counters, summed over the CPUs (per-CPU array slot of the entry)."""
+        k = self._key(local_addr, port)
+        slot = self._slots.get((k.addr, k.port))
+        if slot is None:
             return Stats()
+        per_cpu = self._stats.getvalue(self._stats.Key(slot))
         out = Stats()
         last = 0
         for v in per_cpu:

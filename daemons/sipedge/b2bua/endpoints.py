@@ -1,0 +1,326 @@
+"""Endpoints (phones, PBXs) and carriers we register to, as seen by the B2BUA.
+
+`EndpointService` is the B2BUA's one hook object for registrations (`B2BUA.endpoints`):
+
+* ``on_register(tx)``: the registrar. Digest (401), suspension, expiry (423), NAT detection,
+  replace rules, un-register, bindings kept in memory and mirrored to SQLite.
+* ``admit(tx)``: a new INVITE that does not come from a mapping gateway. If its Request-URI is
+  the contact of one of our outbound registrations, it is that carrier's call
+  (``registration:<name>``); otherwise it must be an endpoint's: digest (407), suspension,
+  and the From user must be the authenticated account (``endpoint:<account>``).
+* ``route(callee)``: a call to an endpoint account goes to its registered contact (Request-URI)
+  at the address its REGISTER came from (through its NAT); an account with no live binding
+  gets 480.
+
+The rules are in `sipedge.registrar` (pure), the SQLite mirror in `sipedge.registrar_store`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sipedge.b2bua.switching import SwitchingPolicy, effective_policy
+from sipedge.config import RoutingGateway
+from sipedge.registrar import (
+    MIN_EXPIRES,
+    AuthGuard,
+    Binding,
+    BindingTable,
+    Outcome,
+    behind_nat,
+    decide_expiry,
+    parse_expires,
+)
+from sipedge.sip.digest import DigestServer, Verdict
+from sipedge.sip.message import (
+    ParseError,
+    make_response,
+    new_tag,
+    parse_name_addr,
+    parse_uri,
+)
+
+if TYPE_CHECKING:
+    from sipedge.b2bua.service import GatewayTarget
+    from sipedge.config import Config
+    from sipedge.registrar_store import BindingStore
+    from sipedge.registration import RegistrationManager
+    from sipedge.sip.transaction import ServerTransaction
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+ENDPOINT_PREFIX = "endpoint:"
+REGISTRATION_PREFIX = "registration:"
+CHALLENGE_ORDER = ("MD5", "SHA-256")
+
+
+@dataclass
+class RegistrarStats:
+    registers: int = 0
+    registered: int = 0  # 200 with a binding
+    unregistered: int = 0
+    challenges: int = 0
+    auth_failures: int = 0
+    suspended_rejects: int = 0  # 403 without a challenge while suspended
+    suspensions: int = 0
+    too_brief: int = 0
+    refused_exists: int = 0
+    expired: int = 0
+    invites_authenticated: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class EndpointService:
+    def __init__(
+        self,
+        config: Config,
+        store: BindingStore | None,
+        registrations: RegistrationManager | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.registrations = registrations
+        self.table = BindingTable()
+        self.stats = RegistrarStats()
+        p = config.parameters
+        self.guard = AuthGuard(p.endpoint_register_retry, p.endpoint_register_suspend)
+        # MD5 first: many deployed phones (and SIPp) read only the first challenge and give up
+        # on SHA-256; SHA-256 clients answer the second (both are verified, same nonce).
+        self.digest = DigestServer(realm=config.node_name, algorithms=CHALLENGE_ORDER, clock=clock)
+        self.apply_config(config)
+        if store is not None:
+            now = clock()
+            for binding in store.load(now):
+                if binding.account in self.passwords:
+                    self.table.bindings[binding.account] = binding
+            self.table.version += 1
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        p = config.parameters
+        self.passwords = {e.account: e.password for e in config.endpoints}
+        self.guard.configure(p.endpoint_register_retry, p.endpoint_register_suspend)
+        self.digest.realm = config.node_name
+        self.policy: SwitchingPolicy = effective_policy(
+            global_invite_timeout=p.sip_timeout_invite,
+            trying=p.sip_timeout_trying,
+            ringing=p.sip_timeout_ringing,
+            progress=p.sip_timeout_session_progress,
+            stop_after_sdp=p.sip_stop_switch_after_sdp,
+            stop_after_invite_timeout=p.sip_user_agent_stop_switch_after_invite_timeout,
+            user_busy=p.gateway_switch_stop_after_user_busy,
+            rtp_start=p.gateway_switch_stop_after_rtp_start,
+            until_connect=p.gateway_switch_until_connect,
+            gw_invite_timeout=None,
+            gw_stop_after_sdp=None,
+            gw_stop_after_invite_timeout=None,
+            gw_stop_codes=None,
+        )
+        # accounts removed from the config lose their bindings
+        for account in [a for a in self.table.bindings if a not in self.passwords]:
+            self._remove(account)
+
+    # -- housekeeping (called every 0.5 s by the daemon) ------------------------------------------
+    def tick(self) -> None:
+        gone = self.table.expire(self.clock())
+        self.stats.expired += len(gone)
+        if self.store is not None:
+            for account in gone:
+                self.store.delete(account)
+            self.store.flush()
+
+    def nat_devices(self) -> list[Addr]:
+        return self.table.nat_devices(self.clock())
+
+    # -- REGISTER ---------------------------------------------------------------------------
+    def _answer(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        tx.respond(make_response(tx.request, status, reason, to_tag=new_tag()))
+
+    def _challenge(self, tx: ServerTransaction, status: int, stale: bool = False) -> None:
+        self.stats.challenges += 1
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        response = make_response(tx.request, status, to_tag=new_tag())
+        name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+        for value in self.digest.challenges(stale):
+            response.headers.add(name, value)
+        tx.respond(response)
+
+    def _authenticate(
+        self, tx: ServerTransaction, claimed: str | None, challenge_status: int
+    ) -> str | None:
+        """The authenticated account, or None after answering (challenge or 403)."""
+        request = tx.request
+        now = self.clock()
+        source_ip = tx.source[0]
+        known = claimed if claimed in self.passwords else None
+        if self.guard.suspended(known, source_ip, now):
+            self.stats.suspended_rejects += 1
+            self._answer(tx, 403, "Suspended")
+            return None
+        header = request.headers.get("Authorization") or request.headers.get("Proxy-Authorization")
+        if not header:
+            self._challenge(tx, challenge_status)
+            return None
+        result = self.digest.check(header, request.method, self.passwords.get)
+        if result.verdict == Verdict.MALFORMED:
+            self._challenge(tx, challenge_status)
+            return None
+        if result.verdict == Verdict.STALE:
+            self._challenge(tx, challenge_status, stale=True)
+            return None
+        if result.verdict == Verdict.BAD or (claimed is not None and result.user != claimed):
+            self.stats.auth_failures += 1
+            account = result.user if result.user in self.passwords else known
+            if self.guard.failure(account, source_ip, now):
+                self.stats.suspensions += 1
+                log.warning(
+                    "authentication suspended: account %s, source %s (%s failures)",
+                    account,
+                    source_ip,
+                    self.guard.retry,
+                )
+            self._answer(tx, 403, "Bad Credentials")
+            return None
+        self.guard.success(result.user, source_ip)
+        return result.user
+
+    def on_register(self, tx: ServerTransaction) -> None:
+        self.stats.registers += 1
+        request = tx.request
+        try:
+            to_user = parse_uri(parse_name_addr(request.headers.get("To") or "").uri).user
+        except ParseError:
+            self._answer(tx, 400, "Bad To")
+            return
+        account = self._authenticate(tx, to_user, 401)
+        if account is None:
+            return
+        contacts = request.headers.get_all("Contact")
+        now = self.clock()
+        try:
+            header_expires = parse_expires(None, request.headers.get("Expires"))
+        except ValueError:
+            self._answer(tx, 400, "Bad Expires")
+            return
+        if not contacts:
+            self._ok(tx, self.table.get(account, now))  # a query
+            return
+        if len(contacts) > 1:
+            self._answer(tx, 400, "One Contact Per Registration")
+            return
+        raw = contacts[0].strip()
+        if raw == "*":
+            if header_expires != 0:
+                self._answer(tx, 400, "Wildcard Needs Expires 0")
+                return
+            self._remove(account)
+            self.stats.unregistered += 1
+            self._ok(tx, None)
+            return
+        try:
+            contact = parse_name_addr(raw)
+            contact_uri = parse_uri(contact.uri)
+            asked = parse_expires(contact.params.get("expires"), request.headers.get("Expires"))
+        except (ParseError, ValueError):
+            self._answer(tx, 400, "Bad Contact")
+            return
+        if asked == 0:
+            old = self.table.get(account, now)
+            if old is not None and (old.contact == contact.uri or old.call_id == request.call_id):
+                self._remove(account)
+            self.stats.unregistered += 1
+            self._ok(tx, None)
+            return
+        via = request.top_via
+        nat = behind_nat(tx.source, via.host, via.port, contact_uri.host, contact_uri.port)
+        p = self.config.parameters
+        decision = decide_expiry(asked, nat, p.endpoint_expire, p.endpoint_nat_expire)
+        if decision.granted is None:
+            self.stats.too_brief += 1
+            response = make_response(request, 423, to_tag=new_tag())
+            response.headers.add("Min-Expires", str(MIN_EXPIRES))
+            self.stats.by_status[423] = self.stats.by_status.get(423, 0) + 1
+            tx.respond(response)
+            return
+        binding = Binding(
+            account=account,
+            contact=contact.uri,
+            source=tx.source,
+            nat=nat,
+            expires_at=now + decision.granted,
+            call_id=request.call_id,
+            cseq=request.cseq[0],
+            registered_at=now,
+            user_agent=request.headers.get("User-Agent") or "",
+        )
+        outcome = self.table.register(binding, p.endpoint_register_replace, now)
+        if outcome == Outcome.REFUSED_EXISTS:
+            self.stats.refused_exists += 1
+            self._answer(tx, 403, "Already Registered")
+            return
+        if self.store is not None:
+            self.store.put(binding)
+        self.stats.registered += 1
+        self._ok(tx, binding, decision.granted)
+
+    def _ok(
+        self, tx: ServerTransaction, binding: Binding | None, granted: int | None = None
+    ) -> None:
+        response = make_response(tx.request, 200, to_tag=new_tag())
+        if binding is not None:
+            left = (
+                granted if granted is not None else max(0, int(binding.expires_at - self.clock()))
+            )
+            response.headers.add("Contact", f"<{binding.contact}>;expires={left}")
+        self.stats.by_status[200] = self.stats.by_status.get(200, 0) + 1
+        tx.respond(response)
+
+    def _remove(self, account: str) -> None:
+        if self.table.remove(account) and self.store is not None:
+            self.store.delete(account)
+
+    # -- calls ------------------------------------------------------------------------------
+    def admit(self, tx: ServerTransaction) -> str | None:
+        """Mapping name for a new INVITE not from a mapping gateway; "" when answered here;
+        None when it is nobody we know (the B2BUA answers 403)."""
+        request = tx.request
+        if self.registrations is not None:
+            name = self.registrations.match(request, tx.source)
+            if name is not None:
+                return REGISTRATION_PREFIX + name
+        if not self.passwords:
+            return None
+        try:
+            caller = parse_uri(parse_name_addr(request.headers.get("From") or "").uri).user
+        except ParseError:
+            return None
+        account = self._authenticate(tx, caller, 407)
+        if account is None:
+            return ""
+        self.stats.invites_authenticated += 1
+        return ENDPOINT_PREFIX + account
+
+    def route(self, callee: str) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
+        """Where a call to `callee` goes if it is an endpoint account (480: not registered)."""
+        if callee not in self.passwords:
+            return None
+        binding = self.table.get(callee, self.clock())
+        if binding is None:
+            return 480
+        from sipedge.b2bua.service import GatewayTarget
+
+        name = ENDPOINT_PREFIX + callee
+        host, port = binding.source
+        gw = RoutingGateway(name=name, address=host, port=port)
+        return GatewayTarget(name, host, port, gw, request_uri=binding.contact), self.policy
+
+    def bindings(self) -> list[dict[str, object]]:
+        now = self.clock()
+        return [b.to_json(now) for b in self.table.bindings.values() if b.live(now)]

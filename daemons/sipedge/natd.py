@@ -1,0 +1,421 @@
+"""sipedge-natd: NAT keep-alives to registered devices, sent from sipd's SIP socket.
+
+Every ``SS_SIP_NAT_KEEP_ALIVE_PERIOD`` seconds a cycle starts: the registered devices behind
+NAT (fetched from sipd at the start of the cycle) are sent ``SS_SIP_NAT_KEEP_ALIVE_MESSAGE``
+as a raw UDP payload, in batches of ``SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME`` devices, one batch
+every ``SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL`` ms. A cycle that cannot reach every device within
+its period stops there (the next one starts from the beginning, as the manual says); the
+devices it missed are counted. An empty message turns the feature off.
+
+The messages leave from sipd's signaling socket: sipd hands natd the descriptor over a unix
+socket (`sipedge.natlink`). When sipd is down natd waits and reconnects (bounded retries per
+second, forever); when sipd restarts natd closes the old descriptor, fetches the new one and
+the device list again. sipd does not need natd.
+
+`plan_cycle` (the schedule) is pure; `KeepAliveSender` does the I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sipedge import __version__
+from sipedge.config import Config, ConfigError, Parameters, load_config
+from sipedge.natlink import fetch_devices, fetch_socket, link_path
+from sipedge.systemd import notify
+
+log = logging.getLogger("sipedge.natd")
+
+Addr = tuple[str, int]
+
+
+# -- the schedule (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeepAliveSettings:
+    message: bytes
+    period: float  # seconds
+    interval: float  # seconds between batches
+    one_time: int  # devices per batch
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.message)
+
+    @property
+    def slots(self) -> int:
+        """Batches that fit in one cycle (offsets 0, interval, ... < period)."""
+        return max(1, math.ceil(self.period / self.interval - 1e-9))
+
+    @property
+    def capacity(self) -> int:
+        return self.slots * self.one_time
+
+    @classmethod
+    def from_parameters(cls, p: Parameters) -> KeepAliveSettings:
+        return cls(
+            message=p.sip_nat_keep_alive_message.encode(),
+            period=float(p.sip_nat_keep_alive_period),
+            interval=p.sip_nat_keep_alive_send_interval / 1000.0,
+            one_time=p.sip_nat_keep_alive_send_one_time,
+        )
+
+
+@dataclass(frozen=True)
+class Batch:
+    offset: float  # seconds after the cycle start
+    start: int  # device index range [start, end)
+    end: int
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    batches: tuple[Batch, ...]
+    missed: int  # devices this cycle cannot reach (capacity exceeded)
+
+
+def plan_cycle(devices: int, s: KeepAliveSettings) -> CyclePlan:
+    batches: list[Batch] = []
+    start = 0
+    k = 0
+    while start < devices and k < s.slots:
+        end = min(devices, start + s.one_time)
+        batches.append(Batch(round(k * s.interval, 6), start, end))
+        start = end
+        k += 1
+    return CyclePlan(tuple(batches), devices - start)
+
+
+# -- the sender ---------------------------------------------------------------------------------
+
+
+@dataclass
+class NatdStats:
+    devices: int = 0
+    sent: int = 0
+    send_errors: int = 0
+    cycles: int = 0
+    incomplete_cycles: int = 0
+    missed_last_cycle: int = 0
+    missed_total: int = 0
+    cycle_duration: float = 0.0  # first batch to last batch of the last cycle
+    batch_lag_max: float = 0.0  # worst lateness of a batch against its planned time
+    link_up: bool = False
+    link_connects: int = 0
+    last_cycle_start: float = 0.0
+
+
+Send = Callable[[bytes, Addr], None]
+
+
+async def run_cycle(
+    devices: Sequence[Addr],
+    s: KeepAliveSettings,
+    send: Send,
+    stats: NatdStats,
+    clock: Callable[[], float] = time.monotonic,
+    on_sent: Callable[[int, float], None] | None = None,
+) -> None:
+    """One cycle: the batches at their offsets; stops (missing the rest) at the period's end.
+    `on_sent(index, time)` is for the benchmark."""
+    t0 = clock()
+    plan = plan_cycle(len(devices), s)
+    missed = plan.missed
+    first = last = None
+    for i, batch in enumerate(plan.batches):
+        due = t0 + batch.offset
+        delay = due - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = clock()
+        if now - t0 >= s.period:
+            missed += sum(b.end - b.start for b in plan.batches[i:])
+            break
+        stats.batch_lag_max = max(stats.batch_lag_max, now - due)
+        first = now if first is None else first
+        for index in range(batch.start, batch.end):
+            try:
+                send(s.message, devices[index])
+                stats.sent += 1
+            except OSError:
+                stats.send_errors += 1
+            if on_sent is not None:
+                on_sent(index, clock())
+        last = clock()
+    stats.cycles += 1
+    stats.missed_last_cycle = missed
+    stats.missed_total += missed
+    if missed:
+        stats.incomplete_cycles += 1
+    stats.cycle_duration = (last - first) if first is not None and last is not None else 0.0
+
+
+@dataclass
+class KeepAliveDaemon:
+    config_path: Path
+    config: Config
+    stats: NatdStats = field(default_factory=NatdStats)
+    link: socket.socket | None = None
+    udp: socket.socket | None = None
+    local: Addr | None = None
+    version: int | None = None
+    devices: list[Addr] = field(default_factory=list)
+    reloads: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def settings(self) -> KeepAliveSettings:
+        return KeepAliveSettings.from_parameters(self.config.parameters)
+
+    @property
+    def path(self) -> Path:
+        return link_path(self.config.storage.path)
+
+    # link ------------------------------------------------------------------------------------
+    async def _connect(self) -> bool:
+        try:
+            link, udp, local = await asyncio.to_thread(fetch_socket, self.path)
+        except (OSError, ValueError, KeyError) as err:
+            log.debug("sipd not reachable at %s: %s", self.path, err)
+            return False
+        self.link, self.udp, self.local = link, udp, local
+        self.version = None
+        self.devices = []
+        self.stats.link_up = True
+        self.stats.link_connects += 1
+        link.setblocking(False)
+        asyncio.get_running_loop().add_reader(link.fileno(), self._on_link_readable)
+        log.info("got sipd's SIP socket %s:%s", *local)
+        return True
+
+    def _on_link_readable(self) -> None:
+        # sipd never writes on an idle link: readable means EOF (sipd gone) or garbage
+        assert self.link is not None
+        try:
+            data = self.link.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            log.info("sipd went away: letting its socket go")
+            self._drop_link()
+
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.link.fileno())
+            self.link.close()
+        if self.udp is not None:
+            self.udp.close()
+        self.link = self.udp = None
+        self.stats.link_up = False
+        self._wake.set()
+
+    async def _refresh_devices(self) -> None:
+        try:
+            answer = await asyncio.to_thread(fetch_devices, self.path, self.version)
+        except (OSError, ValueError) as err:
+            log.debug("device fetch failed: %s", err)
+            return
+        version = answer.get("version")
+        if not answer.get("unchanged"):
+            raw = answer.get("devices")
+            if isinstance(raw, list):
+                self.devices = [(str(d[0]), int(d[1])) for d in raw]
+        self.version = version if isinstance(version, int) else None
+        self.stats.devices = len(self.devices)
+
+    def _send(self, data: bytes, addr: Addr) -> None:
+        if self.udp is None:
+            raise OSError("no socket")
+        self.udp.sendto(data, addr)
+
+    # main loop -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            if self.udp is None and not await self._connect():
+                await self._sleep(1.0)
+                continue
+            s = self.settings
+            start = time.monotonic()
+            self.stats.last_cycle_start = time.time()
+            if s.enabled:
+                await self._refresh_devices()
+                if self.udp is not None:
+                    cycle = asyncio.create_task(run_cycle(self.devices, s, self._send, self.stats))
+                    stop = asyncio.create_task(self._stop.wait())
+                    await asyncio.wait({cycle, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    stop.cancel()
+                    if not cycle.done():
+                        cycle.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await cycle
+            if self.udp is not None:  # else: sipd went away, reconnect at once
+                await self._sleep(max(0.0, start + s.period - time.monotonic()))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on stop or when the link drops (to reconnect at once)."""
+        self._wake.clear()
+        waits = {asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake.wait())}
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
+
+    def reload(self) -> None:
+        try:
+            self.config = load_config(self.config_path)
+            self.reloads += 1
+            log.info("config reloaded")
+        except ConfigError as err:
+            log.error("config reload failed, keeping the running config:\n%s", err)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._drop_link()
+
+    def status(self) -> dict[str, object]:
+        s = self.settings
+        st = self.stats
+        return {
+            "version": __version__,
+            "enabled": s.enabled,
+            "link_up": st.link_up,
+            "sip_socket": list(self.local) if self.local else None,
+            "devices": st.devices,
+            "capacity_per_cycle": s.capacity,
+            "sent": st.sent,
+            "cycles": st.cycles,
+            "missed_last_cycle": st.missed_last_cycle,
+            "cycle_duration": round(st.cycle_duration, 6),
+        }
+
+
+class NatdCollector(Collector):
+    def __init__(self, daemon: KeepAliveDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        st = self.daemon.stats
+        s = self.daemon.settings
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"sipedge_natd_{name}", doc, value=value)
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"sipedge_natd_{name}", doc, value=value)
+
+        yield gauge("enabled", "1 when SS_SIP_NAT_KEEP_ALIVE_MESSAGE is not empty", s.enabled)
+        yield gauge("link_up", "1 while natd holds sipd's SIP socket", st.link_up)
+        yield gauge("devices", "Registered devices behind NAT", st.devices)
+        yield gauge("capacity", "Devices one cycle can reach", s.capacity)
+        yield counter("sent", "Keep-alive messages sent", st.sent)
+        yield counter("send_errors", "Keep-alive sends that failed", st.send_errors)
+        yield counter("cycles", "Keep-alive cycles run", st.cycles)
+        yield counter(
+            "incomplete_cycles", "Cycles that could not reach every device", st.incomplete_cycles
+        )
+        yield gauge(
+            "cycle_duration_seconds", "First to last batch of the last cycle", st.cycle_duration
+        )
+        yield gauge(
+            "missed_last_cycle", "Devices the last cycle did not reach", st.missed_last_cycle
+        )
+        yield counter("missed", "Devices missed, summed over cycles", st.missed_total)
+        yield gauge("batch_lag_max_seconds", "Worst lateness of a batch", st.batch_lag_max)
+        yield counter("link_connects", "Times natd (re)connected to sipd", st.link_connects)
+
+
+DAEMON_KEY: web.AppKey[KeepAliveDaemon] = web.AppKey("natd")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON_KEY].status())
+
+
+def build_app(daemon: KeepAliveDaemon, registry: CollectorRegistry) -> web.Application:
+    app = web.Application()
+    app[DAEMON_KEY] = daemon
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/api/status", _healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(config_path: Path, api: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        log.error("invalid config %s:\n%s", config_path, err)
+        return 2
+    daemon = KeepAliveDaemon(config_path, config)
+    registry = CollectorRegistry()
+    registry.register(NatdCollector(daemon))
+    runner = web.AppRunner(build_app(daemon, registry), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, _, port = api.rpartition(":")
+    try:
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    except OSError as err:
+        log.error("cannot serve the API on %s: %s", api, err)
+        await runner.cleanup()
+        return 1
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    log.info("sipedge-natd %s: link %s, API on http://%s", __version__, daemon.path, api)
+    notify("READY=1")
+    try:
+        await daemon.run()
+    finally:
+        notify("STOPPING=1")
+        daemon.close()
+        await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sipedge-natd", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, type=Path, help="path of sipedge.yaml")
+    parser.add_argument(
+        "--api", default="127.0.0.1:8082", help="host:port of natd's /healthz and /metrics"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sys.exit(asyncio.run(serve(args.config, args.api)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Registrations inside sipd: the registrar's bindings, outbound registrations, the natd link.
+
+One object (`Registry`) that `SipDaemon` creates at start, re-configures on reload and stops at
+shutdown, so the daemon needs only a few lines for all of it:
+
+* `EndpointService` (registrar, endpoint calls) hooked into the B2BUA as ``b2bua.endpoints``;
+* `RegistrationManager` (we register to carriers);
+* `BindingStore` (SQLite under storage.path), flushed and swept every 0.5 s;
+* `NatLinkServer` (``<storage.path>/natd.sock``) for sipedge-natd;
+* the API routes ``/api/registrations`` and ``/api/endpoints`` and their metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from sipedge.b2bua.endpoints import EndpointService
+from sipedge.natlink import NatLinkServer, link_path, sip_socket_fd
+from sipedge.registrar_store import BindingStore
+from sipedge.registration import RegistrationManager, RegState
+
+if TYPE_CHECKING:
+    from sipedge.b2bua.service import B2BUA
+    from sipedge.config import Config
+    from sipedge.sip.transport import UdpTransport
+
+log = logging.getLogger(__name__)
+
+TICK = 0.5
+
+
+class Registry:
+    def __init__(self, config: Config, b2bua: B2BUA, transport: UdpTransport) -> None:
+        self.config = config
+        self.store = BindingStore(config.storage.path)
+        self.registrations = RegistrationManager(
+            b2bua.transactions, transport.local_host_for, transport.port
+        )
+        self.endpoints = EndpointService(config, self.store, self.registrations)
+        b2bua.endpoints = self.endpoints
+        self.natlink = NatLinkServer(
+            link_path(config.storage.path), lambda: sip_socket_fd(transport), self._nat_devices
+        )
+        self._tick_task: asyncio.Task[None] | None = None
+
+    def _nat_devices(self) -> tuple[int, list[tuple[str, int]]]:
+        return self.endpoints.table.version, self.endpoints.nat_devices()
+
+    async def start(self) -> None:
+        await self.natlink.start()
+        self.registrations.apply_config(self.config.registrations, self.config.parameters)
+        self._tick_task = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.endpoints.tick()
+            except Exception:
+                log.exception("registrar housekeeping failed")
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self.endpoints.apply_config(config)
+        self.registrations.apply_config(config.registrations, config.parameters)
+
+    async def stop(self) -> None:
+        """Un-register (bounded, 2 s), close the natd link, write the bindings."""
+        await self.registrations.stop(self.config.parameters.sip_user_agent_send_unregister)
+        await self.natlink.close()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        self.store.close()
+
+    # -- API ---------------------------------------------------------------------------------
+    def add_routes(self, app: web.Application) -> None:
+        async def registrations(request: web.Request) -> web.Response:
+            return web.json_response(self.registrations.summaries())
+
+        async def endpoints(request: web.Request) -> web.Response:
+            now = self.endpoints.clock()
+            return web.json_response(
+                {
+                    "bindings": self.endpoints.bindings(),
+                    "suspended": self.endpoints.guard.suspended_now(now),
+                    "nat_devices": len(self.endpoints.nat_devices()),
+                }
+            )
+
+        app.router.add_get("/api/registrations", registrations)
+        app.router.add_get("/api/endpoints", endpoints)
+
+    # -- metrics -----------------------------------------------------------------------------
+    def metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self.endpoints.stats
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"sipedge_{name}", doc, value=value)
+
+        now = self.endpoints.clock()
+        bindings = [b for b in self.endpoints.table.bindings.values() if b.live(now)]
+        yield GaugeMetricFamily(
+            "sipedge_registrar_bindings", "Live endpoint registrations", value=len(bindings)
+        )
+        yield GaugeMetricFamily(
+            "sipedge_registrar_nat_bindings",
+            "Live endpoint registrations behind NAT",
+            value=sum(1 for b in bindings if b.nat),
+        )
+        yield counter("registrar_registers", "REGISTER requests received", s.registers)
+        yield counter("registrar_challenges", "Digest challenges sent (401/407)", s.challenges)
+        yield counter("registrar_auth_failures", "Failed digest authentications", s.auth_failures)
+        yield counter(
+            "registrar_suspended_rejects",
+            "Requests refused with 403 while the account or source was suspended",
+            s.suspended_rejects,
+        )
+        yield counter("registrar_suspensions", "Accounts/sources suspended", s.suspensions)
+        yield counter("registrar_too_brief", "REGISTERs answered 423", s.too_brief)
+        yield counter("registrar_expired", "Bindings that expired", s.expired)
+        yield counter(
+            "endpoint_invites_authenticated",
+            "INVITEs from endpoints admitted",
+            s.invites_authenticated,
+        )
+        r = self.registrations.stats
+        yield counter("registration_requests", "Outbound REGISTERs sent", r.sent)
+        yield counter("registration_successes", "Outbound registrations granted", r.registered)
+        yield counter("registration_failures", "Outbound registration failures", r.failures)
+        state = GaugeMetricFamily(
+            "sipedge_registration_up",
+            "1 when the outbound registration is registered",
+            labels=["name"],
+        )
+        for name, reg in sorted(self.registrations.entries.items()):
+            state.add_metric([name], 1 if reg.machine.state is RegState.REGISTERED else 0)
+        yield state
+        yield GaugeMetricFamily(
+            "sipedge_natd_link_connected", "natd connections to sipd", value=self.natlink.connected
+        )

@@ -1,0 +1,164 @@
+"""Outbound registration state machine (pure) and the driver's requests on a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sipedge.config import Parameters, Registration
+from sipedge.registration import (
+    OutboundRegistration,
+    RegistrationMachine,
+    RegistrationStats,
+    RegState,
+    ResponseInfo,
+    Send,
+    asked_expires,
+    response_info,
+)
+from sipedge.sip.digest import parse_auth_header
+from sipedge.sip.message import Headers, Request, Response
+
+CH = {"realm": "carrier", "nonce": "abc", "qop": "auth"}
+
+
+def machine(**kw: object) -> RegistrationMachine:
+    args: dict[str, object] = {"asked": 3600, "auto": True, "retry_delay": 60, "realm": None}
+    args.update(kw)
+    return RegistrationMachine(**args)  # type: ignore[arg-type]
+
+
+def test_asked_expires() -> None:
+    assert asked_expires(None, None) == (3600, True)
+    assert asked_expires(None, 600) == (600, False)
+    assert asked_expires(120, 600) == (120, False)
+
+
+def test_grant_and_refresh_at_half() -> None:
+    m = machine()
+    assert m.start().send == Send(3600)
+    step = m.on_response(ResponseInfo(200, granted=1800))
+    assert m.state is RegState.REGISTERED and step.wait == 900 and step.send is None
+    assert m.on_timer().send == Send(3600)  # the refresh asks the same again
+
+
+def test_one_challenge_answered_second_is_a_failure() -> None:
+    m = machine()
+    m.start()
+    step = m.on_response(ResponseInfo(401, challenge=CH))
+    assert step.send == Send(3600, CH, False)
+    step = m.on_response(ResponseInfo(401, challenge=CH))
+    assert m.state is RegState.FAILED and step.wait == 60 and step.send is None
+    # after the delay: a fresh start, credentials answered again
+    assert m.on_timer().send == Send(3600)
+    assert m.on_response(ResponseInfo(407, challenge=CH)).send == Send(3600, CH, True)
+    assert m.on_response(ResponseInfo(200)).wait == 1800  # no grant given: the asked value
+
+
+def test_stale_second_challenge_is_answered_once() -> None:
+    m = machine()
+    m.start()
+    m.on_response(ResponseInfo(401, challenge=CH))
+    assert m.on_response(ResponseInfo(401, challenge=CH, stale=True)).send is not None
+    m.on_response(ResponseInfo(401, challenge=CH, stale=True))
+    assert m.state is RegState.FAILED
+
+
+def test_423_retries_at_once_with_min_expires() -> None:
+    m = machine(asked=60, auto=False)
+    m.start()
+    assert m.on_response(ResponseInfo(423, min_expires=300)).send == Send(300)
+    assert m.on_response(ResponseInfo(200, granted=300)).wait == 150
+    m2 = machine(asked=60)
+    m2.start()
+    m2.on_response(ResponseInfo(423))  # no Min-Expires
+    assert m2.state is RegState.FAILED
+
+
+def test_every_failure_waits_exactly_the_retry_delay_forever() -> None:
+    m = machine(retry_delay=45)
+    for status in (403, 500, 503, 404, 486, 600):
+        m.start()
+        assert m.on_response(ResponseInfo(status)).wait == 45
+    m.start()
+    assert m.on_timeout().wait == 45
+    assert m.failures == 7
+
+
+def test_realm_mismatch_is_a_failure() -> None:
+    m = machine(realm="other")
+    m.start()
+    m.on_response(ResponseInfo(401, challenge=CH))
+    assert m.state is RegState.FAILED
+
+
+def test_unregister_answers_one_challenge() -> None:
+    m = machine()
+    m.start()
+    m.on_response(ResponseInfo(200, granted=600))
+    assert m.unregister().send == Send(0)
+    assert m.on_response(ResponseInfo(401, challenge=CH)).send == Send(0, CH, False)
+    m.on_response(ResponseInfo(200))
+    assert m.state is RegState.UNREGISTERED
+
+
+def test_response_info_reads_our_contact_grant() -> None:
+    h = Headers()
+    h.add("Contact", "<sip:other@1.2.3.4>;expires=10")
+    h.add("Contact", "<sip:u@10.0.0.1:5060;line=ab>;expires=120")
+    h.add("Expires", "999")
+    info = response_info(Response(200, "OK", h), "sip:u@10.0.0.1:5060;line=ab")
+    assert info.granted == 120
+    h2 = Headers()
+    h2.add("Expires", "77")
+    assert response_info(Response(200, "OK", h2), "sip:u@x").granted == 77
+
+
+class FakeLayer:
+    def __init__(self) -> None:
+        self.sent: list[Request] = []
+        self.scheduler = self
+        self.timers: list[tuple[float, Callable[[], object]]] = []
+
+    def call_later(self, delay: float, cb: Callable[[], object]) -> object:
+        self.timers.append((delay, cb))
+        return self
+
+    def cancel(self) -> None:
+        pass
+
+    def start_client(self, request: Request, dest: object, on_r: object, on_t: object) -> object:
+        self.sent.append(request)
+        self.on_response = on_r
+        return self
+
+    def stop_retransmitting(self) -> None:
+        pass
+
+
+def test_driver_builds_register_with_privacy_and_credentials() -> None:
+    layer = FakeLayer()
+    entry = Registration("c1", "127.0.0.1", 5080, "u1", "pw", None, None)
+    params = Parameters(sip_user_agent_privacy="Id")
+    reg = OutboundRegistration(
+        entry,
+        params,
+        layer,
+        lambda d: "127.0.0.9",
+        5060,
+        RegistrationStats(),  # type: ignore[arg-type]
+    )
+    reg.start()
+    first = layer.sent[0]
+    assert first.uri == "sip:127.0.0.1:5080"
+    assert first.headers.get("Expires") == "3600" and first.headers.get("Privacy") == "id"
+    assert first.headers.get("Contact") == f"<sip:u1@127.0.0.9:5060;line={reg.line}>"
+    h = Headers()
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        h.add(name, first.headers.get(name) or "")
+    h.add("WWW-Authenticate", 'Digest realm="carrier", nonce="n1", qop="auth", algorithm=MD5')
+    layer.on_response(reg.tx, Response(401, "Unauthorized", h))  # type: ignore[operator]
+    second = layer.sent[1]
+    _, p = parse_auth_header(second.headers.get("Authorization") or "")
+    assert p["username"] == "u1" and p["uri"] == "sip:127.0.0.1:5080" and p["nc"] == "00000001"
+    assert second.headers.get("Call-ID") == first.headers.get("Call-ID")
+    assert second.cseq[0] == first.cseq[0] + 1
