@@ -152,19 +152,21 @@ def sha256_of(path: Path, size: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def write_image(image: Path, device: Path) -> int:
-    """Copy image onto device, flushed to the disk; return the bytes written."""
-    written = 0
+def write_image(image: Path, device: Path, size: int) -> str:
+    """Copy `size` bytes of image onto device, flushed to the disk; return their sha256."""
+    digest = hashlib.sha256()
+    remaining = size
     with image.open("rb") as src, device.open("r+b") as dst:
-        while True:
-            block = src.read(CHUNK)
+        while remaining > 0:
+            block = src.read(min(CHUNK, remaining))
             if not block:
-                break
+                raise UpdateError(f"{image}: {remaining} bytes short")
+            digest.update(block)
             dst.write(block)
-            written += len(block)
+            remaining -= len(block)
         dst.flush()
         os.fsync(dst.fileno())
-    return written
+    return digest.hexdigest()
 
 
 def _drop_caches(device: Path) -> None:
@@ -255,10 +257,10 @@ def install(image: Path, sha256: str, tries: int, esp: Path = ESP) -> dict[str, 
     for name in ("vmlinuz", "initrd", "version"):
         with contextlib.suppress(FileNotFoundError):
             (esp / "sipedge" / target / name).unlink()
-    # 2. Write, then verify what is on the disk.
-    if sha256_of(image, size) != expected:
-        raise UpdateError(f"{image}: checksum mismatch before writing (expected {expected})")
-    write_image(image, device)
+    # 2. Write (hashing the source on the way), then verify what is on the disk.
+    source = write_image(image, device, size)
+    if source != expected:
+        raise UpdateError(f"{image}: sha256 {source}, expected {expected}")
     _drop_caches(device)
     got = sha256_of(device, size)
     if got != expected:
@@ -368,6 +370,15 @@ def check_once(config: Path) -> tuple[bool, str]:
     return True, f"sipd {sipd.get('version', '?')} healthy, mediad path {mediad.get('path', '?')}"
 
 
+def failed_units(units: tuple[str, ...]) -> list[str]:
+    """The units systemd gave up on (failed state, e.g. after their start limit)."""
+    result = subprocess.run(
+        ["systemctl", "is-failed", *units], capture_output=True, text=True, check=False
+    )
+    states = result.stdout.split()
+    return [u for u, state in zip(units, states, strict=False) if state == "failed"]
+
+
 def boot_check(config: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     reason = "not checked"
@@ -376,6 +387,10 @@ def boot_check(config: Path, timeout: float) -> bool:
         if ok:
             print(f"sipedge-update: healthy: {reason}")
             return True
+        failed = failed_units(("sipedge-sipd.service", "sipedge-mediad.service"))
+        if failed:
+            print(f"sipedge-update: not healthy: {', '.join(failed)} failed", file=sys.stderr)
+            return False
         time.sleep(2)
     print(f"sipedge-update: not healthy after {timeout:.0f} s: {reason}", file=sys.stderr)
     return False
