@@ -257,3 +257,45 @@ def test_too_small_in_dialog_refresh_gets_422(tmp: Path) -> None:
     (rejected,) = edge.responses(422, CALLER)
     assert rejected.headers.get("Min-SE") == "90"
     assert not edge.requests("UPDATE", GW)
+
+
+@pytest.mark.parametrize(
+    ("registered", "ua_privacy", "expected"),
+    [(True, "Id", "id"), (True, "None", "none"), (True, "Ignore", None), (False, "Id", None)],
+)
+def test_ua_privacy_applies_to_calls_through_an_outbound_registration(
+    tmp_path: Path, registered: bool, ua_privacy: str, expected: str | None
+) -> None:
+    """SS_SIP_USER_AGENT_PRIVACY covers calls sent to a carrier we are registered to."""
+    data = make_config(
+        tmp_path,
+        5060,
+        8080,
+        [gateway("gw1", 5060)],
+        parameters={"SS_SIP_USER_AGENT_PRIVACY": ua_privacy},
+    )
+    data["mapping_gateways"][0]["addresses"] = ["10.0.0.1/32"]
+    data["routing_gateways"][0]["address"] = GW[0]
+    if registered:
+        data["registrations"] = [
+            {
+                "name": "up",
+                "proxy": GW[0],
+                "port": GW[1],
+                "user": "edge",
+                "password": "pw",
+                "register_period": "Auto",
+            }
+        ]
+    sent: list[tuple[Request | Response, tuple[str, int]]] = []
+    b2bua = B2BUA(
+        parse_config(data),
+        FakeClock(),
+        lambda raw, addr: sent.append((parse_message(raw), addr)),
+        lambda dest: "10.0.0.9",
+        5060,
+        None,
+    )
+    b2bua.transactions.receive(caller_invite("INVITE, ACK, BYE"), CALLER)
+    invites = [m for m, a in sent if isinstance(m, Request) and m.method == "INVITE" and a == GW]
+    assert invites and invites[0].headers.get("Privacy") == expected

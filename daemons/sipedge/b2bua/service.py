@@ -121,6 +121,9 @@ class B2BUA:
         self.config = config
         self.sources = SourceTable([(m.name, m.addresses) for m in config.mapping_gateways])
         self.mappings = {m.name: m for m in config.mapping_gateways}
+        # Carriers we are registered to: calls sent to them go "through an outbound
+        # registration", where SS_SIP_USER_AGENT_PRIVACY applies (parameters.md).
+        self.registered_carriers = frozenset((r.proxy, r.port) for r in config.registrations)
         self.routes = RouteTable([(r.prefix, r.gateways) for r in config.routes])
         p = config.parameters
         self.policies: dict[str, SwitchingPolicy] = {
@@ -344,7 +347,10 @@ class B2BUA:
             headers.add(name, value)
         # Caller identity (From display/user, Privacy, PAI, PPI) per the gateway's settings.
         mapping = self.mappings.get(call.mapping_gateway or "")
-        policy = policy_from_config(self.config.parameters, gateway.config, mapping)
+        via_registration = (gateway.address, gateway.port) in self.registered_carriers
+        policy = policy_from_config(
+            self.config.parameters, gateway.config, mapping, via_registration=via_registration
+        )
         apply_identity(headers, outgoing_identity(call.incoming_identity, policy, our_host=host))
         return Request("INVITE", target, headers, original.body)
 
