@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= daemons/conf/sipedge.demo.yaml
 
-.PHONY: setup run test pytest lint unit molecule bench clean
+.PHONY: setup run test pytest lint unit molecule bench image vm test-image clean
 
 setup:
 	./.ci/setup
@@ -29,6 +29,18 @@ lint:
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
+
+## Appliance image (root): build raw + qcow2 under image/out/, boot it under QEMU (TCG here).
+image:
+	image/build
+
+vm: image
+	image/vm
+
+## The image's Molecule scenario (boot, A/B update, rollback): about 14 min under TCG, so it is
+## not part of `make test` yet (see docs/image.md).
+test-image: setup
+	./molecule/run vm
 
 bench: setup
 	$(PY) -m tests.bench.sip_cps

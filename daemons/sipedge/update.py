@@ -215,6 +215,7 @@ def status(esp: Path = ESP) -> dict[str, Any]:
         marker = esp / "sipedge" / s / "version"
         versions[s] = marker.read_text().strip() if marker.exists() else None
     return {
+        "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
         "booted": slot,
         "inactive": other(slot),
         "trial_boot": count_path,
