@@ -43,7 +43,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from sipedge.b2bua import watchdog
 from sipedge.media.client import MediaError, RelayAddress
-from sipedge.sdp import RelayEndpoint, SdpError, is_sdp, parse, rewrite
+from sipedge.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
     from sipedge.b2bua.call import Attempt, Call
@@ -305,18 +305,25 @@ class CallMedia:
         stats.count(stats.errors, exc.code)
         log.warning("call %s (%s): mediad %s failed: %s", self.call.id, session.key, what, exc)
 
-    async def _offer(self, session: Session, leg: str, body: bytes, required: bool) -> bytes | None:
-        backend = self.service.backend
-        assert backend is not None
+    def _parse_for_anchoring(self, session: Session, leg: str, body: bytes) -> Sdp | None:
+        """The SDP to anchor, or None when the body goes through as it is (session already
+        deleted, or SDP we cannot parse: the call proceeds unanchored and is counted)."""
         if session.deleted:
-            return body
+            return None
         try:
-            sdp = parse(body)
+            return parse(body)
         except SdpError as exc:
             log.warning(
                 "call %s: unparseable SDP from %s, not anchored: %s", self.call.id, leg, exc
             )
             self._unanchored("bad-sdp")
+            return None
+
+    async def _offer(self, session: Session, leg: str, body: bytes, required: bool) -> bytes | None:
+        backend = self.service.backend
+        assert backend is not None
+        sdp = self._parse_for_anchoring(session, leg, body)
+        if sdp is None:
             return body
         crypto = session.crypto[leg]
         peer_crypto = session.crypto[other(leg)]
@@ -359,15 +366,8 @@ class CallMedia:
     async def _answer(self, session: Session, leg: str, body: bytes) -> bytes | None:
         backend = self.service.backend
         assert backend is not None
-        if session.deleted:
-            return body
-        try:
-            sdp = parse(body)
-        except SdpError as exc:
-            log.warning(
-                "call %s: unparseable SDP from %s, not anchored: %s", self.call.id, leg, exc
-            )
-            self._unanchored("bad-sdp")
+        sdp = self._parse_for_anchoring(session, leg, body)
+        if sdp is None:
             return body
         crypto = session.crypto[leg]
         offerer = other(leg)
