@@ -18,7 +18,8 @@ test: setup lint pytest molecule
 pytest: setup
 	$(PY) -m pytest -q
 
-## Molecule scenarios (podman systemd containers): install, configure, upgrade N -> N+1.
+## Molecule scenarios: install, configure, upgrade N -> N+1 (podman systemd containers), then the
+## appliance image under QEMU (build, boot, A/B update, rollback; about 12 min under TCG).
 molecule: setup
 	./molecule/run
 
@@ -37,8 +38,7 @@ image:
 vm: image
 	image/vm
 
-## The image's Molecule scenario (boot, A/B update, rollback): about 14 min under TCG, so it is
-## not part of `make test` yet (see docs/image.md).
+## The image's Molecule scenario alone (also part of `make test`; see docs/image.md).
 test-image: setup
 	./molecule/run vm
 

@@ -157,7 +157,9 @@ static __always_inline void xor_pkt(struct xdp_md *ctx, struct scratch *sc, __u3
     if (keylen == 0 || keylen > MAX_KEY)
         return;
     void *data_end = (void *)(long)ctx->data_end;
-    __u8 *pay = (void *)(long)ctx->data + (pay_off & 2047);
+    OPAQUE(pay_off);
+    pay_off &= 2047;
+    __u8 *pay = (void *)(long)ctx->data + pay_off;
     __u32 p = keylen * ((keylen + 7) / keylen);
     __s64 o = 0;
     for (__u32 w = 0; w < MAX_PAYLOAD / 8; w++) {
@@ -285,8 +287,14 @@ int xdp_media_relay(struct xdp_md *ctx)
     if ((e->flags & F_LATCH) || e->dst_addr == 0 || e->dst_port == 0)
         return verdict(R_LATCH, XDP_PASS);
 
+    /* a byte swap's result is unbounded to the 6.1 verifier: restate the 16-bit bound where
+     * clang cannot drop it as redundant */
     __u32 ip_len = ntohs(ip->tot_len);
     __u32 udp_len = ntohs(udp->len);
+    OPAQUE(ip_len);
+    OPAQUE(udp_len);
+    ip_len &= 0xffff;
+    udp_len &= 0xffff;
     if (udp_len < 8 || ip_len != udp_len + 20 ||
         (void *)ip + ip_len > data_end)
         return verdict(R_BAD_LEN, XDP_PASS);
@@ -393,12 +401,16 @@ int xdp_media_relay(struct xdp_md *ctx)
                 xor_pkt(ctx, sc, pay_off, e->out_key, e->out_keylen);
         } else {
             /* RC4 on either leg: copy to scratch, transform, copy back */
-            if (bpf_xdp_load_bytes(ctx, pay_off, sc->buf, n) < 0)
+            /* the size argument must be provably 1..sizeof(buf) where the call is made */
+            __u32 len = n;
+            OPAQUE(len);
+            len = ((len - 1) & (BUF_SIZE - 1)) + 1;
+            if (bpf_xdp_load_bytes(ctx, pay_off, sc->buf, len) < 0)
                 return verdict(R_DROP, XDP_DROP);
             /* the loader leaves both modes none when the two legs share one cipher */
             apply(sc, in_mode, e->in_key, e->in_keylen, rtp);
             apply(sc, out_mode, e->out_key, e->out_keylen, rtp);
-            if (bpf_xdp_store_bytes(ctx, pay_off, sc->buf, n) < 0)
+            if (bpf_xdp_store_bytes(ctx, pay_off, sc->buf, len) < 0)
                 return verdict(R_DROP, XDP_DROP);
         }
     }

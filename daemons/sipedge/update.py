@@ -6,7 +6,9 @@ the one named by ``root=PARTLABEL=root-<slot>`` on the kernel command line. Comm
 ``status``
     The booted slot, the image release of each slot and the boot entries with their counters.
 ``install IMAGE --sha256 HEX``
-    Write a root file system image (image/out/sipedge-root.img) to the inactive slot, verify
+    Write a root file system image (image/out/sipedge-root.img; a file, a block device, or ``-``
+    for standard input, so that it can be streamed over ssh without a copy on the appliance's
+    disk) to the inactive slot, verify
     the checksum of what was written, carry the machine identity (machine-id, SSH host keys)
     over, put the slot's kernel and initrd on the ESP and add the entry
     ``sipedge-<slot>+<tries>.conf`` with the next version: systemd-boot boots it first, counting
@@ -37,7 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SLOTS = ("a", "b")
 ESP = Path(os.environ.get("SIPEDGE_ESP", "/efi"))
@@ -152,21 +154,40 @@ def sha256_of(path: Path, size: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def write_image(image: Path, device: Path, size: int) -> str:
-    """Copy `size` bytes of image onto device, flushed to the disk; return their sha256."""
+def write_image(src: BinaryIO, device: Path, capacity: int) -> tuple[str, int]:
+    """Copy src to its end onto device, flushed to the disk; return (sha256, bytes written).
+
+    A source longer than `capacity` (a stream whose length nobody knew) is refused once it
+    passes it; the slot is then half written, which is harmless: it has no boot entry."""
     digest = hashlib.sha256()
-    remaining = size
-    with image.open("rb") as src, device.open("r+b") as dst:
-        while remaining > 0:
-            block = src.read(min(CHUNK, remaining))
+    written = 0
+    with device.open("r+b") as dst:
+        while True:
+            block = src.read(CHUNK)
             if not block:
-                raise UpdateError(f"{image}: {remaining} bytes short")
+                break
+            if written + len(block) > capacity:
+                raise UpdateError(f"the image is larger than the slot ({capacity} bytes)")
             digest.update(block)
             dst.write(block)
-            remaining -= len(block)
+            written += len(block)
         dst.flush()
         os.fsync(dst.fileno())
-    return digest.hexdigest()
+    if written == 0:
+        raise UpdateError("the image is empty")
+    return digest.hexdigest(), written
+
+
+def is_stdin(image: Path) -> bool:
+    return str(image) == "-"
+
+
+def image_size(image: Path) -> int | None:
+    """Bytes in a file or block device; None for standard input (known once it ends)."""
+    if is_stdin(image):
+        return None
+    with image.open("rb") as f:
+        return f.seek(0, os.SEEK_END)
 
 
 def _drop_caches(device: Path) -> None:
@@ -238,14 +259,11 @@ def install(image: Path, sha256: str, tries: int, esp: Path = ESP) -> dict[str, 
     device = (PARTLABELS / f"root-{target}").resolve()
     if not device.exists():
         raise UpdateError(f"no partition root-{target}")
-    size = image.stat().st_size if not image.is_block_device() else None
-    if size is None:
-        with image.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
     with device.open("rb") as f:
         capacity = f.seek(0, os.SEEK_END)
-    if size > capacity:
-        raise UpdateError(f"{image} ({size} bytes) is larger than root-{target} ({capacity})")
+    known_size = image_size(image)
+    if known_size is not None and known_size > capacity:
+        raise UpdateError(f"{image} ({known_size} bytes) is larger than root-{target} ({capacity})")
     entries = read_entries(esp)
     template_entry = next((e for e in entries if e.slot == current), None)
     if template_entry is None:
@@ -259,7 +277,9 @@ def install(image: Path, sha256: str, tries: int, esp: Path = ESP) -> dict[str, 
         with contextlib.suppress(FileNotFoundError):
             (esp / "sipedge" / target / name).unlink()
     # 2. Write (hashing the source on the way), then verify what is on the disk.
-    source = write_image(image, device, size)
+    with contextlib.ExitStack() as stack:
+        src = sys.stdin.buffer if is_stdin(image) else stack.enter_context(image.open("rb"))
+        source, size = write_image(src, device, capacity)
     if source != expected:
         raise UpdateError(f"{image}: sha256 {source}, expected {expected}")
     _drop_caches(device)
@@ -403,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="slots, boot entries and counters (JSON)")
     p_install = sub.add_parser("install", help="write a root image to the inactive slot")
-    p_install.add_argument("image", type=Path, help="root file system image (or block device)")
+    p_install.add_argument(
+        "image", type=Path, help="root file system image: a file, a block device or - (stdin)"
+    )
     p_install.add_argument("--sha256", required=True, help="expected sha256 of the image")
     p_install.add_argument("--tries", type=int, default=3, help="boot tries before fallback")
     p_install.add_argument("--reboot", action="store_true", help="reboot into it afterwards")

@@ -15,10 +15,10 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +62,19 @@ class Stats:
 
 
 def program_source() -> str:
-    """The C text: from the repository's ebpf/ folder (or $SIPEDGE_EBPF_DIR)."""
+    """The C text: $SIPEDGE_EBPF_DIR, the source tree's ebpf/ folder, or the installed copy."""
     candidates = []
     env = os.environ.get("SIPEDGE_EBPF_DIR")
     if env:
         candidates.append(Path(env) / "media_relay.c")
     here = Path(__file__).resolve()
     candidates += [p / "ebpf" / "media_relay.c" for p in here.parents]
+    # installed from the wheel (pyproject's data-files), then a distribution's copy
+    candidates.append(Path(sys.prefix) / "share" / "sipedge" / "ebpf" / "media_relay.c")
     candidates.append(Path("/usr/share/sipedge/ebpf/media_relay.c"))
     for path in candidates:
         if path.is_file():
             return path.read_text()
-    try:  # packaged copy, if a build put one there
-        return resources.files("sipedge.media").joinpath("media_relay.c").read_text()
-    except (FileNotFoundError, ModuleNotFoundError):
-        pass
     raise XdpUnavailable("ebpf/media_relay.c not found (set SIPEDGE_EBPF_DIR)")
 
 
