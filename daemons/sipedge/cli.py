@@ -18,8 +18,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_cdr(args: argparse.Namespace) -> int:
-    from sipedge.cdr import open_readonly, read_cdrs
     from sipedge.config import ConfigError, load_config
+    from sipedge.store.sqlite.cdr import open_readonly, read_cdrs
 
     directory: Path
     if args.storage:

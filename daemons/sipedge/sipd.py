@@ -22,17 +22,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipedge import __version__
-from sipedge.api import build_app
-from sipedge.b2bua.media import MediaService, media_metrics
-from sipedge.b2bua.service import B2BUA
-from sipedge.cdr import CdrStore
+from sipedge.api.app import build_app
+from sipedge.appliance.systemd import notify
+from sipedge.calls.media_link import MediaService, media_metrics
+from sipedge.calls.service import B2BUA
 from sipedge.config import Config, ConfigError, load_config
 from sipedge.media.client import MediaClient
-from sipedge.natlink import open_udp_retrying
-from sipedge.registry import Registry
+from sipedge.natd.link import open_udp_retrying
+from sipedge.registrar.component import Registry
 from sipedge.sip.message import Request, Response
-from sipedge.sip.transport import Addr, TransportStats, UdpTransport
-from sipedge.systemd import notify
+from sipedge.sip.transport.udp import Addr, TransportStats, UdpTransport
+from sipedge.store.sqlite.cdr import CdrStore
 
 log = logging.getLogger("sipedge.sipd")
 

@@ -1,4 +1,4 @@
-"""Caller identity and privacy rewriting (sipedge.b2bua.identity, docs/identity.md)."""
+"""Caller identity and privacy rewriting (sipedge.calls.identity, docs/identity.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipedge.b2bua.identity import (
+from sipedge.calls.identity import (
     DialPlanRule,
     IdentityPolicy,
     IncomingIdentity,

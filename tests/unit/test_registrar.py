@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipedge.registrar import (
+from sipedge.registrar.rules import (
     AuthGuard,
     Binding,
     BindingTable,

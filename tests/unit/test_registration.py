@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sipedge.config import Parameters, Registration
-from sipedge.registration import (
+from sipedge.sip.digest import parse_auth_header
+from sipedge.sip.message import Headers, Request, Response
+from sipedge.uplinks.manager import (
     OutboundRegistration,
     RegistrationMachine,
     RegistrationStats,
@@ -15,8 +17,6 @@ from sipedge.registration import (
     asked_expires,
     response_info,
 )
-from sipedge.sip.digest import parse_auth_header
-from sipedge.sip.message import Headers, Request, Response
 
 CH = {"realm": "carrier", "nonce": "abc", "qop": "auth"}
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipedge.b2bua.routing import RouteTable, SourceTable, longest_prefix_route, match_source
+from sipedge.calls.routing import RouteTable, SourceTable, longest_prefix_route, match_source
 
 ROUTES: list[tuple[str, list[str]]] = [
     ("", ["default"]),

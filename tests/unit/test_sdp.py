@@ -1,11 +1,11 @@
-"""sipedge.sdp: parsing every stream's address, port and direction; rewriting to the relay."""
+"""sipedge.sip.sdp: parsing every stream's address, port and direction; rewriting to the relay."""
 
 from __future__ import annotations
 
 import pytest
 
-from sipedge.b2bua.watchdog import check_interval, last_packet, rtp_idle
-from sipedge.sdp import RelayEndpoint, SdpError, is_sdp, parse, rewrite
+from sipedge.calls.watchdog import check_interval, last_packet, rtp_idle
+from sipedge.sip.sdp import RelayEndpoint, SdpError, is_sdp, parse, rewrite
 
 OFFER = (
     b"v=0\r\n"

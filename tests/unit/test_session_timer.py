@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipedge.b2bua.session_timer import (
+from sipedge.calls.session_timer import (
     MAX_INTERVAL,
     RFC_MIN_SE,
     LegTimer,

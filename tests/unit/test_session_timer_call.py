@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sipedge.b2bua.service import B2BUA
+from sipedge.calls.service import B2BUA
 from sipedge.config import parse_config
 from sipedge.sip.message import Request, Response, make_response, parse_message
 from tests.conftest import gateway, make_config

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipedge.b2bua.switching import (
+from sipedge.calls.switching import (
     AttemptTracker,
     CallSwitcher,
     Next,

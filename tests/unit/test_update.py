@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sipedge import update
+from sipedge.appliance import update
 
 ENTRY_A = """title sipedge 0.1.0 (slot a)
 version 1

@@ -169,12 +169,12 @@ class MediaDaemon:
             *self.settings.port_range,
             len(self.table),
         )
-        from sipedge.systemd import notify
+        from sipedge.appliance.systemd import notify
 
         notify("READY=1")
 
     async def stop(self) -> None:
-        from sipedge.systemd import notify
+        from sipedge.appliance.systemd import notify
 
         notify("STOPPING=1")
         for runner in self._runners:

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from sipedge.sip.transport import MessageHandler, TransportStats, UdpTransport, open_udp
+from sipedge.sip.transport.udp import MessageHandler, TransportStats, UdpTransport, open_udp
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sipedge.b2bua.identity import IncomingIdentity
-from sipedge.b2bua.media import CALLEE, CALLER, CallMedia
-from sipedge.b2bua.session_timer import (
+from sipedge.calls.identity import IncomingIdentity
+from sipedge.calls.media_link import CALLEE, CALLER, CallMedia
+from sipedge.calls.session_timer import (
     EXPIRED,
     LegTimer,
     Reject422,
@@ -31,7 +31,7 @@ from sipedge.b2bua.session_timer import (
     negotiate_uas,
     retry_after_422,
 )
-from sipedge.b2bua.switching import (
+from sipedge.calls.switching import (
     AttemptTracker,
     CallSwitcher,
     Next,
@@ -41,7 +41,6 @@ from sipedge.b2bua.switching import (
     Timer,
     TimerChange,
 )
-from sipedge.cdr import AttemptRecord, CallRecord
 from sipedge.sip.dialog import Dialog, uac_dialog, uas_dialog
 from sipedge.sip.message import (
     Headers,
@@ -59,9 +58,10 @@ from sipedge.sip.transaction import (
     TimerHandle,
     build_cancel,
 )
+from sipedge.store.sqlite.cdr import AttemptRecord, CallRecord
 
 if TYPE_CHECKING:
-    from sipedge.b2bua.service import B2BUA, GatewayTarget
+    from sipedge.calls.service import B2BUA, GatewayTarget
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The registrar's rules, pure: bindings, expiry, NAT detection, brute-force suspension.
 
-No sockets and no SIP transactions here (that is `sipedge.b2bua.endpoints`), no SQLite (that is
-`sipedge.registrar_store`): every function takes the time as an argument so the rules are
+No sockets and no SIP transactions here (that is `sipedge.registrar.service`), no SQLite (that is
+`sipedge.store.sqlite.bindings`): every function takes the time as an argument so the rules are
 tested on a fake clock.
 
 Rules (parameters.md, "Registration"):

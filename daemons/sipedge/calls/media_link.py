@@ -26,7 +26,7 @@ expects ciphertext.
 
 "RTP started" (for `SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START`) is polled from mediad's `query`
 while an attempt is in setup; the RTP timeout and the maximum call duration are watched by
-`sipedge.b2bua.watchdog` from the answer on.
+`sipedge.calls.watchdog` from the answer on.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily
 
-from sipedge.b2bua import watchdog
+from sipedge.calls import watchdog
 from sipedge.media.client import MediaError, RelayAddress
-from sipedge.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
+from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
-    from sipedge.b2bua.call import Attempt, Call
+    from sipedge.calls.call import Attempt, Call
 
 log = logging.getLogger(__name__)
 

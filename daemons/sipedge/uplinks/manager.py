@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sipedge import __version__
-from sipedge.b2bua.identity import ua_privacy_header
+from sipedge.calls.identity import ua_privacy_header
 from sipedge.sip.digest import DigestError, answer_challenge, parse_auth_header, pick_challenge
 from sipedge.sip.message import (
     Headers,

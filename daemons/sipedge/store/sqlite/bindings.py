@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sipedge.registrar import Binding
+from sipedge.registrar.rules import Binding
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (

@@ -8,7 +8,7 @@ its period stops there (the next one starts from the beginning, as the manual sa
 devices it missed are counted. An empty message turns the feature off.
 
 The messages leave from sipd's signaling socket: sipd hands natd the descriptor over a unix
-socket (`sipedge.natlink`). When sipd is down natd waits and reconnects (bounded retries per
+socket (`sipedge.natd.link`). When sipd is down natd waits and reconnects (bounded retries per
 second, forever); when sipd restarts natd closes the old descriptor, fetches the new one and
 the device list again. sipd does not need natd.
 
@@ -36,9 +36,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipedge import __version__
+from sipedge.appliance.systemd import notify
 from sipedge.config import Config, ConfigError, Parameters, load_config
-from sipedge.natlink import fetch_devices, fetch_socket, link_path
-from sipedge.systemd import notify
+from sipedge.natd.link import fetch_devices, fetch_socket, link_path
 
 log = logging.getLogger("sipedge.natd")
 

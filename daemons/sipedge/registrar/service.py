@@ -12,7 +12,7 @@
   at the address its REGISTER came from (through its NAT); an account with no live binding
   gets 480.
 
-The rules are in `sipedge.registrar` (pure), the SQLite mirror in `sipedge.registrar_store`.
+The rules are in `sipedge.registrar.rules` (pure), the SQLite mirror in `sipedge.store.sqlite.bindings`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sipedge.b2bua.switching import SwitchingPolicy, effective_policy
+from sipedge.calls.switching import SwitchingPolicy, effective_policy
 from sipedge.config import RoutingGateway
-from sipedge.registrar import (
+from sipedge.registrar.rules import (
     MIN_EXPIRES,
     AuthGuard,
     Binding,
@@ -45,11 +45,11 @@ from sipedge.sip.message import (
 )
 
 if TYPE_CHECKING:
-    from sipedge.b2bua.service import GatewayTarget
+    from sipedge.calls.service import GatewayTarget
     from sipedge.config import Config
-    from sipedge.registrar_store import BindingStore
-    from sipedge.registration import RegistrationManager
     from sipedge.sip.transaction import ServerTransaction
+    from sipedge.store.sqlite.bindings import BindingStore
+    from sipedge.uplinks.manager import RegistrationManager
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class EndpointService:
         binding = self.table.get(callee, self.clock())
         if binding is None:
             return 480
-        from sipedge.b2bua.service import GatewayTarget
+        from sipedge.calls.service import GatewayTarget
 
         name = ENDPOINT_PREFIX + callee
         host, port = binding.source

@@ -14,18 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sipedge.b2bua.call import Call, CallState, copy_pass_through
-from sipedge.b2bua.identity import (
+from sipedge.calls.call import Call, CallState, copy_pass_through
+from sipedge.calls.identity import (
     apply_identity,
     incoming_identity,
     outgoing_identity,
     policy_from_config,
 )
-from sipedge.b2bua.media import MediaService
-from sipedge.b2bua.routing import RouteTable, SourceTable
-from sipedge.b2bua.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
-from sipedge.b2bua.switching import CallSwitcher, StopReason, SwitchingPolicy, effective_policy
-from sipedge.cdr import CallRecord, CdrStore
+from sipedge.calls.media_link import MediaService
+from sipedge.calls.routing import RouteTable, SourceTable
+from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
+from sipedge.calls.switching import CallSwitcher, StopReason, SwitchingPolicy, effective_policy
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import (
     Headers,
@@ -45,10 +44,11 @@ from sipedge.sip.transaction import (
     ServerTransaction,
     TransactionLayer,
 )
+from sipedge.store.sqlite.cdr import CallRecord, CdrStore
 
 if TYPE_CHECKING:
-    from sipedge.b2bua.endpoints import EndpointService
     from sipedge.config import Config, RoutingGateway
+    from sipedge.registrar.service import EndpointService
 
 log = logging.getLogger(__name__)
 

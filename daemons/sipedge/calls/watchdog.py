@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sipedge.b2bua.media import CallMedia, Session, WatchSettings
+    from sipedge.calls.media_link import CallMedia, Session, WatchSettings
 
 RTP_TIMEOUT = "RTP timeout"
 MAX_DURATION = "max call duration"

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from sipedge.b2bua.endpoints import EndpointService
-from sipedge.natlink import NatLinkServer, link_path, sip_socket_fd
-from sipedge.registrar_store import BindingStore
-from sipedge.registration import RegistrationManager, RegState
+from sipedge.natd.link import NatLinkServer, link_path, sip_socket_fd
+from sipedge.registrar.service import EndpointService
+from sipedge.store.sqlite.bindings import BindingStore
+from sipedge.uplinks.manager import RegistrationManager, RegState
 
 if TYPE_CHECKING:
-    from sipedge.b2bua.service import B2BUA
+    from sipedge.calls.service import B2BUA
     from sipedge.config import Config
-    from sipedge.sip.transport import UdpTransport
+    from sipedge.sip.transport.udp import UdpTransport
 
 log = logging.getLogger(__name__)
 
