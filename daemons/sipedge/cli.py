@@ -19,7 +19,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_cdr(args: argparse.Namespace) -> int:
     from sipedge.config import ConfigError, load_config
-    from sipedge.store.sqlite.cdr import open_readonly, read_cdrs
+    from sipedge.store import open_cdr_reader
 
     directory: Path
     if args.storage:
@@ -31,12 +31,14 @@ def _cmd_cdr(args: argparse.Namespace) -> int:
             print(err, file=sys.stderr)
             return 2
     try:
-        db = open_readonly(directory)
+        reader = open_cdr_reader(directory)
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 1
-    with db:
-        records = read_cdrs(db, args.limit, args.call_id)
+    try:
+        records = reader.recent(args.limit, args.call_id)
+    finally:
+        reader.close()
     if args.json:
         json.dump(records, sys.stdout, indent=2)
         print()

@@ -32,7 +32,7 @@ from sipedge.natd.link import open_udp_retrying
 from sipedge.registrar.component import Registry
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport.udp import Addr, TransportStats, UdpTransport
-from sipedge.store.sqlite.cdr import CdrStore
+from sipedge.store import CdrStore, open_cdr_store
 
 log = logging.getLogger("sipedge.sipd")
 
@@ -61,7 +61,7 @@ class SipDaemon:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.cdrs = CdrStore(self.config.storage.path)
+        self.cdrs = open_cdr_store(self.config.storage.path)
         listen = next((a for a in self.config.sip.listen if a.transport == "udp"), None)
         if listen is None:
             raise OSError("sip.listen has no udp:// address (only UDP is served for now)")

@@ -6,13 +6,13 @@ import pytest
 
 from sipedge.registrar.rules import (
     AuthGuard,
-    Binding,
     BindingTable,
     Outcome,
     behind_nat,
     decide_expiry,
     parse_expires,
 )
+from sipedge.store import Binding
 
 
 @pytest.mark.parametrize(

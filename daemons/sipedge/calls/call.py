@@ -58,7 +58,7 @@ from sipedge.sip.transaction import (
     TimerHandle,
     build_cancel,
 )
-from sipedge.store.sqlite.cdr import AttemptRecord, CallRecord
+from sipedge.store import AttemptRecord, CallRecord
 
 if TYPE_CHECKING:
     from sipedge.calls.service import B2BUA, GatewayTarget

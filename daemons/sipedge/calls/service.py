@@ -44,7 +44,7 @@ from sipedge.sip.transaction import (
     ServerTransaction,
     TransactionLayer,
 )
-from sipedge.store.sqlite.cdr import CallRecord, CdrStore
+from sipedge.store import CallRecord, CdrStore
 
 if TYPE_CHECKING:
     from sipedge.config import Config, RoutingGateway

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sipedge.natd.link import NatLinkServer, link_path, sip_socket_fd
 from sipedge.registrar.service import EndpointService
-from sipedge.store.sqlite.bindings import BindingStore
+from sipedge.store import open_binding_store
 from sipedge.uplinks.manager import RegistrationManager, RegState
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ TICK = 0.5
 class Registry:
     def __init__(self, config: Config, b2bua: B2BUA, transport: UdpTransport) -> None:
         self.config = config
-        self.store = BindingStore(config.storage.path)
+        self.store = open_binding_store(config.storage.path)
         self.registrations = RegistrationManager(
             b2bua.transactions, transport.local_host_for, transport.port
         )

@@ -1,7 +1,7 @@
 """The registrar's rules, pure: bindings, expiry, NAT detection, brute-force suspension.
 
-No sockets and no SIP transactions here (that is `sipedge.registrar.service`), no SQLite (that is
-`sipedge.store.sqlite.bindings`): every function takes the time as an argument so the rules are
+No sockets and no SIP transactions here (that is `sipedge.registrar.service`), no storage (that is
+`sipedge.store`): every function takes the time as an argument so the rules are
 tested on a fake clock.
 
 Rules (parameters.md, "Registration"):
@@ -23,34 +23,13 @@ Rules (parameters.md, "Registration"):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+
+from sipedge.store import Binding
 
 MIN_EXPIRES = 60
 
 Addr = tuple[str, int]
-
-
-@dataclass
-class Binding:
-    account: str
-    contact: str  # the Contact URI as registered (the Request-URI of calls to it)
-    source: Addr  # where the REGISTER came from (the NAT's public side when behind NAT)
-    nat: bool
-    expires_at: float  # wall clock
-    call_id: str
-    cseq: int
-    registered_at: float
-    user_agent: str = ""
-
-    def live(self, now: float) -> bool:
-        return self.expires_at > now
-
-    def to_json(self, now: float) -> dict[str, Any]:
-        out = asdict(self)
-        out["source"] = f"{self.source[0]}:{self.source[1]}"
-        out["expires_in"] = max(0, round(self.expires_at - now))
-        return out
 
 
 # -- expiry --------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
   at the address its REGISTER came from (through its NAT); an account with no live binding
   gets 480.
 
-The rules are in `sipedge.registrar.rules` (pure), the SQLite mirror in `sipedge.store.sqlite.bindings`.
+The rules are in `sipedge.registrar.rules` (pure), the store behind
+`sipedge.store.BindingStore`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from sipedge.config import RoutingGateway
 from sipedge.registrar.rules import (
     MIN_EXPIRES,
     AuthGuard,
-    Binding,
     BindingTable,
     Outcome,
     behind_nat,
@@ -43,12 +43,13 @@ from sipedge.sip.message import (
     parse_name_addr,
     parse_uri,
 )
+from sipedge.store import Binding
 
 if TYPE_CHECKING:
     from sipedge.calls.service import GatewayTarget
     from sipedge.config import Config
     from sipedge.sip.transaction import ServerTransaction
-    from sipedge.store.sqlite.bindings import BindingStore
+    from sipedge.store import BindingStore
     from sipedge.uplinks.manager import RegistrationManager
 
 log = logging.getLogger(__name__)

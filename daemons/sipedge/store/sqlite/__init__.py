@@ -1,1 +1,2 @@
-"""TODO"""
+"""The SQLite backend (the embedded default): one database file per kind under `storage.path`,
+WAL mode so readers (the CLI) never block the daemon's writer."""

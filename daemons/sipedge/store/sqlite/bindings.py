@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sipedge.registrar.rules import Binding
+from sipedge.store.records import Binding
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS bindings (
 """
 
 
-class BindingStore:
+class SqliteBindingStore:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "registrations.sqlite"

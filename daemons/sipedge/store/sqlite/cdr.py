@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from sipedge.store.records import CallRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cdr (
@@ -37,46 +39,7 @@ CREATE INDEX IF NOT EXISTS cdr_end_time ON cdr(end_time);
 """
 
 
-@dataclass
-class AttemptRecord:
-    """One INVITE to one routing gateway."""
-
-    gateway: str
-    start: float
-    end: float | None = None
-    # What ended it: a SIP status ("503"), "timeout: invite|trying|ringing|session progress",
-    # "cancelled", "answered" (for the winning attempt).
-    result: str = ""
-    status: int | None = None
-    # Why switching stopped after this attempt (the last attempt only), or "" if it went on.
-    stop_reason: str = ""
-
-
-@dataclass
-class CallRecord:
-    call_id: str
-    caller: str
-    callee: str
-    source: str
-    mapping_gateway: str | None
-    setup_time: float
-    answer_time: float | None = None
-    end_time: float = 0.0
-    release_side: str = ""  # caller / callee / system
-    cause: str = ""
-    final_status: int = 0
-    routing_gateway: str | None = None
-    switch_stop_reason: str = ""
-    attempts: list[AttemptRecord] = field(default_factory=list)
-
-    @property
-    def duration(self) -> float:
-        if self.answer_time is None:
-            return 0.0
-        return max(0.0, self.end_time - self.answer_time)
-
-
-class CdrStore:
+class SqliteCdrStore:
     """Append-only CDR table. Writes happen on the event loop: one INSERT + COMMIT, ~30 µs."""
 
     def __init__(self, directory: Path, *, durable: bool = False) -> None:
@@ -144,9 +107,17 @@ def read_cdrs(
     return result
 
 
-def open_readonly(directory: Path) -> sqlite3.Connection:
+class SqliteCdrReader:
     """For `sipedge cdr`: read while the daemon writes (WAL allows it)."""
-    path = directory / "cdr.sqlite"
-    if not path.exists():
-        raise FileNotFoundError(f"no CDR database at {path}")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def __init__(self, directory: Path) -> None:
+        path = directory / "cdr.sqlite"
+        if not path.exists():
+            raise FileNotFoundError(f"no CDR database at {path}")
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def recent(self, limit: int = 50, call_id: str | None = None) -> list[dict[str, Any]]:
+        return read_cdrs(self._db, limit, call_id)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,76 @@
+"""The records every store backend keeps: plain dataclasses, no I/O.
+
+Owns: `CallRecord` and `AttemptRecord` (one CDR and its attempts) and `Binding` (one
+registration of an endpoint account).
+Must not: import anything from sipedge, open files or sockets. The records carry only trivial
+views of themselves (`duration`, `live`, `to_json`); rules about them live with their users
+(`sipedge.calls`, `sipedge.registrar`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Addr = tuple[str, int]
+
+
+@dataclass
+class AttemptRecord:
+    """One INVITE to one routing gateway."""
+
+    gateway: str
+    start: float
+    end: float | None = None
+    # What ended it: a SIP status ("503"), "timeout: invite|trying|ringing|session progress",
+    # "cancelled", "answered" (for the winning attempt).
+    result: str = ""
+    status: int | None = None
+    # Why switching stopped after this attempt (the last attempt only), or "" if it went on.
+    stop_reason: str = ""
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    caller: str
+    callee: str
+    source: str
+    mapping_gateway: str | None
+    setup_time: float
+    answer_time: float | None = None
+    end_time: float = 0.0
+    release_side: str = ""  # caller / callee / system
+    cause: str = ""
+    final_status: int = 0
+    routing_gateway: str | None = None
+    switch_stop_reason: str = ""
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        if self.answer_time is None:
+            return 0.0
+        return max(0.0, self.end_time - self.answer_time)
+
+
+@dataclass
+class Binding:
+    account: str
+    contact: str  # the Contact URI as registered (the Request-URI of calls to it)
+    source: Addr  # where the REGISTER came from (the NAT's public side when behind NAT)
+    nat: bool
+    expires_at: float  # wall clock
+    call_id: str
+    cseq: int
+    registered_at: float
+    user_agent: str = ""
+
+    def live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        out = asdict(self)
+        out["source"] = f"{self.source[0]}:{self.source[1]}"
+        out["expires_in"] = max(0, round(self.expires_at - now))
+        return out

@@ -1,0 +1,130 @@
+"""The store contract: every backend behind `sipedge.store` keeps and returns the same things.
+
+Parametrised over backends (SQLite today); a new backend joins `BACKENDS` and must pass as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sipedge.store import (
+    AttemptRecord,
+    Binding,
+    BindingStore,
+    CallRecord,
+    CdrStore,
+    open_binding_store,
+    open_cdr_reader,
+    open_cdr_store,
+)
+
+BACKENDS: dict[str, tuple[Callable[[Path], CdrStore], Callable[[Path], BindingStore]]] = {
+    "sqlite": (open_cdr_store, open_binding_store),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def record(call_id: str, answered: bool = True) -> CallRecord:
+    return CallRecord(
+        call_id=call_id,
+        caller="1001",
+        callee="2002",
+        source="127.0.0.1:5070",
+        mapping_gateway="customer",
+        setup_time=100.0,
+        answer_time=102.0 if answered else None,
+        end_time=110.5,
+        release_side="caller",
+        cause="normal",
+        final_status=200 if answered else 486,
+        routing_gateway="carrier-b",
+        attempts=[
+            AttemptRecord("carrier-a", 100.0, 101.0, "503", 503),
+            AttemptRecord("carrier-b", 101.0, 110.5, "answered", 200),
+        ],
+    )
+
+
+def binding(account: str, expires_at: float) -> Binding:
+    return Binding(
+        account=account,
+        contact=f"sip:{account}@192.0.2.7:5060",
+        source=("192.0.2.7", 40000),
+        nat=True,
+        expires_at=expires_at,
+        call_id=f"reg-{account}",
+        cseq=3,
+        registered_at=90.0,
+        user_agent="phone/1.0",
+    )
+
+
+def test_cdrs_come_back_newest_first_with_attempts(tmp_path: Path, backend: str) -> None:
+    store = BACKENDS[backend][0](tmp_path)
+    store.write(record("a"))
+    store.write(record("b", answered=False))
+    assert store.written == 2
+    rows = store.recent(10)
+    assert [r["call_id"] for r in rows] == ["b", "a"]
+    assert rows[1]["duration"] == pytest.approx(8.5)
+    assert rows[0]["duration"] == 0.0
+    assert [a["gateway"] for a in rows[1]["attempts"]] == ["carrier-a", "carrier-b"]
+    assert rows[1]["attempts"][0]["status"] == 503
+    assert [r["call_id"] for r in store.recent(10, call_id="a")] == ["a"]
+    assert len(store.recent(1)) == 1
+    store.close()
+
+
+def test_a_reader_sees_what_the_writer_committed(tmp_path: Path, backend: str) -> None:
+    store = BACKENDS[backend][0](tmp_path)
+    store.write(record("a"))
+    reader = open_cdr_reader(tmp_path)
+    try:
+        assert [r["call_id"] for r in reader.recent(5)] == ["a"]
+    finally:
+        reader.close()
+        store.close()
+
+
+def test_reading_where_nothing_was_written_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        open_cdr_reader(tmp_path / "nothing")
+
+
+def test_bindings_survive_a_reopen_and_expire(tmp_path: Path, backend: str) -> None:
+    store = BACKENDS[backend][1](tmp_path)
+    store.put(binding("alice", expires_at=1000.0))
+    store.put(binding("bob", expires_at=150.0))
+    store.put(binding("carol", expires_at=1000.0))
+    store.delete("carol")
+    assert store.pending == 3
+    assert store.flush() == 3
+    assert store.pending == 0
+    assert store.flush() == 0
+    store.close()
+
+    again = BACKENDS[backend][1](tmp_path)
+    live = again.load(now=200.0)
+    assert [b.account for b in live] == ["alice"]
+    assert live[0] == binding("alice", expires_at=1000.0)
+    again.close()
+    # bob expired at load time and was removed from the store, not just filtered
+    third = BACKENDS[backend][1](tmp_path)
+    assert [b.account for b in third.load(now=0.0)] == ["alice"]
+    third.close()
+
+
+def test_close_flushes_pending_changes(tmp_path: Path, backend: str) -> None:
+    store = BACKENDS[backend][1](tmp_path)
+    store.put(binding("alice", expires_at=1000.0))
+    store.close()
+    again = BACKENDS[backend][1](tmp_path)
+    assert [b.account for b in again.load(now=0.0)] == ["alice"]
+    again.close()
