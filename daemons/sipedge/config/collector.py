@@ -1,0 +1,529 @@
+"""The collector: walks the loaded YAML section by section and keeps *every* problem.
+
+Owns: `_Collector` (the generic walking helpers: mapping with unknown-key hints, sequence,
+get/value with defaults, secrets; and one method per section building that section's dataclass)
+and the known keys of each list entry and of `media`.
+
+Must not: raise on a bad value (it records the problem and goes on with the default), check
+across sections (that is `loader._cross_checks`), read files or YAML, or import anything from
+sipedge outside config/.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any, TypeVar, cast
+
+from sipedge.config.errors import MISSING, ConfigProblem, Described, _Bad
+from sipedge.config.parameters import _PARAMETERS, PARAMETER_NAMES, parameter_field
+from sipedge.config.schema import (
+    ApiConfig,
+    DialPlanRule,
+    Endpoint,
+    ListenAddress,
+    MappingGateway,
+    MediaConfig,
+    Parameters,
+    Registration,
+    Route,
+    RoutingGateway,
+    SipConfig,
+    StorageConfig,
+)
+from sipedge.config.values import (
+    ADDRESS_ALLOWED,
+    HOST_ALLOWED,
+    LISTEN_ALLOWED,
+    NAME_ALLOWED,
+    PASSWORD_ALLOWED,
+    REGEX_ALLOWED,
+    REPLACE_ALLOWED,
+    RESEND_ALLOWED,
+    USER_ALLOWED,
+    _absolute_path,
+    _as_number,
+    _checked_name,
+    _default_on_off,
+    _host,
+    _host_port,
+    _ifname,
+    _integer,
+    _listen_uri,
+    _network,
+    _number,
+    _on_off,
+    _optional_host,
+    _optional_string,
+    _port,
+    _port_range,
+    _resend_entry,
+    _string,
+    _user,
+    _word_or,
+    _words,
+)
+
+T = TypeVar("T")
+
+
+_MAPPING_KEYS = ("name", "addresses", "support_privacy", "rtp_encryption")
+_ROUTING_KEYS = (
+    "name",
+    "address",
+    "port",
+    "transport",
+    "trusted",
+    "invite_timeout",
+    "stop_switch_after_sdp",
+    "stop_switch_after_invite_timeout",
+    "stop_switching_codes",
+    "privacy",
+    "p_asserted_identity",
+    "p_preferred_identity",
+    "caller_dial_plan",
+    "rtp_encryption",
+)
+_REGISTRATION_KEYS = ("name", "proxy", "port", "user", "password", "realm", "register_period")
+_MEDIA_KEYS = ("control_socket", "port_range", "fast_path", "interfaces")
+
+
+class _Collector:
+    """Walks the loaded YAML, parsing field by field and keeping every problem."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, path: str, value: object, allowed: str) -> None:
+        self.problems.append(ConfigProblem(path, value, allowed))
+
+    def value(self, path: str, raw: object, parse: Callable[[object], T], default: T) -> T:
+        """parse(raw), or record the problem and return `default`."""
+        try:
+            return parse(raw)
+        except _Bad as bad:
+            self.problem(path, raw, bad.allowed)
+            return default
+
+    def mapping(
+        self, path: str, raw: object, keys: Iterable[str], *, what: str = "a mapping"
+    ) -> dict[str, object]:
+        """`raw` as a dict (None -> {}); unknown keys are recorded and dropped."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problem(path, raw, what)
+            return {}
+        known = tuple(keys)
+        out: dict[str, object] = {}
+        for key, item in raw.items():
+            if isinstance(key, str) and key in known:
+                out[key] = item
+            else:
+                self.unknown_key(path, key, known)
+        return out
+
+    def unknown_key(self, path: str, key: object, known: tuple[str, ...]) -> None:
+        where = f"{path}.{key}" if path else str(key)
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+        if close:
+            allowed = f"a known key; did you mean {close[0]}?"
+        elif len(known) <= 16:
+            allowed = "one of " + ", ".join(known)
+        else:
+            allowed = "a known key (see parameters.md)"
+        self.problem(where, Described(f"the unknown key {key!r}"), allowed)
+
+    def sequence(self, path: str, raw: object, what: str = "a list") -> list[object]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.problem(path, raw, what)
+            return []
+        return raw
+
+    def get(
+        self,
+        path: str,
+        data: dict[str, object],
+        key: str,
+        parse: Callable[[object], T],
+        default: T,
+        *,
+        required: bool = False,
+        allowed: str = "",
+    ) -> T:
+        if key not in data:
+            if required:
+                self.problem(f"{path}.{key}", MISSING, allowed)
+            return default
+        return self.value(f"{path}.{key}", data[key], parse, default)
+
+    # -- sections ------------------------------------------------------------------------
+
+    def node_name(self, raw: object) -> str:
+        data = self.mapping("node", raw, ("name",))
+        return self.get("node", data, "name", _checked_name, "sipedge")
+
+    def sip(self, raw: object) -> SipConfig:
+        data = self.mapping("sip", raw, ("listen", "public_address"))
+        listen: list[ListenAddress] = []
+        if "listen" in data:
+            raw_listen = data["listen"]
+            items = [raw_listen] if isinstance(raw_listen, str) else raw_listen
+            entries = self.sequence("sip.listen", items, "a list of " + LISTEN_ALLOWED)
+            if not entries and isinstance(items, list):
+                self.problem("sip.listen", raw_listen, "at least one " + LISTEN_ALLOWED)
+            for i, item in enumerate(entries):
+                addr = self.value(f"sip.listen[{i}]", item, _listen_uri, None)
+                if addr is None:
+                    continue
+                if addr in listen:
+                    self.problem(f"sip.listen[{i}]", item, "each listen address once")
+                listen.append(addr)
+        public = self.get("sip", data, "public_address", _optional_host, None)
+        return SipConfig(tuple(listen) if listen else SipConfig.listen, public)
+
+    def api(self, raw: object) -> ApiConfig:
+        data = self.mapping("api", raw, ("listen", "token"))
+        host, port = ApiConfig.host, ApiConfig.port
+        if "listen" in data:
+            allowed = "host:port (IPv6 in brackets), port 1-65535"
+            host, port = self.value(
+                "api.listen", data["listen"], lambda v: _host_port(v, allowed), (host, port)
+            )
+        token = self.get("api", data, "token", _optional_string("null or a non-empty string"), None)
+        return ApiConfig(host, port, token)
+
+    def storage(self, raw: object) -> StorageConfig:
+        data = self.mapping("storage", raw, ("path",))
+        return StorageConfig(self.get("storage", data, "path", _absolute_path, StorageConfig.path))
+
+    def parameters(self, raw: object) -> Parameters:
+        data = self.mapping("parameters", raw, PARAMETER_NAMES)
+        values: dict[str, object] = {}
+        defaults = Parameters()
+        for name, raw_value in data.items():
+            path = f"parameters.{name}"
+            if name == "SS_SIP_RESEND_INTERVAL":
+                resend = self.resend_interval(path, raw_value)
+                if resend is not None:
+                    values[parameter_field(name)] = resend
+                continue
+            default = getattr(defaults, parameter_field(name))
+            values[parameter_field(name)] = self.value(path, raw_value, _PARAMETERS[name], default)
+        return Parameters(**cast(dict[str, Any], values))
+
+    def resend_interval(self, path: str, raw: object) -> tuple[float, ...] | None:
+        if isinstance(raw, str):
+            items: list[object] = [part.strip() for part in raw.split(",")]
+        elif isinstance(raw, list):
+            items = list(raw)
+        elif _as_number(raw) is not None:
+            items = [raw]
+        else:
+            self.problem(path, raw, RESEND_ALLOWED)
+            return None
+        if not 1 <= len(items) <= 20:
+            self.problem(path, raw, RESEND_ALLOWED)
+            return None
+        out: list[float] = []
+        ok = True
+        for i, item in enumerate(items):
+            n = self.value(f"{path}[{i}]", item, _resend_entry, -1.0)
+            ok = ok and n > 0
+            out.append(n)
+        return tuple(out) if ok else None
+
+    def mapping_gateways(self, raw: object) -> tuple[MappingGateway, ...]:
+        out: list[MappingGateway] = []
+        names: set[str] = set()
+        seen_networks: dict[IPv4Network | IPv6Network, str] = {}
+        for i, item in enumerate(self.sequence("mapping_gateways", raw)):
+            path = f"mapping_gateways[{i}]"
+            data = self.mapping(path, item, _MAPPING_KEYS)
+            if not isinstance(item, dict):
+                continue
+            name = self.get(
+                path, data, "name", _checked_name, "", required=True, allowed=NAME_ALLOWED
+            )
+            self.unique(f"{path}.name", name, names, "a name no other mapping gateway has")
+            networks: list[IPv4Network | IPv6Network] = []
+            if "addresses" not in data:
+                self.problem(f"{path}.addresses", MISSING, "a list of " + ADDRESS_ALLOWED)
+            else:
+                raw_addresses = data["addresses"]
+                entries = self.sequence(
+                    f"{path}.addresses", raw_addresses, "a list of " + ADDRESS_ALLOWED
+                )
+                if not entries and isinstance(raw_addresses, list | None):
+                    self.problem(f"{path}.addresses", raw_addresses, "at least one address")
+                for j, entry in enumerate(entries):
+                    net = self.value(f"{path}.addresses[{j}]", entry, _network, None)
+                    if net is None:
+                        continue
+                    other = seen_networks.get(net)
+                    if other is not None and other != name:
+                        self.problem(
+                            f"{path}.addresses[{j}]",
+                            entry,
+                            f"an address not already given to mapping gateway {other!r}",
+                        )
+                    seen_networks.setdefault(net, name)
+                    if net not in networks:
+                        networks.append(net)
+            privacy = self.get(path, data, "support_privacy", _on_off, False)
+            rtp = self.get(path, data, "rtp_encryption", _on_off, False)
+            out.append(MappingGateway(name, tuple(networks), privacy, rtp))
+        return tuple(out)
+
+    def unique(self, path: str, name: str, seen: set[str], allowed: str) -> None:
+        if not name:
+            return
+        if name in seen:
+            self.problem(path, name, allowed)
+        seen.add(name)
+
+    def routing_gateways(self, raw: object) -> tuple[RoutingGateway, ...]:
+        out: list[RoutingGateway] = []
+        names: set[str] = set()
+        identity = _words("None", "Passthrough", "Caller")
+        for i, item in enumerate(self.sequence("routing_gateways", raw)):
+            path = f"routing_gateways[{i}]"
+            data = self.mapping(path, item, _ROUTING_KEYS)
+            if not isinstance(item, dict):
+                continue
+            name = self.get(
+                path, data, "name", _checked_name, "", required=True, allowed=NAME_ALLOWED
+            )
+            self.unique(f"{path}.name", name, names, "a name no other routing gateway has")
+            gw = RoutingGateway(
+                name=name,
+                address=self.get(
+                    path, data, "address", _host, "", required=True, allowed=HOST_ALLOWED
+                ),
+                port=self.get(path, data, "port", _port, 5060),
+                transport=self.get(path, data, "transport", _words("udp", "tcp"), "udp"),
+                trusted=self.get(path, data, "trusted", _on_off, False),
+                invite_timeout=self.get(
+                    path,
+                    data,
+                    "invite_timeout",
+                    _word_or("Default", _number(1, 300), "Default or 1-300"),
+                    None,
+                ),
+                stop_switch_after_sdp=self.get(
+                    path, data, "stop_switch_after_sdp", _default_on_off, None
+                ),
+                stop_switch_after_invite_timeout=self.get(
+                    path, data, "stop_switch_after_invite_timeout", _default_on_off, None
+                ),
+                stop_switching_codes=self.codes(path, data),
+                privacy=self.get(
+                    path, data, "privacy", _words("None", "Passthrough", "Id"), "None"
+                ),
+                p_asserted_identity=self.get(path, data, "p_asserted_identity", identity, "None"),
+                p_preferred_identity=self.get(path, data, "p_preferred_identity", identity, "None"),
+                caller_dial_plan=self.dial_plan(f"{path}.caller_dial_plan", data),
+                rtp_encryption=self.get(path, data, "rtp_encryption", _on_off, False),
+            )
+            out.append(gw)
+        return tuple(out)
+
+    def codes(self, path: str, data: dict[str, object]) -> frozenset[int]:
+        path = f"{path}.stop_switching_codes"
+        raw = data.get("stop_switching_codes")
+        codes: set[int] = set()
+        for j, item in enumerate(self.sequence(path, raw, "a list of SIP codes 300-699")):
+            code = self.value(f"{path}[{j}]", item, _integer(300, 699), None)
+            if code is not None:
+                codes.add(code)
+        return frozenset(codes)
+
+    def dial_plan(self, path: str, data: dict[str, object]) -> tuple[DialPlanRule, ...]:
+        rules: list[DialPlanRule] = []
+        raw = data.get("caller_dial_plan")
+        for j, item in enumerate(self.sequence(path, raw, "a list of {match, replace} rules")):
+            rpath = f"{path}[{j}]"
+            rule = self.mapping(
+                rpath, item, ("match", "replace"), what="{match: ..., replace: ...}"
+            )
+            if not isinstance(item, dict):
+                continue
+            match = self.get(
+                rpath,
+                rule,
+                "match",
+                _string(REGEX_ALLOWED),
+                None,
+                required=True,
+                allowed=REGEX_ALLOWED,
+            )
+            replace = self.get(
+                rpath,
+                rule,
+                "replace",
+                _string(REPLACE_ALLOWED),
+                None,
+                required=True,
+                allowed=REPLACE_ALLOWED,
+            )
+            if match is None:
+                continue
+            try:
+                pattern = re.compile(match)
+            except re.error as err:
+                self.problem(f"{rpath}.match", match, f"a valid regular expression ({err})")
+                continue
+            if replace is None:
+                continue
+            try:
+                pattern.sub(replace, "")  # parses the template: bad group references fail here
+            except (re.error, IndexError) as err:
+                self.problem(
+                    f"{rpath}.replace", replace, f"a replacement valid for the match ({err})"
+                )
+                continue
+            rules.append(DialPlanRule(pattern, replace))
+        return tuple(rules)
+
+    def routes(self, raw: object, gateway_names: set[str]) -> tuple[Route, ...]:
+        out: list[Route] = []
+        prefixes: set[str] = set()
+        prefix_allowed = "a quoted string of digits, optionally starting with '+' (may be empty)"
+        for i, item in enumerate(self.sequence("routes", raw)):
+            path = f"routes[{i}]"
+            data = self.mapping(path, item, ("prefix", "gateways"))
+            if not isinstance(item, dict):
+                continue
+
+            def parse_prefix(value: object) -> str:
+                if not isinstance(value, str) or not re.fullmatch(r"\+?[0-9]*", value):
+                    raise _Bad(prefix_allowed)
+                return value
+
+            prefix = self.get(
+                path, data, "prefix", parse_prefix, None, required=True, allowed=prefix_allowed
+            )
+            if prefix is not None:
+                if prefix in prefixes:
+                    self.problem(f"{path}.prefix", prefix, "a prefix no other route has")
+                prefixes.add(prefix)
+            gateways: list[str] = []
+            gpath = f"{path}.gateways"
+            allowed = "a list of at least one routing gateway name"
+            if "gateways" not in data:
+                self.problem(gpath, MISSING, allowed)
+            else:
+                entries = self.sequence(gpath, data["gateways"], allowed)
+                if not entries and isinstance(data["gateways"], list | None):
+                    self.problem(gpath, data["gateways"], allowed)
+                for j, entry in enumerate(entries):
+                    if not isinstance(entry, str) or entry not in gateway_names:
+                        known = ", ".join(sorted(gateway_names)) or "none defined"
+                        self.problem(f"{gpath}[{j}]", entry, f"a routing gateway name ({known})")
+                    elif entry in gateways:
+                        self.problem(f"{gpath}[{j}]", entry, "each gateway once per route")
+                    else:
+                        gateways.append(entry)
+            if prefix is not None:
+                out.append(Route(prefix, tuple(gateways)))
+        return tuple(out)
+
+    def endpoints(self, raw: object) -> tuple[Endpoint, ...]:
+        out: list[Endpoint] = []
+        accounts: set[str] = set()
+        for i, item in enumerate(self.sequence("endpoints", raw)):
+            path = f"endpoints[{i}]"
+            data = self.mapping(path, item, ("account", "password"))
+            if not isinstance(item, dict):
+                continue
+            account = self.get(
+                path, data, "account", _user, "", required=True, allowed=USER_ALLOWED
+            )
+            self.unique(f"{path}.account", account, accounts, "an account no other endpoint has")
+            password = self.secret(f"{path}.password", data, required=True)
+            out.append(Endpoint(account, password))
+        return tuple(out)
+
+    def secret(self, path: str, data: dict[str, object], *, required: bool) -> str:
+        key = path.rsplit(".", 1)[1]
+        if key not in data:
+            if required:
+                self.problem(path, MISSING, PASSWORD_ALLOWED)
+            return ""
+        raw = data[key]
+        if isinstance(raw, str) and raw:
+            return raw
+        shown = raw if raw is None or raw == "" else Described(f"a {type(raw).__name__}")
+        self.problem(path, shown, PASSWORD_ALLOWED)
+        return ""
+
+    def registrations(self, raw: object) -> tuple[Registration, ...]:
+        out: list[Registration] = []
+        names: set[str] = set()
+        for i, item in enumerate(self.sequence("registrations", raw)):
+            path = f"registrations[{i}]"
+            data = self.mapping(path, item, _REGISTRATION_KEYS)
+            if not isinstance(item, dict):
+                continue
+            name = self.get(
+                path, data, "name", _checked_name, "", required=True, allowed=NAME_ALLOWED
+            )
+            self.unique(f"{path}.name", name, names, "a name no other registration has")
+            out.append(
+                Registration(
+                    name=name,
+                    proxy=self.get(
+                        path, data, "proxy", _host, "", required=True, allowed=HOST_ALLOWED
+                    ),
+                    port=self.get(path, data, "port", _port, 5060),
+                    user=self.get(
+                        path, data, "user", _user, "", required=True, allowed=USER_ALLOWED
+                    ),
+                    password=self.secret(f"{path}.password", data, required=True),
+                    realm=self.get(
+                        path, data, "realm", _optional_string("null or a non-empty string"), None
+                    ),
+                    register_period=self.get(
+                        path,
+                        data,
+                        "register_period",
+                        _word_or("Auto", _integer(20, 7200), "Auto or 20-7200"),
+                        None,
+                    ),
+                )
+            )
+        return tuple(out)
+
+    def media(self, raw: object) -> MediaConfig:
+        data = self.mapping("media", raw, _MEDIA_KEYS)
+        d = MediaConfig()
+        socket = self.get("media", data, "control_socket", _absolute_path, d.control_socket)
+        port_range = d.port_range
+        if "port_range" in data:
+            port_range = self.value(
+                "media.port_range", data["port_range"], _port_range, d.port_range
+            )
+        fast_path = self.get(
+            "media", data, "fast_path", _words("auto", "xdp", "userspace"), d.fast_path
+        )
+        interfaces = d.interfaces
+        if "interfaces" in data:
+            found: list[str] = []
+            raw_ifaces = data["interfaces"]
+            items = [raw_ifaces] if isinstance(raw_ifaces, str) else raw_ifaces
+            for j, item in enumerate(self.sequence("media.interfaces", items)):
+                name = self.value(f"media.interfaces[{j}]", item, _ifname, "")
+                if name and name in found:
+                    self.problem(f"media.interfaces[{j}]", item, "each interface once")
+                elif name:
+                    found.append(name)
+            interfaces = tuple(found)
+        if fast_path == "xdp" and not interfaces:
+            self.problem(
+                "media.interfaces", list(interfaces), "at least one interface when fast_path is xdp"
+            )
+        return MediaConfig(socket, port_range, fast_path, interfaces)

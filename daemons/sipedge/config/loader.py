@@ -1,0 +1,201 @@
+"""Entry points: parse a loaded document, load a YAML file, and `sipedge check-config`.
+
+Owns: `parse_config` (runs the collector over every section, then the cross-section checks),
+`_cross_checks`, the YAML loader that refuses duplicated keys, `load_config` (read, decode,
+YAML, parse; file-level problems), and `check_config_main` (the check-config command's output).
+
+Must not: parse single values (that is `values`) or walk sections (that is `collector`), or
+import anything from sipedge outside config/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sipedge.config.collector import _Collector
+from sipedge.config.errors import ConfigError, ConfigProblem, Described
+from sipedge.config.parameters import RTP_KEY_LENGTHS
+from sipedge.config.schema import Config
+
+# -- cross-checks ---------------------------------------------------------------------------
+
+
+def _cross_checks(c: _Collector, config: Config) -> None:
+    """Checks across sections, skipped where a section they read already has a problem
+    (so a bad value is reported once, not again as a consequence)."""
+
+    def clean(*prefixes: str) -> bool:
+        return not any(pr.path.startswith(prefixes) for pr in c.problems)
+
+    p = config.parameters
+    mode = p.rtpencryptionmode
+    encrypted = [
+        g.name or f"routing_gateways[{i}]"
+        for i, g in enumerate(config.routing_gateways)
+        if g.rtp_encryption
+    ] + [
+        g.name or f"mapping_gateways[{i}]"
+        for i, g in enumerate(config.mapping_gateways)
+        if g.rtp_encryption
+    ]
+    if mode != 0 and encrypted and clean("parameters.SS_RTPENCRYPTION"):
+        lo, hi, allowed = RTP_KEY_LENGTHS[mode]
+        size = len(p.rtpencryptionkey.encode("utf-8"))
+        if not lo <= size <= hi:
+            c.problem(
+                "parameters.SS_RTPENCRYPTIONKEY",
+                Described(f"a {size}-byte key"),
+                f"{allowed}, as gateways have rtp_encryption On ({', '.join(encrypted)})",
+            )
+    if not clean("sip.listen", "media.port_range", "api.listen"):
+        return
+    lo_port, hi_port = config.media.port_range
+    for i, listen in enumerate(config.sip.listen):
+        if listen.transport == "udp" and lo_port <= listen.port <= hi_port:
+            c.problem(
+                "media.port_range",
+                list(config.media.port_range),
+                f"a range that leaves out the SIP port {listen.port} (sip.listen[{i}])",
+            )
+    for i, listen in enumerate(config.sip.listen):
+        if listen.transport == "tcp" and listen.port == config.api.port:
+            same_host = listen.host == config.api.host or "0.0.0.0" in (
+                listen.host,
+                config.api.host,
+            )
+            if same_host:
+                c.problem(
+                    "api.listen",
+                    f"{config.api.host}:{config.api.port}",
+                    f"an address other than the SIP TCP listener sip.listen[{i}]",
+                )
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "node",
+    "sip",
+    "api",
+    "storage",
+    "parameters",
+    "mapping_gateways",
+    "routing_gateways",
+    "routes",
+    "endpoints",
+    "registrations",
+    "media",
+)
+
+
+def parse_config(data: object) -> Config:
+    """Validate an already-loaded YAML document; raise ConfigError listing every problem."""
+    c = _Collector()
+    if not isinstance(data, dict):
+        shown = (
+            Described("an empty document")
+            if data is None
+            else Described(f"a document of type {type(data).__name__}")
+        )
+        raise ConfigError([ConfigProblem("", shown, "a YAML mapping of config sections")])
+    top = c.mapping("", data, _TOP_KEYS)
+    routing = c.routing_gateways(top.get("routing_gateways"))
+    config = Config(
+        node_name=c.node_name(top.get("node")),
+        sip=c.sip(top.get("sip")),
+        api=c.api(top.get("api")),
+        storage=c.storage(top.get("storage")),
+        parameters=c.parameters(top.get("parameters")),
+        mapping_gateways=c.mapping_gateways(top.get("mapping_gateways")),
+        routing_gateways=routing,
+        routes=c.routes(top.get("routes"), {g.name for g in routing if g.name}),
+        endpoints=c.endpoints(top.get("endpoints")),
+        registrations=c.registrations(top.get("registrations")),
+        media=c.media(top.get("media")),
+    )
+    _cross_checks(c, config)
+    if c.problems:
+        raise ConfigError(c.problems)
+    return config
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicated keys in a mapping (YAML would keep the last)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _file_problem(text: str, allowed: str) -> ConfigError:
+    return ConfigError([ConfigProblem("", Described(text), allowed)])
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate the YAML config at `path`; ConfigError on any problem."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as err:
+        raise _file_problem(
+            f"cannot read {path}: {err.strerror or err}", "a readable file"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise _file_problem(f"{path} is not UTF-8 text ({err})", "a UTF-8 YAML file") from err
+    try:
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as err:
+        where = ""
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        reason = getattr(err, "problem", None) or str(err)
+        raise _file_problem(f"YAML syntax error in {path}{where}: {reason}", "valid YAML") from err
+    return parse_config(data)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def check_config_main(path: str) -> int:
+    """`sipedge check-config FILE`: 0 and a one-line summary, or 1 and every problem."""
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        print(f"{path}: {_count(len(err.problems), 'problem')}", file=sys.stderr)
+        return 1
+    parts = [
+        _count(len(config.routing_gateways), "routing gateway"),
+        _count(len(config.routes), "route"),
+        _count(len(config.mapping_gateways), "mapping gateway"),
+        _count(len(config.endpoints), "endpoint"),
+        _count(len(config.registrations), "registration"),
+    ]
+    print(f"OK: {path}: {', '.join(parts)}")
+    return 0

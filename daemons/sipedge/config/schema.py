@@ -1,0 +1,175 @@
+"""The shape of a loaded config: one frozen dataclass per section, `Config` holding them all.
+
+Owns: the dataclasses (`Config`, `SipConfig`, `ApiConfig`, `StorageConfig`, `Parameters`,
+`MappingGateway`, `RoutingGateway`, `DialPlanRule`, `Route`, `Endpoint`, `Registration`,
+`MediaConfig`, `ListenAddress`) and their defaults, which are the defaults of `parameters.md`.
+
+Must not: validate or parse anything (that is `values`, `collector` and `loader`), open files,
+or import anything from sipedge (not even the rest of config/).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    transport: str  # "udp" | "tcp"
+    host: str  # IPv6 without brackets
+    port: int
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    listen: tuple[ListenAddress, ...] = (ListenAddress("udp", "0.0.0.0", 5060),)
+    public_address: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: Path = Path("/var/lib/sipedge")
+
+
+DEFAULT_RESEND_INTERVAL: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The global softswitch parameters; field = parameter name, lower case, without "SS_"."""
+
+    # call setup and gateway switching
+    sip_timeout_invite: float = 10.0
+    sip_resend_interval: tuple[float, ...] = DEFAULT_RESEND_INTERVAL
+    sip_timeout_trying: float = 20.0
+    sip_timeout_ringing: float = 120.0
+    sip_timeout_session_progress: float = 20.0
+    sip_stop_switch_after_sdp: bool = True
+    sip_user_agent_stop_switch_after_invite_timeout: bool = False
+    gateway_switch_limit: int | None = None  # None: every gateway the route offers
+    gateway_switch_stop_after_rtp_start: bool = True
+    gateway_switch_stop_after_user_busy: bool = True
+    gateway_switch_until_connect: bool = False
+    # caller identity
+    sip_user_agent_privacy: str = "Ignore"  # Ignore / Id / None
+    sip_e164_display_from: str = "Ignore"  # Ignore / E164 / Original
+    # registration
+    sip_user_agent_expire: int | None = None  # None: Auto
+    sip_user_agent_retry_delay: int = 60
+    sip_user_agent_send_unregister: bool = True
+    endpoint_expire: int = 3600
+    endpoint_nat_expire: int = 300
+    endpoint_register_retry: int = 6
+    endpoint_register_suspend: int = 180
+    endpoint_register_replace: bool = True
+    # NAT keep-alive
+    sip_nat_keep_alive_message: str = "HELLO"
+    sip_nat_keep_alive_period: int = 30
+    sip_nat_keep_alive_send_interval: int = 500  # milliseconds
+    sip_nat_keep_alive_send_one_time: int = 3000
+    # media
+    media_proxy_behind_nat: bool = True
+    rtpencryptionmode: int = 0  # 0 none, 1 XOR, 2 RC4, 3 AES128
+    rtpencryptionkey: str = field(default="", repr=False)
+    media_rtp_timeout: float | None = 60.0  # None: Off (no RTP timeout)
+    max_call_duration: int | None = None  # None: no limit
+    # RFC 4028 session timers (docs/session-timers.md)
+    sip_session_timer: bool = True
+    sip_session_expires: int = 1800
+    sip_min_se: int = 90
+
+
+@dataclass(frozen=True)
+class MappingGateway:
+    name: str
+    addresses: tuple[IPv4Network | IPv6Network, ...]
+    support_privacy: bool = False
+    rtp_encryption: bool = False
+
+
+@dataclass(frozen=True)
+class DialPlanRule:
+    match: re.Pattern[str]
+    replace: str
+
+
+@dataclass(frozen=True)
+class RoutingGateway:
+    name: str
+    address: str
+    port: int = 5060
+    transport: str = "udp"
+    trusted: bool = False
+    invite_timeout: float | None = None  # None: SS_SIP_TIMEOUT_INVITE
+    stop_switch_after_sdp: bool | None = None  # None: SS_SIP_STOP_SWITCH_AFTER_SDP
+    # None: SS_SIP_USER_AGENT_STOP_SWITCH_AFTER_INVITE_TIMEOUT
+    stop_switch_after_invite_timeout: bool | None = None
+    stop_switching_codes: frozenset[int] = frozenset()
+    privacy: str = "None"  # None / Passthrough / Id
+    p_asserted_identity: str = "None"  # None / Passthrough / Caller
+    p_preferred_identity: str = "None"  # None / Passthrough / Caller
+    caller_dial_plan: tuple[DialPlanRule, ...] = ()
+    rtp_encryption: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    gateways: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    account: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    proxy: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    realm: str | None = None
+    register_period: int | None = None  # None: Auto (SS_SIP_USER_AGENT_EXPIRE)
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    control_socket: Path = Path("/run/sipedge/mediad.sock")
+    port_range: tuple[int, int] = (20000, 29999)
+    fast_path: str = "auto"  # auto / xdp / userspace
+    interfaces: tuple[str, ...] = ("eth0",)
+
+
+@dataclass(frozen=True)
+class Config:
+    node_name: str = "sipedge"
+    sip: SipConfig = field(default_factory=SipConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    parameters: Parameters = field(default_factory=Parameters)
+    mapping_gateways: tuple[MappingGateway, ...] = ()
+    routing_gateways: tuple[RoutingGateway, ...] = ()
+    routes: tuple[Route, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    registrations: tuple[Registration, ...] = ()
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+    def routing_gateway(self, name: str) -> RoutingGateway:
+        """The routing gateway called `name`; KeyError if there is none."""
+        for gw in self.routing_gateways:
+            if gw.name == name:
+                return gw
+        raise KeyError(name)
