@@ -1,1 +1,19 @@
-"""SIP protocol stack: messages, transport, transactions (RFC 3261)."""
+"""The SIP stack: the message grammar, transactions, dialogs, digest auth and the SDP body.
+
+What lives here, by module:
+
+* `message`: the RFC 3261 message grammar. `Request` / `Response`, `parse_message`,
+  `make_response` and fresh branch / tag / Call-ID values. It re-exports what its helper
+  modules own, so the rest of sipedge imports all of it from `sipedge.sip.message`:
+  `headers` (header names, `Headers`), `address` (`Via`, `NameAddr`, `SipUri` and their
+  parsers) and `errors` (`ParseError`).
+* `transaction`: the client and server transactions of RFC 3261 chapter 17, driven by a
+  `Scheduler` so a fake clock can run them in tests.
+* `dialog`: one side of a B2BUA call, a dialog as in RFC 3261 chapter 12.
+* `digest`: HTTP Digest authentication (RFC 7616, RFC 8760), server and client side.
+* `sdp`: the SDP body (RFC 4566 / 3264), as far as media anchoring needs it.
+* `transport`: one module per transport; the only code here that touches a socket.
+
+The rule: nothing in sip/ imports from sipedge outside sip/. Calls, the registrar, uplinks and
+the daemons build on the SIP stack, never the reverse.
+"""
