@@ -1,1 +1,51 @@
-"""B2BUA call control: routing, gateway switching, calls."""
+"""Call control: the B2BUA, its calls, and the rules they follow (docs/call-control.md).
+
+A new INVITE is admitted and routed by `service.B2BUA`; each call (`call.Call`) tries the
+routing gateways one after the other as `switching` decides, anchors its media at mediad
+(`media_link`), keeps both legs' session timers (`refresh`) and forwards in-dialog requests
+between its legs (`in_dialog`).
+
+Modules, from the leaves up (a module imports only those above it in this list):
+
+* pure, no I/O: `routing` (prefix and source tables), `switching` (gateway switching),
+  `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation);
+* plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
+  `media_session` (leg names,
+  relay sessions, watch settings);
+* glue: `watchdog` (RTP timeout, maximum duration) <- `media_link` (mediad) ;
+  `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`.
+
+A module that reports back to its owner declares what it needs as a Protocol and the owner
+implements it: `media_link.MediaEvents`, `watchdog.WatchedMedia`, `refresh.TimedCall` /
+`RefreshHost`, `in_dialog.ForwardingCall` / `ForwardingHost`, `call.CallHost` and
+`service.EndpointHooks` (implemented by `registrar.EndpointService`).
+
+Dependency direction: calls/ may import sip/, store/, config/ and media's client; nothing in
+sip/, store/ or media/ imports calls/. registrar/ and uplinks/ may import calls/ (its records,
+pure modules and the names below); calls/ never imports registrar/ or uplinks/. Modules inside
+calls/ import each other by module path, never through this package.
+
+Public names: `B2BUA`, `EndpointHooks`, `Call`, `CallStats`, `GatewayTarget`, `MediaBackend`,
+`MediaService`, `media_metrics`, `SwitchingPolicy`, `effective_policy`, `ua_privacy_header`.
+"""
+
+from sipedge.calls.attempt import CallStats, GatewayTarget
+from sipedge.calls.call import Call
+from sipedge.calls.identity import ua_privacy_header
+from sipedge.calls.media_link import MediaBackend, MediaService, media_metrics
+from sipedge.calls.service import B2BUA, EndpointHooks
+from sipedge.calls.switching import SwitchingPolicy, effective_policy
+
+__all__ = [
+    "B2BUA",
+    "Call",
+    "CallStats",
+    "EndpointHooks",
+    "GatewayTarget",
+    "MediaBackend",
+    "MediaService",
+    "SwitchingPolicy",
+    "effective_policy",
+    "media_metrics",
+    "ua_privacy_header",
+]

@@ -8,27 +8,34 @@ Life of a call:  SETUP (attempts running) -> CONFIRMED (a gateway answered, call
 yet) -> ENDED.  An attempt that is abandoned (its timer fired, or the caller cancelled) is
 cancelled if it has sent a provisional response, otherwise it just stops retransmitting; if it
 answers late anyway, we ACK that answer and send BYE at once.
+
+Owns: `Call`: the attempts, the answer, CANCEL, ACK and BYE from either side, the end and the
+CDR fields. One helper of each kind per call: `CallMedia` (media_link), `LegTimers` (refresh,
+RFC 4028) and `Forwarder` (in_dialog: every other in-dialog request). Records: `calls.records`.
+Must not: import `calls.service`. It uses the B2BUA that owns it through `CallHost`, which
+`B2BUA` implements, and reports its end with `CallHost.call_ended`.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
 from sipedge.calls.identity import IncomingIdentity
-from sipedge.calls.media_link import CALLEE, CALLER, CallMedia
+from sipedge.calls.in_dialog import Forwarder, ForwardingHost
+from sipedge.calls.media_link import CallMedia
+from sipedge.calls.media_session import CALLEE, CALLER
+from sipedge.calls.refresh import LegTimers, add_uas_headers
 from sipedge.calls.session_timer import (
     EXPIRED,
-    LegTimer,
     Reject422,
     TimerSettings,
     UasAnswer,
     has_option,
     negotiate_uac,
-    negotiate_uas,
     retry_after_422,
 )
 from sipedge.calls.switching import (
@@ -37,31 +44,18 @@ from sipedge.calls.switching import (
     Next,
     Stop,
     StopReason,
-    SwitchingPolicy,
     Timer,
     TimerChange,
 )
 from sipedge.sip.dialog import Dialog, uac_dialog, uas_dialog
-from sipedge.sip.message import (
-    Headers,
-    Request,
-    Response,
-    make_response,
-    new_branch,
-    new_tag,
-)
+from sipedge.sip.message import Request, Response, make_response, new_branch, new_tag
 from sipedge.sip.transaction import (
     ClientTransaction,
-    InviteClientTransaction,
     InviteServerTransaction,
     ServerTransaction,
-    TimerHandle,
     build_cancel,
 )
 from sipedge.store import AttemptRecord, CallRecord
-
-if TYPE_CHECKING:
-    from sipedge.calls.service import B2BUA, GatewayTarget
 
 log = logging.getLogger(__name__)
 
@@ -74,69 +68,32 @@ TIMER_NAMES = {
     Timer.SESSION_PROGRESS: "session progress",
 }
 
-# Headers of the caller's INVITE that travel to the gateway unchanged. Everything else that is
-# end-to-end (identity, privacy) is decided by the identity rules; hop-by-hop ones are ours.
-PASS_THROUGH = ("Content-Type", "Allow", "Accept", "User-Agent", "Subject", "Organization")
 
+class CallHost(ForwardingHost, Protocol):
+    """What a call uses of the B2BUA that owns it (`calls.service.B2BUA` implements it)."""
 
-class CallState(enum.Enum):
-    SETUP = "setup"
-    CONFIRMED = "confirmed"
-    ENDED = "ended"
-
-
-@dataclass
-class Attempt:
-    """One INVITE to one routing gateway."""
-
-    index: int
-    gateway: GatewayTarget
-    policy: SwitchingPolicy
-    tracker: AttemptTracker
-    invite: Request
-    record: AttemptRecord
-    tx: InviteClientTransaction | None = None
-    timer: TimerHandle | None = None
-    abandoned: bool = False
-    cancel_sent: bool = False
-    dialog: Dialog | None = None  # set by a 2xx
-    ack_bytes: bytes = b""  # our ACK for its 2xx, re-sent on each retransmitted 2xx
-    provisional: bool = False
-    retried_422: bool = False  # RFC 4028 section 7.1: one retry with the gateway's Min-SE
+    ALLOW: str
 
     @property
-    def destination(self) -> Addr:
-        return (self.gateway.address, self.gateway.port)
+    def stats(self) -> CallStats: ...
 
+    @property
+    def session_timers(self) -> TimerSettings: ...
 
-@dataclass
-class PendingRequest:
-    """An in-dialog request forwarded to the other leg, waiting for its final."""
+    def media_for(self, call: Call) -> CallMedia: ...
 
-    server_tx: ServerTransaction
-    from_leg: str  # "caller" or "callee"
-    forwarded: Request
+    def gateway_target(self, name: str) -> GatewayTarget: ...
 
+    def build_gateway_invite(self, call: Call, gateway: GatewayTarget) -> Request: ...
 
-@dataclass
-class LegSession:
-    """The RFC 4028 session timer of one leg (b2bua/session_timer.py decides, we arm)."""
+    def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None: ...
 
-    timer: LegTimer
-    refresh: TimerHandle | None = None
-    expire: TimerHandle | None = None
-    retried_422: bool = False
-
-    def cancel(self) -> None:
-        for handle in (self.refresh, self.expire):
-            if handle is not None:
-                handle.cancel()
-        self.refresh = self.expire = None
+    def call_ended(self, call: Call) -> None: ...
 
 
 @dataclass
 class Call:
-    b2bua: B2BUA
+    b2bua: CallHost
     invite_tx: InviteServerTransaction
     caller_number: str
     callee_number: str
@@ -151,18 +108,17 @@ class Call:
     caller_dialog: Dialog | None = None
     callee_dialog: Dialog | None = None
     caller_acked: bool = False
-    # forwarded re-INVITE CSeq per leg, so the originator's ACK can be forwarded
-    pending_ack_cseq: dict[str, int] = field(default_factory=dict)
-    media: CallMedia = field(init=False)  # relay sessions at mediad (b2bua/media.py)
+    media: CallMedia = field(init=False)  # relay sessions at mediad (media_link.py)
     # RFC 4028 session timers, per leg (docs/session-timers.md)
     session_settings: TimerSettings = field(init=False)
-    leg_sessions: dict[str, LegSession] = field(default_factory=dict)
-    allows_update: dict[str, bool] = field(default_factory=dict)
-    local_sdp: dict[str, bytes] = field(default_factory=dict)  # last SDP we sent on each leg
+    timers: LegTimers = field(init=False)
+    forwarder: Forwarder = field(init=False)  # in-dialog requests (in_dialog.py)
 
     def __post_init__(self) -> None:
-        self.media = self.b2bua.media.for_call(self)
+        self.media = self.b2bua.media_for(self)
         self.session_settings = self.b2bua.session_timers
+        self.timers = LegTimers(self, self.b2bua, self.session_settings)
+        self.forwarder = Forwarder(self, self.b2bua, self.media, self.timers)
 
     @property
     def id(self) -> str:
@@ -400,19 +356,21 @@ class Call:
         self._copy_record_route(out)
         out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
         out.headers.add("Allow", self.b2bua.ALLOW)
-        self.allows_update["caller"] = has_option(
+        self.timers.allows_update["caller"] = has_option(
             self.invite_tx.request.headers.get_all("Allow"), "UPDATE"
         )
-        self.allows_update["callee"] = has_option(response.headers.get_all("Allow"), "UPDATE")
+        self.timers.allows_update["callee"] = has_option(
+            response.headers.get_all("Allow"), "UPDATE"
+        )
         if attempt.invite.body:
-            self.local_sdp["callee"] = attempt.invite.body
-        self._start_leg_timer(
+            self.timers.local_sdp["callee"] = attempt.invite.body
+        self.timers.start(
             "callee", negotiate_uac(self.session_settings, response.headers.get("Session-Expires"))
         )
-        caller_timer = self._uas_timer(self.invite_tx.request)
+        caller_timer = self.timers.uas_timer(self.invite_tx.request)
         if isinstance(caller_timer, UasAnswer):
-            _add_uas_headers(out.headers, caller_timer)
-            self._start_leg_timer("caller", caller_timer.timer)
+            add_uas_headers(out.headers, caller_timer)
+            self.timers.start("caller", caller_timer.timer)
 
         def send(body: bytes | None) -> None:
             if body:
@@ -420,7 +378,7 @@ class Call:
                     "Content-Type", response.headers.get("Content-Type") or "application/sdp"
                 )
                 out.body = body
-                self.local_sdp["caller"] = body
+                self.timers.local_sdp["caller"] = body
             self.invite_tx.on_ack_timeout = self._on_caller_ack_timeout
             self.invite_tx.respond(out)
 
@@ -437,7 +395,7 @@ class Call:
             "ACK", host, port, cseq=attempt.invite.cseq[0], body=body, content_type=content_type
         )
         if body and attempt.dialog is self.callee_dialog:
-            self.local_sdp["callee"] = body  # late offer: our answer went in the ACK
+            self.timers.local_sdp["callee"] = body  # late offer: our answer went in the ACK
         attempt.ack_bytes = ack.to_bytes()
         self.b2bua.send_bytes(attempt.ack_bytes, attempt.destination)
 
@@ -495,26 +453,7 @@ class Call:
                 lambda body: self._ack_gateway(attempt, body or b"", content_type),
             )
             return
-        # ACK for a re-INVITE forwarded earlier: pass it to the other leg.
-        other = "callee" if leg == "caller" else "caller"
-        cseq = self.pending_ack_cseq.pop(other, None)
-        dialog = self._dialog(other)
-        if cseq is None or dialog is None:
-            return
-        content_type = ack.headers.get("Content-Type")
-
-        def send(body: bytes | None) -> None:
-            assert dialog is not None and cseq is not None
-            host, port = self.b2bua.via_for(dialog.destination[0])
-            out = dialog.request(
-                "ACK", host, port, cseq=cseq, body=body or b"", content_type=content_type
-            )
-            self.b2bua.send_bytes(out.to_bytes(), dialog.destination)
-
-        if self.current is None:
-            send(ack.body)
-            return
-        self.media.answer(self.current, leg, ack.body, content_type, True, send)
+        self.forwarder.forward_ack(leg, ack)  # the ACK of a forwarded re-INVITE
 
     def _on_caller_ack_timeout(self, tx: InviteServerTransaction) -> None:
         if self.state is CallState.CONFIRMED and not self.caller_acked:
@@ -526,14 +465,14 @@ class Call:
             self._finish("system", "no ACK from caller", 408)
 
     # -----------------------------------------------------------------------------------------
-    # In-dialog requests (both legs)
+    # In-dialog requests (both legs): what is not answered here goes to the Forwarder
     # -----------------------------------------------------------------------------------------
-    def _dialog(self, leg: str) -> Dialog | None:
+    def dialog(self, leg: str) -> Dialog | None:
         return self.caller_dialog if leg == "caller" else self.callee_dialog
 
     def on_dialog_request(self, leg: str, tx: ServerTransaction) -> None:
         request = tx.request
-        dialog = self._dialog(leg)
+        dialog = self.dialog(leg)
         if dialog is None or self.state is CallState.ENDED:
             tx.respond_status(481)
             return
@@ -543,113 +482,19 @@ class Call:
         dialog.remote_cseq = request.cseq[0]
         if request.method == "BYE":
             tx.respond_status(200)
-            other = self._dialog("callee" if leg == "caller" else "caller")
+            other = self.dialog("callee" if leg == "caller" else "caller")
             if other is not None:
                 self._send_bye(other)
             self._finish(leg, "normal clearing", 200)
             return
         if request.method in ("INVITE", "UPDATE"):
-            negotiated = self._uas_timer(request)
+            negotiated = self.timers.uas_timer(request)
             if isinstance(negotiated, Reject422):
                 out = make_response(request, 422, to_tag=dialog.local_tag)
                 out.headers.add("Min-SE", str(negotiated.min_se))
                 tx.respond(out)
                 return
-        self._forward_in_dialog(leg, tx)
-
-    def _forward_in_dialog(self, leg: str, tx: ServerTransaction) -> None:
-        request = tx.request
-        other_leg = "callee" if leg == "caller" else "caller"
-        other = self._dialog(other_leg)
-        if other is None:
-            tx.respond_status(481)
-            return
-        content_type = request.headers.get("Content-Type")
-
-        def send(body: bytes | None) -> None:
-            if self.state is CallState.ENDED:
-                tx.respond_status(481)
-                return
-            assert other is not None
-            host, port = self.b2bua.via_for(other.destination[0])
-            out = other.request(
-                request.method, host, port, body=body or b"", content_type=content_type
-            )
-            names = ["Event", "Subscription-State", "Info-Package"]
-            if not self.session_settings.enabled:
-                names += ["Session-Expires", "Min-SE"]  # timers off: end to end, as before
-            for name in names:
-                for value in request.headers.get_all(name):
-                    out.headers.add(name, value)
-            if request.method in ("INVITE", "UPDATE"):
-                self._add_uac_headers(other_leg, out.headers)
-                if out.body:
-                    self.local_sdp[other_leg] = out.body
-            pending = PendingRequest(server_tx=tx, from_leg=leg, forwarded=out)
-            self.b2bua.transactions.start_client(
-                out,
-                other.destination,
-                lambda ctx, resp: self._on_forwarded_response(pending, resp),
-                lambda ctx: self._on_forwarded_timeout(pending),
-            )
-
-        if self.current is None or request.method not in ("INVITE", "UPDATE"):
-            send(request.body)
-            return
-        self.media.offer(self.current, leg, request.body, content_type, send)
-
-    def _on_forwarded_response(self, pending: PendingRequest, response: Response) -> None:
-        tx = pending.server_tx
-        if response.status == 100:
-            return
-        request = tx.request
-        dialog = self._dialog(pending.from_leg)
-        local_tag = dialog.local_tag if dialog is not None else None
-        out = make_response(request, response.status, response.reason, to_tag=local_tag)
-        if request.method in ("INVITE", "UPDATE", "SUBSCRIBE") and 200 <= response.status < 300:
-            out.headers.add("Contact", self.b2bua.contact_for(tx.source[0]))
-        if request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300:
-            # a successful refresh on both legs (RFC 4028): each leg negotiates its own timer
-            other_leg = "callee" if pending.from_leg == "caller" else "caller"
-            self._start_leg_timer(
-                other_leg,
-                negotiate_uac(self.session_settings, response.headers.get("Session-Expires")),
-            )
-            negotiated = self._uas_timer(request)
-            if isinstance(negotiated, UasAnswer):
-                _add_uas_headers(out.headers, negotiated)
-                self._start_leg_timer(pending.from_leg, negotiated.timer)
-        if request.method == "INVITE" and 200 <= response.status < 300:
-            # The originator's ACK will arrive on its leg; we then ACK the other side.
-            other_leg = "callee" if pending.from_leg == "caller" else "caller"
-            if other_leg not in self.pending_ack_cseq:
-                self.pending_ack_cseq[other_leg] = pending.forwarded.cseq[0]
-
-        def send(body: bytes | None) -> None:
-            if body:
-                out.headers.set(
-                    "Content-Type", response.headers.get("Content-Type") or "application/sdp"
-                )
-                out.body = body
-                if request.method in ("INVITE", "UPDATE"):
-                    self.local_sdp[pending.from_leg] = body
-            tx.respond(out)
-
-        answerer = "callee" if pending.from_leg == "caller" else "caller"
-        if self.current is None or request.method not in ("INVITE", "UPDATE"):
-            send(response.body)
-            return
-        self.media.answer(
-            self.current,
-            answerer,
-            response.body,
-            response.headers.get("Content-Type"),
-            response.status >= 200,
-            send,
-        )
-
-    def _on_forwarded_timeout(self, pending: PendingRequest) -> None:
-        pending.server_tx.respond_status(408)
+        self.forwarder.forward(leg, tx)
 
     def _send_bye(self, dialog: Dialog) -> None:
         host, port = self.b2bua.via_for(dialog.destination[0])
@@ -659,106 +504,14 @@ class Call:
         )
 
     # -----------------------------------------------------------------------------------------
-    # RFC 4028 session timers (decisions in b2bua/session_timer.py)
+    # Media, session timers and the end
     # -----------------------------------------------------------------------------------------
-    def _uas_timer(self, request: Request) -> Reject422 | UasAnswer | None:
-        return negotiate_uas(
-            self.session_settings,
-            request.headers.get("Session-Expires"),
-            request.headers.get("Min-SE"),
-            request.headers.get_all("Supported"),
-        )
-
-    def _add_uac_headers(self, leg: str, headers: Headers) -> None:
-        """Session timer headers of an INVITE/UPDATE we send on `leg` (we are its UAC)."""
-        session = self.leg_sessions.get(leg)
-        if not self.session_settings.enabled:
-            return
-        headers.add("Supported", "timer")
-        if session is not None:
-            headers.add("Session-Expires", session.timer.header(we_are_uac=True))
-        else:
-            headers.add("Session-Expires", str(self.session_settings.interval))
-        headers.add("Min-SE", str(self.session_settings.floor))
-
-    def _start_leg_timer(self, leg: str, timer: LegTimer | None) -> None:
-        """(Re)start a leg's session timer after a successful (re)negotiation."""
-        old = self.leg_sessions.pop(leg, None)
-        if old is not None:
-            old.cancel()
-        if timer is None or self.state is CallState.ENDED:
-            return
-        session = LegSession(timer)
-        session.expire = self.b2bua.scheduler.call_later(
-            timer.expire_after, lambda: self._on_session_expired(leg, session)
-        )
-        if timer.we_refresh:
-            session.refresh = self.b2bua.scheduler.call_later(
-                timer.refresh_after, lambda: self._send_refresh(leg, session)
-            )
-        self.leg_sessions[leg] = session
-
-    def _send_refresh(self, leg: str, session: LegSession) -> None:
-        """We are the refresher: UPDATE without a body, or a re-INVITE with the last SDP we
-        sent on the leg when the peer did not list UPDATE in its Allow."""
-        session.refresh = None
-        dialog = self._dialog(leg)
-        if self.leg_sessions.get(leg) is not session or dialog is None:
-            return
-        if self.state is not CallState.CONFIRMED:
-            return
-        method = "UPDATE" if self.allows_update.get(leg) else "INVITE"
-        body = self.local_sdp.get(leg, b"") if method == "INVITE" else b""
-        host, port = self.b2bua.via_for(dialog.destination[0])
-        request = dialog.request(method, host, port, body=body)
-        self._add_uac_headers(leg, request.headers)
-        self.b2bua.transactions.start_client(
-            request,
-            dialog.destination,
-            lambda tx, resp: self._on_refresh_response(leg, session, request, resp),
-            _ignore_timeout,  # no answer: the expiry timer ends the call
-        )
-
-    def _on_refresh_response(
-        self, leg: str, session: LegSession, request: Request, response: Response
-    ) -> None:
-        status = response.status
-        if status < 200 or self.state is not CallState.CONFIRMED:
-            return
-        dialog = self._dialog(leg)
-        if request.method == "INVITE" and status < 300 and dialog is not None:
-            host, port = self.b2bua.via_for(dialog.destination[0])
-            ack = dialog.request("ACK", host, port, cseq=request.cseq[0])
-            self.b2bua.send_bytes(ack.to_bytes(), dialog.destination)
-        if self.leg_sessions.get(leg) is not session:
-            return  # another refresh (forwarded) restarted the leg meanwhile
-        if status < 300:
-            self._start_leg_timer(
-                leg, negotiate_uac(self.session_settings, response.headers.get("Session-Expires"))
-            )
-        elif status in (481, 408):
-            self.terminate(EXPIRED)  # RFC 3261 12.2.1.2: the dialog is gone
-        elif status == 422 and not session.retried_422:
-            interval = retry_after_422(self.session_settings, response.headers.get("Min-SE"))
-            if interval is not None:
-                session.timer = LegTimer(interval, we_refresh=True)
-                session.retried_422 = True
-                self._send_refresh(leg, session)
-        elif status in (405, 501) and request.method == "UPDATE":
-            self.allows_update[leg] = False
-            self._send_refresh(leg, session)
-
-    def _on_session_expired(self, leg: str, session: LegSession) -> None:
-        session.expire = None
-        if self.leg_sessions.get(leg) is not session or self.state is not CallState.CONFIRMED:
-            return
+    def on_session_expired(self, leg: str) -> None:
+        """No session refresh came on `leg` in time (RFC 4028 section 10, see refresh.py)."""
         log.info("call %s: no session refresh on the %s leg, ending the call", self.id, leg)
         self.b2bua.stats.session_timer_ends += 1
         self.terminate(EXPIRED)
 
-    # -----------------------------------------------------------------------------------------
-    # Media and the end
-    # -----------------------------------------------------------------------------------------
     def on_rtp_started(self, attempt_index: int) -> None:
         """The media relay saw RTP from the called side of this attempt."""
         if 0 <= attempt_index < len(self.attempts):
@@ -786,9 +539,7 @@ class Call:
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
-        for session in self.leg_sessions.values():
-            session.cancel()
-        self.leg_sessions.clear()
+        self.timers.cancel_all()
         for attempt in self.attempts:
             if attempt.timer is not None:
                 attempt.timer.cancel()
@@ -832,23 +583,9 @@ def caller_facing(status: int, reason: str | None) -> tuple[int, str | None]:
     return status, reason
 
 
-def _add_uas_headers(headers: Headers, answer: UasAnswer) -> None:
-    """Session timer headers of the 2xx we send as UAS (RFC 4028 section 9)."""
-    headers.add("Supported", "timer")
-    if answer.require_timer:
-        headers.add("Require", "timer")
-    headers.add("Session-Expires", answer.session_expires)
-
-
 def _ignore_response(tx: ClientTransaction, response: Response) -> None:
     return None
 
 
 def _ignore_timeout(tx: ClientTransaction) -> None:
     return None
-
-
-def copy_pass_through(source: Headers, target: Headers) -> None:
-    for name in PASS_THROUGH:
-        for value in source.get_all(name):
-            target.add(name, value)

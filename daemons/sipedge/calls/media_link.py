@@ -27,6 +27,11 @@ expects ciphertext.
 "RTP started" (for `SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START`) is polled from mediad's `query`
 while an attempt is in setup; the RTP timeout and the maximum call duration are watched by
 `sipedge.calls.watchdog` from the answer on.
+
+Owns: `MediaService` (the mediad client, counters, background tasks), `CallMedia` (one call's
+sessions and FIFO), the media metrics. Must not: send SIP, decide switching, or import
+`calls.call` / `calls.service`: it reports to its call through `MediaEvents`, which `Call`
+implements; the records it fills are in `calls.relay`, the attempts it reads in `calls.records`.
 """
 
 from __future__ import annotations
@@ -42,20 +47,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client.core import CounterMetricFamily
 
 from sipedge.calls import watchdog
+from sipedge.calls.attempt import Attempt
+from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
 from sipedge.media.client import MediaError, RelayAddress
 from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
-    from sipedge.calls.call import Attempt, Call
+    from sipedge.config import Parameters
 
 log = logging.getLogger(__name__)
 
-CALLER = "caller"
-CALLEE = "callee"
 
+class MediaEvents(Protocol):
+    """What media anchoring reports to the call it serves (`calls.call.Call` implements it)."""
 
-def other(leg: str) -> str:
-    return CALLEE if leg == CALLER else CALLER
+    @property
+    def id(self) -> str: ...
+
+    def on_rtp_started(self, attempt_index: int) -> None: ...
+
+    def terminate(self, cause: str) -> None: ...
 
 
 class MediaBackend(Protocol):
@@ -91,13 +102,6 @@ class MediaBackend(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class LegCrypto:
-    encrypted: bool = False
-    mode: int = 0
-    key: str = ""
-
-
 @dataclass
 class MediaStats:
     sessions_created: int = 0
@@ -110,13 +114,6 @@ class MediaStats:
 
     def count(self, table: dict[str, int], key: str) -> None:
         table[key] = table.get(key, 0) + 1
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    rtp_timeout: float | None = 60.0  # None: off
-    max_call_duration: float | None = None  # None: no limit
-    rtp_start_poll: float = 0.25  # seconds between "RTP started?" queries during setup
 
 
 class MediaService:
@@ -138,8 +135,12 @@ class MediaService:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def for_call(self, call: Call) -> CallMedia:
-        return CallMedia(self, call)
+    def for_call(
+        self, call: MediaEvents, caller_encrypted: bool, parameters: Parameters
+    ) -> CallMedia:
+        """The media side of a new call; `caller_encrypted` is its mapping gateway's
+        `rtp_encryption`, `parameters` the config snapshot the call started with."""
+        return CallMedia(self, call, caller_encrypted, parameters)
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for queued mediad work, deletes above all, to finish."""
@@ -154,45 +155,24 @@ class MediaService:
             await self.backend.close()
 
 
-@dataclass
-class Session:
-    """The relay side of one attempt (all its streams)."""
-
-    key: str  # the attempt's Call-ID: mediad call-ids are `<key>/<stream>`
-    crypto: dict[str, LegCrypto]
-    relay_for: dict[str, dict[int, RelayEndpoint]] = field(
-        default_factory=lambda: {CALLER: {}, CALLEE: {}}
-    )  # where peer X must send stream i
-    streams: set[int] = field(default_factory=set)  # created at mediad
-    offer_from: str | None = None  # leg whose offer awaits its final answer
-    hold: dict[str, bool] = field(default_factory=lambda: {CALLER: False, CALLEE: False})
-    sdp_changed: float = field(default_factory=time.time)  # wall clock of the last SDP
-    deleted: bool = False
-    rtp_watch: asyncio.Task[Any] | None = None
-
-    def mediad_id(self, stream: int) -> str:
-        return f"{self.key}/{stream}"
-
-    @property
-    def on_hold(self) -> bool:
-        return any(self.hold.values())
-
-
 Then = Callable[[bytes | None], None]
 
 
 class CallMedia:
     """The media side of one call: its sessions (one per attempt) and their FIFO of work."""
 
-    def __init__(self, service: MediaService, call: Call) -> None:
+    def __init__(
+        self,
+        service: MediaService,
+        call: MediaEvents,
+        caller_encrypted: bool,
+        params: Parameters,
+    ) -> None:
         self.service = service
         self.call = call
-        b2bua = call.b2bua
-        params = b2bua.config.parameters
-        mapping = b2bua.mappings.get(call.mapping_gateway or "")
         self._mode = params.rtpencryptionmode
         self._key = params.rtpencryptionkey
-        self._caller_crypto = self._crypto(bool(mapping and mapping.rtp_encryption))
+        self._caller_crypto = self._crypto(caller_encrypted)
         self.settings = WatchSettings(
             params.media_rtp_timeout,
             params.max_call_duration,
@@ -220,6 +200,9 @@ class CallMedia:
             )
             self.sessions[attempt.index] = session
         return session
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self.service.spawn(coro)
 
     # -- the FIFO ---------------------------------------------------------------------------
     def _submit(
@@ -404,7 +387,9 @@ class CallMedia:
     # -- life of the sessions -----------------------------------------------------------------
     def release(self, attempt: Attempt) -> None:
         """The attempt is over (failed, abandoned, call ended): free its relay ports."""
-        session = self.sessions.get(attempt.index)
+        self._release(self.sessions.get(attempt.index))
+
+    def _release(self, session: Session | None) -> None:
         if session is None or session.deleted:
             return
         session.deleted = True
@@ -417,8 +402,8 @@ class CallMedia:
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
-        for attempt in self.call.attempts:
-            self.release(attempt)
+        for index in sorted(self.sessions):  # attempt order, as the call made them
+            self._release(self.sessions[index])
 
     async def _delete(self, session: Session) -> bytes | None:
         backend = self.service.backend
@@ -532,14 +517,10 @@ def media_metrics(stats: MediaStats) -> Iterator[CounterMetricFamily]:
 
 
 __all__ = [
-    "CALLEE",
-    "CALLER",
     "CallMedia",
-    "LegCrypto",
     "MediaBackend",
+    "MediaEvents",
     "MediaService",
     "MediaStats",
-    "Session",
-    "WatchSettings",
     "media_metrics",
 ]

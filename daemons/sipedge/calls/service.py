@@ -4,6 +4,12 @@ It is the transaction user of `sipedge.sip.transaction`: new requests, CANCELs, 
 and stray responses arrive here. Everything configurable is taken from a `Config` snapshot
 (`apply_config`) so that a reload changes new calls only; calls in progress keep their own
 switching policies and gateway targets.
+
+Owns: `B2BUA` (admission, routing, the calls and dialogs by id, the gateway INVITE of each
+attempt, the CDR write) and `EndpointHooks`, the registrar's part in admission and routing.
+Must not: import registrar/ (its `EndpointService` implements `EndpointHooks` and is plugged in
+as `B2BUA.endpoints`), or carry out a call's decisions: it hands each call its in-dialog
+traffic, and only re-sends a call's ACK for a 2xx retransmitted after its transaction ended.
 """
 
 from __future__ import annotations
@@ -11,20 +17,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from sipedge.calls.call import Call, CallState, copy_pass_through
+from sipedge.calls.attempt import CallState, CallStats, GatewayTarget
+from sipedge.calls.call import Call
 from sipedge.calls.identity import (
     apply_identity,
     incoming_identity,
     outgoing_identity,
     policy_from_config,
 )
-from sipedge.calls.media_link import MediaService
+from sipedge.calls.media_link import CallMedia, MediaService
 from sipedge.calls.routing import RouteTable, SourceTable
 from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
-from sipedge.calls.switching import CallSwitcher, StopReason, SwitchingPolicy, effective_policy
+from sipedge.calls.switching import CallSwitcher, SwitchingPolicy, effective_policy
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import (
     Headers,
@@ -47,43 +53,29 @@ from sipedge.sip.transaction import (
 from sipedge.store import CallRecord, CdrStore
 
 if TYPE_CHECKING:
-    from sipedge.config import Config, RoutingGateway
-    from sipedge.registrar.service import EndpointService
+    from sipedge.config import Config
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 
-
-@dataclass(frozen=True)
-class GatewayTarget:
-    """What a call needs of a routing gateway, frozen at the time the attempt starts."""
-
-    name: str
-    address: str
-    port: int
-    config: RoutingGateway
-    request_uri: str = ""  # a registered endpoint's contact (else sip:callee@address:port)
+# Headers of the caller's INVITE that travel to the gateway unchanged. Everything else that is
+# end-to-end (identity, privacy) is decided by the identity rules; hop-by-hop ones are ours.
+PASS_THROUGH = ("Content-Type", "Allow", "Accept", "User-Agent", "Subject", "Organization")
 
 
-@dataclass
-class CallStats:
-    calls: int = 0
-    active: int = 0
-    answered: int = 0
-    failed: int = 0
-    attempts: int = 0
-    late_answers: int = 0
-    session_timer_ends: int = 0
-    rejected: dict[int, int] = field(default_factory=dict)
-    stop_reasons: dict[str, int] = field(default_factory=dict)
+class EndpointHooks(Protocol):
+    """Registrations' part in admitting and routing calls (`registrar.EndpointService`)."""
 
-    def count_stop(self, reason: StopReason) -> None:
-        self.stop_reasons[reason.value] = self.stop_reasons.get(reason.value, 0) + 1
+    def on_register(self, tx: ServerTransaction) -> None: ...
 
-    def count_reject(self, status: int) -> None:
-        self.rejected[status] = self.rejected.get(status, 0) + 1
+    def admit(self, tx: ServerTransaction) -> str | None:
+        """Mapping name for a new INVITE not from a mapping gateway; "" when answered there
+        (407, 403); None when it is nobody known (the B2BUA answers 403)."""
+
+    def route(self, callee: str) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
+        """Where a call to `callee` goes if it is an endpoint account (480: not registered)."""
 
 
 class B2BUA:
@@ -109,8 +101,8 @@ class B2BUA:
         self.draining = False
         # media anchoring: off until the daemon gives it a mediad client (sipd.py)
         self.media = MediaService(None)
-        # registrar and outbound registrations: set by the daemon (b2bua/endpoints.py)
-        self.endpoints: EndpointService | None = None
+        # registrar and outbound registrations: set by the daemon (registrar/component.py)
+        self.endpoints: EndpointHooks | None = None
         self.transactions = TransactionLayer(
             scheduler, config.parameters.sip_resend_interval, send_bytes, self
         )
@@ -163,6 +155,13 @@ class B2BUA:
 
     def gateway_target(self, name: str) -> GatewayTarget:
         return self.targets[name]
+
+    def media_for(self, call: Call) -> CallMedia:
+        """The media side of a new call, with the encryption of its mapping gateway."""
+        mapping = self.mappings.get(call.mapping_gateway or "")
+        return self.media.for_call(
+            call, bool(mapping and mapping.rtp_encryption), self.config.parameters
+        )
 
     # -- TransactionUser --------------------------------------------------------------------
     def on_request(self, tx: ServerTransaction) -> None:
@@ -384,3 +383,9 @@ class B2BUA:
 
 def _call_key(request: Request) -> str:
     return f"{request.call_id}|{request.from_tag}"
+
+
+def copy_pass_through(source: Headers, target: Headers) -> None:
+    for name in PASS_THROUGH:
+        for value in source.get_all(name):
+            target.add(name, value)

@@ -5,7 +5,7 @@ of the initial INVITE (`negotiate_uas`), toward the gateway we are the UAC (`uac
 `negotiate_uac`). The caller's Session-Expires never reaches the gateway, nor the other way
 round. `LegTimer` says, for one leg, when we must send a refresh (if we are the refresher) and
 when the session is dead (no refresh for `interval - min(32, interval / 3)` seconds, RFC 4028
-section 10). `call.py` arms the event-loop timers from it; docs/session-timers.md has the rules.
+section 10). `refresh.py` arms the event-loop timers from it; docs/session-timers.md has the rules.
 """
 
 from __future__ import annotations

@@ -10,16 +10,21 @@ endpoints' silence). One-way audio (a muted phone with VAD) is not silence.
 
 Maximum duration (`SS_MAX_CALL_DURATION`): the call is ended that many seconds after the
 answer, CDR cause "max call duration".
+
+Owns: the silence and duration checks (pure: `rtp_idle`, `last_packet`, `check_interval`) and
+`CallWatchdog`, the timer and polling task of one answered call.
+Must not: end a call itself or import `media_link`: it asks and reports through `WatchedMedia`,
+which `media_link.CallMedia` implements. Driven by: `media_link`, from the answer on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from sipedge.calls.media_link import CallMedia, Session, WatchSettings
+from sipedge.calls.media_session import Session, WatchSettings
 
 RTP_TIMEOUT = "RTP timeout"
 MAX_DURATION = "max call duration"
@@ -42,8 +47,18 @@ def last_packet(legs: list[dict[str, Any]]) -> float | None:
     return max(times) if times else None
 
 
+class WatchedMedia(Protocol):
+    """What the watchdog uses of one call's media (`media_link.CallMedia` implements it)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    async def query(self, session: Session) -> list[dict[str, Any]] | None: ...
+
+    def end_call(self, cause: str) -> None: ...
+
+
 class CallWatchdog:
-    def __init__(self, media: CallMedia, session: Session | None, settings: WatchSettings):
+    def __init__(self, media: WatchedMedia, session: Session | None, settings: WatchSettings):
         self.media = media
         self.session = session
         self.settings = settings
@@ -58,7 +73,7 @@ class CallWatchdog:
                 self.settings.max_call_duration, self.media.end_call, MAX_DURATION
             )
         if self.settings.rtp_timeout is not None and self.session is not None:
-            self._task = self.media.service.spawn(self._watch_rtp(self.settings.rtp_timeout))
+            self._task = self.media.spawn(self._watch_rtp(self.settings.rtp_timeout))
 
     def stop(self) -> None:
         if self._timer is not None:

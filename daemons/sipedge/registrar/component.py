@@ -8,6 +8,10 @@ shutdown, so the daemon needs only a few lines for all of it:
 * `BindingStore` (SQLite under storage.path), flushed and swept every 0.5 s;
 * `NatLinkServer` (``<storage.path>/natd.sock``) for sipedge-natd;
 * the API routes ``/api/registrations`` and ``/api/endpoints`` and their metrics.
+
+Owns: `Registry`, the lifetime of those four and the housekeeping tick.
+Must not: hold registrar rules or SIP handling itself (that is `rules` and `service`), or be
+imported by calls/: the B2BUA knows only the `EndpointHooks` it is given.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from sipedge.natd.link import NatLinkServer, link_path, sip_socket_fd
+from sipedge.natd import NatLinkServer, link_path, sip_socket_fd
 from sipedge.registrar.service import EndpointService
 from sipedge.store import open_binding_store
-from sipedge.uplinks.manager import RegistrationManager, RegState
+from sipedge.uplinks import RegistrationManager, RegState
 
 if TYPE_CHECKING:
-    from sipedge.calls.service import B2BUA
+    from sipedge.calls import B2BUA
     from sipedge.config import Config
     from sipedge.sip.transport.udp import UdpTransport
 

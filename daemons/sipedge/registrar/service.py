@@ -14,6 +14,10 @@
 
 The rules are in `sipedge.registrar.rules` (pure), the store behind
 `sipedge.store.BindingStore`.
+
+Owns: `EndpointService` (it implements `sipedge.calls.EndpointHooks`) and `RegistrarStats`.
+Must not: reach into the B2BUA or a call (it answers the hooks it is asked), or build a call's
+attempt itself: a call to an endpoint leaves as a `GatewayTarget` the B2BUA dials like a gateway.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sipedge.calls.switching import SwitchingPolicy, effective_policy
+from sipedge.calls import GatewayTarget, SwitchingPolicy, effective_policy
 from sipedge.config import RoutingGateway
 from sipedge.registrar.rules import (
     MIN_EXPIRES,
@@ -46,11 +50,10 @@ from sipedge.sip.message import (
 from sipedge.store import Binding
 
 if TYPE_CHECKING:
-    from sipedge.calls.service import GatewayTarget
     from sipedge.config import Config
     from sipedge.sip.transaction import ServerTransaction
     from sipedge.store import BindingStore
-    from sipedge.uplinks.manager import RegistrationManager
+    from sipedge.uplinks import RegistrationManager
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +318,6 @@ class EndpointService:
         binding = self.table.get(callee, self.clock())
         if binding is None:
             return 480
-        from sipedge.calls.service import GatewayTarget
-
         name = ENDPOINT_PREFIX + callee
         host, port = binding.source
         gw = RoutingGateway(name=name, address=host, port=port)

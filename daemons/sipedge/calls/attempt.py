@@ -1,0 +1,84 @@
+"""Plain records of call control: what a call tries, where it stands, what the B2BUA counts.
+
+Owns: `GatewayTarget` (a routing gateway as a call sees it; the registrar builds one for a
+registered endpoint), `Attempt` (one INVITE to one gateway), `CallState` and `CallStats`.
+Must not: send, arm timers, read the clock, or import a module of calls/ other than the pure
+`switching`. Every module of calls/ (and registrar/) may import it; it imports none of them back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sipedge.calls.switching import AttemptTracker, StopReason, SwitchingPolicy
+from sipedge.sip.dialog import Dialog
+from sipedge.sip.message import Request
+from sipedge.sip.transaction import InviteClientTransaction, TimerHandle
+from sipedge.store import AttemptRecord
+
+if TYPE_CHECKING:
+    from sipedge.config import RoutingGateway
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class GatewayTarget:
+    """What a call needs of a routing gateway, frozen at the time the attempt starts."""
+
+    name: str
+    address: str
+    port: int
+    config: RoutingGateway
+    request_uri: str = ""  # a registered endpoint's contact (else sip:callee@address:port)
+
+
+class CallState(enum.Enum):
+    SETUP = "setup"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass
+class Attempt:
+    """One INVITE to one routing gateway."""
+
+    index: int
+    gateway: GatewayTarget
+    policy: SwitchingPolicy
+    tracker: AttemptTracker
+    invite: Request
+    record: AttemptRecord
+    tx: InviteClientTransaction | None = None
+    timer: TimerHandle | None = None
+    abandoned: bool = False
+    cancel_sent: bool = False
+    dialog: Dialog | None = None  # set by a 2xx
+    ack_bytes: bytes = b""  # our ACK for its 2xx, re-sent on each retransmitted 2xx
+    provisional: bool = False
+    retried_422: bool = False  # RFC 4028 section 7.1: one retry with the gateway's Min-SE
+
+    @property
+    def destination(self) -> Addr:
+        return (self.gateway.address, self.gateway.port)
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    active: int = 0
+    answered: int = 0
+    failed: int = 0
+    attempts: int = 0
+    late_answers: int = 0
+    session_timer_ends: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)
+    stop_reasons: dict[str, int] = field(default_factory=dict)
+
+    def count_stop(self, reason: StopReason) -> None:
+        self.stop_reasons[reason.value] = self.stop_reasons.get(reason.value, 0) + 1
+
+    def count_reject(self, status: int) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
