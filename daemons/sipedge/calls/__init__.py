@@ -10,8 +10,7 @@ Modules, from the leaves up (a module imports only those above it in this list):
 * pure, no I/O: `routing` (prefix and source tables), `switching` (gateway switching),
   `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation);
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
-  `media_session` (leg names,
-  relay sessions, watch settings);
+  `media_session` (leg names, relay sessions, watch settings);
 * glue: `watchdog` (RTP timeout, maximum duration) <- `media_link` (mediad) ;
   `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`.
 
