@@ -3,6 +3,10 @@
 Runs in the foreground, logs to stderr, tells systemd when it is ready (Type=notify), reloads
 its config on SIGHUP, and on SIGTERM stops taking calls, ends the calls in progress with BYE
 (or 503 during setup), writes their CDRs and exits.
+
+Owns: the composition of sipd (transport, B2BUA, stores, registrations, media link, API) and
+its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API.
+Must not: be imported by anything but the entry points (it is the composition root).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -22,13 +27,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipedge import __version__
-from sipedge.api.app import build_app
-from sipedge.appliance.systemd import notify
+from sipedge.api import build_app
+from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA
 from sipedge.config import Config, ConfigError, load_config
-from sipedge.media.client import MediaClient
-from sipedge.natd.link import open_udp_retrying
+from sipedge.media import MediaClient
+from sipedge.natd import open_udp_retrying
 from sipedge.registrar.component import Registry
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport.udp import Addr, TransportStats, UdpTransport
@@ -128,6 +133,24 @@ class SipDaemon:
             "uptime": round(time.time() - self.started, 3),
             "active_calls": len(self.b2bua.calls),
         }
+
+    # -- sipedge.api.Managed -------------------------------------------------------------------
+    def api_token(self) -> str | None:
+        return self.config.api.token
+
+    def calls(self) -> list[dict[str, object]]:
+        return [c.summary() for c in self.b2bua.calls.values()]
+
+    def active_calls(self) -> int:
+        return len(self.b2bua.calls)
+
+    def recent_cdrs(self, limit: int, call_id: str | None) -> list[dict[str, Any]]:
+        if self.cdrs is None:
+            return []
+        return self.cdrs.recent(limit, call_id)
+
+    def set_draining(self, on: bool) -> None:
+        self.b2bua.draining = on
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -19,7 +19,7 @@ import statistics
 import time
 
 from sipedge.config import Parameters
-from sipedge.natd.daemon import KeepAliveSettings, NatdStats, run_cycle
+from sipedge.natd import KeepAliveSettings, NatdStats, run_cycle
 
 
 async def bench(devices: int, cycles: int, s: KeepAliveSettings) -> None:

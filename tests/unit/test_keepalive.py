@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sipedge.config import Parameters
-from sipedge.natd.daemon import KeepAliveSettings, NatdStats, plan_cycle, run_cycle
+from sipedge.natd import KeepAliveSettings, NatdStats, plan_cycle, run_cycle
 
 
 def settings(period: float = 30, interval_ms: int = 500, one_time: int = 3000) -> KeepAliveSettings:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from sipedge.config import Parameters, Registration
 from sipedge.sip.digest import parse_auth_header
 from sipedge.sip.message import Headers, Request, Response
-from sipedge.uplinks.manager import (
+from sipedge.uplinks import (
     OutboundRegistration,
     RegistrationMachine,
     RegistrationStats,

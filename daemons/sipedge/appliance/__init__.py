@@ -1,1 +1,19 @@
-"""TODO"""
+"""The appliance around the daemons: the A/B image updater and the systemd helpers.
+
+* `update.py`: sipedge-update (console script, `update:main`), run as root on the appliance:
+  writes a new root file system image to the inactive slot, adds its systemd-boot entry with
+  boot counting, and holds boot-complete.target back until sipd's and mediad's /healthz answer
+  (it reads the config file itself and reaches the daemons over HTTP only);
+* `systemd.py`: `notify`, sd_notify(3) without libsystemd (READY=1, STOPPING=1).
+
+Public names: `notify`. The updater is a command, not a library: import `update` by its path.
+
+Dependency direction: the daemons (sipd, media/, natd/) import `notify`; appliance/ imports
+nothing from the SIP daemons or any other package of sipedge.
+"""
+
+from __future__ import annotations
+
+from sipedge.appliance.systemd import notify
+
+__all__ = ["notify"]

@@ -1,1 +1,29 @@
-"""Media relay daemon (sipedge-mediad): XDP fast path and userspace relay."""
+"""The media relay (sipedge-mediad), and sipd's client of it.
+
+The daemon anchors the RTP and RTCP of a call, modelled on rtpengine:
+
+* `api.py`: the control API, modelled on rtpengine's ng protocol (JSON commands offer, answer,
+  delete, query, list over HTTP on a unix socket), with `MediaControl`, the Protocol of what it
+  needs of the daemon;
+* `daemon.py`: settings, lifecycle, the ng commands, and keeping the kernel table in step with
+  the sessions (console script `sipedge-mediad`, `daemon:main`);
+* `xdp.py`: the XDP fast path; compiles and attaches `ebpf/media_relay.c` and is the only
+  module that knows the BPF map layout (the other side of it is the C program);
+* `relay.py`: the userspace relay, for what XDP passes up or cannot do (AES128, no XDP);
+* `session.py`: sessions and legs (pure state), `ports.py`: relay port pairs, `crypto.py`:
+  the RTP payload transforms of SS_RTPENCRYPTIONMODE (pure).
+
+`client.py` is sipd's side of the control link. Public names: `MediaClient`, `MediaError`,
+`RelayAddress` (from client.py).
+
+Dependency direction: sipd and calls/ import the client only; nothing in media/ imports sipd,
+calls/ or sip/, and the client imports nothing else of sipedge. Inside media/, daemon.py
+imports api, relay, xdp, session, ports and crypto; nothing imports daemon.py; session.py
+imports only ports and crypto.
+"""
+
+from __future__ import annotations
+
+from sipedge.media.client import MediaClient, MediaError, RelayAddress
+
+__all__ = ["MediaClient", "MediaError", "RelayAddress"]

@@ -4,13 +4,20 @@
 ...}` (rtpengine ng style; `POST /<command>` takes the same object without "command").
 Every answer is JSON with "result": "ok", or "result": "error" with "error-code" and
 "error-reason" and a 4xx/5xx status. `GET /healthz`, `GET /metrics` (Prometheus text).
+
+Owns: the URLs, the request parsing, the error answers and the metric names of mediad, and
+`MediaControl`, the Protocol of what they need of the daemon (`daemon.MediaDaemon` implements
+it) with `MediaCounters`, the numbers one scrape reads.
+Must not: import daemon.py, or touch sessions, sockets or BPF maps except through
+`MediaControl`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -18,12 +25,56 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sipedge.media.session import ControlError
 
-if TYPE_CHECKING:
-    from sipedge.media.daemon import MediaDaemon
-
-DAEMON_KEY: web.AppKey[MediaDaemon] = web.AppKey("media_daemon")
-REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("media_registry")
 COMMANDS = ("offer", "answer", "delete", "query", "list", "ping")
+
+
+@dataclass(frozen=True)
+class UserspaceCounters:
+    packets_in: int
+    packets_out: int
+    dropped: int
+
+
+@dataclass(frozen=True)
+class XdpCounters:
+    packets: int  # summed over the live sessions on the XDP path
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MediaCounters:
+    """What `/metrics` shows, read from the daemon at scrape time."""
+
+    sessions: int
+    ports_in_use: int  # RTP+RTCP
+    ports_capacity: int  # RTP/RTCP pairs in media.port_range
+    path: str  # xdp-native, xdp-generic or userspace
+    userspace: UserspaceCounters | None  # None before the relay runs
+    xdp: XdpCounters | None  # None without the XDP path
+    requests: dict[str, int]  # control requests by command
+    errors: dict[str, int]  # refused control requests by error code
+
+
+class MediaControl(Protocol):
+    """The relay daemon as the control API sees it."""
+
+    def command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run one ng command; raises `ControlError` to refuse it."""
+        ...
+
+    def refused(self, code: str) -> None:
+        """Count a command refused with this error code."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """The body of `/healthz`."""
+        ...
+
+    def counters(self) -> MediaCounters: ...
+
+
+DAEMON_KEY: web.AppKey[MediaControl] = web.AppKey("media_daemon")
+REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("media_registry")
 
 
 def _error(exc: ControlError) -> web.Response:
@@ -41,11 +92,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _run(daemon: MediaDaemon, body: dict[str, Any]) -> web.Response:
+def _run(daemon: MediaControl, body: dict[str, Any]) -> web.Response:
     try:
         return web.json_response(daemon.command(body))
     except ControlError as exc:
-        daemon.errors[exc.code] = daemon.errors.get(exc.code, 0) + 1
+        daemon.refused(exc.code)
         return _error(exc)
 
 
@@ -79,29 +130,29 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 class MediaCollector:
-    def __init__(self, daemon: MediaDaemon) -> None:
+    def __init__(self, daemon: MediaControl) -> None:
         self.daemon = daemon
 
     def collect(self) -> Iterator[Any]:
-        d = self.daemon
-        yield GaugeMetricFamily("sipedge_media_sessions", "Relay sessions", value=len(d.table))
+        c = self.daemon.counters()
+        yield GaugeMetricFamily("sipedge_media_sessions", "Relay sessions", value=c.sessions)
         yield GaugeMetricFamily(
             "sipedge_media_ports_in_use",
             "Relay ports in use (RTP+RTCP)",
-            value=2 * len(d.table.ports.in_use),
+            value=c.ports_in_use,
         )
         yield GaugeMetricFamily(
             "sipedge_media_ports_capacity",
             "RTP/RTCP port pairs in media.port_range",
-            value=d.table.ports.capacity,
+            value=c.ports_capacity,
         )
         path = GaugeMetricFamily(
             "sipedge_media_fast_path", "Relay path in use (1 for the active one)", labels=["path"]
         )
         for name in ("xdp-native", "xdp-generic", "userspace"):
-            path.add_metric([name], 1.0 if d.path == name else 0.0)
+            path.add_metric([name], 1.0 if c.path == name else 0.0)
         yield path
-        relay = d.relay
+        relay = c.userspace
         if relay is not None:
             yield CounterMetricFamily(
                 "sipedge_media_userspace_packets_in",
@@ -118,38 +169,29 @@ class MediaCollector:
                 "Packets the userspace relay dropped",
                 value=relay.dropped,
             )
-        if d.xdp is not None:
-            packets = bytes_ = 0
-            for session in d.table:
-                if session.needs_userspace:
-                    continue
-                for leg in session.legs:
-                    for port in (leg.port, leg.rtcp_port):
-                        st = d.xdp.stats(d.settings.bind_address, port)
-                        packets += st.packets
-                        bytes_ += st.bytes
+        if c.xdp is not None:
             yield CounterMetricFamily(
                 "sipedge_media_xdp_packets",
                 "Packets relayed by XDP (live sessions)",
-                value=packets,
+                value=c.xdp.packets,
             )
             yield CounterMetricFamily(
-                "sipedge_media_xdp_bytes", "Bytes relayed by XDP (live sessions)", value=bytes_
+                "sipedge_media_xdp_bytes", "Bytes relayed by XDP (live sessions)", value=c.xdp.bytes
             )
         req = CounterMetricFamily("sipedge_media_requests", "Control requests", labels=["command"])
-        for cmd, n in sorted(d.requests.items()):
+        for cmd, n in sorted(c.requests.items()):
             if cmd in COMMANDS:
                 req.add_metric([cmd], n)
         yield req
         err = CounterMetricFamily(
             "sipedge_media_errors", "Refused control requests", labels=["code"]
         )
-        for code, n in sorted(d.errors.items()):
+        for code, n in sorted(c.errors.items()):
             err.add_metric([code], n)
         yield err
 
 
-def build_app(daemon: MediaDaemon) -> web.Application:
+def build_app(daemon: MediaControl) -> web.Application:
     app = web.Application()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MediaCollector(daemon))

@@ -1,4 +1,11 @@
-"""sipedge-mediad: RTP relay sessions over an XDP fast path with a userspace fallback."""
+"""sipedge-mediad: RTP relay sessions over an XDP fast path with a userspace fallback.
+
+Owns: the daemon's settings, its lifecycle (control socket, XDP load and detach, restart with
+the sessions of the previous mediad), the ng commands, and keeping the kernel table in step
+with the sessions. `MediaDaemon` implements `api.MediaControl` for the control API.
+Must not: be imported by the other modules of media/ (they call back through Protocols and
+callbacks), or import the SIP side (sipd, calls/, sip/).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sipedge.media.api import MediaCounters, UserspaceCounters, XdpCounters, build_app
 from sipedge.media.crypto import MODE_NAMES, Mode, check_key, parse_mode, rc4_backend
 from sipedge.media.ports import PortAllocator
 from sipedge.media.relay import Relay
@@ -140,8 +148,6 @@ class MediaDaemon:
         self.table.probe = self.relay.open_pair
         self._load_xdp()
         self._readopt()
-        from sipedge.media.api import build_app
-
         app = build_app(self)
         sock_path = self.settings.control_socket
         sock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,12 +175,12 @@ class MediaDaemon:
             *self.settings.port_range,
             len(self.table),
         )
-        from sipedge.appliance.systemd import notify
+        from sipedge.appliance import notify
 
         notify("READY=1")
 
     async def stop(self) -> None:
-        from sipedge.appliance.systemd import notify
+        from sipedge.appliance import notify
 
         notify("STOPPING=1")
         for runner in self._runners:
@@ -400,6 +406,39 @@ class MediaDaemon:
             "path": self.session_path(session),
             "legs": [self.leg_info(session, leg) for leg in session.legs],
         }
+
+    # -- api.MediaControl ----------------------------------------------------------------
+
+    def refused(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def counters(self) -> MediaCounters:
+        userspace: UserspaceCounters | None = None
+        xdp: XdpCounters | None = None
+        if self.relay is not None:
+            relay = self.relay
+            userspace = UserspaceCounters(relay.packets_in, relay.packets_out, relay.dropped)
+        if self.xdp is not None:
+            packets = bytes_ = 0
+            for session in self.table:
+                if session.needs_userspace:
+                    continue
+                for leg in session.legs:
+                    for port in (leg.port, leg.rtcp_port):
+                        st = self.xdp.stats(self.settings.bind_address, port)
+                        packets += st.packets
+                        bytes_ += st.bytes
+            xdp = XdpCounters(packets, bytes_)
+        return MediaCounters(
+            sessions=len(self.table),
+            ports_in_use=2 * len(self.table.ports.in_use),
+            ports_capacity=self.table.ports.capacity,
+            path=self.path,
+            userspace=userspace,
+            xdp=xdp,
+            requests=dict(self.requests),
+            errors=dict(self.errors),
+        )
 
     def health(self) -> dict[str, Any]:
         return {

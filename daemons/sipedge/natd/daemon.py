@@ -12,7 +12,10 @@ socket (`sipedge.natd.link`). When sipd is down natd waits and reconnects (bound
 second, forever); when sipd restarts natd closes the old descriptor, fetches the new one and
 the device list again. sipd does not need natd.
 
-`plan_cycle` (the schedule) is pure; `KeepAliveSender` does the I/O.
+Owns: the daemon (`KeepAliveDaemon`: the link to sipd, the device list, the cycle loop, config
+reloads), its HTTP API (`/healthz`, `/api/status`, `/metrics`), `serve` and `main` (console
+script `sipedge-natd`).
+Must not: plan batches (keepalive.py, pure) or time a cycle's sends (sender.py); it runs them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,135 +38,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipedge import __version__
-from sipedge.appliance.systemd import notify
-from sipedge.config import Config, ConfigError, Parameters, load_config
-from sipedge.natd.link import fetch_devices, fetch_socket, link_path
+from sipedge.appliance import notify
+from sipedge.config import Config, ConfigError, load_config
+from sipedge.natd.keepalive import KeepAliveSettings
+from sipedge.natd.link import Addr, fetch_devices, fetch_socket, link_path
+from sipedge.natd.sender import NatdStats, run_cycle
 
 log = logging.getLogger("sipedge.natd")
-
-Addr = tuple[str, int]
-
-
-# -- the schedule (pure) -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeepAliveSettings:
-    message: bytes
-    period: float  # seconds
-    interval: float  # seconds between batches
-    one_time: int  # devices per batch
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.message)
-
-    @property
-    def slots(self) -> int:
-        """Batches that fit in one cycle (offsets 0, interval, ... < period)."""
-        return max(1, math.ceil(self.period / self.interval - 1e-9))
-
-    @property
-    def capacity(self) -> int:
-        return self.slots * self.one_time
-
-    @classmethod
-    def from_parameters(cls, p: Parameters) -> KeepAliveSettings:
-        return cls(
-            message=p.sip_nat_keep_alive_message.encode(),
-            period=float(p.sip_nat_keep_alive_period),
-            interval=p.sip_nat_keep_alive_send_interval / 1000.0,
-            one_time=p.sip_nat_keep_alive_send_one_time,
-        )
-
-
-@dataclass(frozen=True)
-class Batch:
-    offset: float  # seconds after the cycle start
-    start: int  # device index range [start, end)
-    end: int
-
-
-@dataclass(frozen=True)
-class CyclePlan:
-    batches: tuple[Batch, ...]
-    missed: int  # devices this cycle cannot reach (capacity exceeded)
-
-
-def plan_cycle(devices: int, s: KeepAliveSettings) -> CyclePlan:
-    batches: list[Batch] = []
-    start = 0
-    k = 0
-    while start < devices and k < s.slots:
-        end = min(devices, start + s.one_time)
-        batches.append(Batch(round(k * s.interval, 6), start, end))
-        start = end
-        k += 1
-    return CyclePlan(tuple(batches), devices - start)
-
-
-# -- the sender ---------------------------------------------------------------------------------
-
-
-@dataclass
-class NatdStats:
-    devices: int = 0
-    sent: int = 0
-    send_errors: int = 0
-    cycles: int = 0
-    incomplete_cycles: int = 0
-    missed_last_cycle: int = 0
-    missed_total: int = 0
-    cycle_duration: float = 0.0  # first batch to last batch of the last cycle
-    batch_lag_max: float = 0.0  # worst lateness of a batch against its planned time
-    link_up: bool = False
-    link_connects: int = 0
-    last_cycle_start: float = 0.0
-
-
-Send = Callable[[bytes, Addr], None]
-
-
-async def run_cycle(
-    devices: Sequence[Addr],
-    s: KeepAliveSettings,
-    send: Send,
-    stats: NatdStats,
-    clock: Callable[[], float] = time.monotonic,
-    on_sent: Callable[[int, float], None] | None = None,
-) -> None:
-    """One cycle: the batches at their offsets; stops (missing the rest) at the period's end.
-    `on_sent(index, time)` is for the benchmark."""
-    t0 = clock()
-    plan = plan_cycle(len(devices), s)
-    missed = plan.missed
-    first = last = None
-    for i, batch in enumerate(plan.batches):
-        due = t0 + batch.offset
-        delay = due - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        now = clock()
-        if now - t0 >= s.period:
-            missed += sum(b.end - b.start for b in plan.batches[i:])
-            break
-        stats.batch_lag_max = max(stats.batch_lag_max, now - due)
-        first = now if first is None else first
-        for index in range(batch.start, batch.end):
-            try:
-                send(s.message, devices[index])
-                stats.sent += 1
-            except OSError:
-                stats.send_errors += 1
-            if on_sent is not None:
-                on_sent(index, clock())
-        last = clock()
-    stats.cycles += 1
-    stats.missed_last_cycle = missed
-    stats.missed_total += missed
-    if missed:
-        stats.incomplete_cycles += 1
-    stats.cycle_duration = (last - first) if first is not None and last is not None else 0.0
 
 
 @dataclass

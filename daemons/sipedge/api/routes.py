@@ -1,28 +1,27 @@
-"""Management API of sipedge-sipd (aiohttp, on the daemon's own event loop).
+"""The routes of sipd's management API and its bearer-token middleware.
 
-`/healthz` and `/metrics` are open (monitoring scrapes them); everything under `/api/` needs
-`Authorization: Bearer <api.token>` when a token is configured.
+Owns: the URLs, the request parsing and the JSON bodies of sipd's own routes (`build_app`).
+registrar/component.py adds `/api/registrations` and `/api/endpoints` to the same app.
+Must not: import sipd, calls/ or store/, or reach past `Managed` into the daemon.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-if TYPE_CHECKING:
-    from sipedge.sipd import SipDaemon
+from sipedge.api.managed import Managed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-DAEMON_KEY: web.AppKey[SipDaemon] = web.AppKey("daemon")
+DAEMON_KEY: web.AppKey[Managed] = web.AppKey("daemon")
 
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[DAEMON_KEY].config.api.token
+    token = request.app[DAEMON_KEY].api_token()
     if token and request.path.startswith("/api/"):
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -43,7 +42,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def calls(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    return web.json_response([c.summary() for c in daemon.b2bua.calls.values()])
+    return web.json_response(daemon.calls())
 
 
 async def cdrs(request: web.Request) -> web.Response:
@@ -53,9 +52,7 @@ async def cdrs(request: web.Request) -> web.Response:
     except ValueError:
         return web.json_response({"error": "limit must be a whole number"}, status=400)
     call_id = request.query.get("call_id")
-    if daemon.cdrs is None:
-        return web.json_response([])
-    return web.json_response(daemon.cdrs.recent(limit, call_id))
+    return web.json_response(daemon.recent_cdrs(limit, call_id))
 
 
 async def reload_config(request: web.Request) -> web.Response:
@@ -66,17 +63,17 @@ async def reload_config(request: web.Request) -> web.Response:
 
 async def drain(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    daemon.b2bua.draining = True
-    return web.json_response({"draining": True, "active_calls": len(daemon.b2bua.calls)})
+    daemon.set_draining(True)
+    return web.json_response({"draining": True, "active_calls": daemon.active_calls()})
 
 
 async def undrain(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    daemon.b2bua.draining = False
+    daemon.set_draining(False)
     return web.json_response({"draining": False})
 
 
-def build_app(daemon: SipDaemon) -> web.Application:
+def build_app(daemon: Managed) -> web.Application:
     app = web.Application(middlewares=[bearer_auth])
     app[DAEMON_KEY] = daemon
     app.router.add_get("/healthz", healthz)
