@@ -34,10 +34,11 @@ from sipedge.calls.service import B2BUA
 from sipedge.config import Config, ConfigError, load_config
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
-from sipedge.registrar.component import Registry
+from sipedge.registrar import RegistrarComponent
 from sipedge.sip.message import Request, Response
-from sipedge.sip.transport.udp import Addr, TransportStats, UdpTransport
+from sipedge.sip.transport.udp import TransportStats, UdpTransport
 from sipedge.store import CdrStore, open_cdr_store
+from sipedge.typedefs import Addr
 
 log = logging.getLogger("sipedge.sipd")
 
@@ -53,7 +54,7 @@ class SipDaemon:
         self._b2bua: B2BUA | None = None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
-        self.registry: Registry | None = None  # registrar, registrations, natd link
+        self.registrar: RegistrarComponent | None = None  # registrar, registrations, natd link
         self.reloads = 0
         self.reload_failures = 0
         self.metrics_registry = CollectorRegistry()
@@ -85,10 +86,10 @@ class SipDaemon:
         )
         # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable)
         self._b2bua.media = MediaService(MediaClient(self.config.media.control_socket))
-        self.registry = Registry(self.config, self._b2bua, self.transport)
-        await self.registry.start()
+        self.registrar = RegistrarComponent(self.config, self._b2bua, self.transport)
+        await self.registrar.start()
         app = build_app(self)
-        self.registry.add_routes(app)
+        self.registrar.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
@@ -117,8 +118,8 @@ class SipDaemon:
         moved = [name for name in unchanged if getattr(config, name) != getattr(self.config, name)]
         self.config = config
         self.b2bua.apply_config(config)
-        if self.registry is not None:
-            self.registry.apply_config(config)
+        if self.registrar is not None:
+            self.registrar.apply_config(config)
         self.reloads += 1
         message = "reloaded"
         if moved:
@@ -164,8 +165,8 @@ class SipDaemon:
         if self._b2bua is not None:
             self.b2bua.draining = True
             self.b2bua.terminate_all("shutdown")
-            if self.registry is not None:
-                await self.registry.stop()  # un-registers (bounded, 2 s)
+            if self.registrar is not None:
+                await self.registrar.stop()  # un-registers (bounded, 2 s)
             # Give the BYEs/503s a moment to go out and be answered (bounded).
             deadline = time.monotonic() + drain_seconds
             while self.b2bua.transactions.client and time.monotonic() < deadline:
@@ -247,8 +248,8 @@ class SipdCollector(Collector):
         if d.cdrs is not None:
             yield counter("cdrs_written", "CDRs written", d.cdrs.written)
         yield from media_metrics(d.b2bua.media.stats)
-        if d.registry is not None:
-            yield from d.registry.metrics()
+        if d.registrar is not None:
+            yield from d.registrar.metrics()
 
 
 async def serve(config_path: Path) -> int:

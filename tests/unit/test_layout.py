@@ -3,6 +3,7 @@
 * No import circle between modules of `sipedge`, counting imports under `if TYPE_CHECKING:` and
   inside functions: a module that must call back owns a Protocol that the other implements.
 * No module over 600 lines unless its docstring says why ("longer than 600 lines because ...").
+* Packages depend in one direction (`LAYERS`, drawn in docs/architecture.md).
 * Only `sipedge.store` opens SQLite.
 """
 
@@ -115,6 +116,54 @@ def test_no_import_circles() -> None:
     assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+# Which packages each package may import. The composition roots (sipd, cli, demo) may import
+# anything. "(root)" is `sipedge/__init__.py` (the version).
+LAYERS: dict[str, set[str]] = {
+    "typedefs": set(),
+    "sip": {"typedefs"},
+    "store": {"typedefs"},
+    "config": {"typedefs"},
+    "appliance": {"(root)"},
+    "api": {"(root)", "typedefs"},
+    "media": {"(root)", "appliance", "config", "typedefs"},
+    "calls": {"config", "media", "sip", "store", "typedefs"},
+    "uplinks": {"(root)", "calls", "config", "sip", "typedefs"},
+    "natd": {"(root)", "appliance", "config", "sip", "typedefs"},
+    "registrar": {"calls", "config", "natd", "sip", "store", "typedefs", "uplinks"},
+}
+COMPOSITION_ROOTS = {"sipd", "cli", "demo", "(root)"}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "(root)"
+
+
+def test_packages_depend_in_one_direction() -> None:
+    wrong = []
+    for module, targets in import_graph().items():
+        package = package_of(module)
+        if package in COMPOSITION_ROOTS:
+            continue
+        assert package in LAYERS, f"{module}: a new package belongs in LAYERS"
+        for target in targets:
+            other = package_of(target)
+            if other != package and other not in LAYERS[package]:
+                wrong.append(f"{module} -> {target}")
+            # call control reaches mediad only through its client, never the daemon's modules
+            if (
+                package == "calls"
+                and other == "media"
+                and target
+                not in (
+                    "sipedge.media",
+                    "sipedge.media.client",
+                )
+            ):
+                wrong.append(f"{module} -> {target}")
+    assert wrong == [], "imports against the layering: " + ", ".join(sorted(wrong))
+
+
 def test_modules_stay_short_or_say_why() -> None:
     too_long = []
     for name, path in all_modules().items():
@@ -128,16 +177,19 @@ def test_modules_stay_short_or_say_why() -> None:
     assert too_long == [], "modules over 600 lines without a reason: " + ", ".join(too_long)
 
 
+def imports_sqlite(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name == "sqlite3" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "sqlite3":
+            return True
+    return False
+
+
 def test_only_the_store_opens_sqlite() -> None:
     outside = [
         name
         for name, path in all_modules().items()
-        if not name.startswith("sipedge.store")
-        and any(
-            isinstance(node, ast.Import | ast.ImportFrom)
-            and any(a.name == "sqlite3" for a in node.names)
-            | (isinstance(node, ast.ImportFrom) and node.module == "sqlite3")
-            for node in ast.walk(ast.parse(path.read_text()))
-        )
+        if not name.startswith("sipedge.store") and imports_sqlite(path)
     ]
     assert outside == []

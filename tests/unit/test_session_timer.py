@@ -1,4 +1,4 @@
-"""RFC 4028 session timers, the pure decisions (daemons/sipedge/b2bua/session_timer.py)."""
+"""RFC 4028 session timers, the pure decisions (daemons/sipedge/calls/session_timer.py)."""
 
 from __future__ import annotations
 

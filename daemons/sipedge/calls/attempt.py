@@ -17,11 +17,10 @@ from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request
 from sipedge.sip.transaction import InviteClientTransaction, TimerHandle
 from sipedge.store import AttemptRecord
+from sipedge.typedefs import Addr
 
 if TYPE_CHECKING:
     from sipedge.config import RoutingGateway
-
-Addr = tuple[str, int]
 
 
 @dataclass(frozen=True)

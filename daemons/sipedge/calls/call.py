@@ -56,10 +56,10 @@ from sipedge.sip.transaction import (
     build_cancel,
 )
 from sipedge.store import AttemptRecord, CallRecord
+from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 
 TIMER_NAMES = {
     Timer.INVITE: "invite",

@@ -31,8 +31,7 @@ from sipedge.calls.session_timer import (
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Headers, Request, Response
 from sipedge.sip.transaction import ClientTransaction, Scheduler, TimerHandle, TransactionLayer
-
-Addr = tuple[str, int]
+from sipedge.typedefs import Addr
 
 
 class RefreshHost(Protocol):

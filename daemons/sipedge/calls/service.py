@@ -51,13 +51,13 @@ from sipedge.sip.transaction import (
     TransactionLayer,
 )
 from sipedge.store import CallRecord, CdrStore
+from sipedge.typedefs import Addr
 
 if TYPE_CHECKING:
     from sipedge.config import Config
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 
 # Headers of the caller's INVITE that travel to the gateway unchanged. Everything else that is

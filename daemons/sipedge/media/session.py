@@ -18,8 +18,7 @@ from typing import Any
 
 from sipedge.media.crypto import KeyError_, Mode, Transform, check_key, parse_mode
 from sipedge.media.ports import PortAllocator, PortsExhausted
-
-Addr = tuple[str, int]
+from sipedge.typedefs import Addr
 
 
 class ControlError(Exception):

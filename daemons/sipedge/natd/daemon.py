@@ -41,8 +41,9 @@ from sipedge import __version__
 from sipedge.appliance import notify
 from sipedge.config import Config, ConfigError, load_config
 from sipedge.natd.keepalive import KeepAliveSettings
-from sipedge.natd.link import Addr, fetch_devices, fetch_socket, link_path
+from sipedge.natd.link import fetch_devices, fetch_socket, link_path
 from sipedge.natd.sender import NatdStats, run_cycle
+from sipedge.typedefs import Addr
 
 log = logging.getLogger("sipedge.natd")
 

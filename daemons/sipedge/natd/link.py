@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sipedge.sip.transport.udp import MessageHandler, TransportStats, UdpTransport, open_udp
+from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 SOCKET_NAME = "natd.sock"
 MAX_REQUEST = 4096
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sipedge.natd.keepalive import KeepAliveSettings, plan_cycle
+from sipedge.typedefs import Addr
 
-Addr = tuple[str, int]
 Send = Callable[[bytes, Addr], None]
 
 

@@ -5,11 +5,11 @@
 * `service.py`: `EndpointService`, the registrar on SIP (REGISTER with digest), INVITEs from
   endpoints (407) and calls to endpoints; it implements `sipedge.calls.EndpointHooks`, which
   the B2BUA calls;
-* `component.py`: `Registry`, what sipd starts, reloads and stops: the endpoint service, the
-  outbound registrations (uplinks/), the binding store and the natd link, with their API
-  routes and metrics.
+* `component.py`: `RegistrarComponent`, what sipd starts, reloads and stops: the endpoint
+  service, the outbound registrations (uplinks/), the binding store and the natd link, with
+  their API routes and metrics.
 
-Public names: `Registry`, `EndpointService`, `RegistrarStats`.
+Public names: `RegistrarComponent`, `EndpointService`, `RegistrarStats`.
 
 Dependency direction: registrar/ imports calls/ (its public names: `GatewayTarget`,
 `SwitchingPolicy`, `effective_policy`, `B2BUA` for typing), sip/, store/, config/, uplinks/ and
@@ -17,7 +17,7 @@ natd's link; nothing in calls/, sip/, store/, uplinks/ or natd/ imports registra
 inside registrar/ import each other by module path, never through this package.
 """
 
-from sipedge.registrar.component import Registry
+from sipedge.registrar.component import RegistrarComponent
 from sipedge.registrar.service import EndpointService, RegistrarStats
 
-__all__ = ["EndpointService", "RegistrarStats", "Registry"]
+__all__ = ["EndpointService", "RegistrarComponent", "RegistrarStats"]

@@ -1,7 +1,7 @@
 """Registrations inside sipd: the registrar's bindings, outbound registrations, the natd link.
 
-One object (`Registry`) that `SipDaemon` creates at start, re-configures on reload and stops at
-shutdown, so the daemon needs only a few lines for all of it:
+One object (`RegistrarComponent`) that `SipDaemon` creates at start, re-configures on reload
+and stops at shutdown, so the daemon needs only a few lines for all of it:
 
 * `EndpointService` (registrar, endpoint calls) hooked into the B2BUA as ``b2bua.endpoints``;
 * `RegistrationManager` (we register to carriers);
@@ -9,7 +9,7 @@ shutdown, so the daemon needs only a few lines for all of it:
 * `NatLinkServer` (``<storage.path>/natd.sock``) for sipedge-natd;
 * the API routes ``/api/registrations`` and ``/api/endpoints`` and their metrics.
 
-Owns: `Registry`, the lifetime of those four and the housekeeping tick.
+Owns: `RegistrarComponent`, the lifetime of those four and the housekeeping tick.
 Must not: hold registrar rules or SIP handling itself (that is `rules` and `service`), or be
 imported by calls/: the B2BUA knows only the `EndpointHooks` it is given.
 """
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 TICK = 0.5
 
 
-class Registry:
+class RegistrarComponent:
     def __init__(self, config: Config, b2bua: B2BUA, transport: UdpTransport) -> None:
         self.config = config
         self.store = open_binding_store(config.storage.path)

@@ -26,10 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipedge.store import Binding
+from sipedge.typedefs import Addr
 
 MIN_EXPIRES = 60
-
-Addr = tuple[str, int]
 
 
 # -- expiry --------------------------------------------------------------------------------------
@@ -96,7 +95,7 @@ class Outcome:
 
 
 class BindingTable:
-    """Live bindings by account (one each). The store mirrors it (see registrar_store)."""
+    """Live bindings by account (one each). The store mirrors it (`sipedge.store.BindingStore`)."""
 
     def __init__(self) -> None:
         self.bindings: dict[str, Binding] = {}

@@ -48,6 +48,7 @@ from sipedge.sip.message import (
     parse_uri,
 )
 from sipedge.store import Binding
+from sipedge.typedefs import Addr
 
 if TYPE_CHECKING:
     from sipedge.config import Config
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 ENDPOINT_PREFIX = "endpoint:"
 REGISTRATION_PREFIX = "registration:"
 CHALLENGE_ORDER = ("MD5", "SHA-256")

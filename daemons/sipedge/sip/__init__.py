@@ -14,6 +14,7 @@ What lives here, by module:
 * `sdp`: the SDP body (RFC 4566 / 3264), as far as media anchoring needs it.
 * `transport`: one module per transport; the only code here that touches a socket.
 
-The rule: nothing in sip/ imports from sipedge outside sip/. Calls, the registrar, uplinks and
-the daemons build on the SIP stack, never the reverse.
+The rule: nothing in sip/ imports from sipedge outside sip/, but the leaf `sipedge.typedefs`
+(shared type aliases). Calls, the registrar, uplinks and the daemons build on the SIP stack,
+never the reverse.
 """

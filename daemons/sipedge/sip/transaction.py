@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sipedge.sip.message import Headers, Request, Response, make_response
-
-Addr = tuple[str, int]
+from sipedge.typedefs import Addr
 
 # RFC 3261 Timer T4 (how long a completed non-INVITE client waits for retransmitted finals).
 T4 = 5.0

@@ -3,7 +3,8 @@ backend. SQLite (`sipedge.store.sqlite`) is the first backend; a fleet backend i
 same Protocols.
 
 Owns: the `CdrStore`, `CdrReader` and `BindingStore` Protocols and the `Unsupported` error.
-Must not: import a database driver or anything from sipedge outside store/.
+Must not: import a database driver or anything from sipedge outside store/ (but the
+leaf `sipedge.typedefs`).
 """
 
 from __future__ import annotations

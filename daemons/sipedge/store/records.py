@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-Addr = tuple[str, int]
+from sipedge.typedefs import Addr
 
 
 @dataclass

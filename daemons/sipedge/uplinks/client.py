@@ -35,6 +35,7 @@ from sipedge.sip.message import (
     new_tag,
     parse_uri,
 )
+from sipedge.typedefs import Addr
 from sipedge.uplinks.machine import (
     RegistrationMachine,
     RegState,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 UNREGISTER_WAIT = 2.0
 
 

@@ -6,9 +6,10 @@ top Via of requests, answers unparseable-but-answerable requests with 400 and co
 drops, and hands every good message to a `MessageHandler`.
 
 The public names are re-exported here, so other packages import them from
-`sipedge.sip.transport`. Like the rest of sip/, nothing here imports from sipedge outside sip/.
+`sipedge.sip.transport`. Like the rest of sip/, nothing here imports from
+sipedge outside sip/ but the leaf `sipedge.typedefs`.
 """
 
-from sipedge.sip.transport.udp import Addr, MessageHandler, TransportStats, UdpTransport, open_udp
+from sipedge.sip.transport.udp import MessageHandler, TransportStats, UdpTransport, open_udp
 
-__all__ = ["Addr", "MessageHandler", "TransportStats", "UdpTransport", "open_udp"]
+__all__ = ["MessageHandler", "TransportStats", "UdpTransport", "open_udp"]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sipedge.sip.message import ParseError, Request, Response, make_response, parse_message
+from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 MessageHandler = Callable[["Request | Response", Addr, "UdpTransport"], None]
 
 # Big enough for any SIP datagram (UDP max); anything larger is truncated by the kernel anyway.
