@@ -25,14 +25,15 @@ pure modules and the names below); calls/ never imports registrar/ or uplinks/. 
 calls/ import each other by module path, never through this package.
 
 Public names: `B2BUA`, `EndpointHooks`, `Call`, `CallStats`, `GatewayTarget`, `MediaBackend`,
-`MediaService`, `media_metrics`, `SwitchingPolicy`, `effective_policy`, `ua_privacy_header`.
+`MediaService`, `media_metrics`, `SwitchingPolicy`, `effective_policy`,
+`switching_policy`, `ua_privacy_header`.
 """
 
 from sipedge.calls.attempt import CallStats, GatewayTarget
 from sipedge.calls.call import Call
 from sipedge.calls.identity import ua_privacy_header
 from sipedge.calls.media_link import MediaBackend, MediaService, media_metrics
-from sipedge.calls.service import B2BUA, EndpointHooks
+from sipedge.calls.service import B2BUA, EndpointHooks, switching_policy
 from sipedge.calls.switching import SwitchingPolicy, effective_policy
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "SwitchingPolicy",
     "effective_policy",
     "media_metrics",
+    "switching_policy",
     "ua_privacy_header",
 ]

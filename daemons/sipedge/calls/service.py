@@ -54,7 +54,7 @@ from sipedge.store import CallRecord, CdrStore
 from sipedge.typedefs import Addr
 
 if TYPE_CHECKING:
-    from sipedge.config import Config
+    from sipedge.config import Config, Parameters, RoutingGateway
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,26 @@ class EndpointHooks(Protocol):
 
     def route(self, callee: str) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
         """Where a call to `callee` goes if it is an endpoint account (480: not registered)."""
+
+
+def switching_policy(p: Parameters, gw: RoutingGateway | None = None) -> SwitchingPolicy:
+    """The switching policy for calls to `gw`: the SS_* parameters with the gateway's overrides
+    (no gateway: calls to a registered endpoint, the parameters alone)."""
+    return effective_policy(
+        global_invite_timeout=p.sip_timeout_invite,
+        trying=p.sip_timeout_trying,
+        ringing=p.sip_timeout_ringing,
+        progress=p.sip_timeout_session_progress,
+        stop_after_sdp=p.sip_stop_switch_after_sdp,
+        stop_after_invite_timeout=p.sip_user_agent_stop_switch_after_invite_timeout,
+        user_busy=p.gateway_switch_stop_after_user_busy,
+        rtp_start=p.gateway_switch_stop_after_rtp_start,
+        until_connect=p.gateway_switch_until_connect,
+        gw_invite_timeout=gw.invite_timeout if gw else None,
+        gw_stop_after_sdp=gw.stop_switch_after_sdp if gw else None,
+        gw_stop_after_invite_timeout=gw.stop_switch_after_invite_timeout if gw else None,
+        gw_stop_codes=gw.stop_switching_codes if gw else None,
+    )
 
 
 class B2BUA:
@@ -119,22 +139,7 @@ class B2BUA:
         self.routes = RouteTable([(r.prefix, r.gateways) for r in config.routes])
         p = config.parameters
         self.policies: dict[str, SwitchingPolicy] = {
-            gw.name: effective_policy(
-                global_invite_timeout=p.sip_timeout_invite,
-                trying=p.sip_timeout_trying,
-                ringing=p.sip_timeout_ringing,
-                progress=p.sip_timeout_session_progress,
-                stop_after_sdp=p.sip_stop_switch_after_sdp,
-                stop_after_invite_timeout=p.sip_user_agent_stop_switch_after_invite_timeout,
-                user_busy=p.gateway_switch_stop_after_user_busy,
-                rtp_start=p.gateway_switch_stop_after_rtp_start,
-                until_connect=p.gateway_switch_until_connect,
-                gw_invite_timeout=gw.invite_timeout,
-                gw_stop_after_sdp=gw.stop_switch_after_sdp,
-                gw_stop_after_invite_timeout=gw.stop_switch_after_invite_timeout,
-                gw_stop_codes=gw.stop_switching_codes,
-            )
-            for gw in config.routing_gateways
+            gw.name: switching_policy(p, gw) for gw in config.routing_gateways
         }
         self.targets = {
             gw.name: GatewayTarget(gw.name, gw.address, gw.port, gw)

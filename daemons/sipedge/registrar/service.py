@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sipedge.calls import GatewayTarget, SwitchingPolicy, effective_policy
+from sipedge.calls import GatewayTarget, SwitchingPolicy, switching_policy
 from sipedge.config import RoutingGateway
 from sipedge.registrar.rules import (
     MIN_EXPIRES,
@@ -111,21 +111,7 @@ class EndpointService:
         self.passwords = {e.account: e.password for e in config.endpoints}
         self.guard.configure(p.endpoint_register_retry, p.endpoint_register_suspend)
         self.digest.realm = config.node_name
-        self.policy: SwitchingPolicy = effective_policy(
-            global_invite_timeout=p.sip_timeout_invite,
-            trying=p.sip_timeout_trying,
-            ringing=p.sip_timeout_ringing,
-            progress=p.sip_timeout_session_progress,
-            stop_after_sdp=p.sip_stop_switch_after_sdp,
-            stop_after_invite_timeout=p.sip_user_agent_stop_switch_after_invite_timeout,
-            user_busy=p.gateway_switch_stop_after_user_busy,
-            rtp_start=p.gateway_switch_stop_after_rtp_start,
-            until_connect=p.gateway_switch_until_connect,
-            gw_invite_timeout=None,
-            gw_stop_after_sdp=None,
-            gw_stop_after_invite_timeout=None,
-            gw_stop_codes=None,
-        )
+        self.policy: SwitchingPolicy = switching_policy(p)
         # accounts removed from the config lose their bindings
         for account in [a for a in self.table.bindings if a not in self.passwords]:
             self._remove(account)
