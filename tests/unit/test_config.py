@@ -204,7 +204,7 @@ def test_every_parameter_has_a_field_and_the_example_lists_them_all() -> None:
     assert set(example_data()["parameters"]) == set(PARAMETER_NAMES) - SIPEDGE_PARAMETERS
     demo = yaml.safe_load(DEMO.read_text())
     assert set(demo["parameters"]) == set(PARAMETER_NAMES)
-    assert len(PARAMETER_NAMES) == 33
+    assert len(PARAMETER_NAMES) == 39
 
 
 def test_minimal_config_takes_defaults() -> None:
@@ -383,6 +383,18 @@ BAD_VALUES: list[tuple[str, object, str, str]] = [
     ("SS_SIP_SESSION_EXPIRES", 86401, "86401", "90-86400"),
     ("SS_SIP_MIN_SE", 30, "30", "90-86400"),
     ("SS_SIP_MIN_SE", 86401, "86401", "90-86400"),
+    ("SS_SIP_MAX_MESSAGE_SIZE", 1023, "1023", "1024-65535"),
+    ("SS_SIP_MAX_MESSAGE_SIZE", 65536, "65536", "1024-65535"),
+    ("SS_SIP_MAX_URI_LENGTH", 63, "63", "64-8192"),
+    ("SS_SIP_MAX_URI_LENGTH", "long", "'long'", "64-8192"),
+    ("SS_SIP_MAX_HEADERS", 15, "15", "16-1024"),
+    ("SS_SIP_MAX_HEADERS", 1025, "1025", "16-1024"),
+    ("SS_SIP_MAX_TRANSACTIONS", 99, "99", "100-1000000"),
+    ("SS_SIP_MAX_TRANSACTIONS", None, "null", "100-1000000"),
+    ("SS_SIP_MAX_CALLS", 0, "0", "1-200000"),
+    ("SS_SIP_MAX_CALLS", 2.5, "2.5", "1-200000"),
+    ("SS_SIP_RETRY_AFTER", 0, "0", "1-3600"),
+    ("SS_SIP_RETRY_AFTER", 3601, "3601", "1-3600"),
 ]
 
 

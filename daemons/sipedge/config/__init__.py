@@ -9,6 +9,7 @@ imports nothing else from sipedge; everything else imports config's public names
 * `values`: the value parsers and the "allowed" texts of their problems.
 * `parameters`: the SS_* parameter table (`PARAMETER_NAMES`, `parameter_field`, ...).
 * `collector`: `_Collector`, which walks the document section by section.
+* `security`: the `security:` section (trusted networks, rate limit, scanners, digest).
 * `loader`: `parse_config`, `load_config` (YAML, duplicate keys), `check_config_main`.
 
 The file is YAML (see `daemons/conf/sipedge.example.yaml`); parameter names, defaults and
@@ -41,9 +42,11 @@ from sipedge.config.schema import (
     MappingGateway,
     MediaConfig,
     Parameters,
+    RateLimit,
     Registration,
     Route,
     RoutingGateway,
+    SecurityConfig,
     SipConfig,
     StorageConfig,
 )
@@ -61,9 +64,11 @@ __all__ = [
     "MappingGateway",
     "MediaConfig",
     "Parameters",
+    "RateLimit",
     "Registration",
     "Route",
     "RoutingGateway",
+    "SecurityConfig",
     "SipConfig",
     "StorageConfig",
     "check_config_main",

@@ -35,6 +35,7 @@ from sipedge.config.schema import (
 )
 from sipedge.config.values import (
     ADDRESS_ALLOWED,
+    DIGEST_ALLOWED,
     HOST_ALLOWED,
     LISTEN_ALLOWED,
     NAME_ALLOWED,
@@ -47,6 +48,7 @@ from sipedge.config.values import (
     _as_number,
     _checked_name,
     _default_on_off,
+    _digest_algorithm,
     _host,
     _host_port,
     _ifname,
@@ -69,7 +71,14 @@ from sipedge.config.values import (
 T = TypeVar("T")
 
 
-_MAPPING_KEYS = ("name", "addresses", "support_privacy", "rtp_encryption")
+_MAPPING_KEYS = (
+    "name",
+    "addresses",
+    "support_privacy",
+    "rtp_encryption",
+    "max_calls",
+    "max_cps",
+)
 _ROUTING_KEYS = (
     "name",
     "address",
@@ -276,7 +285,21 @@ class _Collector:
                         networks.append(net)
             privacy = self.get(path, data, "support_privacy", _on_off, False)
             rtp = self.get(path, data, "rtp_encryption", _on_off, False)
-            out.append(MappingGateway(name, tuple(networks), privacy, rtp))
+            max_calls = self.get(
+                path,
+                data,
+                "max_calls",
+                _word_or("None", _integer(1, 200000), "None or 1-200000"),
+                None,
+            )
+            max_cps = self.get(
+                path,
+                data,
+                "max_cps",
+                _word_or("None", _number(0.1, 10000), "None or 0.1-10000"),
+                None,
+            )
+            out.append(MappingGateway(name, tuple(networks), privacy, rtp, max_calls, max_cps))
         return tuple(out)
 
     def unique(self, path: str, name: str, seen: set[str], allowed: str) -> None:
@@ -437,7 +460,7 @@ class _Collector:
         accounts: set[str] = set()
         for i, item in enumerate(self.sequence("endpoints", raw)):
             path = f"endpoints[{i}]"
-            data = self.mapping(path, item, ("account", "password"))
+            data = self.mapping(path, item, ("account", "password", "digest_algorithms"))
             if not isinstance(item, dict):
                 continue
             account = self.get(
@@ -445,8 +468,30 @@ class _Collector:
             )
             self.unique(f"{path}.account", account, accounts, "an account no other endpoint has")
             password = self.secret(f"{path}.password", data, required=True)
-            out.append(Endpoint(account, password))
+            algorithms = None
+            if "digest_algorithms" in data:
+                algorithms = self.digest_algorithms(
+                    f"{path}.digest_algorithms", data["digest_algorithms"]
+                )
+            out.append(Endpoint(account, password, algorithms))
         return tuple(out)
+
+    def digest_algorithms(self, path: str, raw: object) -> tuple[str, ...]:
+        """A non-empty list of MD5 / SHA-256, each once (a single word is a list of one)."""
+        items = [raw] if isinstance(raw, str) else raw
+        entries = self.sequence(path, items, "a list of " + DIGEST_ALLOWED)
+        found: list[str] = []
+        for j, item in enumerate(entries):
+            name = self.value(f"{path}[{j}]", item, _digest_algorithm, "")
+            if name and name in found:
+                self.problem(f"{path}[{j}]", item, "each algorithm once")
+            elif name:
+                found.append(name)
+        if not found:
+            if isinstance(items, list) and not entries:
+                self.problem(path, raw, "at least one of " + DIGEST_ALLOWED)
+            return ("MD5",)
+        return tuple(found)
 
     def secret(self, path: str, data: dict[str, object], *, required: bool) -> str:
         key = path.rsplit(".", 1)[1]

@@ -20,6 +20,7 @@ from sipedge.config.collector import _Collector
 from sipedge.config.errors import ConfigError, ConfigProblem, Described
 from sipedge.config.parameters import RTP_KEY_LENGTHS
 from sipedge.config.schema import Config
+from sipedge.config.security import security_section
 
 # -- cross-checks ---------------------------------------------------------------------------
 
@@ -89,6 +90,7 @@ _TOP_KEYS = (
     "endpoints",
     "registrations",
     "media",
+    "security",
 )
 
 
@@ -116,6 +118,7 @@ def parse_config(data: object) -> Config:
         endpoints=c.endpoints(top.get("endpoints")),
         registrations=c.registrations(top.get("registrations")),
         media=c.media(top.get("media")),
+        security=security_section(c, top.get("security")),
     )
     _cross_checks(c, config)
     if c.problems:

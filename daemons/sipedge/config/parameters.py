@@ -50,6 +50,13 @@ _PARAMETERS: dict[str, Callable[[object], object]] = {
     "SS_SIP_SESSION_TIMER": _on_off,
     "SS_SIP_SESSION_EXPIRES": _integer(90, 86400),
     "SS_SIP_MIN_SE": _integer(90, 86400),
+    # sipedge's own (documented in docs/security.md):
+    "SS_SIP_MAX_MESSAGE_SIZE": _integer(1024, 65535),
+    "SS_SIP_MAX_URI_LENGTH": _integer(64, 8192),
+    "SS_SIP_MAX_HEADERS": _integer(16, 1024),
+    "SS_SIP_MAX_TRANSACTIONS": _integer(100, 1000000),
+    "SS_SIP_MAX_CALLS": _integer(1, 200000),
+    "SS_SIP_RETRY_AFTER": _integer(1, 3600),
 }
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(_PARAMETERS)
@@ -62,6 +69,12 @@ SIPEDGE_PARAMETERS: frozenset[str] = frozenset(
         "SS_SIP_SESSION_TIMER",
         "SS_SIP_SESSION_EXPIRES",
         "SS_SIP_MIN_SE",
+        "SS_SIP_MAX_MESSAGE_SIZE",
+        "SS_SIP_MAX_URI_LENGTH",
+        "SS_SIP_MAX_HEADERS",
+        "SS_SIP_MAX_TRANSACTIONS",
+        "SS_SIP_MAX_CALLS",
+        "SS_SIP_RETRY_AFTER",
     }
 )
 

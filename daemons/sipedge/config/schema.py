@@ -2,7 +2,8 @@
 
 Owns: the dataclasses (`Config`, `SipConfig`, `ApiConfig`, `StorageConfig`, `Parameters`,
 `MappingGateway`, `RoutingGateway`, `DialPlanRule`, `Route`, `Endpoint`, `Registration`,
-`MediaConfig`, `ListenAddress`) and their defaults, which are the defaults of `parameters.md`.
+`MediaConfig`, `ListenAddress`, `SecurityConfig`, `RateLimit`) and their defaults, which are
+the defaults of `parameters.md`.
 
 Must not: validate or parse anything (that is `values`, `collector` and `loader`), open files,
 or import anything from sipedge (not even the rest of config/).
@@ -87,6 +88,13 @@ class Parameters:
     sip_session_timer: bool = True
     sip_session_expires: int = 1800
     sip_min_se: int = 90
+    # limits on what one message and the whole daemon may hold (docs/security.md)
+    sip_max_message_size: int = 16384  # bytes; larger requests get 513
+    sip_max_uri_length: int = 1024  # Request-URI characters; longer gets 414
+    sip_max_headers: int = 128  # header fields in one message; more gets 513
+    sip_max_transactions: int = 100000  # server + client transactions held at once
+    sip_max_calls: int = 20000  # calls in progress (each holds two dialogs)
+    sip_retry_after: int = 10  # seconds, in the Retry-After of an overload 503
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class MappingGateway:
     addresses: tuple[IPv4Network | IPv6Network, ...]
     support_privacy: bool = False
     rtp_encryption: bool = False
+    max_calls: int | None = None  # calls in progress from this gateway (None: no limit)
+    max_cps: float | None = None  # new calls per second from this gateway (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,8 @@ class Route:
 class Endpoint:
     account: str
     password: str = field(repr=False)
+    # digest algorithms offered to this account (None: security.digest_algorithms)
+    digest_algorithms: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,43 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """Per source address: more than `requests` in `window` seconds bans it for `ban` seconds
+    (Kamailio's pike + htable)."""
+
+    requests: int = 40
+    window: float = 2.0
+    ban: int = 300
+
+
+# User-Agent substrings (case-insensitive) of well-known SIP scanners and attack tools.
+DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "sundayddr",
+    "iwar",
+    "vaxsipuseragent",
+    "pplsip",
+    "smap",
+)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    trusted: tuple[IPv4Network | IPv6Network, ...] = ()  # never rate-limited or banned
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    unknown_sources: str = "answer"  # answer / drop (requests from no known peer or endpoint)
+    scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
+    digest_algorithms: tuple[str, ...] = ("MD5",)  # offered in challenges, in this order
+    max_tracked_sources: int = 65536  # rate-limit and ban table entries (oldest evicted)
+    max_nonces: int = 65536  # nonces whose counts are tracked (oldest forgotten)
+    log_interval: float = 10.0  # seconds between two log lines of one refusal class
+
+
+@dataclass(frozen=True)
 class Config:
     node_name: str = "sipedge"
     sip: SipConfig = field(default_factory=SipConfig)
@@ -166,6 +215,7 @@ class Config:
     endpoints: tuple[Endpoint, ...] = ()
     registrations: tuple[Registration, ...] = ()
     media: MediaConfig = field(default_factory=MediaConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def routing_gateway(self, name: str) -> RoutingGateway:
         """The routing gateway called `name`; KeyError if there is none."""

@@ -294,3 +294,25 @@ def _ifname(value: object) -> str:
     if not isinstance(value, str) or not _IFNAME_RE.match(value) or value in (".", ".."):
         raise _Bad("a network interface name (1-15 characters, no spaces, '/' or ':')")
     return value
+
+
+DIGEST_ALLOWED = "MD5 or SHA-256"
+
+
+def _digest_algorithm(value: object) -> str:
+    """MD5 / SHA-256 (any case, SHA256 too), in the spelling of RFC 7616."""
+    if isinstance(value, str):
+        word = value.strip().upper().replace("SHA256", "SHA-256")
+        if word in ("MD5", "SHA-256"):
+            return word
+    raise _Bad(DIGEST_ALLOWED)
+
+
+SCANNER_ALLOWED = "a non-empty User-Agent substring"
+
+
+def _scanner(value: object) -> str:
+    """A User-Agent substring, kept lower case (matching is case-insensitive)."""
+    if isinstance(value, str) and value.strip():
+        return value.strip().lower()
+    raise _Bad(SCANNER_ALLOWED)
