@@ -257,3 +257,20 @@ def test_stray_response_goes_to_tu() -> None:
     _clock, rec, layer = make_layer()
     layer.receive(make_response(request("INVITE", branch="z9hG4bKgone"), 200, to_tag="x"), PEER)
     assert [r.status for r in rec.stray] == [200]
+
+
+def test_a_stateless_final_is_sent_once_and_nothing_is_kept() -> None:
+    clock, rec, layer = make_layer()
+    register = request("REGISTER")
+    layer.receive(register, PEER)
+    tx = rec.requests[0]
+    tx.respond_stateless(make_response(register, 401, to_tag="me"))
+    assert rec.sent_first_lines() == ["SIP/2.0 401 Unauthorized"]
+    assert layer.server == {}
+    assert layer.stateless == 1
+    clock.advance(40)  # no retransmission, no timer left behind
+    assert rec.sent_first_lines() == ["SIP/2.0 401 Unauthorized"]
+    tx.respond_stateless(make_response(register, 403))  # a second final is refused
+    assert len(rec.sent) == 1
+    layer.receive(register, PEER)  # the same request again is a new request
+    assert len(rec.requests) == 2

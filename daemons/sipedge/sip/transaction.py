@@ -107,6 +107,7 @@ class TransactionLayer:
         self.created = 0
         self.retransmissions = 0
         self.timeouts = 0
+        self.stateless = 0  # finals sent once, without keeping the transaction
 
     def set_resend(self, resend: Sequence[float]) -> None:
         """Config reload: new transactions use the new gaps, running ones keep theirs."""
@@ -248,6 +249,20 @@ class ServerTransaction(_Transaction):
         self._transmit()
         if response.status >= 200:
             self._on_final(response)
+
+    def respond_stateless(self, response: Response) -> None:
+        """Send a final once and forget this transaction: no retransmission, nothing kept.
+
+        For refusals to sources that are neither a mapping gateway nor an authenticated
+        endpoint: a spoofed source must not turn us into a reflector that repeats a response
+        eleven times. A retransmitted request is then a new request and is answered once more.
+        """
+        if self.state is State.TERMINATED or self.final_sent:
+            return
+        self.last_response = response
+        self.layer.send_bytes_to(response.to_bytes(), self.source)
+        self.layer.stateless += 1
+        self.terminate()
 
     def _transmit(self) -> None:
         self.layer.send_bytes_to(self._last_bytes, self.source)
