@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= daemons/conf/sipedge.demo.yaml
 
-.PHONY: setup run test pytest lint unit molecule bench image vm test-image clean
+.PHONY: setup run test pytest lint unit fuzz molecule bench image vm test-image clean
 
 setup:
 	./.ci/setup
@@ -30,6 +30,14 @@ lint:
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
+
+## The long SIP fuzz run (docs/sip-conformance.md): FUZZ_INPUTS datagrams into an in-process
+## sipd, inputs/s as it goes, findings under fuzz-findings/ (exit 1 if any). `make test` runs
+## the quick one (tests/fuzz/test_fuzz.py).
+FUZZ_INPUTS ?= 1000000
+FUZZ_SEED   ?= 0
+fuzz: setup
+	$(PY) -m tests.fuzz.long_run --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --findings fuzz-findings
 
 ## Appliance image (root): build raw + qcow2 under image/out/, boot it under QEMU (TCG here).
 image:

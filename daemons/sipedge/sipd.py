@@ -32,9 +32,11 @@ from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA
 from sipedge.config import Config, ConfigError, load_config
+from sipedge.guard import GuardService
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
 from sipedge.registrar import RegistrarComponent
+from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport.udp import TransportStats, UdpTransport
 from sipedge.store import CdrStore, open_cdr_store
@@ -57,6 +59,9 @@ class SipDaemon:
         self.registrar: RegistrarComponent | None = None  # registrar, registrations, natd link
         self.reloads = 0
         self.reload_failures = 0
+        # flood and scanner defence in front of the transaction layer (docs/security.md)
+        self.guard = GuardService(config.security, self, bool(config.endpoints))
+        self._endpoint_sources: tuple[int, frozenset[str]] = (-1, frozenset())
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(SipdCollector(self))
 
@@ -84,6 +89,9 @@ class SipDaemon:
             self.transport.port,
             self.cdrs,
         )
+        self._apply_sip_limits(self.config)
+        # Screen sources before parsing from here on, now that gateways can be recognised.
+        self.transport.screen = self.guard.admit_source
         # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable)
         self._b2bua.media = MediaService(MediaClient(self.config.media.control_socket))
         self.registrar = RegistrarComponent(self.config, self._b2bua, self.transport)
@@ -104,7 +112,24 @@ class SipDaemon:
         )
 
     def _on_message(self, msg: Request | Response, source: Addr, transport: UdpTransport) -> None:
-        self.b2bua.transactions.receive(msg, source)
+        # The source was screened before parsing (guard.admit_source); what is left to decide
+        # needs the parsed request (scanner User-Agent, unknown sources).
+        if isinstance(msg, Response) or self.guard.admit_request(msg, source):
+            self.b2bua.transactions.receive(msg, source)
+
+    # -- sipedge.guard.Peers -------------------------------------------------------------------
+    def is_gateway(self, address: str) -> bool:
+        return self._b2bua is not None and self._b2bua.is_gateway(address)
+
+    def is_endpoint(self, address: str) -> bool:
+        if self.registrar is None:
+            return False
+        table = self.registrar.endpoints.table
+        version, sources = self._endpoint_sources
+        if version != table.version:  # rebuilt when a binding appears, moves or goes
+            sources = frozenset(b.source[0] for b in table.bindings.values())
+            self._endpoint_sources = (table.version, sources)
+        return address in sources
 
     def reload(self) -> tuple[bool, str]:
         """Re-read the config file; on any error keep the running config and say why."""
@@ -118,6 +143,8 @@ class SipDaemon:
         moved = [name for name in unchanged if getattr(config, name) != getattr(self.config, name)]
         self.config = config
         self.b2bua.apply_config(config)
+        self._apply_sip_limits(config)
+        self.guard.apply_config(config.security, bool(config.endpoints))
         if self.registrar is not None:
             self.registrar.apply_config(config)
         self.reloads += 1
@@ -126,6 +153,21 @@ class SipDaemon:
             message += f"; changes to {', '.join(moved)} take effect at the next restart"
         log.info("config %s", message)
         return True, message
+
+    def _apply_sip_limits(self, config: Config) -> None:
+        """SS_SIP_MAX_* into the SIP stack (sip/ does not read config/)."""
+        p = config.parameters
+        limits = SipLimits(
+            p.sip_max_message_size,
+            p.sip_max_uri_length,
+            p.sip_max_headers,
+            p.sip_max_transactions,
+            p.sip_retry_after,
+        )
+        if self.transport is not None:
+            self.transport.limits = limits
+        # Option tags the B2BUA handles (RFC 4028 session timers); other Require -> 420.
+        self.b2bua.transactions.configure(limits, frozenset({"timer"}))
 
     def health(self) -> dict[str, object]:
         return {
@@ -152,6 +194,12 @@ class SipDaemon:
 
     def set_draining(self, on: bool) -> None:
         self.b2bua.draining = on
+
+    def bans(self) -> list[dict[str, object]]:
+        return self.guard.bans()
+
+    def clear_bans(self, address: str | None) -> int:
+        return self.guard.clear(address)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -243,6 +291,29 @@ class SipdCollector(Collector):
         yield counter("transactions_created", "SIP transactions created", tl.created)
         yield counter("retransmissions", "SIP retransmissions sent", tl.retransmissions)
         yield counter("transaction_timeouts", "Transactions that timed out", tl.timeouts)
+        yield counter("transactions_stateless", "Finals sent once, nothing kept", tl.stateless)
+        yield counter(
+            "sip_tu_errors", "Requests whose handling raised (answered 500)", tl.tu_errors
+        )
+        yield counter("sip_unanswered", "Requests the call layer never answered", tl.unanswered)
+        yield counter("sip_screened", "Datagrams dropped unparsed by the guard", t.screened)
+        refused = CounterMetricFamily(
+            "sipedge_sip_refused", "Requests refused by the SIP stack, by status", labels=["status"]
+        )
+        dropped = CounterMetricFamily(
+            "sipedge_sip_drops",
+            "Messages dropped by the SIP stack, by reason",
+            labels=["reason"],
+        )
+        gates = (d.transport.gate, tl.gate) if d.transport is not None else (tl.gate,)
+        for status in sorted({s for g in gates for s in g.refused}):
+            refused.add_metric([str(status)], sum(g.refused.get(status, 0) for g in gates))
+        for reason in sorted({r for g in gates for r in g.dropped}):
+            dropped.add_metric([reason], sum(g.dropped.get(reason, 0) for g in gates))
+        yield refused
+        yield dropped
+        yield from d.guard.metrics()
+        yield from capacity_metrics(d.b2bua)
         yield counter("config_reloads", "Successful config reloads", d.reloads)
         yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
         if d.cdrs is not None:
@@ -250,6 +321,25 @@ class SipdCollector(Collector):
         yield from media_metrics(d.b2bua.media.stats)
         if d.registrar is not None:
             yield from d.registrar.metrics()
+
+
+def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    over = CounterMetricFamily(
+        "sipedge_calls_over_capacity",
+        "New calls refused with 503 by a call limit",
+        labels=["limit"],
+    )
+    for limit, count in b2bua.caps.rejected.items():
+        over.add_metric([limit], count)
+    yield over
+    per_gateway = GaugeMetricFamily(
+        "sipedge_gateway_calls_active",
+        "Calls in progress per mapping gateway",
+        labels=["gateway"],
+    )
+    for name in sorted(b2bua.caps.limits):
+        per_gateway.add_metric([name], b2bua.caps.active.get(name, 0))
+    yield per_gateway
 
 
 async def serve(config_path: Path) -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from sipedge.sip import digest
 from sipedge.sip.digest import (
+    CheckResult,
     DigestServer,
+    Secret,
     Verdict,
     answer_challenge,
     compute_response,
@@ -66,44 +69,174 @@ class Clock:
         return self.now
 
 
+SRC = "198.51.100.7"
+URI = "sip:edge"
+ACCOUNTS = {"alice": Secret("pw", ("MD5", "SHA-256")), "bob": Secret("pw2", ("MD5",))}
+
+
+def check(server: DigestServer, header: str, **kw: str) -> CheckResult:
+    args = {"method": "REGISTER", "uri": URI, "source": SRC, **kw}
+    return server.check(header, lookup=ACCOUNTS.get, **args)
+
+
+def answer(server: DigestServer, user: str = "alice", password: str = "pw", **kw: object) -> str:
+    challenge = pick_challenge(server.challenges(SRC))
+    assert challenge is not None
+    args: dict[str, object] = {"method": "REGISTER", "uri": URI, **kw}
+    return answer_challenge(challenge, user=user, password=password, **args)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
 def test_server_accepts_the_right_answer_and_refuses_a_wrong_one(algorithm: str) -> None:
-    clock = Clock()
-    server = DigestServer(realm="edge", clock=clock)
-    challenges = server.challenges()
+    server = DigestServer(realm="edge", algorithms=("SHA-256", "MD5"), clock=Clock())
+    challenges = server.challenges(SRC)
     assert len(challenges) == 2 and 'qop="auth"' in challenges[0]
+    assert "algorithm=SHA-256" in challenges[0]  # offered in the configured order
     challenge = pick_challenge([c for c in challenges if algorithm + "," in c])
     assert challenge is not None
-    good = answer_challenge(challenge, user="alice", password="pw", method="REGISTER", uri="sip:e")
-    passwords = {"alice": "pw"}.get
-    assert server.check(good, "REGISTER", passwords).verdict == Verdict.OK
-    bad = answer_challenge(challenge, user="alice", password="no", method="REGISTER", uri="sip:e")
-    assert server.check(bad, "REGISTER", passwords).verdict == Verdict.BAD
+
+    def ans(user: str, password: str, nc: int) -> str:
+        return answer_challenge(
+            challenge, user=user, password=password, method="REGISTER", uri=URI, nc=nc
+        )
+
+    assert check(server, ans("alice", "no", 1)).verdict == Verdict.BAD
     # same answer, another method: the response does not match
-    assert server.check(good, "INVITE", passwords).verdict == Verdict.BAD
-    unknown = answer_challenge(challenge, user="eve", password="pw", method="REGISTER", uri="x")
-    assert server.check(unknown, "REGISTER", passwords).verdict == Verdict.BAD
+    assert check(server, ans("alice", "pw", 1), method="INVITE").verdict == Verdict.BAD
+    assert check(server, ans("eve", "pw", 1)).verdict == Verdict.BAD  # unknown user
+    assert check(server, ans("alice", "pw", 1)).verdict == Verdict.OK
+    # SHA-256 is not offered to bob: his right password with it is a failure
+    verdict = check(server, ans("bob", "pw2", 2)).verdict
+    assert verdict == (Verdict.BAD if algorithm == "SHA-256" else Verdict.OK)
+
+
+def test_only_md5_is_offered_by_default() -> None:
+    challenges = DigestServer(realm="edge").challenges(SRC)
+    assert len(challenges) == 1 and "algorithm=MD5," in challenges[0]
+    assert len(DigestServer(realm="e").challenges(SRC, ("SHA-256", "MD5"))) == 2
+
+
+def test_a_nonce_count_is_used_once_and_must_grow() -> None:
+    server = DigestServer(realm="edge", clock=Clock())
+    challenge = pick_challenge(server.challenges(SRC))
+    assert challenge is not None
+
+    def ans(nc: int) -> str:
+        return answer_challenge(challenge, user="alice", password="pw", method="REGISTER",
+                                uri=URI, nc=nc)  # fmt: skip
+
+    assert check(server, ans(1)).verdict == Verdict.OK
+    replay = check(server, ans(1))
+    assert replay.verdict == Verdict.REPLAY and "count" in replay.reason
+    assert check(server, ans(3)).verdict == Verdict.OK
+    assert check(server, ans(2)).verdict == Verdict.REPLAY  # lower
+    assert check(server, ans(4)).verdict == Verdict.OK
+
+
+def test_answer_without_qop_or_with_a_bad_nc_is_refused() -> None:
+    server = DigestServer(realm="edge", clock=Clock())
+    challenge = pick_challenge(server.challenges(SRC))
+    assert challenge is not None
+    no_qop = dict(challenge)
+    del no_qop["qop"]
+    header = answer_challenge(no_qop, user="alice", password="pw", method="REGISTER", uri=URI)
+    assert "qop" not in header
+    assert check(server, header).verdict == Verdict.MALFORMED
+    assert check(server, answer(server, nc=0)).verdict == Verdict.MALFORMED
+    assert check(server, answer(server).replace("nc=00000001", "nc=1")).verdict == (
+        Verdict.MALFORMED
+    )
+
+
+def test_the_uri_must_be_the_request_uri() -> None:
+    server = DigestServer(realm="edge", clock=Clock())
+    header = answer(server, uri="sip:4420001@edge", method="INVITE")
+    result = check(server, header, method="INVITE", uri="sip:0090012345@edge")
+    assert result.verdict == Verdict.REPLAY
+    assert check(server, header, method="INVITE", uri="sip:4420001@edge").verdict == Verdict.OK
+
+
+def test_a_nonce_is_bound_to_the_source_it_was_issued_to() -> None:
+    server = DigestServer(realm="edge", clock=Clock())
+    header = answer(server)
+    assert check(server, header, source="203.0.113.9").verdict == Verdict.MALFORMED
+    assert check(server, header).verdict == Verdict.OK
+
+
+def test_the_nonce_table_is_bounded_and_a_forgotten_nonce_is_stale() -> None:
+    server = DigestServer(realm="edge", max_nonces=3, clock=Clock())
+    unused = answer(server)  # issued first, used only after the forgetting
+    headers = [answer(server) for _ in range(5)]
+    for header in headers:
+        assert check(server, header).verdict == Verdict.OK
+    assert len(server.counts) == 3
+    # the two oldest were forgotten: their replay is stale (re-challenged), never accepted
+    verdicts = [check(server, h).verdict for h in headers]
+    assert verdicts == [Verdict.STALE] * 2 + [Verdict.REPLAY] * 3
+    # a nonce issued before the forgetting and not in the table is stale too
+    assert check(server, unused).verdict == Verdict.STALE
+    assert check(server, answer(server)).verdict == Verdict.OK  # a new one is fine
+
+
+def test_expired_entries_leave_the_table_first() -> None:
+    clock = Clock()
+    server = DigestServer(realm="edge", max_nonces=2, nonce_lifetime=30, clock=clock)
+    old = answer(server)
+    assert check(server, old).verdict == Verdict.OK
+    clock.now += 31
+    for _ in range(2):
+        assert check(server, answer(server)).verdict == Verdict.OK
+    assert server.counts.forgotten_up_to == -1  # the expired one went, nothing was forgotten
+    assert check(server, old).verdict == Verdict.STALE
 
 
 def test_nonce_expiry_gives_stale_and_forgery_is_not_a_failure() -> None:
     clock = Clock()
     server = DigestServer(realm="edge", clock=clock, nonce_lifetime=30)
-    challenge = pick_challenge(server.challenges())
-    assert challenge is not None
-    answer = answer_challenge(challenge, user="a", password="p", method="REGISTER", uri="sip:e")
+    good = answer(server)
+    wrong = answer(server, password="x")
     clock.now += 31
-    assert server.check(answer, "REGISTER", {"a": "p"}.get).verdict == Verdict.STALE
-    wrong = answer_challenge(challenge, user="a", password="x", method="REGISTER", uri="sip:e")
-    assert server.check(wrong, "REGISTER", {"a": "p"}.get).verdict == Verdict.BAD
-    assert "stale=true" in server.challenges(stale=True)[0]
+    assert check(server, good).verdict == Verdict.STALE
+    assert check(server, wrong).verdict == Verdict.BAD
+    assert "stale=true" in server.challenges(SRC, stale=True)[0]
     other = DigestServer(realm="edge", clock=clock)  # another secret: a restart
-    assert other.check(answer, "REGISTER", {"a": "p"}.get).verdict == Verdict.MALFORMED
+    assert check(other, good).verdict == Verdict.MALFORMED
 
 
 def test_malformed_credentials_are_challenged_not_counted() -> None:
     server = DigestServer(realm="edge")
-    for header in ("Basic abc", 'Digest username="a"', "Digest realm", 'Digest realm="x'):
-        assert server.check(header, "REGISTER", {"a": "p"}.get).verdict == Verdict.MALFORMED
+    nonce = 'nonce="1.1.' + "0" * 32 + '"'
+    for header in (
+        "Basic abc",
+        'Digest username="a"',
+        "Digest realm",
+        'Digest realm="x',
+        f'Digest username="alice", realm="edge", {nonce}, uri="x", response="y", qop=auth, '
+        'nc=00000001, cnonce="c", algorithm=SHA-512-256',
+        # a non-ASCII nonce and response (the issue's traceback)
+        'Digest username="alice", realm="edge", nonce="\u00e9\u00e9", uri="x", '
+        'response="\u00e9", qop=auth, nc=00000001, cnonce="c"',
+        'Digest username="alice", realm="edge", nonce="1.1.' + "\u00e9" * 32 + '", uri="x", '
+        'response="\u00e9", qop=auth, nc=00000001, cnonce="c"',
+    ):
+        header = header.encode().decode("unicode_escape")
+        assert check(server, header).verdict == Verdict.MALFORMED, header
+
+
+def test_unknown_user_costs_a_hash_like_a_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = DigestServer(realm="edge", clock=Clock())
+    hashed: list[str] = []
+    real = digest.compute_response
+
+    def counting(**kw: str) -> str:
+        hashed.append(kw["user"])
+        return real(**kw)  # type: ignore[arg-type]
+
+    headers = [answer(server, user=user, password="nope") for user in ("alice", "eve")]
+    monkeypatch.setattr(digest, "compute_response", counting)
+    for header in headers:
+        assert check(server, header).verdict == Verdict.BAD
+    assert hashed == ["alice", "eve"]
 
 
 def test_client_without_qop_and_with_opaque() -> None:

@@ -131,6 +131,7 @@ LAYERS: dict[str, set[str]] = {
     "uplinks": {"(root)", "calls", "config", "sip", "typedefs"},
     "natd": {"(root)", "appliance", "config", "sip", "typedefs"},
     "registrar": {"calls", "config", "natd", "sip", "store", "typedefs", "uplinks"},
+    "guard": {"calls", "config", "sip", "typedefs"},
 }
 COMPOSITION_ROOTS = {"sipd", "cli", "demo", "(root)"}
 

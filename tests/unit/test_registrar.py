@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sipedge.config import parse_config
 from sipedge.registrar.rules import (
     AuthGuard,
     BindingTable,
@@ -12,6 +13,9 @@ from sipedge.registrar.rules import (
     decide_expiry,
     parse_expires,
 )
+from sipedge.registrar.service import EndpointService
+from sipedge.sip.digest import answer_challenge, pick_challenge
+from sipedge.sip.message import Request, Response, new_tag, parse_message
 from sipedge.store import Binding
 
 
@@ -95,3 +99,123 @@ def test_suspension_per_account_and_per_source() -> None:
     for t in range(3):
         g.failure(None, "3.3.3.3", 400 + t)
     assert g.suspended(None, "3.3.3.3", 403) and not g.suspended("x", "4.4.4.4", 403)
+
+
+# -- the service's answers: one shape for unknown, wrong and suspended -------------------------
+
+
+class FakeTx:
+    """A server transaction that records how it was answered."""
+
+    def __init__(self, request: Request, source: tuple[str, int]) -> None:
+        self.request, self.source = request, source
+        self.answers: list[tuple[str, Response]] = []
+
+    def respond(self, response: Response) -> None:
+        self.answers.append(("stateful", response))
+
+    def respond_stateless(self, response: Response) -> None:
+        self.answers.append(("stateless", response))
+
+
+class Clock:
+    now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def service(clock: Clock, retry: int = 3) -> EndpointService:
+    config = parse_config(
+        {
+            "node": {"name": "edge"},
+            "parameters": {"SS_ENDPOINT_REGISTER_RETRY": retry, "SS_ENDPOINT_REGISTER_SUSPEND": 60},
+            "endpoints": [{"account": "alice", "password": "secret"}],
+        }
+    )
+    return EndpointService(config, None, clock=clock)
+
+
+def register(
+    svc: EndpointService, user: str, password: str | None, src: str = "198.51.100.7"
+) -> tuple[str, Response]:
+    """One REGISTER for `user` (answering a fresh challenge when `password` is given)."""
+
+    def send(auth: str | None) -> tuple[str, Response]:
+        lines = [
+            "REGISTER sip:edge SIP/2.0",
+            f"Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{new_tag()}",
+            f"From: <sip:{user}@edge>;tag=1",
+            f"To: <sip:{user}@edge>",
+            "Call-ID: c1",
+            "CSeq: 1 REGISTER",
+            f"Contact: <sip:{user}@{src}:5060>",
+            *([f"Authorization: {auth}"] if auth else []),
+            "Content-Length: 0",
+        ]
+        request = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+        assert isinstance(request, Request)
+        tx = FakeTx(request, (src, 5060))
+        svc.on_register(tx)  # type: ignore[arg-type]
+        assert len(tx.answers) == 1
+        return tx.answers[0]
+
+    kind, first = send(None)
+    if password is None:
+        return kind, first
+    challenge = pick_challenge(first.headers.get_all("WWW-Authenticate"))
+    assert challenge is not None
+    return send(answer_challenge(challenge, user=user, password=password, method="REGISTER",
+                                 uri="sip:edge"))  # fmt: skip
+
+
+def shape(answer: tuple[str, Response]) -> tuple[object, ...]:
+    kind, r = answer
+    names = [n for n, _ in r.headers.items()]
+    return kind, r.status, r.reason, names
+
+
+def test_unknown_wrong_and_suspended_look_the_same() -> None:
+    clock = Clock()
+    svc = service(clock, retry=3)
+    unknown = register(svc, "mallory", "guess", src="203.0.113.1")
+    wrong = register(svc, "alice", "guess", src="203.0.113.2")
+    assert shape(unknown) == shape(wrong) == ("stateless", 403, "Forbidden", shape(wrong)[3])
+    # the first requests (no credentials) too: the same challenge, stateless
+    assert shape(register(svc, "mallory", None)) == shape(register(svc, "alice", None))
+    assert register(svc, "alice", None)[1].status == 401
+    # suspend alice from several sources (the sources stay below their own limit)
+    register(svc, "alice", "guess", src="203.0.113.3")
+    register(svc, "alice", "guess", src="203.0.113.4")
+    assert svc.guard.suspended("alice", "192.0.2.1", clock.now)
+    # suspended: still a challenge first, and the right password gets the same 403
+    assert shape(register(svc, "alice", None, src="192.0.2.1")) == shape(
+        register(svc, "mallory", None, src="192.0.2.1")
+    )
+    suspended = register(svc, "alice", "secret", src="192.0.2.1")
+    assert shape(suspended) == shape(wrong)
+    assert svc.stats.suspended_rejects == 1
+    # ... until the suspension ends
+    clock.now += 61
+    ok = register(svc, "alice", "secret", src="192.0.2.1")
+    assert ok[0] == "stateful" and ok[1].status == 200
+
+
+def test_a_suspended_source_is_refused_like_a_wrong_password() -> None:
+    clock = Clock()
+    svc = service(clock, retry=2)
+    for user in ("mallory", "trudy"):  # unknown accounts count against the source
+        assert register(svc, user, "x", src="203.0.113.9")[1].status == 403
+    assert svc.guard.suspended(None, "203.0.113.9", clock.now)
+    assert shape(register(svc, "alice", "secret", src="203.0.113.9")) == shape(
+        register(svc, "alice", "guess", src="203.0.113.10")
+    )
+
+
+def test_the_failure_table_is_bounded_and_keeps_the_newest() -> None:
+    guard = AuthGuard(retry=1, suspend=600, max_tracked=4)
+    for i in range(10):  # every failure suspends: a table full of suspensions
+        guard.failure(None, f"192.0.2.{i}", now=0.0)
+    assert len(guard) == 4
+    assert guard.suspended(None, "192.0.2.9", now=1.0)  # the newest kept, the oldest gone
+    assert not guard.suspended(None, "192.0.2.0", now=1.0)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response, make_response, parse_message
 from sipedge.sip.transaction import (
     ClientTransaction,
@@ -274,3 +275,159 @@ def test_a_stateless_final_is_sent_once_and_nothing_is_kept() -> None:
     assert len(rec.sent) == 1
     layer.receive(register, PEER)  # the same request again is a new request
     assert len(rec.requests) == 2
+
+
+# -- RFC 3261 17.2.3 matching, bounded tables, a final for every stored request --------------
+
+
+def _variant(req: Request, via: str | None = None, method: str | None = None) -> Request:
+    """A copy of `req` with another top Via and/or method (CSeq follows the method)."""
+    text = req.to_bytes().decode()
+    if via is not None:
+        text = text.replace(req.headers.get("Via") or "", via, 1)
+    if method is not None:
+        text = text.replace(f"{req.method} sip:", f"{method} sip:", 1)
+        text = text.replace(f"CSeq: {req.cseq[0]} {req.method}", f"CSeq: {req.cseq[0]} {method}")
+    msg = parse_message(text.encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+class Raising(Recorder):
+    def on_request(self, tx: ServerTransaction) -> None:
+        raise ValueError("boom from a malformed To tag")
+
+
+def test_tu_that_raises_gets_a_500_and_leaves_nothing() -> None:
+    clock = FakeClock()
+    rec = Raising(clock)
+    layer = TransactionLayer(clock, GAPS, rec.send, rec)
+    layer.receive(request("INVITE"), PEER)
+    layer.receive(request("OPTIONS", branch="z9hG4bKo"), PEER)
+    assert rec.sent_first_lines() == [
+        "SIP/2.0 500 Server Internal Error",
+        "SIP/2.0 500 Server Internal Error",
+    ]  # no 100 before the 500, one response each
+    assert not layer.server and layer.tu_errors == 2
+    clock.advance(60)
+    assert len(rec.sent) == 2  # stateless: never retransmitted
+
+
+def test_invite_100_is_deferred_until_the_tu_returns_without_a_final() -> None:
+    clock, rec, layer = make_layer()
+    layer.receive(request("INVITE"), PEER)
+    assert rec.sent_first_lines() == ["SIP/2.0 100 Trying"]
+
+    class Refusing(Recorder):
+        def on_request(self, tx: ServerTransaction) -> None:
+            tx.respond_stateless(make_response(tx.request, 403))
+
+    rec2 = Refusing(clock)
+    layer2 = TransactionLayer(clock, GAPS, rec2.send, rec2)
+    layer2.receive(request("INVITE"), PEER)
+    assert rec2.sent_first_lines() == ["SIP/2.0 403 Forbidden"]  # alone: no 100 first
+    assert not layer2.server
+
+
+def test_unanswered_requests_get_a_500_from_the_guard() -> None:
+    clock, rec, layer = make_layer()
+    layer.receive(request("OPTIONS"), PEER)
+    layer.receive(request("INVITE", branch="z9hG4bKi"), PEER)
+    clock.advance(40)
+    assert rec.sent_first_lines() == ["SIP/2.0 100 Trying", "SIP/2.0 500 Server Internal Error"]
+    assert list(layer.server) == [("z9hG4bKi", "127.0.0.1:5070", "INVITE")]
+    clock.advance(3600)
+    assert not layer.server and layer.unanswered == 2
+
+
+def test_same_branch_other_sent_by_or_method_is_another_transaction() -> None:
+    _clock, rec, layer = make_layer()
+    first = request("OPTIONS")
+    layer.receive(first, PEER)
+    layer.receive(_variant(first, via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKabc"), PEER)
+    layer.receive(_variant(first, method="INFO"), PEER)
+    layer.receive(first, PEER)  # a retransmission: matched, not a new request
+    assert len(rec.requests) == 3 and len(layer.server) == 3
+
+
+def test_cancel_must_come_from_the_invite_sender() -> None:
+    _clock, rec, layer = make_layer()
+    invite = request("INVITE")
+    layer.receive(invite, PEER)
+    other_via = "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKabc"
+    layer.receive(_variant(invite, via=other_via, method="CANCEL"), PEER)
+    layer.receive(_variant(invite, method="CANCEL"), ("192.0.2.66", 5070))
+    assert rec.cancels == []
+    assert rec.sent_first_lines()[1:] == ["SIP/2.0 481 Call/Transaction Does Not Exist"] * 2
+    layer.receive(_variant(invite, method="CANCEL"), PEER)
+    assert rec.cancels == [rec.requests[0]]
+
+
+def test_ack_to_a_non_2xx_of_an_rfc2543_invite_matches_it() -> None:
+    _clock, rec, layer = make_layer()
+    invite = request("INVITE", branch="")  # no magic cookie, not even a branch
+    invite.headers.replace_first("Via", "SIP/2.0/UDP 127.0.0.1:5070")
+    layer.receive(invite, PEER)
+    rec.requests[0].respond_status(486, to_tag="t1")
+    ack = _variant(invite, method="ACK")
+    layer.receive(ack, PEER)
+    assert rec.acks == []  # absorbed by the transaction: hop by hop
+    assert rec.requests[0].state is State.CONFIRMED
+
+
+def test_transaction_cap_answers_503_with_retry_after_statelessly() -> None:
+    _clock, rec, layer = make_layer()
+    layer.configure(SipLimits(max_transactions=2, retry_after=7))
+    for i in range(3):
+        layer.receive(request("INVITE", branch=f"z9hG4bK{i}", cseq=i + 1), PEER)
+    assert len(layer.server) == 2 and layer.gate.refused[503] == 1
+    last = parse_message(rec.sent[-1][1])
+    assert isinstance(last, Response) and last.status == 503
+    assert last.headers.get("Retry-After") == "7"
+
+
+@pytest.mark.parametrize(
+    ("method", "change", "status"),
+    [
+        ("OPTIONS", ("Max-Forwards: 70", "Require: 100rel, foo"), 420),
+        ("INVITE", ("Max-Forwards: 70", "Require: 100rel"), 420),
+        ("INVITE", ("Max-Forwards: 70", "Require: timer"), None),
+        ("INVITE", ("Max-Forwards: 70", "Max-Forwards: 0"), 483),
+        ("BYE", ("Max-Forwards: 70", "Max-Forwards: 0"), 483),
+        ("OPTIONS", ("Max-Forwards: 70", "Max-Forwards: 0"), None),  # answered here: 200
+        ("OPTIONS", ("Max-Forwards: 70", "Max-Forwards: 300"), 400),
+        ("OPTIONS", ("sip:200@127.0.0.1 SIP", "mailto:a@b SIP"), 416),
+        ("OPTIONS", ("sip:200@127.0.0.1 SIP", f"sip:{'2' * 2000}@h SIP"), 414),
+        ("OPTIONS", ("Max-Forwards: 70", "Max-Forwards: 70" + "\r\nX-Y: y" * 200), 513),
+        ("OPTIONS", ("To: <sip:200@127.0.0.1>", 'To: "Mr <sip:200@127.0.0.1>'), 400),
+        ("OPTIONS", ("To: <sip:200@127.0.0.1>", "To: < sip:200@127.0.0.1 >"), 400),
+        ("OPTIONS", ("To: <sip:200@127.0.0.1>", "To: Bell, A <sip:200@127.0.0.1>"), 400),
+        ("OPTIONS", ("sip:200@127.0.0.1 SIP", "sip:200@h?Route=x SIP"), 400),
+        ("INVITE", ("Content-Length: 0\r\n\r\n", "Content-Type: text/x\r\n\r\nabc"), 415),
+    ],
+)
+def test_layer_validation(method: str, change: tuple[str, str], status: int | None) -> None:
+    _clock, rec, layer = make_layer()
+    layer.configure(SipLimits(), frozenset({"timer"}))
+    data = request(method).to_bytes().decode().replace(*change)
+    msg = parse_message(data.encode())
+    assert isinstance(msg, Request)
+    layer.receive(msg, PEER)
+    if status is None:
+        assert rec.requests and not layer.gate.rlog._classes
+        return
+    assert not rec.requests and not layer.server
+    (answer,) = [parse_message(d) for _, d, _ in rec.sent]
+    assert isinstance(answer, Response) and answer.status == status
+    if status == 420:
+        assert answer.headers.get("Unsupported") == change[1].split(": ", 1)[1]
+
+
+def test_response_with_two_vias_is_dropped() -> None:
+    _clock, rec, layer = make_layer()
+    invite = request("INVITE")
+    layer.start_client(invite, PEER, lambda tx, r: rec.stray.append(r), lambda tx: None)
+    response = make_response(invite, 200)
+    response.headers.add("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx")
+    layer.receive(response, PEER)
+    assert rec.stray == [] and layer.gate.dropped["response_via"] == 1

@@ -47,3 +47,11 @@ class Managed(Protocol):
     def set_draining(self, on: bool) -> None:
         """Stop (on) or resume (off) taking new calls."""
         ...
+
+    def bans(self) -> list[dict[str, object]]:
+        """The sources banned now (address, reason, age, expires_in, dropped)."""
+        ...
+
+    def clear_bans(self, address: str | None) -> int:
+        """Lift the ban of `address` (None: every ban); how many were lifted."""
+        ...

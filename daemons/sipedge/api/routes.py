@@ -73,6 +73,21 @@ async def undrain(request: web.Request) -> web.Response:
     return web.json_response({"draining": False})
 
 
+async def bans(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response(daemon.bans())
+
+
+async def clear_bans(request: web.Request) -> web.Response:
+    """DELETE /api/bans lifts every ban, DELETE /api/bans/{address} one (404: not banned)."""
+    daemon = request.app[DAEMON_KEY]
+    address = request.match_info.get("address")
+    cleared = daemon.clear_bans(address)
+    if address is not None and cleared == 0:
+        return web.json_response({"error": f"{address} is not banned"}, status=404)
+    return web.json_response({"cleared": cleared})
+
+
 def build_app(daemon: Managed) -> web.Application:
     app = web.Application(middlewares=[bearer_auth])
     app[DAEMON_KEY] = daemon
@@ -83,4 +98,7 @@ def build_app(daemon: Managed) -> web.Application:
     app.router.add_post("/api/config/reload", reload_config)
     app.router.add_post("/api/drain", drain)
     app.router.add_post("/api/undrain", undrain)
+    app.router.add_get("/api/bans", bans)
+    app.router.add_delete("/api/bans", clear_bans)
+    app.router.add_delete("/api/bans/{address}", clear_bans)
     return app

@@ -8,6 +8,7 @@ between its legs (`in_dialog`).
 Modules, from the leaves up (a module imports only those above it in this list):
 
 * pure, no I/O: `routing` (prefix and source tables), `switching` (gateway switching),
+  `capacity` (call limits: calls in progress, calls per second per mapping gateway),
   `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation);
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
   `media_session` (leg names, relay sessions, watch settings);
@@ -21,11 +22,12 @@ implements it: `media_link.MediaEvents`, `watchdog.WatchedMedia`, `refresh.Timed
 
 Dependency direction: calls/ may import sip/, store/, config/ and media's client; nothing in
 sip/, store/ or media/ imports calls/. registrar/ and uplinks/ may import calls/ (its records,
-pure modules and the names below); calls/ never imports registrar/ or uplinks/. Modules inside
+pure modules and the names below), and guard/ its `SourceTable`; calls/ never imports
+registrar/, uplinks/ or guard/. Modules inside
 calls/ import each other by module path, never through this package.
 
 Public names: `B2BUA`, `EndpointHooks`, `Call`, `CallStats`, `GatewayTarget`, `MediaBackend`,
-`MediaService`, `media_metrics`, `SwitchingPolicy`, `effective_policy`,
+`MediaService`, `media_metrics`, `SourceTable`, `SwitchingPolicy`, `effective_policy`,
 `switching_policy`, `ua_privacy_header`.
 """
 
@@ -33,6 +35,7 @@ from sipedge.calls.attempt import CallStats, GatewayTarget
 from sipedge.calls.call import Call
 from sipedge.calls.identity import ua_privacy_header
 from sipedge.calls.media_link import MediaBackend, MediaService, media_metrics
+from sipedge.calls.routing import SourceTable
 from sipedge.calls.service import B2BUA, EndpointHooks, switching_policy
 from sipedge.calls.switching import SwitchingPolicy, effective_policy
 
@@ -44,6 +47,7 @@ __all__ = [
     "GatewayTarget",
     "MediaBackend",
     "MediaService",
+    "SourceTable",
     "SwitchingPolicy",
     "effective_policy",
     "media_metrics",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sipedge.calls.attempt import CallState, CallStats, GatewayTarget
 from sipedge.calls.call import Call
+from sipedge.calls.capacity import CallCaps, GatewayLimits
 from sipedge.calls.identity import (
     apply_identity,
     incoming_identity,
@@ -31,6 +32,7 @@ from sipedge.calls.media_link import CallMedia, MediaService
 from sipedge.calls.routing import RouteTable, SourceTable
 from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
 from sipedge.calls.switching import CallSwitcher, SwitchingPolicy, effective_policy
+from sipedge.ratelog import RateLimitedLog
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import (
     Headers,
@@ -119,6 +121,9 @@ class B2BUA:
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID + From tag
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}  # (Call-ID, our tag)
         self.draining = False
+        self.clock: Callable[[], float] = time.monotonic  # for the calls-per-second buckets
+        self.caps = CallCaps(config.parameters.sip_max_calls, {}, self.clock())
+        self.refusals = RateLimitedLog(log, config.security.log_interval)
         # media anchoring: off until the daemon gives it a mediad client (sipd.py)
         self.media = MediaService(None)
         # registrar and outbound registrations: set by the daemon (registrar/component.py)
@@ -136,6 +141,15 @@ class B2BUA:
         # Carriers we are registered to: calls sent to them go "through an outbound
         # registration", where SS_SIP_USER_AGENT_PRIVACY applies (parameters.md).
         self.registered_carriers = frozenset((r.proxy, r.port) for r in config.registrations)
+        # Addresses that are gateways to the guard (besides the mapping gateways' networks).
+        self.peer_addresses = frozenset(
+            [gw.address for gw in config.routing_gateways] + [r.proxy for r in config.registrations]
+        )
+        self.caps.configure(
+            config.parameters.sip_max_calls,
+            {m.name: GatewayLimits(m.max_calls, m.max_cps) for m in config.mapping_gateways},
+            self.clock(),
+        )
         self.routes = RouteTable([(r.prefix, r.gateways) for r in config.routes])
         p = config.parameters
         self.policies: dict[str, SwitchingPolicy] = {
@@ -151,6 +165,11 @@ class B2BUA:
         )
 
     # -- addresses --------------------------------------------------------------------------
+    def is_gateway(self, address: str) -> bool:
+        """A mapping gateway (by its networks), a routing gateway or a carrier we register
+        to (by the address configured for it)."""
+        return address in self.peer_addresses or self.sources.lookup(address) is not None
+
     def via_for(self, destination: str) -> tuple[str, int]:
         return self._local_host_for(destination), self.local_port
 
@@ -227,12 +246,27 @@ class B2BUA:
     # -- calls ------------------------------------------------------------------------------
     def _reject(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
         self.stats.count_reject(status)
-        tx.respond(make_response(tx.request, status, reason, to_tag=new_tag()))
+        response = make_response(tx.request, status, reason, to_tag=new_tag())
+        if status == 503:
+            response.headers.add("Retry-After", str(self.config.parameters.sip_retry_after))
+        if self.sources.lookup(tx.source[0]) is None:
+            # Not a mapping gateway: answered once, never retransmitted (no reflection).
+            tx.respond_stateless(response)
+        else:
+            tx.respond(response)
+
+    def _over_capacity(self, tx: ServerTransaction, limit: str) -> None:
+        self._reject(tx, 503, "Over Capacity")
+        self.refusals.event("503 " + limit, "503 over capacity (%s) to %s:%s", limit, *tx.source)
 
     def _new_call(self, tx: InviteServerTransaction) -> None:
         request = tx.request
         if self.draining:
             self._reject(tx, 503, "Draining")
+            return
+        over = self.caps.over_total(len(self.calls))
+        if over is not None:
+            self._over_capacity(tx, over)
             return
         max_forwards = request.headers.get("Max-Forwards")
         if max_forwards is not None:
@@ -265,6 +299,10 @@ class B2BUA:
                 return  # challenged (407) or refused (403) there
         if mapping is None:
             self._reject(tx, 403, "Unknown Source")
+            return
+        over = self.caps.over_gateway(mapping, self.clock())
+        if over is not None:
+            self._over_capacity(tx, over)
             return
         try:
             callee = parse_uri(request.uri).user or ""
@@ -319,6 +357,7 @@ class B2BUA:
             record=record,
         )
         self.calls[_call_key(request)] = call
+        self.caps.started(mapping)
         self.stats.calls += 1
         self.stats.active += 1
         try:
@@ -362,7 +401,8 @@ class B2BUA:
         self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, leg)
 
     def call_ended(self, call: Call) -> None:
-        self.calls.pop(_call_key(call.invite_tx.request), None)
+        if self.calls.pop(_call_key(call.invite_tx.request), None) is not None:
+            self.caps.ended(call.mapping_gateway or "")
         for dialog in (call.caller_dialog, call.callee_dialog):
             if dialog is not None:
                 self.dialogs.pop((dialog.call_id, dialog.local_tag), None)

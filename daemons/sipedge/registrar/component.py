@@ -120,15 +120,30 @@ class RegistrarComponent:
             "Live endpoint registrations behind NAT",
             value=sum(1 for b in bindings if b.nat),
         )
+        yield GaugeMetricFamily(
+            "sipedge_registrar_tracked_failures",
+            "Accounts and sources with failed authentications on record (bounded)",
+            value=len(self.endpoints.guard),
+        )
+        yield GaugeMetricFamily(
+            "sipedge_registrar_tracked_nonces",
+            "Nonces whose counts are tracked (bounded by security.max_nonces)",
+            value=len(self.endpoints.digest.counts),
+        )
         yield counter("registrar_registers", "REGISTER requests received", s.registers)
         yield counter("registrar_challenges", "Digest challenges sent (401/407)", s.challenges)
         yield counter("registrar_auth_failures", "Failed digest authentications", s.auth_failures)
         yield counter(
             "registrar_suspended_rejects",
-            "Requests refused with 403 while the account or source was suspended",
+            "Credentials refused (403 Forbidden) while the account or source was suspended",
             s.suspended_rejects,
         )
         yield counter("registrar_suspensions", "Accounts/sources suspended", s.suspensions)
+        yield counter(
+            "registrar_replays",
+            "Right digest answers refused: nonce count used or uri not the Request-URI",
+            s.replays,
+        )
         yield counter("registrar_too_brief", "REGISTERs answered 423", s.too_brief)
         yield counter("registrar_expired", "Bindings that expired", s.expired)
         yield counter(

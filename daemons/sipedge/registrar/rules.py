@@ -165,17 +165,21 @@ class _Strikes:
 class AuthGuard:
     """Failed authentications in a row per account and per source address; suspension."""
 
-    MAX_TRACKED = 100_000  # bound the table under a flood of sources
-
-    def __init__(self, retry: int, suspend: float) -> None:
+    def __init__(self, retry: int, suspend: float, max_tracked: int = 65536) -> None:
         self.retry = retry
         self.suspend = suspend
+        self.max_tracked = max_tracked  # per table: bounds it under a flood of sources
         self._accounts: dict[str, _Strikes] = {}
         self._sources: dict[str, _Strikes] = {}
         self.suspensions = 0
 
-    def configure(self, retry: int, suspend: float) -> None:
+    def configure(self, retry: int, suspend: float, max_tracked: int | None = None) -> None:
         self.retry, self.suspend = retry, suspend
+        if max_tracked is not None:
+            self.max_tracked = max_tracked
+
+    def __len__(self) -> int:
+        return len(self._accounts) + len(self._sources)
 
     def suspended(self, account: str | None, source_ip: str, now: float) -> bool:
         for table, key in ((self._accounts, account), (self._sources, source_ip)):
@@ -194,8 +198,8 @@ class AuthGuard:
                 continue
             strikes = table.get(key)
             if strikes is None:
-                if len(table) >= self.MAX_TRACKED:
-                    self._prune(table, now)
+                if len(table) >= self.max_tracked:
+                    self._prune(table, now, self.max_tracked)
                 strikes = table[key] = _Strikes()
             if strikes.suspended_until and strikes.suspended_until <= now:
                 strikes.failures = 0  # the suspension is over: count again from zero
@@ -220,8 +224,9 @@ class AuthGuard:
         }
 
     @staticmethod
-    def _prune(table: dict[str, _Strikes], now: float) -> None:
+    def _prune(table: dict[str, _Strikes], now: float, limit: int) -> None:
+        # Amortised: a full table is swept once, and refilling it takes `limit` new entries.
         for key in [k for k, s in table.items() if s.suspended_until <= now]:
             del table[key]
-        if len(table) >= AuthGuard.MAX_TRACKED:
-            table.clear()
+        while len(table) >= limit:  # all suspended: the oldest suspension goes first
+            del table[next(iter(table))]

@@ -12,6 +12,13 @@
   at the address its REGISTER came from (through its NAT); an account with no live binding
   gets 480.
 
+Authentication (`_authenticate`) looks the same from outside for an unknown account, a wrong
+password and a suspended account or source: a request without usable credentials gets a
+challenge (401/407), one with credentials that do not let it in gets ``403 Forbidden`` with the
+same headers, after the same one hash (docs/registration.md, "What an attacker sees"). Every
+answer given before the request is authenticated goes out statelessly (`respond_stateless`):
+nothing is retransmitted to a source that has not proved who it is.
+
 The rules are in `sipedge.registrar.rules` (pure), the store behind
 `sipedge.store.BindingStore`.
 
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from sipedge.calls import GatewayTarget, SwitchingPolicy, switching_policy
 from sipedge.config import RoutingGateway
+from sipedge.ratelog import RateLimitedLog
 from sipedge.registrar.rules import (
     MIN_EXPIRES,
     AuthGuard,
@@ -39,7 +47,7 @@ from sipedge.registrar.rules import (
     decide_expiry,
     parse_expires,
 )
-from sipedge.sip.digest import DigestServer, Verdict
+from sipedge.sip.digest import DigestServer, Secret, Verdict
 from sipedge.sip.message import (
     ParseError,
     make_response,
@@ -60,7 +68,6 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "endpoint:"
 REGISTRATION_PREFIX = "registration:"
-CHALLENGE_ORDER = ("MD5", "SHA-256")
 
 
 @dataclass
@@ -70,7 +77,8 @@ class RegistrarStats:
     unregistered: int = 0
     challenges: int = 0
     auth_failures: int = 0
-    suspended_rejects: int = 0  # 403 without a challenge while suspended
+    suspended_rejects: int = 0  # credentials refused (403 Forbidden) while suspended
+    replays: int = 0  # right response with a used nonce count or another Request-URI
     suspensions: int = 0
     too_brief: int = 0
     refused_exists: int = 0
@@ -93,10 +101,17 @@ class EndpointService:
         self.table = BindingTable()
         self.stats = RegistrarStats()
         p = config.parameters
-        self.guard = AuthGuard(p.endpoint_register_retry, p.endpoint_register_suspend)
-        # MD5 first: many deployed phones (and SIPp) read only the first challenge and give up
-        # on SHA-256; SHA-256 clients answer the second (both are verified, same nonce).
-        self.digest = DigestServer(realm=config.node_name, algorithms=CHALLENGE_ORDER, clock=clock)
+        security = config.security
+        self.guard = AuthGuard(
+            p.endpoint_register_retry, p.endpoint_register_suspend, security.max_tracked_sources
+        )
+        self.digest = DigestServer(
+            realm=config.node_name,
+            algorithms=security.digest_algorithms,
+            max_nonces=security.max_nonces,
+            clock=clock,
+        )
+        self.refusals = RateLimitedLog(log, security.log_interval)
         self.apply_config(config)
         if store is not None:
             now = clock()
@@ -108,9 +123,17 @@ class EndpointService:
     def apply_config(self, config: Config) -> None:
         self.config = config
         p = config.parameters
+        security = config.security
         self.passwords = {e.account: e.password for e in config.endpoints}
-        self.guard.configure(p.endpoint_register_retry, p.endpoint_register_suspend)
-        self.digest.realm = config.node_name
+        self.secrets = {
+            e.account: Secret(e.password, e.digest_algorithms or security.digest_algorithms)
+            for e in config.endpoints
+        }
+        self.guard.configure(
+            p.endpoint_register_retry, p.endpoint_register_suspend, security.max_tracked_sources
+        )
+        self.digest.configure(config.node_name, security.digest_algorithms, security.max_nonces)
+        self.refusals.interval = security.log_interval
         self.policy: SwitchingPolicy = switching_policy(p)
         # accounts removed from the config lose their bindings
         for account in [a for a in self.table.bindings if a not in self.passwords]:
@@ -129,54 +152,93 @@ class EndpointService:
         return self.table.nat_devices(self.clock())
 
     # -- REGISTER ---------------------------------------------------------------------------
-    def _answer(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
+    def _answer(
+        self, tx: ServerTransaction, status: int, reason: str | None = None, stateless: bool = False
+    ) -> None:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-        tx.respond(make_response(tx.request, status, reason, to_tag=new_tag()))
+        response = make_response(tx.request, status, reason, to_tag=new_tag())
+        if stateless:
+            tx.respond_stateless(response)
+        else:
+            tx.respond(response)
 
-    def _challenge(self, tx: ServerTransaction, status: int, stale: bool = False) -> None:
+    def _challenge(
+        self, tx: ServerTransaction, status: int, claimed: str | None, stale: bool = False
+    ) -> None:
+        """A fresh challenge, bound to the source, with the algorithms of the claimed account
+        (the global ones for an unknown name); stateless: the source is not authenticated."""
         self.stats.challenges += 1
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         response = make_response(tx.request, status, to_tag=new_tag())
         name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-        for value in self.digest.challenges(stale):
+        secret = self.secrets.get(claimed or "")
+        algorithms = secret.algorithms if secret is not None else None
+        for value in self.digest.challenges(tx.source[0], algorithms, stale):
             response.headers.add(name, value)
-        tx.respond(response)
+        tx.respond_stateless(response)
+
+    def _refuse(self, tx: ServerTransaction) -> None:
+        """The one answer to credentials that do not let the request in, whatever the reason
+        (unknown account, wrong password, suspended account or source)."""
+        self._answer(tx, 403, "Forbidden", stateless=True)
 
     def _authenticate(
         self, tx: ServerTransaction, claimed: str | None, challenge_status: int
     ) -> str | None:
-        """The authenticated account, or None after answering (challenge or 403)."""
+        """The authenticated account, or None after answering (challenge or 403 Forbidden).
+
+        No branch skips the digest check: a suspended or unknown account costs the same hash
+        as a known one, and gets the same answer as a wrong password."""
         request = tx.request
         now = self.clock()
         source_ip = tx.source[0]
-        known = claimed if claimed in self.passwords else None
-        if self.guard.suspended(known, source_ip, now):
-            self.stats.suspended_rejects += 1
-            self._answer(tx, 403, "Suspended")
-            return None
         header = request.headers.get("Authorization") or request.headers.get("Proxy-Authorization")
         if not header:
-            self._challenge(tx, challenge_status)
+            self._challenge(tx, challenge_status, claimed)
             return None
-        result = self.digest.check(header, request.method, self.passwords.get)
+        result = self.digest.check(
+            header,
+            method=request.method,
+            uri=request.uri,
+            source=source_ip,
+            lookup=self.secrets.get,
+        )
         if result.verdict == Verdict.MALFORMED:
-            self._challenge(tx, challenge_status)
+            self._challenge(tx, challenge_status, claimed)
+            return None
+        if result.verdict == Verdict.REPLAY:
+            self.stats.replays += 1
+            self.refusals.event(
+                "replay", "digest replay refused (%s) from %s", result.reason, source_ip
+            )
+            self._challenge(tx, challenge_status, claimed)
+            return None
+        known = claimed if claimed in self.secrets else None
+        account = result.user if result.user in self.secrets else known
+        if self.guard.suspended(account, source_ip, now) or self.guard.suspended(
+            known, source_ip, now
+        ):
+            # not counted again: a phone retrying with its right password must not keep itself
+            # suspended; but the right password does not work until the suspension ends
+            self.stats.suspended_rejects += 1
+            self.refusals.event("suspended", "credentials refused: suspended (from %s)", source_ip)
+            self._refuse(tx)
             return None
         if result.verdict == Verdict.STALE:
-            self._challenge(tx, challenge_status, stale=True)
+            self._challenge(tx, challenge_status, claimed, stale=True)
             return None
         if result.verdict == Verdict.BAD or (claimed is not None and result.user != claimed):
             self.stats.auth_failures += 1
-            account = result.user if result.user in self.passwords else known
             if self.guard.failure(account, source_ip, now):
                 self.stats.suspensions += 1
-                log.warning(
+                self.refusals.event(
+                    "suspension",
                     "authentication suspended: account %s, source %s (%s failures)",
                     account,
                     source_ip,
                     self.guard.retry,
                 )
-            self._answer(tx, 403, "Bad Credentials")
+            self._refuse(tx)
             return None
         self.guard.success(result.user, source_ip)
         return result.user
@@ -187,7 +249,7 @@ class EndpointService:
         try:
             to_user = parse_uri(parse_name_addr(request.headers.get("To") or "").uri).user
         except ParseError:
-            self._answer(tx, 400, "Bad To")
+            self._answer(tx, 400, "Bad To", stateless=True)
             return
         account = self._authenticate(tx, to_user, 401)
         if account is None:

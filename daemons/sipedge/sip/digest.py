@@ -2,18 +2,29 @@
 
 Both sides live here:
 
-* the server side (`DigestServer`) issues challenges and checks credentials. Nonces are
-  stateless: ``<issued-at hex>.<random hex>.<HMAC>``, signed with a per-process secret, so any
-  nonce we issued can be recognised (and its age read) without a table. A nonce older than
-  ``nonce_lifetime`` is *stale*: a correct response with a stale nonce is answered with a new
-  challenge carrying ``stale=true`` (the client re-answers without asking the user), a wrong
-  one is a failure as always. qop=auth only (auth-int protects the body, no SIP UA uses it).
+* the server side (`DigestServer`) issues challenges and checks credentials so that a sniffed
+  answer cannot be used again:
+
+  - nonces are stateless, ``<issued hex>.<sequence hex>.<HMAC>``, the HMAC (per-process secret)
+    covering the realm and the **source address** the challenge went to: a nonce issued to one
+    source is not ours when it comes back from another. Older than ``nonce_lifetime`` it is
+    *stale*: a correct answer gets a new challenge with ``stale=true``;
+  - qop=auth is required (an answer without qop is refused), and the **nonce count** is tracked
+    per nonce after each accepted answer: a repeated or lower ``nc`` is a replay. The table is
+    bounded (``max_nonces``, oldest first-use forgotten); a forgotten nonce is treated as stale;
+  - the ``uri`` of the answer must be the Request-URI;
+  - an unknown user is hashed against a dummy password, so every answer costs one hash.
 * the client side (`answer_challenge`) builds an Authorization / Proxy-Authorization value
   from a WWW-Authenticate / Proxy-Authenticate challenge (MD5, MD5-sess, SHA-256,
   SHA-256-sess; qop=auth or none).
 
-Algorithms: MD5 and SHA-256 (RFC 8760 for SIP). A challenge offers SHA-256 first and MD5 second
-(RFC 8760 section 2.4: the client uses the first it supports); old phones use MD5.
+Algorithms: MD5 and SHA-256 (RFC 8760 for SIP). A challenge offers the algorithms it is given,
+in that order, one WWW-Authenticate each (RFC 8760 section 2.4: the client uses the first it
+supports); the default is MD5 only, because some clients (libre 1.1, Debian 12's baresip) give
+up at the first algorithm they do not know.
+
+Owns: the digest computation, nonces, verdicts and the nonce-count table.
+Must not: send, read the clock other than through `clock`, or know accounts beyond `lookup`.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +41,7 @@ ALGORITHMS: dict[str, Callable[[bytes], str]] = {
     "MD5": lambda data: hashlib.md5(data).hexdigest(),
     "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
 }
-DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
+DEFAULT_ALGORITHMS = ("MD5",)  # what libre 1.1 (Debian 12 baresip) can answer
 NONCE_LIFETIME = 300.0  # seconds a nonce stays fresh
 
 
@@ -131,8 +143,9 @@ def compute_response(
 
 class Verdict:
     OK = "ok"
-    STALE = "stale"  # right password, expired nonce: challenge again with stale=true
-    BAD = "bad"  # wrong response, unknown user, forged nonce: an authentication failure
+    STALE = "stale"  # right password, expired or forgotten nonce: challenge with stale=true
+    BAD = "bad"  # wrong response, unknown user, algorithm not offered: a failure
+    REPLAY = "replay"  # right response but a used nc or another Request-URI: challenge again
     MALFORMED = "malformed"  # not digest credentials we can check: challenge (not a failure)
 
 
@@ -143,48 +156,120 @@ class CheckResult:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Secret:
+    """What the server knows of one account: its password and the algorithms it is offered."""
+
+    password: str
+    algorithms: tuple[str, ...]
+
+
+_NONCE = re.compile(r"([0-9a-f]{1,16})\.([0-9a-f]{1,16})\.([0-9a-f]{32})")
+_NC = re.compile(r"[0-9a-fA-F]{8}")
+
+
+class NonceCounts:
+    """The highest nonce count accepted per nonce (by its sequence number), first-use order.
+
+    Bounded by `limit`: the oldest entry is forgotten, and `forgotten_up_to` (the highest
+    sequence forgotten) makes every nonce up to it that is no longer here unusable (stale), so
+    forgetting never re-opens a nonce to replay."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[int, tuple[float, int]] = {}  # seq -> (issued, highest nc)
+        self.forgotten_up_to = -1
+
+    def known(self, seq: int) -> bool:
+        return seq in self._counts or seq > self.forgotten_up_to
+
+    def highest(self, seq: int) -> int:
+        entry = self._counts.get(seq)
+        return entry[1] if entry is not None else 0
+
+    def accept(self, seq: int, issued: float, nc: int, expired_before: float) -> None:
+        if seq in self._counts:
+            self._counts[seq] = (issued, nc)
+            return
+        # the oldest entries whose nonces have expired go first (they are stale by age anyway)
+        while self._counts:
+            oldest = next(iter(self._counts))
+            if self._counts[oldest][0] >= expired_before:
+                break
+            del self._counts[oldest]
+        while len(self._counts) >= self.limit:
+            oldest = next(iter(self._counts))
+            del self._counts[oldest]
+            self.forgotten_up_to = max(self.forgotten_up_to, oldest)
+        self._counts[seq] = (issued, nc)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison of two strings of any characters (input may be non-ASCII)."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
+    )
+
+
 @dataclass
 class DigestServer:
-    """Challenges and verifies. `passwords(user)` gives the password or None (unknown)."""
+    """Challenges and verifies; `lookup(user)` gives the account's `Secret` or None (unknown).
+
+    `algorithms` is what an unknown user is offered (and the default for the challenges)."""
 
     realm: str
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     nonce_lifetime: float = NONCE_LIFETIME
+    max_nonces: int = 65536
     secret: bytes = field(default_factory=lambda: os.urandom(32))
     clock: Callable[[], float] = time.time
+    counts: NonceCounts = field(init=False)
+    _seq: int = field(init=False, default=0)
+    _dummy: str = field(init=False, default_factory=lambda: os.urandom(16).hex())
+
+    def __post_init__(self) -> None:
+        self.counts = NonceCounts(self.max_nonces)
+
+    def configure(self, realm: str, algorithms: tuple[str, ...], max_nonces: int) -> None:
+        self.realm, self.algorithms = realm, algorithms
+        self.counts.limit = max_nonces
 
     # nonces
-    def new_nonce(self) -> str:
+    def new_nonce(self, source: str) -> str:
         issued = format(int(self.clock()), "x")
-        rand = os.urandom(8).hex()
-        return f"{issued}.{rand}.{self._sign(issued, rand)}"
+        self._seq += 1
+        seq = format(self._seq, "x")
+        return f"{issued}.{seq}.{self._sign(issued, seq, source)}"
 
-    def _sign(self, issued: str, rand: str) -> str:
-        mac = hmac.new(self.secret, f"{issued}.{rand}.{self.realm}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:32]
+    def _sign(self, issued: str, seq: str, source: str) -> str:
+        text = f"{issued}.{seq}.{self.realm}.{source}".encode("utf-8", "surrogateescape")
+        return hmac.new(self.secret, text, hashlib.sha256).hexdigest()[:32]
 
-    def nonce_state(self, nonce: str) -> str:
-        """ "fresh", "stale" or "forged"."""
-        parts = nonce.split(".")
-        if len(parts) != 3:
+    def nonce_state(self, nonce: str, source: str) -> str:
+        """ "fresh", "stale" (expired or forgotten) or "forged" (not ours, or not `source`'s)."""
+        m = _NONCE.fullmatch(nonce)
+        if m is None:
             return "forged"
-        issued, rand, mac = parts
-        if not hmac.compare_digest(mac, self._sign(issued, rand)):
+        issued, seq, mac = m.groups()
+        if not _same(mac, self._sign(issued, seq, source)):
             return "forged"
-        try:
-            age = self.clock() - int(issued, 16)
-        except ValueError:
-            return "forged"
-        if age < -5 or age > self.nonce_lifetime:
+        age = self.clock() - int(issued, 16)
+        if age < -5 or age > self.nonce_lifetime or not self.counts.known(int(seq, 16)):
             return "stale"
         return "fresh"
 
     # challenges
-    def challenges(self, stale: bool = False) -> list[str]:
-        """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, same nonce."""
-        nonce = self.new_nonce()
+    def challenges(
+        self, source: str, algorithms: tuple[str, ...] | None = None, stale: bool = False
+    ) -> list[str]:
+        """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, same nonce, bound to
+        `source` (the address the challenge goes to)."""
+        nonce = self.new_nonce(source)
         out = []
-        for algorithm in self.algorithms:
+        for algorithm in algorithms or self.algorithms:
             value = (
                 f"Digest realm={_quote(self.realm)}, nonce={_quote(nonce)}, "
                 f'algorithm={algorithm}, qop="auth"'
@@ -196,35 +281,42 @@ class DigestServer:
 
     # verification
     def check(
-        self, header: str, method: str, passwords: Callable[[str], str | None]
+        self,
+        header: str,
+        *,
+        method: str,
+        uri: str,
+        source: str,
+        lookup: Callable[[str], Secret | None],
     ) -> CheckResult:
+        """The verdict on one Authorization value for a request with `method` and Request-URI
+        `uri` from `source`. Every well-formed answer costs one hash, known user or not."""
         try:
             scheme, p = parse_auth_header(header)
         except DigestError as err:
             return CheckResult(Verdict.MALFORMED, reason=str(err))
         if scheme != "digest":
-            return CheckResult(Verdict.MALFORMED, reason=f"scheme {scheme}")
+            return CheckResult(Verdict.MALFORMED, reason="another scheme")
         user = p.get("username", "")
-        for key in ("username", "realm", "nonce", "uri", "response"):
+        for key in ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce"):
             if not p.get(key):
                 return CheckResult(Verdict.MALFORMED, user, f"no {key}")
         if p["realm"] != self.realm:
             return CheckResult(Verdict.MALFORMED, user, "another realm")
         algorithm = p.get("algorithm", "MD5")
-        if algorithm.upper() not in self.algorithms:
-            return CheckResult(Verdict.MALFORMED, user, f"algorithm {algorithm}")
-        qop = p.get("qop")
-        if qop is not None and qop.lower() != "auth":
-            return CheckResult(Verdict.MALFORMED, user, f"qop {qop}")
-        if qop and (not p.get("nc") or not p.get("cnonce")):
-            return CheckResult(Verdict.MALFORMED, user, "qop without nc/cnonce")
-        state = self.nonce_state(p["nonce"])
+        if algorithm.upper() not in ALGORITHMS:
+            return CheckResult(Verdict.MALFORMED, user, "unsupported algorithm")
+        if p["qop"].lower() != "auth":
+            return CheckResult(Verdict.MALFORMED, user, "qop is not auth")
+        if not _NC.fullmatch(p["nc"]) or int(p["nc"], 16) == 0:
+            return CheckResult(Verdict.MALFORMED, user, "bad nc")
+        state = self.nonce_state(p["nonce"], source)
         if state == "forged":
-            # Not one of ours (or from before a restart): not the client's fault, ask again.
+            # Not one of ours, another source's, or from before a restart: ask again.
             return CheckResult(Verdict.MALFORMED, user, "unknown nonce")
-        password = passwords(user)
-        if password is None:
-            return CheckResult(Verdict.BAD, user, "unknown user")
+        secret = lookup(user)
+        # an unknown user costs the same hash as a known one (same timing class)
+        password = secret.password if secret is not None else self._dummy
         expected = compute_response(
             algorithm=algorithm,
             user=user,
@@ -233,14 +325,25 @@ class DigestServer:
             method=method,
             uri=p["uri"],
             nonce=p["nonce"],
-            qop=qop,
-            nc=p.get("nc", ""),
-            cnonce=p.get("cnonce", ""),
+            qop="auth",
+            nc=p["nc"],
+            cnonce=p["cnonce"],
         )
-        if not hmac.compare_digest(expected, p["response"].lower()):
-            return CheckResult(Verdict.BAD, user, "wrong response")
+        right = _same(expected, p["response"].lower())
+        if secret is None or not right:
+            return CheckResult(Verdict.BAD, user, "unknown user" if right else "wrong response")
+        if algorithm.upper() not in secret.algorithms:
+            return CheckResult(Verdict.BAD, user, "algorithm not offered")
+        if p["uri"] != uri:
+            return CheckResult(Verdict.REPLAY, user, "uri is not the Request-URI")
         if state == "stale":
             return CheckResult(Verdict.STALE, user, "stale nonce")
+        issued, seq, _ = p["nonce"].split(".")
+        nc = int(p["nc"], 16)
+        if nc <= self.counts.highest(int(seq, 16)):
+            return CheckResult(Verdict.REPLAY, user, "nonce count used")
+        now = self.clock()
+        self.counts.accept(int(seq, 16), int(issued, 16), nc, now - self.nonce_lifetime)
         return CheckResult(Verdict.OK, user)
 
 

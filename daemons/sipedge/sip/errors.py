@@ -17,14 +17,16 @@ __all__ = ["ParseError"]
 class ParseError(ValueError):
     """A message (or header value) that cannot be understood.
 
-    `reason` doubles as the reason phrase of the 400 the transport sends back; `request` is set
-    only when enough of a request was understood to address that 400 (RFC 3261 8.2.6).
+    `reason` doubles as the reason phrase of the response the transport sends back (`status`:
+    400, or 505 for another SIP version); `request` is set only when enough of a request was
+    understood to address that response (RFC 3261 8.2.6: a usable top Via).
 
     `request` is a `sipedge.sip.message.Request`. It is typed `Any` because this module sits
     below message.py and may not import it, not even for type checking (an import circle).
     """
 
-    def __init__(self, reason: str, request: Any = None) -> None:
+    def __init__(self, reason: str, request: Any = None, status: int = 400) -> None:
         super().__init__(reason)
         self.reason = reason
         self.request = request
+        self.status = status

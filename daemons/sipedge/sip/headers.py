@@ -258,10 +258,12 @@ def _parse_cseq(value: str) -> tuple[int, str] | None:
     return n, method
 
 
-def _split_commas(value: str) -> list[str]:
-    """Split a header value at commas outside quoted strings and <...>."""
+def _split_commas(value: str, keep_empty: bool = False) -> list[str]:
+    """Split a header value at commas outside quoted strings and <...>; empty pieces are
+    dropped unless `keep_empty` (the parser reports them: `Via: a,,b` is a syntax error)."""
     if '"' not in value and "<" not in value:
-        return [p.strip() for p in value.split(",") if p.strip()]
+        pieces = [p.strip() for p in value.split(",")]
+        return pieces if keep_empty else [p for p in pieces if p]
     out: list[str] = []
     start = 0
     quoted = angle = False
@@ -285,4 +287,4 @@ def _split_commas(value: str) -> list[str]:
             start = i + 1
         i += 1
     out.append(value[start:].strip())
-    return [p for p in out if p]
+    return out if keep_empty else [p for p in out if p]

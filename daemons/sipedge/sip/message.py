@@ -254,10 +254,39 @@ class Response(_Message):
 # Headers whose comma-separated values are separate entries (RFC 3261 7.3.1).
 _SPLIT = frozenset(("Via", "Route", "Record-Route", "Contact"))
 _MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+# Headers that carry one value (RFC 3261 20): a second one makes the message a 400.
+_SINGLE = frozenset(
+    (
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Max-Forwards",
+        "Content-Length",
+        "Content-Type",
+        "Expires",
+        "Min-Expires",
+        "MIME-Version",
+        "Session-Expires",
+        "Min-SE",
+        "RSeq",
+        "RAck",
+        "Date",
+        "Timestamp",
+        "Retry-After",
+    )
+)
+# Content-Length digits we accept: 9 covers any datagram; more is a 400, never an int() of
+# thousands of digits.
+_MAX_LENGTH_DIGITS = 9
 
 
 def parse_message(data: bytes) -> Request | Response:
-    """Parse one datagram. Raises ParseError; see its docstring for when `.request` is set."""
+    """Parse one datagram. Raises ParseError; see its docstring for when `.request` is set.
+
+    Linear in the size of the datagram: every line is visited once, folded lines are joined
+    once, comma lists are split in one pass.
+    """
     if not data:
         raise ParseError("Empty message")
     if data[0] in (13, 10):  # leading CRLFs (RFC 3261 7.5), or a bare keep-alive
@@ -269,6 +298,7 @@ def parse_message(data: bytes) -> Request | Response:
     k1 = data.find(b"\n\r\n")
     k2 = data.find(b"\n\n", 0, k1 if k1 >= 0 else len(data))
     error: str | None = None
+    error_status = 400
     if k2 >= 0:
         head_end, body_start = k2, k2 + 2
     elif k1 >= 0:
@@ -283,7 +313,8 @@ def parse_message(data: bytes) -> Request | Response:
         text = data[:head_end].decode()
     except UnicodeDecodeError:
         raise ParseError("Bad encoding") from None
-    if "\x00" in text:
+    if "\x00" in text and text.count("\x00") != text.count("\\\x00"):
+        # NUL only as an escaped quoted-pair (RFC 3261 25.1 allows "\" %x00, RFC 4475 intmeth)
         raise ParseError("Binary data in header")
     if error is not None:
         text = text.rstrip("\r\n")
@@ -316,95 +347,147 @@ def parse_message(data: bytes) -> Request | Response:
             raise ParseError("Bad status code")
         reason = parts[2] if len(parts) == 3 else ""
     else:
-        parts = first.split(" ")
-        if len(parts) != 3:
-            raise ParseError("Bad request line")
-        method, uri, version = parts
-        if not method or not _TOKEN_CHARS.issuperset(method) or ":" not in uri:
-            raise ParseError("Bad request line")
-        if version != "SIP/2.0" and version.upper() != "SIP/2.0":
-            raise ParseError("Unsupported SIP version")
+        method, uri, line_error, error_status = _request_line(first)
+        error = error or line_error
 
     # Header lines: unfold, canonicalize names, keep raw values.
     names: list[str] = []
     values: list[str] = []
-    split_at: list[int] = []
+    folded: list[str] = []  # continuation lines of the last header, joined once at its end
     canon_cache = _CANON
     for line in lines[1:]:
         if not line:
             continue
         if line[0] in " \t":
             if values:
-                values[-1] = f"{values[-1]} {line.strip()}".lstrip()
+                folded.append(line.strip())
             else:
                 error = error or "Bad header folding"
             continue
+        if folded:
+            values[-1] = " ".join((values[-1], *folded)).lstrip()
+            folded.clear()
         name, sep, value = line.partition(":")
         canon = canon_cache.get(name) or (_canonical_or_none(name) if sep else None)
         if canon is None:
             error = error or "Bad header line"
             continue
-        if canon in _SPLIT:
-            split_at.append(len(names))
         names.append(canon)
         values.append(value.strip())
+    if folded:
+        values[-1] = " ".join((values[-1], *folded)).lstrip()
+    if any(n in _SPLIT and "," in v for n, v in zip(names, values, strict=True)):
+        names, values, split_error = _split_lists(names, values)
+        error = error or split_error
 
-    # Split comma lists; back to front so earlier indexes stay valid.
-    for i in reversed(split_at):
-        value = values[i]
-        if "," in value:
-            pieces = _split_commas(value)
-            if len(pieces) != 1:
-                if not pieces:
-                    error = error or f"Bad {names[i]}"
-                    pieces = [""]
-                names[i : i + 1] = [names[i]] * len(pieces)
-                values[i : i + 1] = pieces
+    # Mandatory headers. A request is answerable if its top Via and CSeq are usable: the
+    # response then reaches the sender and matches its transaction (RFC 3261 8.2.6, 17.1.3).
+    missing = next((h for h in _MANDATORY if h not in names or not values[names.index(h)]), None)
+    top_via = values[names.index("Via")] if "Via" in names else ""
+    via_ok = bool(top_via) and _via_ok(top_via)
+    if not via_ok and error_status == 505 and top_via[:4].upper() == "SIP/":
+        via_ok = _via_ok("SIP/2.0/" + top_via.split("/", 2)[-1])  # answer 505 to SIP/7.0
+    cseq_raw = values[names.index("CSeq")].split() if "CSeq" in names else []
+    cseq = _parse_cseq(" ".join(cseq_raw))
+    # An out-of-range CSeq number is still a CSeq the sender can match our 400 with.
+    answerable = via_ok and len(cseq_raw) == 2 and cseq_raw[0].isdigit()
+    if missing is not None:
+        error, error_status = f"Missing {missing}", 400
+    elif cseq is None:
+        error, error_status = "Bad CSeq", 400
+    elif not via_ok:
+        error, error_status = "Bad Via", 400
+    elif status == 0 and cseq[1] != method:
+        error = error or "CSeq method mismatch"
+    if error is None:
+        error = _duplicate_single(names)
 
-    # Mandatory headers; a request is answerable only if all of them are usable.
-    answerable = True
-    for h in _MANDATORY:
-        if h not in names or not values[names.index(h)]:
-            error = f"Missing {h}"
-            answerable = False
-            break
-    if answerable:
-        cseq = _parse_cseq(values[names.index("CSeq")])
-        if cseq is None:
-            error = "Bad CSeq"
-            answerable = False
-        elif status == 0 and cseq[1] != method:
-            error = error or "CSeq method mismatch"
-        if answerable and not _via_ok(values[names.index("Via")]):
-            error = "Bad Via"
-            answerable = False
-
+    body = data[body_start:]
     if "Content-Length" in names:
         cl = values[names.index("Content-Length")]
-        if not (cl.isascii() and cl.isdigit()):
+        if not (cl.isascii() and cl.isdigit()) or len(cl) > _MAX_LENGTH_DIGITS:
             error = error or "Bad Content-Length"
             body = b""
+        elif body_start + int(cl) > len(data):
+            error = error or "Content-Length too large"
+            body = b""
         else:
-            end = body_start + int(cl)
-            if end > len(data):
-                error = error or "Bad Content-Length"
-                body = b""
-            else:
-                body = data[body_start:end]  # bytes past Content-Length: ignored (18.3)
-    else:
-        body = data[body_start:]
+            body = data[body_start : body_start + int(cl)]  # bytes past it: ignored (18.3)
 
     headers = Headers._from_lists(names, values)
     if error is not None:
         if status == 0 and answerable:
-            raise ParseError(error, Request(method, uri, headers, body))
+            raise ParseError(error, Request(method, uri, headers, body), error_status)
         raise ParseError(error)
     if status:
         return Response(status, reason, headers, body)
     return Request(method, uri, headers, body)
 
 
+def _request_line(line: str) -> tuple[str, str, str | None, int]:
+    """(method, Request-URI, problem or None, status for the problem). Raises ParseError when
+    not even a method and a version can be told apart (nothing to answer)."""
+    parts = line.split(" ")
+    problem: str | None = None
+    if len(parts) != 3 or not parts[1]:
+        parts = line.split()
+        if len(parts) < 3:
+            raise ParseError("Bad request line")
+        problem = "LWS in Request-URI" if len(parts) > 3 else "Extra whitespace in request line"
+        parts = [parts[0], " ".join(parts[1:-1]), parts[-1]]
+    method, uri, version = parts
+    if not method or not _TOKEN_CHARS.issuperset(method):
+        raise ParseError("Bad request line")
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        if version[:4].upper() != "SIP/":
+            raise ParseError("Bad request line")
+        return method, uri, "Version Not Supported", 505
+    if problem is None:
+        if uri[:1] == "<":
+            problem = "Request-URI in <>"
+        elif ":" not in uri:
+            problem = "Bad Request-URI"
+    return method, uri, problem, 400
+
+
+def _split_lists(names: list[str], values: list[str]) -> tuple[list[str], list[str], str | None]:
+    """Split the comma lists of _SPLIT headers into one entry each, in one pass."""
+    out_names: list[str] = []
+    out_values: list[str] = []
+    error: str | None = None
+    for name, value in zip(names, values, strict=True):
+        if name not in _SPLIT or "," not in value:
+            out_names.append(name)
+            out_values.append(value)
+            continue
+        pieces = _split_commas(value, keep_empty=True)
+        if "" in pieces:
+            if name == "Via" or len(pieces) == pieces.count(""):
+                error = error or f"Bad {name}"
+            pieces = [p for p in pieces if p] or [""]
+        out_names.extend([name] * len(pieces))
+        out_values.extend(pieces)
+    return out_names, out_values, error
+
+
+def _duplicate_single(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in _SINGLE:
+            if name in seen:
+                return f"Multiple {name} headers"
+            seen.add(name)
+    return None
+
+
+# More parameters than this in a Via is not a Via we work with (a request with such a top Via
+# is dropped; a lower one gets a 400): every later look at the Via stays cheap.
+MAX_VIA_PARAMS = 32
+
+
 def _via_ok(value: str) -> bool:
+    if value.count(";") > MAX_VIA_PARAMS:
+        return False
     # Cheap sanity check for the common form; anything else gets a full parse.
     if value[:8].upper() == "SIP/2.0/" and "," not in value:
         sp = value.find(" ", 9)

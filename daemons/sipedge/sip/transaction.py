@@ -13,6 +13,12 @@ Four state machines, as in Kamailio's tm module:
 
 Timers come from a `Scheduler` (an asyncio loop satisfies it), so the machines can be driven by
 a fake clock in unit tests. The retransmission schedule itself is pure: `RetransmitSchedule`.
+
+Also the gate (docs/sip-conformance.md): a request failing `validation.check_request`, or over
+`SipLimits.max_transactions`, is refused statelessly; an unusable ACK or response is dropped
+(both counted by `gate.Gate`). Matching: RFC 3261 17.2.3 and 17.1.3. Every stored server
+transaction ends with a final or is removed (500 if the TU raises or never answers).
+Must not: open sockets, read the clock, or import from sipedge outside sip/ but `typedefs`.
 """
 
 from __future__ import annotations
@@ -21,13 +27,25 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from sipedge.sip.message import Headers, Request, Response, make_response
+from sipedge.sip.gate import Gate
+from sipedge.sip.limits import SipLimits
+from sipedge.sip.message import (
+    Headers,
+    ParseError,
+    Request,
+    Response,
+    make_response,
+    new_tag,
+)
+from sipedge.sip.validation import Refusal, check_request, check_response
 from sipedge.typedefs import Addr
 
 # RFC 3261 Timer T4 (how long a completed non-INVITE client waits for retransmitted finals).
 T4 = 5.0
 # Lower bound of every "64*T1" timer (B, D, F, H, J): 32 s as RFC 3261 gives for UDP.
 MIN_TRANSACTION_TIMEOUT = 32.0
+# How long an INVITE server transaction may wait for its TU's final; then the layer sends 500.
+MAX_INVITE_PENDING = 3600.0
 
 
 class TimerHandle(Protocol):
@@ -79,11 +97,21 @@ ResponseCallback = Callable[["ClientTransaction", Response], None]
 TimeoutCallback = Callable[["ClientTransaction"], None]
 
 
-def _server_key(branch: str | None, request: Request, method: str) -> tuple[str, str]:
+ServerKey = tuple[str, str, str]
+
+
+def _server_key(request: Request, method: str) -> ServerKey:
+    """RFC 3261 17.2.3: branch, sent-by and method (ACK and CANCEL pass "INVITE" to find the
+    INVITE they belong to). Raises ParseError on a top Via that does not parse."""
+    via = request.top_via
+    sent_by = f"{via.host.lower()}:{via.port or 5060}"
+    branch = via.branch
     if branch and branch.startswith("z9hG4bK"):
-        return branch, method
-    # RFC 2543 peers: no magic cookie, match on the dialog-identifying fields instead.
-    return f"{request.call_id}|{request.cseq[0]}|{request.from_tag}|{branch}", method
+        return branch, sent_by, method
+    # RFC 2543 peers: no magic cookie, match on Request-URI, From tag, Call-ID and CSeq number
+    # too (the To tag is ours, or absent on the INVITE, so it is left out).
+    cseq = request.cseq[0]
+    return f"{request.uri}|{request.call_id}|{cseq}|{request.from_tag}|{branch}", sent_by, method
 
 
 class TransactionLayer:
@@ -95,12 +123,16 @@ class TransactionLayer:
         resend: Sequence[float],
         send_bytes: Callable[[bytes, Addr], None],
         tu: TransactionUser,
+        limits: SipLimits | None = None,
+        supported: frozenset[str] = frozenset(),
     ) -> None:
         self.scheduler = scheduler
         self.schedule = RetransmitSchedule(resend)
         self.send_bytes_to = send_bytes
         self.tu = tu
-        self.server: dict[tuple[str, str], ServerTransaction] = {}
+        self.limits = limits if limits is not None else SipLimits()
+        self.supported = supported  # option tags the TU supports (Require -> 420 otherwise)
+        self.server: dict[ServerKey, ServerTransaction] = {}
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         # 2xx responses to INVITE being retransmitted until the (end-to-end) ACK arrives.
         self.awaiting_ack: dict[tuple[str, int], InviteServerTransaction] = {}
@@ -108,10 +140,19 @@ class TransactionLayer:
         self.retransmissions = 0
         self.timeouts = 0
         self.stateless = 0  # finals sent once, without keeping the transaction
+        self.gate = Gate(send_bytes)  # refusals and drops: counted, logged rate-limited
+        self.tu_errors = 0  # the transaction user raised (answered 500 where it could be)
+        self.unanswered = 0  # guard timer fired: the TU never sent a final (answered 500)
 
     def set_resend(self, resend: Sequence[float]) -> None:
         """Config reload: new transactions use the new gaps, running ones keep theirs."""
         self.schedule = RetransmitSchedule(resend)
+
+    def configure(self, limits: SipLimits, supported: frozenset[str] | None = None) -> None:
+        """Start-up and config reload: the limits apply from the next message on."""
+        self.limits = limits
+        if supported is not None:
+            self.supported = supported
 
     # -- incoming ---------------------------------------------------------------------------
     def receive(self, msg: Request | Response, source: Addr) -> None:
@@ -121,43 +162,48 @@ class TransactionLayer:
             self._receive_request(msg, source)
 
     def _receive_response(self, response: Response, source: Addr) -> None:
-        branch = response.branch or ""
+        # RFC 3261 18.1.2: one Via, ours; and nothing the TU would trip on (never answered).
+        problem = "Vias" if len(response.headers.get_all("Via")) != 1 else None
+        try:
+            branch = response.top_via.branch or ""  # the parser checked the Via only quickly
+        except ParseError:
+            problem = "Vias"
+        problem = problem or check_response(response)
+        if problem is not None:
+            self.gate.drop("response_via" if problem == "Vias" else "invalid_response", source)
+            return
         ct = self.client.get((branch, response.cseq[1]))
-        if ct is not None:
-            ct.on_response(response)
-        else:
-            self.tu.on_stray_response(response, source)
+        try:
+            if ct is not None:
+                ct.on_response(response)
+            else:
+                self.tu.on_stray_response(response, source)
+        except Exception as exc:
+            self._tu_failed("response", exc)
 
     def _receive_request(self, request: Request, source: Addr) -> None:
         method = request.method
-        branch = request.branch
-        if method == "ACK":
-            invite_st = self.server.get(_server_key(branch, request, "INVITE"))
-            if (
-                isinstance(invite_st, InviteServerTransaction)
-                and invite_st.state is State.COMPLETED
-            ):
-                invite_st.on_ack()  # ACK for our non-2xx final: hop by hop, ends here
-                return
-            pending = self.awaiting_ack.pop((request.call_id, request.cseq[0]), None)
-            if pending is not None:
-                pending.on_ack()
-            self.tu.on_ack(request, source)
+        refusal = check_request(request, self.limits, self.supported)
+        if refusal is not None:
+            if method == "ACK":
+                self.gate.drop("invalid_ack", source, refusal.label)
+            else:
+                self.refuse(request, source, refusal)
             return
-        key = _server_key(branch, request, method)
+        if method == "ACK":
+            self._receive_ack(request, source)
+            return
+        key = _server_key(request, method)
         existing = self.server.get(key)
         if existing is not None:
             existing.on_retransmission()
             return
+        if len(self.server) + len(self.client) >= self.limits.max_transactions:
+            retry = (("Retry-After", str(self.limits.retry_after)),)
+            self.refuse(request, source, Refusal(503, None, retry, "503 transaction table full"))
+            return
         if method == "CANCEL":
-            cancel_tx = ServerTransaction(self, request, source, key)
-            self.server[key] = cancel_tx
-            invite_tx = self.server.get(_server_key(branch, request, "INVITE"))
-            if not isinstance(invite_tx, InviteServerTransaction) or invite_tx.final_sent:
-                cancel_tx.respond_status(481 if invite_tx is None else 200)
-                return
-            cancel_tx.respond_status(200)
-            self.tu.on_cancel(invite_tx, request)
+            self._receive_cancel(request, source, key)
             return
         st: ServerTransaction
         if method == "INVITE":
@@ -166,9 +212,60 @@ class TransactionLayer:
             st = ServerTransaction(self, request, source, key)
         self.server[key] = st
         self.created += 1
-        if isinstance(st, InviteServerTransaction):
+        try:
+            self.tu.on_request(st)
+        except Exception as exc:
+            self._tu_failed(method, exc)
+            st.respond_stateless(make_response(request, 500, to_tag=new_tag()))
+            return
+        if st.state is State.TERMINATED or st.final_sent:
+            return
+        # The TU took its time: say so now (deferred, so that a refusal goes out alone), and
+        # make sure a final comes even if the TU never sends one.
+        if isinstance(st, InviteServerTransaction) and st.last_response is None:
             st.respond(make_response(request, 100))
-        self.tu.on_request(st)
+        st.arm_guard(MAX_INVITE_PENDING if method == "INVITE" else self.schedule.timeout + T4)
+
+    def _receive_ack(self, request: Request, source: Addr) -> None:
+        invite_st = self.server.get(_server_key(request, "INVITE"))
+        if isinstance(invite_st, InviteServerTransaction) and invite_st.state is State.COMPLETED:
+            invite_st.on_ack()  # ACK for our non-2xx final: hop by hop, ends here
+            return
+        pending = self.awaiting_ack.pop((request.call_id, request.cseq[0]), None)
+        if pending is not None:
+            pending.on_ack()
+        try:
+            self.tu.on_ack(request, source)
+        except Exception as exc:
+            self._tu_failed("ACK", exc)
+
+    def _receive_cancel(self, request: Request, source: Addr, key: ServerKey) -> None:
+        invite_tx = self.server.get(_server_key(request, "INVITE"))
+        # Same branch and sent-by (the key) and the same source address: nobody else's CANCEL.
+        # A CANCEL that matches nothing is answered statelessly, so that it cannot occupy the
+        # key of the real CANCEL that may follow.
+        if not isinstance(invite_tx, InviteServerTransaction) or invite_tx.source[0] != source[0]:
+            self.refuse(request, source, Refusal(481, label="481 CANCEL matches no INVITE"))
+            return
+        cancel_tx = ServerTransaction(self, request, source, key)
+        self.server[key] = cancel_tx
+        self.created += 1
+        cancel_tx.respond_status(200, to_tag=new_tag())
+        if invite_tx.final_sent:
+            return
+        try:
+            self.tu.on_cancel(invite_tx, request)
+        except Exception as exc:
+            self._tu_failed("CANCEL", exc)
+            invite_tx.respond_status(487, to_tag=new_tag())
+
+    def refuse(self, request: Request, source: Addr, refusal: Refusal) -> None:
+        self.stateless += 1
+        self.gate.refuse(request, source, refusal)
+
+    def _tu_failed(self, what: str, exc: Exception) -> None:
+        self.tu_errors += 1
+        self.gate.failed(f"transaction user on {what[:32]}", exc)
 
     # -- outgoing ---------------------------------------------------------------------------
     def start_client(
@@ -223,7 +320,7 @@ class ServerTransaction(_Transaction):
     """non-INVITE server transaction (also the base of the INVITE one)."""
 
     def __init__(
-        self, layer: TransactionLayer, request: Request, source: Addr, key: tuple[str, str]
+        self, layer: TransactionLayer, request: Request, source: Addr, key: ServerKey
     ) -> None:
         super().__init__(layer)
         self.request = request
@@ -248,7 +345,24 @@ class ServerTransaction(_Transaction):
         self._last_bytes = response.to_bytes()
         self._transmit()
         if response.status >= 200:
+            self._cancel("guard")
             self._on_final(response)
+
+    def arm_guard(self, delay: float) -> None:
+        """No final from the transaction user within `delay`: answer 500 and forget."""
+        self._arm("guard", delay, self._unanswered)
+
+    def _unanswered(self) -> None:
+        if self.final_sent or self.state is State.TERMINATED:
+            return
+        self.layer.unanswered += 1
+        self.layer.gate.rlog.event(
+            "transaction unanswered",
+            "%.32s %.64s got no final from the call layer; answered 500",
+            self.request.method,
+            self.request.call_id,
+        )
+        self.respond_stateless(make_response(self.request, 500, to_tag=new_tag()))
 
     def respond_stateless(self, response: Response) -> None:
         """Send a final once and forget this transaction: no retransmission, nothing kept.
@@ -287,7 +401,7 @@ class InviteServerTransaction(ServerTransaction):
     """INVITE server transaction; finals are retransmitted by the resend list until ACK."""
 
     def __init__(
-        self, layer: TransactionLayer, request: Request, source: Addr, key: tuple[str, str]
+        self, layer: TransactionLayer, request: Request, source: Addr, key: ServerKey
     ) -> None:
         super().__init__(layer, request, source, key)
         self.state = State.PROCEEDING

@@ -1,8 +1,9 @@
 """UDP transport: datagrams in, parsed messages out (RFC 3261 section 18, RFC 3581).
 
 The transport is the only place that touches the socket. It parses, stamps `received`/`rport`
-on the top Via of requests, answers unparseable-but-answerable requests with 400 and counts
-everything else it has to drop. Malformed input never raises out of here.
+on the top Via of requests, answers unparseable-but-answerable requests once (400 naming the
+problem, 505 for another SIP version, 513 over `SipLimits.max_message_size`) and counts
+everything else it has to drop (`gate.Gate`). Nothing raises out of `datagram_received`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sipedge.sip.message import ParseError, Request, Response, make_response, parse_message
+from sipedge.sip.gate import Gate
+from sipedge.sip.limits import SipLimits
+from sipedge.sip.message import ParseError, Request, Response, parse_message
+from sipedge.sip.validation import Refusal
 from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,27 @@ MessageHandler = Callable[["Request | Response", Addr, "UdpTransport"], None]
 
 # Big enough for any SIP datagram (UDP max); anything larger is truncated by the kernel anyway.
 MAX_DATAGRAM = 65535
+# ParseError reasons of a request we cannot address a response to (no usable Via or CSeq).
+_UNANSWERABLE = ("Missing Via", "Missing CSeq", "Bad Via", "Bad CSeq")
+# The `by_method_in` labels: a closed set, anything else counts as "other".
+METHODS = frozenset(
+    [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    ]
+)
 
 
 @dataclass
@@ -37,15 +62,26 @@ class TransportStats:
     dropped: int = 0
     bad_requests_answered: int = 0
     send_errors: int = 0
+    screened: int = 0  # dropped unparsed by the daemon's screen (the flood guard)
     by_method_in: dict[str, int] = field(default_factory=dict)
 
 
 class UdpTransport(asyncio.DatagramProtocol):
     """One listening UDP socket. `on_message(msg, source, transport)` gets every good message."""
 
-    def __init__(self, on_message: MessageHandler, stats: TransportStats | None = None) -> None:
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        stats: TransportStats | None = None,
+        limits: SipLimits | None = None,
+    ) -> None:
         self.on_message = on_message
         self.stats = stats if stats is not None else TransportStats()
+        self.limits = limits if limits is not None else SipLimits()  # the daemon may replace it
+        self.gate = Gate(self.send_bytes)
+        # Asked before a datagram is parsed or answered (the daemon's flood guard): False drops
+        # it silently, so a banned source gets not even a 400 for a broken request.
+        self.screen: Callable[[Addr], bool] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self.host = ""
         self.port = 0
@@ -71,41 +107,62 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
         source: Addr = (str(addr[0]), int(addr[1]))
+        try:
+            self._receive(data, source)
+        except Exception as exc:  # a bug must not stop the loop, nor log a traceback per packet
+            self.stats.dropped += 1
+            self.gate.dropped["internal_error"] += 1
+            self.gate.failed("receiving a datagram", exc)
+
+    def _receive(self, data: bytes, source: Addr) -> None:
         stats = self.stats
         stats.messages_in += 1
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive ping (RFC 5626): nothing to do on UDP
+        if self.screen is not None and not self.screen(source):
+            stats.screened += 1
+            return
+        too_large = len(data) > self.limits.max_message_size
         try:
             msg = parse_message(data)
         except ParseError as err:
             stats.parse_errors += 1
-            if err.request is not None and err.request.method != "ACK":
-                stats.bad_requests_answered += 1
-                self._stamp_via(err.request, source)
-                self.send(make_response(err.request, 400, err.reason), source)
-            else:
+            request = err.request
+            if request is None or request.method == "ACK":
                 stats.dropped += 1
-            return
-        except Exception:  # a parser bug must not stop the daemon
-            log.exception("parser failed on a datagram from %s:%s", *source)
-            stats.parse_errors += 1
-            stats.dropped += 1
+                reason = "too_large" if too_large else "unparseable"
+                is_request = data.lstrip(b"\r\n")[:4].upper() != b"SIP/"
+                if not too_large and is_request and err.reason.startswith(_UNANSWERABLE):
+                    reason = "unanswerable"
+                self.gate.drop("invalid_ack" if request is not None else reason, source, err.reason)
+                return
+            if too_large:
+                refusal = Refusal(513, None, label="513 message too large")
+            else:
+                refusal = Refusal(err.status, err.reason, label=f"{err.status} {err.reason}")
+            stats.bad_requests_answered += 1
+            self._stamp_via_if_possible(request, source)
+            self.gate.refuse(request, source, refusal)
             return
         if isinstance(msg, Request):
             stats.requests_in += 1
-            stats.by_method_in[msg.method] = stats.by_method_in.get(msg.method, 0) + 1
-            try:
-                self._stamp_via(msg, source)
-            except ParseError:
-                stats.parse_errors += 1
+            method = msg.method if msg.method in METHODS else "other"
+            stats.by_method_in[method] = stats.by_method_in.get(method, 0) + 1
+            if too_large and msg.method != "ACK":
+                self._stamp_via_if_possible(msg, source)
+                self.gate.refuse(msg, source, Refusal(513, None, label="513 message too large"))
+                return
+            if too_large or not self._stamp_via_if_possible(msg, source):
                 stats.dropped += 1
+                self.gate.drop("too_large" if too_large else "unanswerable", source)
                 return
         else:
             stats.responses_in += 1
-        try:
-            self.on_message(msg, source, self)
-        except Exception:
-            log.exception("handling a message from %s:%s failed", *source)
+            if too_large:
+                stats.dropped += 1
+                self.gate.drop("too_large", source, "response")
+                return
+        self.on_message(msg, source, self)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the transaction timers deal with the silence.
@@ -152,6 +209,14 @@ class UdpTransport(asyncio.DatagramProtocol):
         return cached
 
     # -- helpers ----------------------------------------------------------------------------
+    @classmethod
+    def _stamp_via_if_possible(cls, request: Request, source: Addr) -> bool:
+        try:
+            cls._stamp_via(request, source)
+        except (ParseError, ValueError):
+            return False  # answered to the source address anyway
+        return True
+
     @staticmethod
     def _stamp_via(request: Request, source: Addr) -> None:
         """RFC 3261 18.2.1 `received` and RFC 3581 `rport` on the top Via."""
@@ -170,13 +235,17 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 
 async def open_udp(
-    host: str, port: int, on_message: MessageHandler, stats: TransportStats | None = None
+    host: str,
+    port: int,
+    on_message: MessageHandler,
+    stats: TransportStats | None = None,
+    limits: SipLimits | None = None,
 ) -> UdpTransport:
     """Bind a UDP listening socket and return its protocol object."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpTransport(on_message, stats),
+        lambda: UdpTransport(on_message, stats, limits),
         local_addr=(host, port),
         family=family,
         reuse_port=False,

@@ -1,0 +1,173 @@
+"""What a request must satisfy before a transaction is made for it (RFC 3261 8.2, RFC 4475).
+
+Owns: `check_request`, the checks the parser leaves to later (it only frames the message and
+checks the start line, the mandatory headers and Content-Length), and `Refusal`, the answer to
+a request that fails one: 400 naming the problem, 414, 416, 420 with `Unsupported`, 415, 483
+and 513. Each check is linear in the size of the message.
+Must not: send, keep state, read the clock, or import from sipedge outside sip/. Deciding how
+a refusal goes out (statelessly, counted, logged) is the transaction layer's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipedge.sip.address import _scan_quoted, _split_params
+from sipedge.sip.headers import _TOKEN_CHARS
+from sipedge.sip.limits import SipLimits
+from sipedge.sip.message import (
+    MAX_VIA_PARAMS,
+    ParseError,
+    Request,
+    Response,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+)
+
+__all__ = ["LOCAL_METHODS", "Refusal", "check_request", "check_response"]
+
+# Requests a B2BUA answers itself rather than forwarding: Max-Forwards 0 does not stop them
+# (RFC 3261 11 and 16.3 item 2: 483 is for requests that would be forwarded).
+LOCAL_METHODS = frozenset(("OPTIONS", "REGISTER", "ACK", "CANCEL"))
+URI_SCHEMES = frozenset(("sip", "sips", "tel"))
+# Body types a call leg can use (media anchoring reads SDP); anything else on an INVITE is 415.
+BODY_TYPES = frozenset(("application/sdp",))
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str | None = None  # None: the standard phrase
+    headers: tuple[tuple[str, str], ...] = ()
+    # The class the refusal is counted and logged under (a closed set: never input-derived).
+    label: str = ""
+
+
+def check_request(request: Request, limits: SipLimits, supported: frozenset[str]) -> Refusal | None:
+    """The first problem of `request`, or None if it may go on to a transaction."""
+    if len(request.uri) > limits.max_uri_length:
+        return Refusal(414, label="414 Request-URI too long")
+    if len(request.headers) > limits.max_headers:
+        return Refusal(513, "Too Many Headers", label="513 too many headers")
+    problem = _syntax(request)
+    if problem is not None:
+        return Refusal(400, problem, label=f"400 {problem}")
+    scheme = request.uri.partition(":")[0].lower()
+    if scheme not in URI_SCHEMES:
+        return Refusal(416, label="416 unsupported URI scheme")
+    try:
+        uri = parse_uri(request.uri)
+    except ParseError:
+        return Refusal(400, "Bad Request-URI", label="400 Bad Request-URI")
+    if uri.headers:
+        return Refusal(400, "Headers in Request-URI", label="400 Headers in Request-URI")
+    method = request.method
+    max_forwards = request.headers.get("Max-Forwards")
+    if max_forwards is not None and int(max_forwards) == 0 and method not in LOCAL_METHODS:
+        return Refusal(483, label="483 Max-Forwards 0")
+    if method not in ("ACK", "CANCEL"):
+        unsupported = _unsupported(request, supported)
+        if unsupported:
+            return Refusal(420, None, (("Unsupported", unsupported),), "420 unsupported Require")
+    if method == "INVITE" and request.body:
+        ctype = (request.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if ctype not in BODY_TYPES:
+            accept = (("Accept", ", ".join(sorted(BODY_TYPES))),)
+            return Refusal(415, None, accept, "415 unsupported body type")
+    return None
+
+
+def check_response(response: Response) -> str | None:
+    """The first problem of a response that would trip its reader (From/To/Call-ID), or None.
+    A response is never answered: one with a problem is dropped."""
+    return _syntax(response, full=False)
+
+
+def _syntax(request: Request | Response, full: bool = True) -> str | None:
+    h = request.headers
+    for name in ("From", "To"):
+        if not _address_ok(h.get(name) or ""):
+            return f"Bad {name}"
+    call_id = h.get("Call-ID") or ""
+    if any(c in call_id for c in " \t") or not call_id.isprintable():
+        return "Bad Call-ID"
+    if not full:
+        return None
+    for via in h.get_all("Via"):
+        if not _via_ok(via):
+            return "Bad Via"
+    max_forwards = h.get("Max-Forwards")
+    if max_forwards is not None and not (
+        max_forwards.isascii()
+        and max_forwards.isdigit()
+        and len(max_forwards) <= 4
+        and int(max_forwards) <= 255
+    ):
+        return "Bad Max-Forwards"
+    expires = h.get("Expires")
+    if expires is not None and not (expires.isascii() and expires.isdigit() and len(expires) <= 10):
+        return "Bad Expires"
+    for contact in h.get_all("Contact"):
+        if contact != "*" and not _address_ok(contact):
+            return "Bad Contact"
+    return None
+
+
+def _address_ok(value: str) -> bool:
+    """name-addr / addr-spec as RFC 3261 25.1 has them, stricter than parse_name_addr: an
+    unquoted display name is tokens, no LWS just inside <>, no empty parameter."""
+    try:
+        addr = parse_name_addr(value)
+    except ParseError:
+        return False
+    s = value.strip()
+    if s[:1] == '"':
+        lt = s.find("<", _scan_quoted(s, 0)[1])
+    else:
+        lt = s.find("<")
+        if lt > 0 and not _TOKEN_CHARS.issuperset(s[:lt].replace(" ", "").replace("\t", "")):
+            return False
+    if lt >= 0:
+        gt = s.find(">", lt)
+        if s[lt + 1 : lt + 2].isspace() or s[gt - 1 : gt].isspace():
+            return False
+        tail = s[gt + 1 :]
+    else:
+        spec, _, tail = s.partition(";")
+        if "?" in spec or "," in spec:
+            return False  # RFC 3261 20.10: such a URI needs the name-addr form (<...>)
+        tail = ";" + tail if tail else ""
+    if tail and _has_empty_param(tail):
+        return False
+    return bool(addr.uri)
+
+
+def _via_ok(value: str) -> bool:
+    if value.count(";") > MAX_VIA_PARAMS:
+        return False
+    try:
+        parse_via(value)
+    except ParseError:
+        return False
+    params = value.partition(";")[2]
+    return not params or not _has_empty_param(";" + params)
+
+
+def _has_empty_param(tail: str) -> bool:
+    """`;a;;b` or a trailing `;`: RFC 3261's `*( SEMI param )` has no empty parameter."""
+    try:
+        parts = _split_params(tail.strip())
+    except ParseError:
+        return True
+    return any(not p.strip() for p in parts[1:]) or bool(parts[0].strip())
+
+
+def _unsupported(request: Request, supported: frozenset[str]) -> str:
+    tags = {
+        token.strip()
+        for value in request.headers.get_all("Require")
+        for token in value.split(",")
+        if token.strip()
+    }
+    return ", ".join(sorted(tags - supported))
