@@ -19,6 +19,19 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+# The RFC 4475 torture messages live in shared/ beside the checkout (CI's fresh clone has it
+# there too); the main development checkout also finds it at /work/shared.
+RFC4475 = next(
+    (
+        d
+        for d in (
+            REPO.parent / "shared" / "testdata" / "rfc4475",
+            Path("/work/shared/testdata/rfc4475"),
+        )
+        if d.is_dir()
+    ),
+    REPO.parent / "shared" / "testdata" / "rfc4475",
+)
 BIN = Path(sys.executable).parent
 
 

@@ -23,14 +23,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, free_port, gateway, make_config, start_sipd
+from tests.conftest import REPO, RFC4475, free_port, gateway, make_config, start_sipd
 from tests.integration.test_b2bua import call, uas
 
 pytestmark = [pytest.mark.root, pytest.mark.sipp]
 
-TESTDATA = REPO.parent / "shared" / "testdata" / "rfc4475"
-if not TESTDATA.is_dir():  # a worktree next to shared/ (CI), or the main checkout
-    TESTDATA = Path("/work/shared/testdata/rfc4475")
+TESTDATA = RFC4475
 IN_NAMESPACE = "SIPEDGE_RFC4475_NETNS"
 
 NONE = "no response"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -30,6 +29,7 @@ from sipedge.sip.message import (
     parse_uri,
     parse_via,
 )
+from tests.conftest import RFC4475
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
@@ -931,9 +931,7 @@ def test_via_round_trip(
 
 
 def test_rfc4475_intmeth_file_with_nul_as_a_quoted_pair() -> None:
-    data = (
-        Path(__file__).resolve().parents[3] / "shared/testdata/rfc4475/intmeth.dat"
-    ).read_bytes()
+    data = (RFC4475 / "intmeth.dat").read_bytes()
     req = parse_message(data)
     assert isinstance(req, Request)
     assert "\\\x00" in (req.headers.get("To") or "")
