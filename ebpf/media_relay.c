@@ -2,13 +2,27 @@
 /*
  * sipedge media relay: XDP fast path (compiled and loaded by bcc from sipedge-mediad).
  *
- * A UDP packet whose destination (address, port) is a relay port in `sessions` is rewritten
- * and sent on toward the other leg's peer: MAC from bpf_fib_lookup (cached per port and CPU for up to 1 s), IP source/destination
- * (TTL 64, checksum updated incrementally), UDP ports (checksum zero, IPv4). The RTP payload is
+ * A UDP packet whose exact destination (address, port) is a relay port in `sessions` (there is
+ * no wildcard address: a packet to an address the box does not own is never relayed) and
+ * whose source is the leg's latched peer is rewritten and sent on toward the other leg's peer:
+ * MAC from bpf_fib_lookup (cached per port and CPU for up to 1 s), IP source/destination (TTL
+ * 64, checksum updated incrementally), UDP ports (checksum zero, IPv4). The RTP payload is
  * decrypted with the receiving leg's cipher and encrypted with the sending leg's (XOR, RC4;
- * byte layout in docs/media.md). Anything else goes up the stack (XDP_PASS) to the userspace
- * relay socket: unknown port, VLAN, IPv6, IP options, fragments, latching pending, unknown
- * next hop, non-RTP where a cipher applies, payload longer than MAX_PAYLOAD.
+ * byte layout in docs/media.md). A packet from any other source than the latched peer is
+ * dropped (XDP_DROP) and counted (per port: stats.dropped; verdict R_FOREIGN_SOURCE). Anything
+ * else goes up the stack (XDP_PASS) to the userspace relay socket: unknown (address, port),
+ * VLAN, IPv6, IP options, fragments, latching pending (or no peer known), unknown next hop,
+ * non-RTP where a cipher applies, and, only on legs with a cipher, an RTP payload longer than
+ * MAX_PAYLOAD (legs without a cipher relay any length).
+ *
+ * RC4: the per-packet key is key || SSRC || seq, so the first keylen steps of the key schedule
+ * depend only on the session key. The loader stores in the entry the RC4 state after the first
+ * (keylen & ~7) steps (rc4 state, rc4_j); per packet the program copies it (32 u64 moves),
+ * builds the key schedule's key stream for positions up to 255 with u64 moves, runs the
+ * remaining steps 8 at a time and the PRGA 8 bytes at a time. Byte-identical to plain RC4.
+ *
+ * Owns: the layout of `sessions`, `stats` and `verdicts` (mirrored by daemons/sipedge/media/xdp.py,
+ * the only code that reads or writes them).
  *
  * The macros PIN_DIR and MAX_SESSIONS are given by the loader (-D).
  */
@@ -38,32 +52,38 @@
 #endif
 
 struct relay_key {
-    __be32 addr; /* local address, 0 = any */
+    __be32 addr; /* local address (mediad's bind address; never 0) */
     __be16 port; /* local port */
     __u16 pad;
 };
 
 struct relay_entry {
     __be32 dst_addr; /* peer of the other leg; 0 = unknown (pass) */
-    __be32 src_addr; /* our source address; 0 = the packet's destination address */
+    __be32 src_addr; /* our source address (the bind address, = the key's address) */
+    __be32 peer_addr; /* expected source of packets to this port (ignored with F_LATCH); 0 = unknown (pass) */
     __be16 dst_port;
     __be16 src_port; /* the other leg's relay port */
+    __be16 peer_port; /* expected source port */
     __u8 flags;
     __u8 in_mode; /* cipher of the receiving leg (decrypt) */
     __u8 out_mode; /* cipher of the sending leg (encrypt) */
     __u8 in_keylen;
     __u8 out_keylen;
+    __u8 in_rc4_j; /* RC4: j after the first (keylen & ~7) key-schedule steps */
+    __u8 out_rc4_j;
     __u8 pad[3];
     __u32 slot; /* index of this port's counters in `stats` (userspace allocates it) */
-    __u32 pad2;
     __u8 in_key[KEY_WIN]; /* key repeated to KEY_WIN bytes (the loader expands it) */
     __u8 out_key[KEY_WIN];
+    __u8 in_rc4[256]; /* RC4: S after the first (keylen & ~7) key-schedule steps (the loader) */
+    __u8 out_rc4[256];
 };
 
 struct relay_stats {
     __u64 packets;
     __u64 bytes;
     __u64 last_seen; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC base) */
+    __u64 dropped; /* packets from another source than the latched peer (XDP_DROP) */
     /* this CPU's cached bpf_fib_lookup answer for this port: valid for FIB_TTL_NS and only
      * for the same destination, source, ingress interface and TOS, and packets no longer
      * than the one it was looked up for (the MTU check); all zero = none */
@@ -79,22 +99,29 @@ struct relay_stats {
     __u8 fib_smac[ETH_ALEN];
 };
 
+/* the RC4 key-schedule key stream kx[i] = K[i % klen] (K = key || SSRC || seq): built for
+ * i < 256 from u64 copies starting at klen (masked to < 128 for the verifier), up to
+ * klen + 256 bytes; the spare rounds of the key schedule read up to 512 + 8 */
+#define KX_SIZE (512 + 8)
+
 struct scratch {
     __u32 len; /* payload length; loops re-read it so the verifier never narrows a live register */
     __u32 pad;
-    __u8 s[256];
-    __u8 key[128];
+    __u8 s[512 + 8]; /* RC4 state in s[0..256); the rest absorbs the key schedule's spare rounds */
+    __u8 kx[KX_SIZE];
     __u8 buf[BUF_SIZE];
 };
 
+/* no preallocation: memory follows the live entries (the loader sizes max_entries from the
+ * port range) */
 BPF_TABLE_PINNED("hash", struct relay_key, struct relay_entry, sessions, MAX_SESSIONS,
-                 PIN_DIR "/sessions");
+                 PIN_DIR "/sessions", BPF_F_NO_PREALLOC);
 /* per-port counters, indexed by relay_entry.slot: one array lookup, no atomics */
 BPF_TABLE_PINNED("percpu_array", __u32, struct relay_stats, stats, MAX_SESSIONS,
                  PIN_DIR "/stats");
 BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
-/* why packets went up the stack (or were relayed): index = R_* */
-BPF_PERCPU_ARRAY(verdicts, __u64, 8);
+/* why packets went up the stack, were relayed or dropped: index = R_* (xdp.py names them) */
+BPF_PERCPU_ARRAY(verdicts, __u64, 16);
 #define R_RELAYED 0
 #define R_NOT_UDP 1
 #define R_NO_SESSION 2
@@ -103,6 +130,7 @@ BPF_PERCPU_ARRAY(verdicts, __u64, 8);
 #define R_NOT_RTP 5
 #define R_FIB 6
 #define R_DROP 7
+#define R_FOREIGN_SOURCE 8
 
 static __always_inline int verdict(int reason, int action)
 {
@@ -191,70 +219,101 @@ static __always_inline void xor_pkt(struct xdp_md *ctx, struct scratch *sc, __u3
     }
 }
 
-static __always_inline void rc4_buf(struct scratch *sc, __u8 *key, __u32 keylen, __u8 *rtp)
+/*
+ * RC4 keyed with key || SSRC || seq (rtp = the RTP header), XOR-ed into sc->buf[0..len).
+ * `state`/`j0`: S and j after the first m = keylen & ~7 key-schedule steps (those read only
+ * key bytes); the loader computes them (xdp.py rc4_prefix). Requires 2 <= keylen <= MAX_KEY.
+ */
+static __always_inline void rc4_buf(struct scratch *sc, __u8 *key, __u32 keylen, __u8 *state,
+                                    __u32 j0, __u8 *rtp)
 {
-    /* per-packet key: key || SSRC || sequence number (network order) */
-    /* copy all MAX_KEY bytes (no data-dependent exit), then overwrite from keylen on */
-    for (__u32 x = 0; x < MAX_KEY; x++) {
-        __u32 xx = x;
-        OPAQUE(xx);
-        sc->key[xx & 127] = key[xx & (MAX_KEY - 1)];
-    }
-    sc->key[(keylen + 0) & 127] = rtp[8];
-    sc->key[(keylen + 1) & 127] = rtp[9];
-    sc->key[(keylen + 2) & 127] = rtp[10];
-    sc->key[(keylen + 3) & 127] = rtp[11];
-    sc->key[(keylen + 4) & 127] = rtp[2];
-    sc->key[(keylen + 5) & 127] = rtp[3];
-    __u32 klen = keylen + 6;
+    __u8 *s = sc->s;
+    __u8 *kx = sc->kx;
+#pragma unroll
+    for (__u32 w = 0; w < 256 / 8; w++)
+        *(__u64 *)&s[w * 8] = *(__u64 *)&state[w * 8];
 
-    for (__u32 i = 0; i < 256; i++) {
-        __u32 ii = i;
-        OPAQUE(ii);
-        sc->s[ii & 255] = ii;
+    /* kx[0..keylen) = key (from the key window, 9 words), then SSRC and seq: K's first period */
+#pragma unroll
+    for (__u32 w = 0; w < KEY_WIN / 8; w++)
+        *(__u64 *)&kx[w * 8] = *(__u64 *)&key[w * 8];
+    __u32 kl = keylen;
+    OPAQUE(kl);
+    kl &= 127;
+    __u8 *d = kx + kl;
+    d[0] = rtp[8];
+    d[1] = rtp[9];
+    d[2] = rtp[10];
+    d[3] = rtp[11];
+    d[4] = rtp[2];
+    d[5] = rtp[3];
+    /* K is periodic in klen (>= 8 as keylen >= 2), so kx[klen + x] = kx[x] copied forward 8
+     * bytes at a time reads only bytes already final */
+    __u32 klen = kl + 6;
+    OPAQUE(klen);
+    klen &= 127;
+    __u8 *e = kx + klen;
+#pragma unroll
+    for (__u32 w = 0; w < 256 / 8; w++)
+        *(__u64 *)&e[w * 8] = *(__u64 *)&kx[w * 8];
+
+    /* the remaining key-schedule steps, from m (a multiple of 8) to 255, 8 per round. Always
+     * 32 rounds (no exit that depends on the key length: the verifier explores one path);
+     * the last m / 8 rounds have i >= 256 and work on the spare half s[256..512) (off = 256
+     * for both indexes), so they never touch S */
+    __u32 j = j0 & 255;
+    __u32 m = keylen & ~7U;
+    for (__u32 r = 0; r < 256 / 8; r++) {
+        __u32 i = m + r * 8;
+        OPAQUE(i);
+        i &= 511 & ~7U;
+        __u8 *si = s + i;
+        __u8 *sj = s + (i & 256);
+        __u8 *ki = kx + i;
+#pragma unroll
+        for (__u32 t = 0; t < 8; t++) {
+            __u8 x = si[t];
+            j = (j + x + ki[t]) & 255;
+            si[t] = sj[j];
+            sj[j] = x;
+        }
     }
-    __u32 j = 0;
-    __s64 kk = 0; /* i % klen, kept without a division */
-    for (__u32 i = 0; i < 256; i++) {
-        __u32 ii = i;
-        OPAQUE(ii);
-        ii &= 255;
-        __u8 t = sc->s[ii];
-        __u32 k32 = kk;
-        j = (j + t + sc->key[k32 & 127]) & 255;
-        sc->s[ii] = sc->s[j];
-        sc->s[j] = t;
-        __s64 d = kk + 1 - (__s64)klen;
-        __s64 m = d >> 63;
-        OPAQUE(m);
-        kk = d + ((__s64)klen & m);
-    }
-    __u32 a = 0, b = 0;
-    for (__u32 k = 0; k < MAX_PAYLOAD; k++) {
-        if (k >= *(volatile __u32 *)&sc->len)
+
+    /* PRGA, 8 bytes of key stream per round XOR-ed as one u64; the last word may run past
+     * len: those scratch bytes are never stored back */
+    __u32 b = 0;
+    for (__u32 w = 0; w < MAX_PAYLOAD / 8 + 1; w++) {
+        __u32 o = w * 8;
+        if (o >= *(volatile __u32 *)&sc->len)
             break;
-        a = (a + 1) & 255;
-        __u8 t = sc->s[a];
-        b = (b + t) & 255;
-        __u8 u = sc->s[b];
-        sc->s[a] = u;
-        sc->s[b] = t;
-        __u32 idx = k;
-        OPAQUE(idx);
-        sc->buf[idx & (BUF_SIZE - 1)] ^= sc->s[(t + u) & 255];
+        OPAQUE(o);
+        __u64 ks = 0;
+        __u8 *kb = (__u8 *)&ks;
+        __u8 *sa = s + (o & 248); /* a = o + 1 + t for t < 7: sa[t + 1] */
+#pragma unroll
+        for (__u32 t = 0; t < 8; t++) {
+            __u8 *pa = t < 7 ? sa + t + 1 : s + ((o + 8) & 248);
+            __u8 x = *pa;
+            b = (b + x) & 255;
+            __u8 y = s[b];
+            *pa = y;
+            s[b] = x;
+            kb[t] = s[(x + y) & 255];
+        }
+        *(__u64 *)&sc->buf[o & (BUF_SIZE - 8)] ^= ks;
     }
 }
 
 static __always_inline void apply(struct scratch *sc, __u8 mode, __u8 *key, __u8 keylen,
-                                  __u8 *rtp)
+                                  __u8 *state, __u8 j0, __u8 *rtp)
 {
     __u32 kl = keylen;
     if (kl == 0 || kl > MAX_KEY)
         return;
     if (mode == M_XOR)
         xor_buf(sc, key, kl);
-    else if (mode == M_RC4)
-        rc4_buf(sc, key, kl, rtp);
+    else if (mode == M_RC4 && kl >= 2) /* the loader accepts RC4 keys of 5-64 bytes */
+        rc4_buf(sc, key, kl, state, j0, rtp);
 }
 
 int xdp_media_relay(struct xdp_md *ctx)
@@ -274,18 +333,21 @@ int xdp_media_relay(struct xdp_md *ctx)
     if ((void *)(udp + 1) > data_end)
         return XDP_PASS;
 
-    /* address 0 (mediad bound to any address, the default) first: one lookup per packet;
-     * mediad never holds both forms for one port */
-    struct relay_key key = {.addr = 0, .port = udp->dest, .pad = 0};
+    /* exact (destination address, port): no wildcard address */
+    struct relay_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
     struct relay_entry *e = sessions.lookup(&key);
-    if (!e) {
-        key.addr = ip->daddr;
-        e = sessions.lookup(&key);
-        if (!e)
-            return verdict(R_NO_SESSION, XDP_PASS);
-    }
-    if ((e->flags & F_LATCH) || e->dst_addr == 0 || e->dst_port == 0)
+    if (!e)
+        return verdict(R_NO_SESSION, XDP_PASS);
+    if ((e->flags & F_LATCH) || e->peer_addr == 0 || e->dst_addr == 0 || e->dst_port == 0)
         return verdict(R_LATCH, XDP_PASS);
+    __u32 slot = e->slot;
+    struct relay_stats *st = stats.lookup(&slot); /* counters and next-hop cache */
+    /* strict source: only the latched peer's (address, port) */
+    if (ip->saddr != e->peer_addr || udp->source != e->peer_port) {
+        if (st)
+            st->dropped += 1;
+        return verdict(R_FOREIGN_SOURCE, XDP_DROP);
+    }
 
     /* a byte swap's result is unbounded to the 6.1 verifier: restate the 16-bit bound where
      * clang cannot drop it as redundant */
@@ -326,10 +388,8 @@ int xdp_media_relay(struct xdp_md *ctx)
         pay_off = sizeof(*eth) + sizeof(*ip) + sizeof(*udp) + off;
     }
 
-    __be32 saddr = e->src_addr ? e->src_addr : ip->daddr;
+    __be32 saddr = e->src_addr;
     __be32 daddr = e->dst_addr;
-    __u32 slot = e->slot;
-    struct relay_stats *st = stats.lookup(&slot); /* counters and next-hop cache */
     __u64 now = bpf_ktime_get_coarse_ns(); /* CLOCK_MONOTONIC_COARSE: a tick is enough */
     __u32 in_ifindex = ctx->ingress_ifindex, out_ifindex;
     __u8 dmac[ETH_ALEN], smac[ETH_ALEN];
@@ -408,8 +468,8 @@ int xdp_media_relay(struct xdp_md *ctx)
             if (bpf_xdp_load_bytes(ctx, pay_off, sc->buf, len) < 0)
                 return verdict(R_DROP, XDP_DROP);
             /* the loader leaves both modes none when the two legs share one cipher */
-            apply(sc, in_mode, e->in_key, e->in_keylen, rtp);
-            apply(sc, out_mode, e->out_key, e->out_keylen, rtp);
+            apply(sc, in_mode, e->in_key, e->in_keylen, e->in_rc4, e->in_rc4_j, rtp);
+            apply(sc, out_mode, e->out_key, e->out_keylen, e->out_rc4, e->out_rc4_j, rtp);
             if (bpf_xdp_store_bytes(ctx, pay_off, sc->buf, len) < 0)
                 return verdict(R_DROP, XDP_DROP);
         }

@@ -82,6 +82,11 @@ def gateway(name: str, port: int, **overrides: Any) -> dict[str, Any]:
     return gw
 
 
+# media.refused_networks for configs whose peers are all on loopback: the default list minus
+# 127.0.0.0/8 and ::1/128.
+LOOPBACK_TEST_REFUSED_NETWORKS = ["0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]
+
+
 def make_config(
     tmp: Path,
     sip_port: int,
@@ -116,6 +121,10 @@ def make_config(
             "port_range": [20000, 20999],
             "fast_path": "userspace",
             "interfaces": ["lo"],
+            # Every test peer is on loopback: 127.0.0.0/8 must not be refused here (the
+            # default list refuses it), or every call would refuse its own media.
+            "refused_networks": LOOPBACK_TEST_REFUSED_NETWORKS,
+            "state_path": str(tmp / "mediad-sessions.journal"),
         },
     }
     if extra:

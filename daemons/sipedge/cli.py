@@ -1,14 +1,20 @@
-"""`sipedge`: the operator's command line (check-config, cdr)."""
+"""`sipedge`: the operator's command line (check-config, cdr, cdr export)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
 import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sipedge import __version__
+
+if TYPE_CHECKING:
+    from sipedge.store import CdrReader
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -17,24 +23,90 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return check_config_main(args.file)
 
 
-def _cmd_cdr(args: argparse.Namespace) -> int:
+def _storage(args: argparse.Namespace) -> Path | None:
     from sipedge.config import ConfigError, load_config
+
+    if args.storage:
+        return Path(args.storage)
+    try:
+        return load_config(args.config).storage.path
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return None
+
+
+def parse_when(text: str) -> float:
+    """A point in time for --since/--until: epoch seconds, or an ISO 8601 date or date-time
+    (local time unless it carries an offset or Z)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither epoch seconds nor an ISO 8601 date/time"
+        ) from None
+    return when.timestamp()
+
+
+CSV_COLUMNS = (
+    "id", "call_id", "caller", "callee", "source", "mapping_gateway", "setup_time",
+    "answer_time", "end_time", "duration", "release_side", "cause", "final_status",
+    "routing_gateway", "switch_stop_reason", "attempts",
+)  # fmt: skip
+
+
+def _reader(args: argparse.Namespace) -> CdrReader | int:
+    """The CDR reader of the config's (or --storage's) directory, or the exit code."""
     from sipedge.store import open_cdr_reader
 
-    directory: Path
-    if args.storage:
-        directory = Path(args.storage)
-    else:
-        try:
-            directory = load_config(args.config).storage.path
-        except ConfigError as err:
-            print(err, file=sys.stderr)
-            return 2
+    directory = _storage(args)
+    if directory is None:
+        return 2
     try:
-        reader = open_cdr_reader(directory)
+        return open_cdr_reader(directory)
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 1
+
+
+def _cmd_cdr_export(args: argparse.Namespace) -> int:
+    """Stream every CDR that ended in [since, until) to stdout, oldest first (billing)."""
+    reader = _reader(args)
+    if isinstance(reader, int):
+        return reader
+    out = sys.stdout
+    count = 0
+    try:
+        records = reader.export(args.since, args.until)
+        if args.format == "csv":
+            writer = csv.writer(out)
+            writer.writerow(CSV_COLUMNS)
+            for r in records:
+                row: list[Any] = [r.get(c) for c in CSV_COLUMNS[:-1]]
+                writer.writerow([*row, json.dumps(r["attempts"], separators=(",", ":"))])
+                count += 1
+        else:  # one JSON array, written record by record
+            out.write("[")
+            for r in records:
+                out.write(",\n" if count else "\n")
+                out.write(json.dumps(r, separators=(",", ":")))
+                count += 1
+            out.write("\n]\n")
+    finally:
+        reader.close()
+    print(f"sipedge cdr export: {count} records", file=sys.stderr)
+    return 0
+
+
+def _cmd_cdr(args: argparse.Namespace) -> int:
+    if getattr(args, "cdr_command", None) == "export":
+        return _cmd_cdr_export(args)
+    reader = _reader(args)
+    if isinstance(reader, int):
+        return reader
     try:
         records = reader.recent(args.limit, args.call_id)
     finally:
@@ -72,6 +144,17 @@ def main(argv: list[str] | None = None) -> None:
     cdr.add_argument("--call-id")
     cdr.add_argument("--json", action="store_true")
     cdr.set_defaults(func=_cmd_cdr)
+    cdr_sub = cdr.add_subparsers(dest="cdr_command")
+    export = cdr_sub.add_parser(
+        "export", help="every CDR that ended in a time window, oldest first, for billing"
+    )
+    export.add_argument("--config", default="/etc/sipedge/sipedge.yaml")
+    export.add_argument("--storage", help="storage directory (overrides the config's)")
+    export.add_argument(
+        "--since", type=parse_when, required=True, help="epoch seconds or ISO 8601 (local time)"
+    )
+    export.add_argument("--until", type=parse_when, help="exclusive end (default: now)")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
 
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

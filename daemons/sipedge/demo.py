@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     outside += [r.name for r in config.registrations if not _loopback(r.proxy)]
     if outside:
         sys.exit(f"refusing to run the demo: peers not on loopback: {', '.join(outside)}")
+    loopback = ipaddress.ip_address("127.0.0.1")
+    if any(loopback in net for net in config.media.refused_networks):
+        sys.exit(
+            "refusing to run the demo: media.refused_networks covers 127.0.0.1, where every "
+            "demo peer's media is (each call would get 488 media-address-refused)"
+        )
     config.storage.path.mkdir(parents=True, exist_ok=True)
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []

@@ -30,7 +30,7 @@ from sipedge import __version__
 from sipedge.api import build_app
 from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
-from sipedge.calls.service import B2BUA
+from sipedge.calls.service import B2BUA, media_policy
 from sipedge.config import Config, ConfigError, load_config
 from sipedge.guard import GuardService
 from sipedge.media import MediaClient
@@ -92,8 +92,15 @@ class SipDaemon:
         self._apply_sip_limits(self.config)
         # Screen sources before parsing from here on, now that gateways can be recognised.
         self.transport.screen = self.guard.admit_source
-        # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable)
-        self._b2bua.media = MediaService(MediaClient(self.config.media.control_socket))
+        # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable);
+        # reconciliation deletes the sessions a previous sipd left there, now and periodically
+        media = self.config.media
+        self._b2bua.media = MediaService(
+            MediaClient(media.control_socket),
+            policy=media_policy(media),
+            idle_timeout=media.idle_timeout,
+        )
+        self._b2bua.media.start()
         self.registrar = RegistrarComponent(self.config, self._b2bua, self.transport)
         await self.registrar.start()
         app = build_app(self)
@@ -182,7 +189,7 @@ class SipDaemon:
         return self.config.api.token
 
     def calls(self) -> list[dict[str, object]]:
-        return [c.summary() for c in self.b2bua.calls.values()]
+        return self.b2bua.summaries()
 
     def active_calls(self) -> int:
         return len(self.b2bua.calls)

@@ -167,13 +167,23 @@ def _last_stat_row(run_dir: Path) -> dict[str, str]:
 
 
 def _rtts(run_dir: Path) -> list[float]:
+    """Call set-up times (ms) from SIPp's `-trace_rtt` files: `Date_ms;response_time_ms;rtd_no`.
+
+    The column is found by its header name: taking the third one (`rtd_no`, always 1 here)
+    once made every percentile read 1 ms."""
     values: list[float] = []
     for path in run_dir.glob("*_rtt.csv"):
         with path.open() as f:
+            column: int | None = None
             for row in csv.reader(f, delimiter=";"):
-                if len(row) >= 3:
+                if column is None:
+                    names = [name.strip() for name in row]
+                    if "response_time_ms" in names:
+                        column = names.index("response_time_ms")
+                    continue
+                if len(row) > column:
                     try:
-                        values.append(float(row[2]))
+                        values.append(float(row[column]))
                     except ValueError:
                         continue
     return values

@@ -367,3 +367,50 @@ def test_encrypted_gateway_refused_without_mediad(sipd_factory: Any) -> None:
         ("gw1", "media unavailable"),
         ("gw2", "answered"),
     ]
+
+
+def test_caller_media_in_a_refused_network_gets_488(
+    sipd_factory: Any, mediad: Mediad, tmp_path: Path
+) -> None:
+    gw_port = free_port()
+    media = {
+        "control_socket": str(tmp_path / "mediad.sock"),
+        "port_range": [20000, 20999],
+        "fast_path": "userspace",
+        "interfaces": ["lo"],
+        # the default list: refuses 127.0.0.0/8, where the SIPp caller's media is
+    }
+    sipd = sipd_factory([gateway("gw1", gw_port)], extra={"media": media})
+    c = caller(sipd, "uac_expect_fail", expect_code="488")
+    c.start()
+    result = c.wait(40)
+    assert result.returncode == 0, result.describe() + sipd.log()
+    refused = first(result, "received", "SIP/2.0 488")
+    assert re.search(r"^Warning: 301 \S+ \"media-address-refused: .*127\.0\.0\.0/8", refused, re.M)
+    cdr = last_cdr(sipd)
+    assert (cdr["cause"], cdr["final_status"]) == ("media-address-refused", 488)
+    assert cdr["attempts"][0]["result"] == "media-address-refused"
+    assert sipd.metrics()['sipedge_media_refused_total{reason="media-address-refused"}'] == 1
+    assert_no_leak(mediad)
+
+
+def test_sessions_of_a_previous_sipd_are_deleted_at_start(
+    sipd_factory: Any, mediad: Mediad
+) -> None:
+    # a session no sipd owns (its sipd was killed): the next sipd deletes it when it starts
+    mediad.ok(
+        {
+            "command": "offer",
+            "call-id": "orphan-of-a-dead-sipd/0",
+            "from-tag": "caller",
+            "address": "127.0.0.1",
+            "port": 4000,
+        }
+    )
+    assert len(sessions(mediad)) == 1
+    sipd = sipd_factory([gateway("gw1", free_port())])
+    assert_no_leak(mediad)
+    deadline = time.monotonic() + 5
+    while sipd.metrics().get("sipedge_media_orphans_deleted_total") != 1:
+        assert time.monotonic() < deadline, sipd.log()
+        time.sleep(0.1)

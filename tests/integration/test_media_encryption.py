@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, gateway, make_config, start_sipd
+from tests.conftest import (
+    LOOPBACK_TEST_REFUSED_NETWORKS,
+    free_port,
+    gateway,
+    make_config,
+    start_sipd,
+)
 from tests.media.netns import Mediad
 from tests.sipp.harness import Sipp
 
@@ -35,6 +41,8 @@ def media_section(sock: Path, low: int) -> dict[str, Any]:
         "port_range": [low, low + 19],
         "fast_path": "userspace",
         "interfaces": ["lo"],
+        # loopback peers: 127.0.0.0/8 must not be refused (see tests/conftest.py)
+        "refused_networks": LOOPBACK_TEST_REFUSED_NETWORKS,
     }
 
 

@@ -10,50 +10,23 @@ counted by mediad as XDP packets, with the SDP on both sides rewritten to the re
 
 from __future__ import annotations
 
-import ctypes
 import json
 import struct
 import subprocess
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.conftest import BIN, gateway, make_config
-from tests.media.netns import CLONE_NEWNET, Mediad, Topology, mount_bpffs, ns_socket, umount
+from tests.media.netns import Mediad, Topology, in_ns, mount_bpffs, ns_socket, umount
 from tests.sipp.harness import Sipp
 
 pytestmark = [pytest.mark.root, pytest.mark.xdp, pytest.mark.sipp, pytest.mark.slow]
-
-T = TypeVar("T")
-
-
-def in_ns(ns: str, fn: Callable[[], T]) -> T:
-    """Run fn in a thread that has entered namespace ns (sockets it opens live there)."""
-    result: list[Any] = []
-
-    def worker() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        try:
-            with open(f"/run/netns/{ns}") as f:
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            result.append(fn())
-        except Exception as exc:
-            result.append(exc)
-
-    t = threading.Thread(target=worker)
-    t.start()
-    t.join()
-    if isinstance(result[0], Exception):
-        raise result[0]
-    value: T = result[0]
-    return value
 
 
 def ns_get(ns: str, url: str) -> Any:

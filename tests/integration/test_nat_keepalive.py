@@ -14,59 +14,27 @@ Loopback: the keep-alive leaves from sipd's SIP address and port; natd follows a
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.conftest import BIN, free_port, gateway, make_config, start_sipd
+from tests.media.netns import in_ns, sh
 from tests.sipp.harness import Sipp
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
 NAT_TIMEOUT = 15  # seconds, UDP conntrack timeout in the router
 PERIOD = 10  # SS_SIP_NAT_KEEP_ALIVE_PERIOD (its minimum)
-
-
-def sh(*cmd: str) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()}")
-    return res.stdout
-
-
-def in_ns(ns: str, fn: Callable[[], T]) -> T:
-    result: list[Any] = []
-
-    def worker() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        try:
-            with open(f"/run/netns/{ns}") as f:
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            result.append(fn())
-        except Exception as exc:
-            result.append(exc)
-
-    t = threading.Thread(target=worker)
-    t.start()
-    t.join()
-    if isinstance(result[0], Exception):
-        raise result[0]
-    value: T = result[0]
-    return value
 
 
 def ns_get(ns: str | None, url: str) -> Any:

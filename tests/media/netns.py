@@ -13,13 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BIN = Path(sys.executable).parent
 CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
+T = TypeVar("T")
 
 
 def sh(*cmd: str) -> str:
@@ -29,12 +31,8 @@ def sh(*cmd: str) -> str:
     return res.stdout
 
 
-def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
-    """A UDP socket created inside namespace `ns` (None: this namespace)."""
-    if ns is None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(bind)
-        return s
+def in_ns(ns: str, fn: Callable[[], T]) -> T:
+    """Run fn in a thread that has entered namespace ns (sockets it opens live there)."""
     result: list[Any] = []
 
     def worker() -> None:
@@ -43,10 +41,7 @@ def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
             with open(f"/run/netns/{ns}") as f:
                 if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), "setns")
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-            s.bind(bind)
-            result.append(s)
+            result.append(fn())
         except Exception as exc:
             result.append(exc)
 
@@ -55,8 +50,28 @@ def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
     t.join()
     if isinstance(result[0], Exception):
         raise result[0]
-    sock: socket.socket = result[0]
-    return sock
+    value: T = result[0]
+    return value
+
+
+def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
+    """A UDP socket created inside namespace `ns` (None: this namespace)."""
+    if ns is None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(bind)
+        return s
+
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+            s.bind(bind)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    return in_ns(ns, make)
 
 
 @dataclass

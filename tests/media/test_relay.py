@@ -5,7 +5,9 @@ reference implementation in tests/media/reference.py."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sipedge.media import journal
 from tests.media import reference
 from tests.media.netns import Mediad, Topology, mount_bpffs, ns_socket, recv_all, umount
 
@@ -153,6 +156,61 @@ def test_userspace_loopback(loopback_mediad: Mediad, mode: int) -> None:
     sb.close()
 
 
+def test_userspace_strict_source(tmp_path: Path) -> None:
+    """Latching on, bind 127.0.0.5: only the SDP/signal IP latches, then only that exact
+    source passes, packet by packet inside a burst; every packet leaves from the bind address;
+    the drops are counted per leg and reason."""
+    m = Mediad(
+        tmp_path / "m.sock",
+        ["--fast-path", "userspace", "--bind", "127.0.0.5", "--port-range", "41400-41409",
+         "--behind-nat", "On"],
+        tmp_path / "m.log",
+    ).start()  # fmt: skip
+    sa = ns_socket(None, ("127.0.0.1", 0))
+    sb = ns_socket(None, ("127.0.0.1", 0))
+    spoof_ip = ns_socket(None, ("127.0.0.2", 0))  # another IP
+    spoof_port = ns_socket(None, ("127.0.0.1", 0))  # A's IP, another port
+    try:
+        offer, answer = call(m, "strict", sa.getsockname(), sb.getsockname(), 0)
+        assert offer["address"] == "127.0.0.5"
+        relay_a = ("127.0.0.5", answer["port"])  # where A sends
+        relay_b = ("127.0.0.5", offer["port"])
+        # before A latches: a stranger's packets neither latch nor pass
+        for i in range(5):
+            spoof_ip.sendto(reference.rtp(i, payload=b"evil"), relay_a)
+        assert recv_all(sb, 1, timeout=0.5) == []
+        # A latches, then a burst mixing A and both spoofers: only A's packets reach B
+        sa.sendto(reference.rtp(100, payload=b"good"), relay_a)
+        assert [d for d, _ in recv_all(sb, 1)] == [reference.rtp(100, payload=b"good")]
+        for i in range(30):
+            sa.sendto(reference.rtp(200 + i, payload=b"good"), relay_a)
+            spoof_ip.sendto(reference.rtp(300 + i, payload=b"evil"), relay_a)
+            spoof_port.sendto(reference.rtp(400 + i, payload=b"evil"), relay_a)
+        got = recv_all(sb, 31, timeout=2)
+        assert len(got) == 30 and all(d.endswith(b"good") for d, _ in got)
+        assert {src for _, src in got} == {relay_b}  # one source: the bind address
+        # B (latching on its SDP address) answers; A hears it from the relay address only
+        sb.sendto(reference.rtp(1, payload=b"back"), relay_b)
+        (data, src), *_ = recv_all(sa, 1)
+        assert data.endswith(b"back") and src == relay_a
+        q = m.ok({"command": "query", "call-id": "strict"})
+        leg_a = q["legs"][0]
+        assert leg_a["latched-address"] == f"127.0.0.1:{sa.getsockname()[1]}"
+        assert leg_a["dropped"] == {"foreign-source": 60, "unlearned-source": 5}
+        assert leg_a["packets"] == 31
+        text = m.get("/metrics")[1]
+        assert 'sipedge_media_dropped_packets_total{reason="foreign-source"} 60.0' in text
+        assert 'sipedge_media_dropped_packets_total{reason="unlearned-source"} 5.0' in text
+        # the call ends: the counters stay
+        m.ok({"command": "delete", "call-id": "strict"})
+        text = m.get("/metrics")[1]
+        assert 'sipedge_media_dropped_packets_total{reason="foreign-source"} 60.0' in text
+    finally:
+        m.stop()
+        for s in (sa, sb, spoof_ip, spoof_port):
+            s.close()
+
+
 def test_control_errors(loopback_mediad: Mediad) -> None:
     m = loopback_mediad
     base = {"command": "offer", "from-tag": "t", "address": "127.0.0.1", "port": 9000}
@@ -205,17 +263,16 @@ def test_control_errors(loopback_mediad: Mediad) -> None:
         assert data["error-reason"]
     status, data = m.post(None, raw=b"{not json")
     assert status == 400 and data["error-code"] == "bad-json"
-    # the range 41000-41007 holds four pairs: two calls
+    # the range 41000-41007 holds four pairs: two calls (media.max_sessions defaults to that)
     for i in range(2):
         m.ok({**base, "call-id": f"full-{i}"})
     status, data = m.post({**base, "call-id": "full-3"})
-    assert status == 503 and data["error-code"] == "ports-exhausted"
-    # a port in use by someone else is skipped, never handed out
+    assert status == 503 and data["error-code"] == "too-many-sessions"
     for i in range(2):
         m.ok({"command": "delete", "call-id": f"full-{i}"})
     assert_no_leak(m)
     status, text = m.get("/metrics")
-    assert 'sipedge_media_errors_total{code="ports-exhausted"} 1.0' in text
+    assert 'sipedge_media_errors_total{code="too-many-sessions"} 1.0' in text
     assert 'sipedge_media_fast_path{path="userspace"} 1.0' in text
 
 
@@ -246,8 +303,21 @@ def test_busy_port_skipped(tmp_path: Path) -> None:
         busy.close()
 
 
+def test_ports_exhausted_before_max_sessions(tmp_path: Path) -> None:
+    args = ["--fast-path", "userspace", "--bind", "127.0.0.1", "--port-range", "41300-41307"]
+    m = Mediad(tmp_path / "m.sock", [*args, "--max-sessions", "10"], tmp_path / "m.log").start()
+    base = {"command": "offer", "from-tag": "t", "address": "127.0.0.1", "port": 9000}
+    try:
+        for i in range(2):
+            m.ok({**base, "call-id": f"full-{i}"})
+        status, data = m.post({**base, "call-id": "full-3"})
+        assert status == 503 and data["error-code"] == "ports-exhausted"
+    finally:
+        m.stop()
+
+
 def test_userspace_restart_readopts(tmp_path: Path) -> None:
-    state = tmp_path / "state.json"
+    state = tmp_path / "state" / "sessions.journal"
     args = [
         "--fast-path",
         "userspace",
@@ -272,7 +342,8 @@ def test_userspace_restart_readopts(tmp_path: Path) -> None:
         stream(m, sa, sb, ("127.0.0.1", answer["port"]), ("127.0.0.1", offer["port"]), 3)
         m.ok({"command": "delete", "call-id": "r1"})
         m.stop()
-        assert not state.exists()
+        assert journal.read(state, {os.geteuid()}).sessions == {}  # totals stay
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
     finally:
         m.stop()
         sa.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +157,19 @@ def test_demo_loads_and_stays_on_loopback() -> None:
     assert config.registrations == ()
     assert len(config.endpoints) == 1
     assert config.media == MediaConfig(
-        Path("/tmp/sipedge-demo/mediad.sock"), (30000, 30999), "userspace", ("lo",)
+        Path("/tmp/sipedge-demo/mediad.sock"),
+        (30000, 30999),
+        "userspace",
+        ("lo",),
+        bind_address="127.0.0.1",
+        refused_networks=tuple(
+            ip_network(n)
+            for n in ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "fe80::/10")
+        ),
+        state_path=Path("/tmp/sipedge-demo/mediad-sessions.journal"),
     )
+    # the demo's peers are all on loopback: its own media must not be refused
+    assert not any(ip_address("127.0.0.1") in n for n in config.media.refused_networks)
     assert config.parameters == Parameters()
 
 
@@ -214,7 +225,7 @@ def test_minimal_config_takes_defaults() -> None:
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8080)
     assert config.storage.path == Path("/var/lib/sipedge")
     assert config.media == MediaConfig(
-        Path("/run/sipedge/mediad.sock"), (20000, 29999), "auto", ("eth0",)
+        Path("/run/sipedge-media/mediad.sock"), (20000, 29999), "auto", ("eth0",)
     )
     # null sections are the same as absent ones
     assert parse_config({"parameters": None, "endpoints": None, "routes": None}) == Config()

@@ -4,11 +4,15 @@
   writes a new root file system image to the inactive slot, adds its systemd-boot entry with
   boot counting, and holds boot-complete.target back until sipd's and mediad's /healthz answer
   (it reads the config file itself and reaches the daemons over HTTP only);
-* `systemd.py`: `notify`, sd_notify(3) without libsystemd (READY=1, STOPPING=1).
+* `systemd.py`: `notify`, sd_notify(3) without libsystemd (READY=1, STOPPING=1);
+* `privileges.py`: dropping root for a daemon that must start as root (mediad loading XDP):
+  setresuid/setresgid, capability sets through libc's capset, no_new_privs, and a check of
+  every thread's /proc status afterwards; checks of directories root reads from.
 
 Public names: `notify`. The updater is a command, not a library: import `update` by its path.
 
-Dependency direction: the daemons (sipd, media/, natd/) import `notify`; appliance/ imports
+Dependency direction: the daemons (sipd, media/, natd/) import `notify` (mediad also
+`privileges`); appliance/ imports
 nothing from the SIP daemons or any other package of sipedge.
 """
 

@@ -9,10 +9,12 @@ Modules, from the leaves up (a module imports only those above it in this list):
 
 * pure, no I/O: `routing` (prefix and source tables), `switching` (gateway switching),
   `capacity` (call limits: calls in progress, calls per second per mapping gateway),
-  `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation);
+  `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation),
+  `media_policy` (SDP refused before anchoring: refused c= networks, stream cap);
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
-  `media_session` (leg names, relay sessions, watch settings);
-* glue: `watchdog` (RTP timeout, maximum duration) <- `media_link` (mediad) ;
+  `media_session` (leg names, relay sessions, watch settings), `media_metrics` (counters);
+* glue: `watchdog` (RTP timeout, maximum duration), `media_reconcile` (orphans and keep-alive
+  at mediad) <- `media_link` (mediad) ;
   `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`.
 
 A module that reports back to its owner declares what it needs as a Protocol and the owner

@@ -27,6 +27,7 @@ from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
 from sipedge.calls.identity import IncomingIdentity
 from sipedge.calls.in_dialog import Forwarder, ForwardingHost
 from sipedge.calls.media_link import CallMedia
+from sipedge.calls.media_policy import MEDIA_UNAVAILABLE, MediaRefusal
 from sipedge.calls.media_session import CALLEE, CALLER
 from sipedge.calls.refresh import LegTimers, add_uas_headers
 from sipedge.calls.session_timer import (
@@ -46,6 +47,7 @@ from sipedge.calls.switching import (
     StopReason,
     Timer,
     TimerChange,
+    caller_facing,
 )
 from sipedge.sip.dialog import Dialog, uac_dialog, uas_dialog
 from sipedge.sip.message import Request, Response, make_response, new_branch, new_tag
@@ -170,8 +172,13 @@ class Call:
         if attempt.abandoned or attempt is not self.current or self.state is not CallState.SETUP:
             return  # cancelled (or timed out) while mediad was asked; _end_attempt released it
         if body is None:
+            refusal = self.media.refusal(attempt)
+            if refusal.reason != MEDIA_UNAVAILABLE:  # the caller's own SDP: no gateway helps
+                self._end_attempt(attempt, refusal.reason, refusal.status)
+                self._reject_caller(refusal)
+                return
             # an encrypted leg that mediad could not anchor: this gateway cannot be used
-            self._end_attempt(attempt, "media unavailable", 503)
+            self._end_attempt(attempt, refusal.reason, 503)
             self._follow(self.switcher.on_failure(attempt.tracker, 503, None))
             return
         attempt.invite.body = body
@@ -245,6 +252,8 @@ class Call:
         if attempt.abandoned or attempt is not self.current or self.state is not CallState.SETUP:
             self._late_response(attempt, response)
             return
+        if status > 100 and self._callee_sdp_refused(attempt, response):
+            return
         if status < 200:
             has_sdp = bool(response.body)
             self._apply_timer(attempt, attempt.tracker.on_provisional(status, has_sdp))
@@ -255,7 +264,7 @@ class Call:
                     response.body,
                     response.headers.get("Content-Type"),
                     False,
-                    lambda body: self._relay_provisional(response, body),
+                    lambda body: self._relay_provisional(response, body or b""),
                 )
             return
         if status < 300:
@@ -295,6 +304,30 @@ class Call:
         )  # type: ignore[assignment]
         self._apply_timer(attempt, attempt.tracker.on_invite_sent())
         return True
+
+    def _callee_sdp_refused(self, attempt: Attempt, response: Response) -> bool:
+        """The callee's SDP (18x/2xx) is refused by the media policy: the attempt fails with
+        that reason, the gateway gets CANCEL (or ACK + BYE) and switching decides."""
+        refusal = self.media.check(CALLEE, response.body, response.headers.get("Content-Type"))
+        if refusal is None or response.status >= 300:
+            return False
+        self._end_attempt(attempt, refusal.reason, response.status)
+        if response.status >= 200:  # answered: ACK it so it stops retransmitting, hang up
+            attempt.abandoned = True
+            attempt.dialog = uac_dialog(attempt.invite, response, attempt.destination)
+            self._ack_gateway(attempt, b"", None)
+            self._send_bye(attempt.dialog)
+        else:
+            self._abandon(attempt)  # CANCEL: it sent a provisional
+        self._follow(self.switcher.on_failure(attempt.tracker, 503, None))
+        return True
+
+    def _reject_caller(self, refusal: MediaRefusal) -> None:
+        """The caller's SDP is refused (488 with a Warning saying why); no gateway is tried."""
+        response = make_response(self.invite_tx.request, refusal.status, to_tag=self.caller_tag)
+        response.headers.add("Warning", refusal.warning(self.b2bua.via_for(self.source[0])[0]))
+        self.invite_tx.respond(response)
+        self._finish("system", refusal.reason, refusal.status)
 
     def _late_response(self, attempt: Attempt, response: Response) -> None:
         status = response.status
@@ -444,6 +477,11 @@ class Call:
             self.caller_acked = True
             attempt = self.current
             content_type = ack.headers.get("Content-Type")
+            refusal = self.media.check(CALLER, ack.body, content_type)
+            if refusal is not None:  # the caller's answer to a late offer: cannot be used
+                self._ack_gateway(attempt, b"", None)
+                self.terminate(refusal.reason)
+                return
             self.media.answer(
                 attempt,
                 CALLER,
@@ -550,37 +588,6 @@ class Call:
         self.record.cause = cause
         self.record.final_status = status
         self.b2bua.call_ended(self)
-
-    def summary(self) -> dict[str, object]:
-        current = self.current
-        return {
-            "call_id": self.id,
-            "state": self.state.value,
-            "caller": self.caller_number,
-            "callee": self.callee_number,
-            "source": f"{self.source[0]}:{self.source[1]}",
-            "mapping_gateway": self.mapping_gateway,
-            "setup_time": self.record.setup_time,
-            "answer_time": self.record.answer_time,
-            "attempts": len(self.attempts),
-            "current_attempt": None
-            if current is None
-            else {
-                "index": current.index,
-                "gateway": current.gateway.name,
-                "phase": current.tracker.phase.value,
-                "sdp_seen": current.tracker.sdp_seen,
-                "rtp_started": current.tracker.rtp_started,
-            },
-        }
-
-
-def caller_facing(status: int, reason: str | None) -> tuple[int, str | None]:
-    """A gateway's challenge (401/407) or redirect (3xx) is about our leg, not the caller's:
-    the caller's credentials or a redirect would mean nothing to it, so it hears 503."""
-    if status in (401, 407, 422) or 300 <= status < 400:
-        return 503, f"Gateway Answered {status}"
-    return status, reason
 
 
 def _ignore_response(tx: ClientTransaction, response: Response) -> None:

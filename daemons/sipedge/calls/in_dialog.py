@@ -3,7 +3,9 @@
 A re-INVITE, UPDATE, INFO, NOTIFY, MESSAGE... from one side becomes a request of our own in the
 other leg's dialog; its final response comes back as our answer to the original, and the ACK of
 a forwarded re-INVITE is passed on when the originator sends its own. Every SDP on the way goes
-through the call's media (`media_link`); a successful re-INVITE or UPDATE restarts the session
+through the call's media (`media_link`), with the request's source as its sender's signal
+address; an offer the media policy refuses is answered 488 (Warning says why) and not forwarded,
+an answer it refuses goes on without SDP. A successful re-INVITE or UPDATE restarts the session
 timers of both legs (`refresh`).
 
 Owns: `Forwarder` (one per call, with the forwarded requests awaiting their finals and the CSeq
@@ -80,6 +82,12 @@ class Forwarder:
             if self.call.state is CallState.ENDED:
                 tx.respond_status(481)
                 return
+            if body is None and current is not None:  # the media policy refused its SDP
+                refusal = self.media.refusal(current)
+                answer = make_response(request, refusal.status, to_tag=self._local_tag(leg))
+                answer.headers.add("Warning", refusal.warning(self.host.via_for(tx.source[0])[0]))
+                tx.respond(answer)
+                return
             assert other is not None
             host, port = self.host.via_for(other.destination[0])
             out = other.request(
@@ -107,7 +115,11 @@ class Forwarder:
         if current is None or request.method not in ("INVITE", "UPDATE"):
             send(request.body)
             return
-        self.media.offer(current, leg, request.body, content_type, send)
+        self.media.offer(current, leg, request.body, content_type, send, source=tx.source[0])
+
+    def _local_tag(self, leg: str) -> str | None:
+        dialog = self.call.dialog(leg)
+        return dialog.local_tag if dialog is not None else None
 
     def _on_response(self, pending: PendingRequest, response: Response) -> None:
         tx = pending.server_tx

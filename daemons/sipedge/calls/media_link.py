@@ -24,14 +24,19 @@ the exception is a leg that must be encrypted: the relay is the only thing that 
 so the attempt fails (503, switching decides) instead of sending clear media to a peer that
 expects ciphertext.
 
+Every SDP first goes through `media_policy.check_sdp` (refused `c=`, stream cap). A refused SDP
+is never forwarded: `then` gets None, as for the encrypted leg, and `refusal(attempt)` says why.
+Each offer/answer carries the party's signal address (`Session.signal`: the caller's INVITE
+source, the callee's attempt destination, or the source of an in-dialog request with its SDP).
+Mediad ids are claimed at the `Reconciler` before their offer is sent, released once deleted.
+
 "RTP started" (for `SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START`) is polled from mediad's `query`
 while an attempt is in setup; the RTP timeout and the maximum call duration are watched by
 `sipedge.calls.watchdog` from the answer on.
 
-Owns: `MediaService` (the mediad client, counters, background tasks), `CallMedia` (one call's
-sessions and FIFO), the media metrics. Must not: send SIP, decide switching, or import
-`calls.call` / `calls.service`: it reports to its call through `MediaEvents`, which `Call`
-implements; the records it fills are in `calls.relay`, the attempts it reads in `calls.records`.
+Owns: `MediaService` (the mediad client, counters, reconciler, background tasks), `CallMedia`
+(one call's sessions and FIFO). Must not: send SIP, decide switching, or import `calls.call` /
+`calls.service`: it reports to its call through `MediaEvents`, which `Call` implements.
 """
 
 from __future__ import annotations
@@ -40,22 +45,30 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-from prometheus_client.core import CounterMetricFamily
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipedge.calls import watchdog
 from sipedge.calls.attempt import Attempt
+from sipedge.calls.media_metrics import MediaStats, media_metrics
+from sipedge.calls.media_policy import (
+    MEDIA_UNAVAILABLE,
+    MediaPolicy,
+    MediaRefusal,
+    check_sdp,
+    ipv4_or_none,
+)
+from sipedge.calls.media_reconcile import Reconciler, is_gone
 from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
 from sipedge.media.client import MediaError, RelayAddress
 from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
     from sipedge.config import Parameters
+    from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class MediaEvents(Protocol):
@@ -63,6 +76,9 @@ class MediaEvents(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def source(self) -> Addr: ...  # where the caller's INVITE came from
 
     def on_rtp_started(self, attempt_index: int) -> None: ...
 
@@ -81,6 +97,7 @@ class MediaBackend(Protocol):
         encryption: bool = False,
         mode: int | str | None = None,
         key: str | None = None,
+        signal_address: str | None = None,
     ) -> RelayAddress: ...
 
     async def answer(
@@ -93,37 +110,55 @@ class MediaBackend(Protocol):
         encryption: bool = False,
         mode: int | str | None = None,
         key: str | None = None,
+        signal_address: str | None = None,
     ) -> RelayAddress: ...
 
     async def delete(self, call_id: str) -> dict[str, Any]: ...
 
     async def query(self, call_id: str) -> dict[str, Any]: ...
 
+    async def list(self) -> list[dict[str, Any]]: ...
+
+    async def touch(self, call_ids: Sequence[str]) -> dict[str, Any]: ...
+
     async def close(self) -> None: ...
-
-
-@dataclass
-class MediaStats:
-    sessions_created: int = 0
-    sessions_deleted: int = 0
-    unanchored: dict[str, int] = field(default_factory=dict)  # by reason
-    errors: dict[str, int] = field(default_factory=dict)  # mediad error codes
-    rtp_timeouts: int = 0
-    max_duration_ends: int = 0
-    rtp_started: int = 0
-
-    def count(self, table: dict[str, int], key: str) -> None:
-        table[key] = table.get(key, 0) + 1
 
 
 class MediaService:
     """One per B2BUA: the mediad client, the counters, the background tasks."""
 
-    def __init__(self, backend: MediaBackend | None, settings: WatchSettings | None = None):
+    def __init__(
+        self,
+        backend: MediaBackend | None,
+        settings: WatchSettings | None = None,
+        policy: MediaPolicy | None = None,
+        idle_timeout: float = 120.0,
+    ):
         self.backend = backend
         self.settings = settings or WatchSettings()
+        self.policy = policy or MediaPolicy()  # replaced on reload; each call keeps its own
         self.stats = MediaStats()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.reconciler = Reconciler(backend, idle_timeout, self._orphan_deleted)
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def _orphan_deleted(self) -> None:
+        self.stats.orphans_deleted += 1
+
+    def start(self) -> None:
+        """Reconcile with mediad now and every `idle_timeout / 4` (needs a running loop)."""
+        if self.backend is not None and self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self.reconciler.run())
+
+    async def request(self, work: Awaitable[T]) -> T:
+        """One mediad request; tells the reconciler whether mediad answered."""
+        try:
+            result = await work
+        except MediaError as exc:
+            self.reconciler.on_error(exc)
+            raise
+        self.reconciler.on_success()
+        return result
 
     @property
     def enabled(self) -> bool:
@@ -149,6 +184,9 @@ class MediaService:
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        await self.reconciler.stop()
         for task in list(self._tasks):
             task.cancel()
         if self.backend is not None:
@@ -170,6 +208,8 @@ class CallMedia:
     ) -> None:
         self.service = service
         self.call = call
+        self.policy = service.policy  # the snapshot this call keeps
+        self.refusals: dict[str, MediaRefusal] = {}  # by attempt Call-ID: why `then` got None
         self._mode = params.rtpencryptionmode
         self._key = params.rtpencryptionkey
         self._caller_crypto = self._crypto(caller_encrypted)
@@ -198,6 +238,10 @@ class CallMedia:
                     CALLEE: self._crypto(attempt.gateway.config.rtp_encryption),
                 },
             )
+            session.signal = {
+                CALLER: ipv4_or_none(self.call.source[0]),
+                CALLEE: ipv4_or_none(attempt.destination[0]),
+            }
             self.sessions[attempt.index] = session
         return session
 
@@ -245,15 +289,23 @@ class CallMedia:
         content_type: str | None,
         then: Then,
         required: bool = False,
+        source: str | None = None,
     ) -> None:
-        """An SDP offer from `leg`; `then` gets the SDP for the other leg (None: refused, only
-        when `required` and an encrypted leg could not be anchored)."""
+        """An SDP offer from `leg`, carried by a SIP message from `source` (None: the leg's
+        signal address so far); `then` gets the SDP for the other leg, or None when refused
+        (`refusal(attempt)` says why: the policy, or a required encrypted leg unanchored)."""
         if not self.service.enabled or not is_sdp(content_type, body):
             self._submit(None, then, body)
             return
         session = self.session(attempt)
+        refusal = self.check(leg, body, content_type)
+        if refusal is not None:
+            self.refusals[attempt.invite.call_id] = refusal
+            self._submit(None, then, None)
+            return
         session.offer_from = leg
-        self._submit(lambda: self._offer(session, leg, body, required), then, body)
+        signal = self._signal(session, leg, source)
+        self._submit(lambda: self._offer(session, leg, body, required, signal), then, body)
 
     def answer(
         self,
@@ -263,22 +315,54 @@ class CallMedia:
         content_type: str | None,
         final: bool,
         then: Then,
+        source: str | None = None,
     ) -> None:
-        """An SDP answer from `leg` (a late offer when nothing is pending: handled as one)."""
-        if not self.service.enabled or not is_sdp(content_type, body):
+        """An SDP answer from `leg` (a late offer when nothing is pending: handled as one);
+        `source` as for `offer`. Refused by the policy: `then` gets None (no SDP goes on)."""
+        refusal = self.check(leg, body, content_type)
+        if not self.service.enabled or not is_sdp(content_type, body) or refusal is not None:
             known = self.sessions.get(attempt.index)
             if final and known is not None:
                 known.offer_from = None  # a final without SDP closes the offer (488, say)
-            self._submit(None, then, body)
+            if refusal is not None:
+                self.refusals[attempt.invite.call_id] = refusal
+            self._submit(None, then, None if refusal is not None else body)
             return
         session = self.session(attempt)
+        signal = self._signal(session, leg, source)
         if session.offer_from is None or session.offer_from == leg:
             session.offer_from = leg  # a late offer: the answer comes in the ACK
-            self._submit(lambda: self._offer(session, leg, body, False), then, body)
+            self._submit(lambda: self._offer(session, leg, body, False, signal), then, body)
             return
         if final:
             session.offer_from = None
-        self._submit(lambda: self._answer(session, leg, body), then, body)
+        self._submit(lambda: self._answer(session, leg, body, signal), then, body)
+
+    def check(self, leg: str, body: bytes, content_type: str | None) -> MediaRefusal | None:
+        """The policy's refusal of an SDP from `leg`, counted and logged; None: anchor it
+        (also when anchoring is off, the body is no SDP, or it does not parse)."""
+        if not self.service.enabled or not is_sdp(content_type, body):
+            return None
+        try:
+            refusal = check_sdp(parse(body), self.policy)
+        except SdpError:
+            return None  # _parse_for_anchoring counts it as bad-sdp
+        if refusal is not None:
+            self.service.stats.count(self.service.stats.refused, refusal.reason)
+            log.warning("call %s: SDP from the %s refused: %s", self.call.id, leg, refusal.detail)
+        return refusal
+
+    def refusal(self, attempt: Attempt) -> MediaRefusal:
+        """Why the last `then(None)` of this attempt's media came (never raises)."""
+        return self.refusals.get(
+            attempt.invite.call_id, MediaRefusal(MEDIA_UNAVAILABLE, "the relay refused", status=503)
+        )
+
+    @staticmethod
+    def _signal(session: Session, leg: str, source: str | None) -> str | None:
+        if source is not None:
+            session.signal[leg] = ipv4_or_none(source) or session.signal[leg]
+        return session.signal[leg]
 
     def _unanchored(self, reason: str) -> None:
         self.service.stats.count(self.service.stats.unanchored, reason)
@@ -302,7 +386,9 @@ class CallMedia:
             self._unanchored("bad-sdp")
             return None
 
-    async def _offer(self, session: Session, leg: str, body: bytes, required: bool) -> bytes | None:
+    async def _offer(
+        self, session: Session, leg: str, body: bytes, required: bool, signal: str | None
+    ) -> bytes | None:
         backend = self.service.backend
         assert backend is not None
         sdp = self._parse_for_anchoring(session, leg, body)
@@ -315,18 +401,25 @@ class CallMedia:
         for stream in sdp.streams:
             if stream.disabled or stream.address is None or stream.address_type != "IP4":
                 continue
+            mediad_id = session.mediad_id(stream.index)
+            self.service.reconciler.claim(mediad_id)  # before the offer leaves: see reconcile
             try:
-                relay = await backend.offer(
-                    session.mediad_id(stream.index),
-                    leg,
-                    stream.address,
-                    stream.port,
-                    crypto.encrypted,
-                    crypto.mode if crypto.encrypted else None,
-                    crypto.key if crypto.encrypted else None,
+                relay = await self.service.request(
+                    backend.offer(
+                        mediad_id,
+                        leg,
+                        stream.address,
+                        stream.port,
+                        crypto.encrypted,
+                        crypto.mode if crypto.encrypted else None,
+                        crypto.key if crypto.encrypted else None,
+                        signal,
+                    )
                 )
             except MediaError as exc:
                 self._error(session, exc, "offer")
+                if stream.index not in session.streams:
+                    self.service.reconciler.release(mediad_id)  # if mediad made it: an orphan
                 cached = session.relay_for[other(leg)].get(stream.index)
                 if cached is not None:
                     relays[stream.index] = cached
@@ -343,10 +436,15 @@ class CallMedia:
         session.hold[leg] = sdp.on_hold
         session.sdp_changed = time.time()
         if failed and required and (crypto.encrypted or peer_crypto.encrypted):
+            self.refusals[session.key] = MediaRefusal(
+                MEDIA_UNAVAILABLE, "an encrypted leg could not be anchored", status=503
+            )
             return None
         return rewrite(body, relays)
 
-    async def _answer(self, session: Session, leg: str, body: bytes) -> bytes | None:
+    async def _answer(
+        self, session: Session, leg: str, body: bytes, signal: str | None
+    ) -> bytes | None:
         backend = self.service.backend
         assert backend is not None
         sdp = self._parse_for_anchoring(session, leg, body)
@@ -361,15 +459,18 @@ class CallMedia:
             if stream.index not in session.streams:
                 continue  # the offer of this stream was not anchored: leave it alone
             try:
-                relay = await backend.answer(
-                    session.mediad_id(stream.index),
-                    offerer,
-                    leg,
-                    stream.address,
-                    stream.port,
-                    crypto.encrypted,
-                    crypto.mode if crypto.encrypted else None,
-                    crypto.key if crypto.encrypted else None,
+                relay = await self.service.request(
+                    backend.answer(
+                        session.mediad_id(stream.index),
+                        offerer,
+                        leg,
+                        stream.address,
+                        stream.port,
+                        crypto.encrypted,
+                        crypto.mode if crypto.encrypted else None,
+                        crypto.key if crypto.encrypted else None,
+                        signal,
+                    )
                 )
             except MediaError as exc:
                 self._error(session, exc, "answer")
@@ -408,12 +509,18 @@ class CallMedia:
     async def _delete(self, session: Session) -> bytes | None:
         backend = self.service.backend
         assert backend is not None
+        reconciler = self.service.reconciler
         for stream in sorted(session.streams):
+            mediad_id = session.mediad_id(stream)
             try:
-                await backend.delete(session.mediad_id(stream))
+                await self.service.request(backend.delete(mediad_id))
                 self.service.stats.sessions_deleted += 1
             except MediaError as exc:
-                self._error(session, exc, "delete")
+                if not is_gone(exc):
+                    self._error(session, exc, "delete")
+                # Not deleted (mediad unreachable, say): released all the same, so the next
+                # reconciliation deletes it as an orphan instead of touching it forever.
+            reconciler.release(mediad_id)
         return None
 
     # -- facts from the relay -----------------------------------------------------------------
@@ -444,7 +551,7 @@ class CallMedia:
         legs: list[dict[str, Any]] = []
         for stream in sorted(session.streams):
             try:
-                info = await backend.query(session.mediad_id(stream))
+                info = await self.service.request(backend.query(session.mediad_id(stream)))
             except MediaError:
                 return None
             legs.extend(info.get("legs", []))
@@ -481,39 +588,6 @@ class CallMedia:
 
 def _ignore(body: bytes | None) -> None:
     return None
-
-
-def media_metrics(stats: MediaStats) -> Iterator[CounterMetricFamily]:
-    """Prometheus families for sipd's collector."""
-
-    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-        return CounterMetricFamily(f"sipedge_media_{name}", doc, value=value)
-
-    yield counter(
-        "relay_sessions_created", "Relay sessions set up at mediad", stats.sessions_created
-    )
-    yield counter(
-        "relay_sessions_deleted", "Relay sessions deleted at mediad", stats.sessions_deleted
-    )
-    yield counter("rtp_started", "Attempts on which the callee's RTP was seen", stats.rtp_started)
-    yield counter("rtp_timeouts", "Calls ended by the RTP timeout", stats.rtp_timeouts)
-    yield counter(
-        "max_duration_ends", "Calls ended at SS_MAX_CALL_DURATION", stats.max_duration_ends
-    )
-    unanchored = CounterMetricFamily(
-        "sipedge_media_unanchored",
-        "Streams that went unanchored (mediad unreachable or refusing), by reason",
-        labels=["reason"],
-    )
-    for reason, count in sorted(stats.unanchored.items()):
-        unanchored.add_metric([reason], count)
-    yield unanchored
-    errors = CounterMetricFamily(
-        "sipedge_media_errors", "mediad requests that failed, by error code", labels=["code"]
-    )
-    for code, count in sorted(stats.errors.items()):
-        errors.add_metric([code], count)
-    yield errors
 
 
 __all__ = [

@@ -52,6 +52,9 @@ class Session:
     sdp_changed: float = field(default_factory=time.time)  # wall clock of the last SDP
     deleted: bool = False
     rtp_watch: asyncio.Task[Any] | None = None
+    # per leg: the source IP of the SIP message that carried its SDP (mediad "signal-address",
+    # a latching candidate); IPv4 only, None when unknown
+    signal: dict[str, str | None] = field(default_factory=lambda: {CALLER: None, CALLEE: None})
 
     def mediad_id(self, stream: int) -> str:
         return f"{self.key}/{stream}"

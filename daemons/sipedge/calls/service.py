@@ -29,6 +29,7 @@ from sipedge.calls.identity import (
     policy_from_config,
 )
 from sipedge.calls.media_link import CallMedia, MediaService
+from sipedge.calls.media_policy import MediaPolicy
 from sipedge.calls.routing import RouteTable, SourceTable
 from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
 from sipedge.calls.switching import CallSwitcher, SwitchingPolicy, effective_policy
@@ -56,7 +57,7 @@ from sipedge.store import CallRecord, CdrStore
 from sipedge.typedefs import Addr
 
 if TYPE_CHECKING:
-    from sipedge.config import Config, Parameters, RoutingGateway
+    from sipedge.config import Config, MediaConfig, Parameters, RoutingGateway
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def switching_policy(p: Parameters, gw: RoutingGateway | None = None) -> Switchi
         gw_stop_after_invite_timeout=gw.stop_switch_after_invite_timeout if gw else None,
         gw_stop_codes=gw.stop_switching_codes if gw else None,
     )
+
+
+def media_policy(media: MediaConfig) -> MediaPolicy:
+    """What sipd refuses in SDP (media.refused_networks, media.max_streams_per_call)."""
+    return MediaPolicy(media.refused_networks, media.max_streams_per_call)
 
 
 class B2BUA:
@@ -163,6 +169,7 @@ class B2BUA:
         self.session_timers = TimerSettings(
             p.sip_session_timer, p.sip_session_expires, p.sip_min_se
         )
+        self.media.policy = media_policy(config.media)  # new calls; a call keeps its own
 
     # -- addresses --------------------------------------------------------------------------
     def is_gateway(self, address: str) -> bool:
@@ -415,6 +422,10 @@ class B2BUA:
             except Exception:
                 log.exception("writing the CDR of %s failed", call.id)
 
+    def summaries(self) -> list[dict[str, object]]:
+        """The calls in progress, as the management API lists them."""
+        return [call_summary(call) for call in self.calls.values()]
+
     def find_call(self, call_id: str) -> Call | None:
         for call in self.calls.values():
             if call.id == call_id:
@@ -424,6 +435,30 @@ class B2BUA:
     def terminate_all(self, cause: str) -> None:
         for call in list(self.calls.values()):
             call.terminate(cause)
+
+
+def call_summary(call: Call) -> dict[str, object]:
+    current = call.current
+    return {
+        "call_id": call.id,
+        "state": call.state.value,
+        "caller": call.caller_number,
+        "callee": call.callee_number,
+        "source": f"{call.source[0]}:{call.source[1]}",
+        "mapping_gateway": call.mapping_gateway,
+        "setup_time": call.record.setup_time,
+        "answer_time": call.record.answer_time,
+        "attempts": len(call.attempts),
+        "current_attempt": None
+        if current is None
+        else {
+            "index": current.index,
+            "gateway": current.gateway.name,
+            "phase": current.tracker.phase.value,
+            "sdp_seen": current.tracker.sdp_seen,
+            "rtp_started": current.tracker.rtp_started,
+        },
+    }
 
 
 def _call_key(request: Request) -> str:

@@ -316,6 +316,14 @@ class Stop:
     caller_reason: str | None = None
 
 
+def caller_facing(status: int, reason: str | None) -> tuple[int, str | None]:
+    """A gateway's challenge (401/407) or redirect (3xx) is about our leg, not the caller's:
+    the caller's credentials or a redirect would mean nothing to it, so it hears 503."""
+    if status in (401, 407, 422) or 300 <= status < 400:
+        return 503, f"Gateway Answered {status}"
+    return status, reason
+
+
 def caller_status_for_failure(status: int | None, timer: Timer | None) -> int:
     """The status the caller hears for a failed attempt: 408 if a timer expired, else its own."""
     if (status is None) == (timer is None):

@@ -10,6 +10,7 @@ imports nothing else from sipedge; everything else imports config's public names
 * `parameters`: the SS_* parameter table (`PARAMETER_NAMES`, `parameter_field`, ...).
 * `collector`: `_Collector`, which walks the document section by section.
 * `security`: the `security:` section (trusted networks, rate limit, scanners, digest).
+* `media`: the `media:` section (mediad socket, relay addresses, refused SDP networks, caps).
 * `loader`: `parse_config`, `load_config` (YAML, duplicate keys), `check_config_main`.
 
 The file is YAML (see `daemons/conf/sipedge.example.yaml`); parameter names, defaults and

@@ -2,7 +2,8 @@
 
 Owns: `_Collector` (the generic walking helpers: mapping with unknown-key hints, sequence,
 get/value with defaults, secrets; and one method per section building that section's dataclass)
-and the known keys of each list entry and of `media`.
+and the known keys of each list entry (the `media` and `security` sections have modules of
+their own).
 
 Must not: raise on a bad value (it records the problem and goes on with the default), check
 across sections (that is `loader._cross_checks`), read files or YAML, or import anything from
@@ -25,7 +26,6 @@ from sipedge.config.schema import (
     Endpoint,
     ListenAddress,
     MappingGateway,
-    MediaConfig,
     Parameters,
     Registration,
     Route,
@@ -51,7 +51,6 @@ from sipedge.config.values import (
     _digest_algorithm,
     _host,
     _host_port,
-    _ifname,
     _integer,
     _listen_uri,
     _network,
@@ -60,7 +59,6 @@ from sipedge.config.values import (
     _optional_host,
     _optional_string,
     _port,
-    _port_range,
     _resend_entry,
     _string,
     _user,
@@ -96,7 +94,6 @@ _ROUTING_KEYS = (
     "rtp_encryption",
 )
 _REGISTRATION_KEYS = ("name", "proxy", "port", "user", "password", "realm", "register_period")
-_MEDIA_KEYS = ("control_socket", "port_range", "fast_path", "interfaces")
 
 
 class _Collector:
@@ -542,33 +539,3 @@ class _Collector:
                 )
             )
         return tuple(out)
-
-    def media(self, raw: object) -> MediaConfig:
-        data = self.mapping("media", raw, _MEDIA_KEYS)
-        d = MediaConfig()
-        socket = self.get("media", data, "control_socket", _absolute_path, d.control_socket)
-        port_range = d.port_range
-        if "port_range" in data:
-            port_range = self.value(
-                "media.port_range", data["port_range"], _port_range, d.port_range
-            )
-        fast_path = self.get(
-            "media", data, "fast_path", _words("auto", "xdp", "userspace"), d.fast_path
-        )
-        interfaces = d.interfaces
-        if "interfaces" in data:
-            found: list[str] = []
-            raw_ifaces = data["interfaces"]
-            items = [raw_ifaces] if isinstance(raw_ifaces, str) else raw_ifaces
-            for j, item in enumerate(self.sequence("media.interfaces", items)):
-                name = self.value(f"media.interfaces[{j}]", item, _ifname, "")
-                if name and name in found:
-                    self.problem(f"media.interfaces[{j}]", item, "each interface once")
-                elif name:
-                    found.append(name)
-            interfaces = tuple(found)
-        if fast_path == "xdp" and not interfaces:
-            self.problem(
-                "media.interfaces", list(interfaces), "at least one interface when fast_path is xdp"
-            )
-        return MediaConfig(socket, port_range, fast_path, interfaces)

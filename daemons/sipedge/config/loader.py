@@ -18,6 +18,7 @@ import yaml
 
 from sipedge.config.collector import _Collector
 from sipedge.config.errors import ConfigError, ConfigProblem, Described
+from sipedge.config.media import media_section
 from sipedge.config.parameters import RTP_KEY_LENGTHS
 from sipedge.config.schema import Config
 from sipedge.config.security import security_section
@@ -111,13 +112,13 @@ def parse_config(data: object) -> Config:
         sip=c.sip(top.get("sip")),
         api=c.api(top.get("api")),
         storage=c.storage(top.get("storage")),
-        parameters=c.parameters(top.get("parameters")),
+        parameters=(parameters := c.parameters(top.get("parameters"))),
         mapping_gateways=c.mapping_gateways(top.get("mapping_gateways")),
         routing_gateways=routing,
         routes=c.routes(top.get("routes"), {g.name for g in routing if g.name}),
         endpoints=c.endpoints(top.get("endpoints")),
         registrations=c.registrations(top.get("registrations")),
-        media=c.media(top.get("media")),
+        media=media_section(c, top.get("media"), parameters.media_rtp_timeout),
         security=security_section(c, top.get("security")),
     )
     _cross_checks(c, config)

@@ -157,12 +157,38 @@ class Registration:
     register_period: int | None = None  # None: Auto (SS_SIP_USER_AGENT_EXPIRE)
 
 
+# Connection addresses sipd refuses in SDP (media.refused_networks): "this network",
+# loopback, link-local, multicast, reserved, and their IPv6 counterparts.
+DEFAULT_REFUSED_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
+    IPv4Network("0.0.0.0/8"),
+    IPv4Network("127.0.0.0/8"),
+    IPv4Network("169.254.0.0/16"),
+    IPv4Network("224.0.0.0/4"),
+    IPv4Network("240.0.0.0/4"),
+    IPv6Network("::1/128"),
+    IPv6Network("fe80::/10"),
+)
+DEFAULT_RTP_TIMEOUT_FOR_IDLE = 60.0  # idle_timeout Auto: (SS_MEDIA_RTP_TIMEOUT or this) + grace
+IDLE_TIMEOUT_GRACE = 60.0
+
+
 @dataclass(frozen=True)
 class MediaConfig:
-    control_socket: Path = Path("/run/sipedge/mediad.sock")
+    control_socket: Path = Path("/run/sipedge-media/mediad.sock")
     port_range: tuple[int, int] = (20000, 29999)
     fast_path: str = "auto"  # auto / xdp / userspace
     interfaces: tuple[str, ...] = ("eth0",)
+    bind_address: str | None = None  # None: first IPv4 of interfaces[0] (127.0.0.1 if none)
+    advertise_address: str | None = None  # None: the bind address
+    refused_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_REFUSED_NETWORKS
+    max_streams_per_call: int = 8  # active m= lines in one SDP
+    max_sessions: int | None = None  # None: one per two RTP port pairs of port_range
+    # seconds; "Auto" in the file is resolved at load to (SS_MEDIA_RTP_TIMEOUT or 60) + 60
+    idle_timeout: float = DEFAULT_RTP_TIMEOUT_FOR_IDLE + IDLE_TIMEOUT_GRACE
+    state_path: Path = Path("/var/lib/sipedge-mediad/sessions.journal")
+    metrics_listen: str | None = None  # "host:port" (IPv6 in brackets); None: unix socket only
+    metrics_token_file: Path | None = None
+    run_as: str | None = None  # user mediad drops to after loading XDP (started as root)
 
 
 @dataclass(frozen=True)

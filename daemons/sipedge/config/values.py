@@ -316,3 +316,57 @@ def _scanner(value: object) -> str:
     if isinstance(value, str) and value.strip():
         return value.strip().lower()
     raise _Bad(SCANNER_ALLOWED)
+
+
+IPV4_ALLOWED = "null or an IPv4 address of this host (not 0.0.0.0)"
+
+
+def _optional_ipv4(value: object) -> str | None:
+    """null, or one unicast IPv4 address (media.bind_address, media.advertise_address)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(IPV4_ALLOWED)
+    try:
+        address = ipaddress.IPv4Address(value.strip())
+    except ValueError:
+        raise _Bad(IPV4_ALLOWED) from None
+    if (
+        address.is_unspecified
+        or address.is_multicast
+        or address == ipaddress.IPv4Address("255.255.255.255")
+    ):
+        raise _Bad(IPV4_ALLOWED)
+    return str(address)
+
+
+def _optional_absolute_path(value: object) -> Path | None:
+    if value is None:
+        return None
+    try:
+        return _absolute_path(value)
+    except _Bad:
+        raise _Bad("null or an absolute path") from None
+
+
+LISTEN_HOST_PORT_ALLOWED = "null or host:port (IPv6 in brackets), port 1-65535"
+
+
+def _optional_listen(value: object) -> str | None:
+    """null, or host:port kept as written (IPv6 in brackets), e.g. media.metrics_listen."""
+    if value is None:
+        return None
+    host, port = _host_port(value, LISTEN_HOST_PORT_ALLOWED)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_UNIX_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+UNIX_USER_ALLOWED = "null or a user name (lower-case letters, digits, '_', '-'; up to 32)"
+
+
+def _optional_unix_user(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _UNIX_USER_RE.match(value) or value == "root":
+        raise _Bad(UNIX_USER_ALLOWED + ", not root")
+    return value

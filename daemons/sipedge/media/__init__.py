@@ -5,21 +5,25 @@ The daemon anchors the RTP and RTCP of a call, modelled on rtpengine:
 * `api.py`: the control API, modelled on rtpengine's ng protocol (JSON commands offer, answer,
   delete, query, list over HTTP on a unix socket), with `MediaControl`, the Protocol of what it
   needs of the daemon;
-* `daemon.py`: settings, lifecycle, the ng commands, and keeping the kernel table in step with
-  the sessions (console script `sipedge-mediad`, `daemon:main`);
+* `daemon.py`: lifecycle (root work, the privilege drop, then the relay), the ng commands,
+  idle expiry (console script `sipedge-mediad`, `daemon:main`); `settings.py`: its settings
+  and flags;
 * `xdp.py`: the XDP fast path; compiles and attaches `ebpf/media_relay.c` and is the only
   module that knows the BPF map layout (the other side of it is the C program);
+  `kernel.py`: keeps that table in step with the sessions, `--cleanup`;
 * `relay.py`: the userspace relay, for what XDP passes up or cannot do (AES128, no XDP);
-* `session.py`: sessions and legs (pure state), `ports.py`: relay port pairs, `crypto.py`:
-  the RTP payload transforms of SS_RTPENCRYPTIONMODE (pure).
+* `session.py`: sessions, legs and the source rule (pure state), `ports.py`: random relay port
+  pairs, `crypto.py`: the RTP payload transforms of SS_RTPENCRYPTIONMODE (pure);
+* `journal.py`: the session journal; `expiry.py`: which sessions are idle (pure);
+  `tally.py`: counter totals that only grow (pure).
 
 `client.py` is sipd's side of the control link. Public names: `MediaClient`, `MediaError`,
 `RelayAddress` (from client.py).
 
 Dependency direction: sipd and calls/ import the client only; nothing in media/ imports sipd,
 calls/ or sip/, and the client imports nothing else of sipedge. Inside media/, daemon.py
-imports api, relay, xdp, session, ports and crypto; nothing imports daemon.py; session.py
-imports only ports and crypto.
+imports the others; nothing imports daemon.py; session.py imports only ports and crypto.
+media/ uses `appliance.privileges` for the privilege drop and private directories.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """Control API of sipedge-mediad (aiohttp on media.control_socket).
 
-`POST /ng` with a JSON object `{"command": "offer" | "answer" | "delete" | "query" | "list",
-...}` (rtpengine ng style; `POST /<command>` takes the same object without "command").
-Every answer is JSON with "result": "ok", or "result": "error" with "error-code" and
-"error-reason" and a 4xx/5xx status. `GET /healthz`, `GET /metrics` (Prometheus text).
+`POST /ng` with a JSON object `{"command": "offer" | "answer" | "delete" | "query" | "list" |
+"touch" | "ping", ...}` (rtpengine ng style; `POST /<command>` takes the same object without
+"command"). Every answer is JSON with "result": "ok", or "result": "error" with "error-code"
+and "error-reason" and a 4xx/5xx status. `GET /healthz`, `GET /metrics` (Prometheus text).
+
+`build_metrics_app` is the second, TCP-facing app (`media.metrics_listen`): only `GET /metrics`
+(bearer token from `media.metrics_token_file`, compared in constant time) and `GET /healthz`;
+never the ng commands.
 
 Owns: the URLs, the request parsing, the error answers and the metric names of mediad, and
 `MediaControl`, the Protocol of what they need of the daemon (`daemon.MediaDaemon` implements
@@ -14,6 +18,7 @@ Must not: import daemon.py, or touch sessions, sockets or BPF maps except throug
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sipedge.media.session import ControlError
 
-COMMANDS = ("offer", "answer", "delete", "query", "list", "ping")
+COMMANDS = ("offer", "answer", "delete", "query", "list", "touch", "ping")
+DROP_REASONS = ("foreign-source", "unlearned-source", "no-session")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class UserspaceCounters:
 
 @dataclass(frozen=True)
 class XdpCounters:
-    packets: int  # summed over the live sessions on the XDP path
+    packets: int  # retired (ended calls, earlier runs) + live sessions
     bytes: int
 
 
@@ -50,9 +56,11 @@ class MediaCounters:
     ports_capacity: int  # RTP/RTCP pairs in media.port_range
     path: str  # xdp-native, xdp-generic or userspace
     userspace: UserspaceCounters | None  # None before the relay runs
-    xdp: XdpCounters | None  # None without the XDP path
+    xdp: XdpCounters  # zero without the XDP path (unless earlier runs had it)
     requests: dict[str, int]  # control requests by command
     errors: dict[str, int]  # refused control requests by error code
+    dropped: dict[str, int]  # packets dropped by reason (DROP_REASONS), monotonic
+    expired: int  # sessions deleted for idleness, monotonic
 
 
 class MediaControl(Protocol):
@@ -169,15 +177,25 @@ class MediaCollector:
                 "Packets the userspace relay dropped",
                 value=relay.dropped,
             )
-        if c.xdp is not None:
-            yield CounterMetricFamily(
-                "sipedge_media_xdp_packets",
-                "Packets relayed by XDP (live sessions)",
-                value=c.xdp.packets,
-            )
-            yield CounterMetricFamily(
-                "sipedge_media_xdp_bytes", "Bytes relayed by XDP (live sessions)", value=c.xdp.bytes
-            )
+        yield CounterMetricFamily(
+            "sipedge_media_xdp_packets", "Packets relayed by XDP", value=c.xdp.packets
+        )
+        yield CounterMetricFamily(
+            "sipedge_media_xdp_bytes", "Bytes relayed by XDP", value=c.xdp.bytes
+        )
+        dropped = CounterMetricFamily(
+            "sipedge_media_dropped_packets",
+            "Packets dropped: source not the latched/SDP one, or no session on the port",
+            labels=["reason"],
+        )
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], c.dropped.get(reason, 0))
+        yield dropped
+        yield CounterMetricFamily(
+            "sipedge_media_sessions_expired",
+            "Sessions deleted after media.idle_timeout without packets or commands",
+            value=c.expired,
+        )
         req = CounterMetricFamily("sipedge_media_requests", "Control requests", labels=["command"])
         for cmd, n in sorted(c.requests.items()):
             if cmd in COMMANDS:
@@ -191,12 +209,43 @@ class MediaCollector:
         yield err
 
 
-def build_app(daemon: MediaControl) -> web.Application:
-    app = web.Application()
+TOKEN_KEY: web.AppKey[str] = web.AppKey("media_metrics_token")
+
+
+def _registry(daemon: MediaControl) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MediaCollector(daemon))
+    return registry
+
+
+async def guarded_metrics(request: web.Request) -> web.Response:
+    token = request.app[TOKEN_KEY]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response(
+                {"error": "unauthorized"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    return await metrics(request)
+
+
+def build_metrics_app(daemon: MediaControl, token: str) -> web.Application:
+    """GET /metrics (bearer `token` unless empty) and GET /healthz; nothing else."""
+    app = web.Application(client_max_size=1024)
     app[DAEMON_KEY] = daemon
-    app[REGISTRY_KEY] = registry
+    app[REGISTRY_KEY] = _registry(daemon)
+    app[TOKEN_KEY] = token
+    app.router.add_get("/metrics", guarded_metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def build_app(daemon: MediaControl) -> web.Application:
+    app = web.Application()
+    app[DAEMON_KEY] = daemon
+    app[REGISTRY_KEY] = _registry(daemon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/ng", ng)

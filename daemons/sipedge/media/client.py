@@ -1,16 +1,18 @@
 """Async client for the mediad control API over its unix socket (used by sipd).
 
-async with MediaClient("/run/sipedge/mediad.sock") as media:
-    r = await media.offer("call-1", "tagA", "198.51.100.7", 4000, encryption=False)
+async with MediaClient("/run/sipedge-media/mediad.sock") as media:
+    r = await media.offer("call-1", "tagA", "198.51.100.7", 4000, signal_address="198.51.100.7")
     # write r.address / r.port into the SDP sent to the callee
     r = await media.answer("call-1", "tagA", "tagB", "203.0.113.10", 5000)
     # write r.address / r.port into the SDP sent back to the caller
     info = await media.query("call-1")   # info["legs"][1]["rtp-started"]
+    await media.touch(["call-1"])        # reset mediad's idle clock (sipd's reconciliation)
     await media.delete("call-1")
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -91,12 +93,15 @@ class MediaClient:
         encryption: bool,
         mode: int | str | None,
         key: str | None,
+        signal_address: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"address": address, "port": port, "encryption": encryption}
         if mode is not None:
             body["encryption-mode"] = mode
         if key is not None:
             body["encryption-key"] = key
+        if signal_address is not None:
+            body["signal-address"] = signal_address
         return body
 
     @staticmethod
@@ -118,10 +123,13 @@ class MediaClient:
         encryption: bool = False,
         mode: int | str | None = None,
         key: str | None = None,
+        signal_address: str | None = None,
     ) -> RelayAddress:
-        """Caller's SDP address/port in; the relay address/port for the callee's SDP out."""
+        """Caller's SDP address/port in; the relay address/port for the callee's SDP out.
+        `signal_address`: the source IP of the SIP message that carried this SDP (a latching
+        candidate at mediad), sent as "signal-address"."""
         body = {"command": "offer", "call-id": call_id, "from-tag": from_tag}
-        body.update(self._leg(address, port, encryption, mode, key))
+        body.update(self._leg(address, port, encryption, mode, key, signal_address))
         return self._relay(await self.request(body))
 
     async def answer(
@@ -134,10 +142,12 @@ class MediaClient:
         encryption: bool = False,
         mode: int | str | None = None,
         key: str | None = None,
+        signal_address: str | None = None,
     ) -> RelayAddress:
-        """Callee's SDP address/port in; the relay address/port for the caller's SDP out."""
+        """Callee's SDP address/port in; the relay address/port for the caller's SDP out.
+        `signal_address` as for `offer`, of the answering party."""
         body = {"command": "answer", "call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
-        body.update(self._leg(address, port, encryption, mode, key))
+        body.update(self._leg(address, port, encryption, mode, key, signal_address))
         return self._relay(await self.request(body))
 
     async def delete(self, call_id: str) -> dict[str, Any]:
@@ -150,6 +160,11 @@ class MediaClient:
     async def list(self) -> list[dict[str, Any]]:
         data = await self.request({"command": "list"})
         return list(data.get("calls", []))
+
+    async def touch(self, call_ids: Sequence[str]) -> dict[str, Any]:
+        """Reset mediad's idle clock of each session (at most 65536 ids per request); the
+        answer has "touched" (a count) and "unknown" (the ids mediad does not hold)."""
+        return await self.request({"command": "touch", "call-ids": list(call_ids)})
 
     async def rtp_started(self, call_id: str, tag: str | None = None) -> bool:
         """Has RTP arrived from the leg `tag` (default: the callee leg)?"""

@@ -1,119 +1,110 @@
 """sipedge-mediad: RTP relay sessions over an XDP fast path with a userspace fallback.
 
-Owns: the daemon's settings, its lifecycle (control socket, XDP load and detach, restart with
-the sessions of the previous mediad), the ng commands, and keeping the kernel table in step
-with the sessions. `MediaDaemon` implements `api.MediaControl` for the control API.
+Owns: the daemon's lifecycle (as root: XDP load, private directories, the metrics listener,
+then the drop to `run_as` with CAP_BPF or nothing; then the journal, the control socket, idle
+expiry), the ng commands, and keeping the kernel table and the journal in step with the
+sessions. `MediaDaemon` implements `api.MediaControl` for the control API.
 Must not: be imported by the other modules of media/ (they call back through Protocols and
 callbacks), or import the SIP side (sipd, calls/, sip/).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from sipedge.media.api import MediaCounters, UserspaceCounters, XdpCounters, build_app
-from sipedge.media.crypto import MODE_NAMES, Mode, check_key, parse_mode, rc4_backend
+from sipedge.appliance.privileges import (
+    CAP_BPF,
+    PrivilegeError,
+    User,
+    drop_privileges,
+    hand_file_to,
+    lookup_user,
+    private_dir,
+)
+from sipedge.media.api import (
+    MediaCounters,
+    UserspaceCounters,
+    XdpCounters,
+    build_app,
+    build_metrics_app,
+)
+from sipedge.media.crypto import MODE_NAMES, rc4_backend
+from sipedge.media.expiry import IdleSweeper
+from sipedge.media.journal import Journal, JournalError
+from sipedge.media.kernel import KernelTable, cleanup
 from sipedge.media.ports import PortAllocator
 from sipedge.media.relay import Relay
-from sipedge.media.session import ControlError, Leg, Route, Session, SessionTable
-from sipedge.media.xdp import DEFAULT_PIN_DIR, Entry, XdpPath, XdpUnavailable
+from sipedge.media.session import (
+    FOREIGN,
+    NO_SESSION,
+    UNLEARNED,
+    ControlError,
+    Leg,
+    Route,
+    Session,
+    SessionTable,
+    call_ids,
+)
+from sipedge.media.settings import (
+    MediaSettings,
+    interface_address,
+    parse_args,
+    settings_from_args,
+    split_listen,
+)
+from sipedge.media.tally import Totals, XdpTally
+from sipedge.media.xdp import XdpPath, XdpUnavailable
 
 log = logging.getLogger("sipedge.media")
 
-FAST_PATHS = ("auto", "xdp", "xdp-native", "xdp-generic", "userspace")
-
-
-@dataclass(frozen=True)
-class MediaSettings:
-    control_socket: Path
-    port_range: tuple[int, int] = (20000, 29999)
-    fast_path: str = "auto"
-    interfaces: tuple[str, ...] = ()
-    behind_nat: bool = True
-    mode: Mode = Mode.NONE
-    key: bytes = b""
-    bind_address: str = "0.0.0.0"
-    advertise_address: str | None = None
-    pin_dir: Path = DEFAULT_PIN_DIR
-    state_path: Path | None = None
-    http_listen: str | None = None  # optional host:port serving the same API (metrics scrape)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.fast_path not in FAST_PATHS:
-            raise ValueError(f"media.fast_path must be one of {', '.join(FAST_PATHS)}")
-        if self.mode != Mode.NONE:
-            check_key(self.mode, self.key)
-
-    @classmethod
-    def from_config(cls, config: Any) -> MediaSettings:
-        media = config.media
-        params = config.parameters
-        storage = getattr(getattr(config, "storage", None), "path", None)
-        mode = parse_mode(getattr(params, "rtpencryptionmode", 0))
-        key = str(getattr(params, "rtpencryptionkey", "") or "").encode()
-        return cls(
-            control_socket=Path(media.control_socket),
-            port_range=(int(media.port_range[0]), int(media.port_range[1])),
-            fast_path=str(media.fast_path),
-            interfaces=tuple(media.interfaces),
-            behind_nat=bool(getattr(params, "media_proxy_behind_nat", True)),
-            mode=mode,
-            key=key,
-            state_path=Path(storage) / "mediad-sessions.json" if storage else None,
-        )
-
-
-def interface_address(interfaces: tuple[str, ...]) -> str:
-    """First IPv4 address of the first media interface (127.0.0.1 when there is none)."""
-    try:
-        from pyroute2 import IPRoute
-    except ImportError:  # pragma: no cover
-        return "127.0.0.1"
-    with IPRoute() as ipr:
-        for dev in interfaces:
-            idx = ipr.link_lookup(ifname=dev)
-            if not idx:
-                continue
-            for msg in ipr.get_addr(family=socket.AF_INET, index=idx[0]):
-                addr = msg.get_attr("IFA_ADDRESS")
-                if addr:
-                    return str(addr)
-    return "127.0.0.1"
+SWEEP_INTERVAL = 1.0  # seconds between idle-expiry runs (each looks at a bounded batch)
+XDP_REFRESH = 10.0  # seconds a session's XDP counters may be old before a sweep re-reads them
 
 
 class MediaDaemon:
-    def __init__(self, settings: MediaSettings) -> None:
+    def __init__(self, settings: MediaSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
         self.path = "userspace"  # or xdp-native / xdp-generic
         self.path_reason = ""
         self.xdp: XdpPath | None = None
+        self.kernel: KernelTable | None = None  # the XDP table, once XDP is loaded
         self.relay: Relay | None = None
         self.table = SessionTable(
             PortAllocator(*settings.port_range),
             settings.mode,
             settings.key,
             latching=settings.behind_nat,
+            max_sessions=settings.max_sessions,
+            clock=clock,
         )
-        self.address = settings.advertise_address or "127.0.0.1"
+        self.sweeper: IdleSweeper[Session] = IdleSweeper(settings.idle_timeout)
+        self.journal: Journal | None = None
+        self.totals = Totals()
+        self.tally = XdpTally()
+        self.bind = settings.bind_address or ""
+        self.address = settings.advertise_address or settings.bind_address or "127.0.0.1"
+        self.user: User | None = None  # run_as, once dropped to
+        self.owners: set[int] = {0, os.geteuid()}
         self.started = time.time()
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        self._prepared = False
+        self._metrics_sock: socket.socket | None = None
+        self._token = ""
         self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -124,7 +115,12 @@ class MediaDaemon:
             self.path_reason = "media.fast_path is userspace"
             return
         mode = {"xdp-native": "native", "xdp-generic": "generic"}.get(fp, "auto")
-        xdp = XdpPath(self.settings.interfaces, mode, self.settings.pin_dir)
+        xdp = XdpPath(
+            self.settings.interfaces,
+            mode,
+            self.settings.pin_dir,
+            max_sessions=self.settings.port_count,
+        )
         try:
             attached = xdp.load()
         except XdpUnavailable as exc:
@@ -134,44 +130,106 @@ class MediaDaemon:
             log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
             return
         self.xdp = xdp
+        self.kernel = KernelTable(xdp, self.bind, self.tally, self.clock)
         self.path = f"xdp-{attached}"
         self.path_reason = f"attached {attached} on {','.join(self.settings.interfaces)}"
 
+    def prepare(self) -> None:
+        """What needs root (before any thread or event loop): resolve addresses, make the
+        private directories, read the token, load XDP, bind the metrics listener, then drop to
+        `run_as`. Raises PrivilegeError, JournalError, XdpUnavailable, OSError, ValueError."""
+        if self._prepared:
+            return
+        s = self.settings
+        if not self.bind:
+            self.bind = interface_address(s.interfaces)
+        self.address = s.advertise_address or self.bind
+        user: User | None = None
+        if s.run_as:
+            run_as = lookup_user(s.run_as)
+            self.owners.add(run_as.uid)
+            if os.geteuid() == 0:
+                user = run_as
+            elif run_as.uid != os.geteuid():
+                log.warning("run_as %s ignored: not started as root", s.run_as)
+        chown = (user.uid, user.gid) if user else None
+        private_dir(s.state_path.parent, self.owners, chown_to=chown)
+        private_dir(s.control_socket.parent, self.owners, chown_to=chown, mode=0o755)
+        if user is not None:
+            hand_file_to(s.state_path, user.uid, user.gid)
+        if s.metrics_token_file is not None:
+            self._token = s.metrics_token_file.read_text().strip()
+            if not self._token:
+                raise ValueError(f"media.metrics_token_file {s.metrics_token_file} is empty")
+        self._load_xdp()
+        if s.metrics_listen:
+            host, port = split_listen(s.metrics_listen)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            sock.setblocking(False)
+            self._metrics_sock = sock
+        if user is not None:
+            keep = (CAP_BPF,) if self.xdp is not None else ()
+            drop_privileges(user, keep)
+            self.user = user
+            log.info(
+                "running as %s (uid %d) with %s",
+                user.name,
+                user.uid,
+                "CAP_BPF only" if keep else "no capability",
+            )
+        self._prepared = True
+
+    def _bind_control(self) -> socket.socket:
+        """The control socket, born 0660 (umask around bind; no chmod on a path)."""
+        path = self.settings.control_socket
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            sock.bind(str(path))
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old)
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.settings.advertise_address is None:
-            if self.settings.bind_address != "0.0.0.0":
-                self.address = self.settings.bind_address
-            else:  # pyroute2's sync API runs its own loop: keep it off ours
-                self.address = await asyncio.to_thread(interface_address, self.settings.interfaces)
-        self.relay = Relay(loop, self.settings.bind_address, self.table, self._on_latch)
+        self.prepare()
+        self.relay = Relay(loop, self.bind, self.table, self._on_latch)
         self.table.probe = self.relay.open_pair
-        self._load_xdp()
         self._readopt()
-        app = build_app(self)
-        sock_path = self.settings.control_socket
-        sock_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(build_app(self), access_log=None)
         await runner.setup()
-        await web.UnixSite(runner, str(sock_path)).start()
-        os.chmod(sock_path, 0o660)
-        if self.settings.http_listen:
-            host, _, port = self.settings.http_listen.rpartition(":")
-            await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
         self._runners.append(runner)
+        await web.SockSite(runner, self._bind_control()).start()
+        if self.settings.http_listen:
+            host, port = split_listen(self.settings.http_listen)
+            await web.TCPSite(runner, host, port).start()
+        if self._metrics_sock is not None:
+            metrics = web.AppRunner(build_metrics_app(self, self._token), access_log=None)
+            await metrics.setup()
+            self._runners.append(metrics)
+            await web.SockSite(metrics, self._metrics_sock).start()
+        self._tasks.append(asyncio.create_task(self._sweep_loop()))
         if rc4_backend() != "openssl-libcrypto":
-            log.warning(
-                "userspace RC4: libcrypto's RC4 not found, using %s (pure Python is ~65 µs "
-                "per packet)",
-                rc4_backend(),
-            )
+            log.warning("userspace RC4: no libcrypto RC4, using %s (slower)", rc4_backend())
         log.info(
-            "mediad ready: path %s (%s), control %s, ports %d-%d, %d sessions re-adopted",
+            "mediad ready: path %s (%s), bind %s, advertise %s, control %s, ports %d-%d, "
+            "%d sessions re-adopted",
             self.path,
             self.path_reason,
-            sock_path,
+            self.bind,
+            self.address,
+            self.settings.control_socket,
             *self.settings.port_range,
             len(self.table),
         )
@@ -183,6 +241,11 @@ class MediaDaemon:
         from sipedge.appliance import notify
 
         notify("STOPPING=1")
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -191,13 +254,17 @@ class MediaDaemon:
         if self.relay is not None:
             self.relay.close()
         if self.xdp is not None:
-            if len(self.table) == 0:
+            if len(self.table) == 0 and self.user is None:
                 log.info("no calls: detaching XDP and removing pinned maps")
                 self.xdp.detach()
             else:
-                log.info("%d calls live: XDP stays attached for the next mediad", len(self.table))
+                why = f"{len(self.table)} calls live" if len(self.table) else "not root"
+                log.info("%s: XDP stays attached (mediad --cleanup detaches it)", why)
                 self.xdp.close()
-        self._save()
+        if self.journal is not None:
+            self._compact()
+            self.journal.close()
+            self.journal = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -212,69 +279,57 @@ class MediaDaemon:
         finally:
             await self.stop()
 
-    # -- persistence ---------------------------------------------------------------------
+    # -- journal -------------------------------------------------------------------------
 
-    def _save(self) -> None:
-        path = self.settings.state_path
-        if path is None:
-            return
-        if len(self.table) == 0:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"sessions": [s.to_dict() for s in self.table]}))
-        tmp.replace(path)
+    def _totals(self) -> dict[str, Any]:
+        self.totals.dropped = dict(self.table.drops)
+        return self.totals.to_dict()
+
+    def _compact(self) -> None:
+        assert self.journal is not None
+        self.journal.compact((s.to_dict() for s in self.table), self._totals())
+
+    def _journal_put(self, session: Session) -> None:
+        if self.journal is not None:
+            self.journal.put(session.to_dict())
+            if self.journal.needs_compaction(len(self.table)):
+                self._compact()
+
+    def _journal_end(self, call_id: str) -> None:
+        if self.journal is not None:
+            self.journal.delete(call_id)
+            self.journal.totals(self._totals())
+            if self.journal.needs_compaction(len(self.table)):
+                self._compact()
 
     def _readopt(self) -> None:
-        """Take back the sessions of the previous mediad (state file + pinned maps)."""
-        path = self.settings.state_path
-        saved: list[dict[str, Any]] = []
-        if path is not None and path.exists():
-            try:
-                saved = list(json.loads(path.read_text()).get("sessions", []))
-            except (ValueError, OSError, AttributeError) as exc:
-                log.warning("ignoring unreadable %s: %s", path, exc)
+        """Take back the sessions of the previous mediad (journal + pinned maps)."""
+        self.journal = Journal(self.settings.state_path, self.owners)
+        replayed = self.journal.open()
+        self.totals = Totals.from_dict(replayed.totals)
+        self.table.drops.update(self.totals.dropped)
         assert self.relay is not None
-        for data in saved:
+        adopted = 0
+        for data in replayed.sessions.values():
             try:
                 session = Session.from_dict(data)
                 self.table.adopt(session)
-            except (KeyError, ValueError, TypeError) as exc:
+            except (KeyError, ValueError, TypeError, IndexError) as exc:
                 log.warning("cannot re-adopt a saved session: %s", exc)
                 continue
+            adopted += 1
+            self.sweeper.add(session.call_id, session)
             for leg in session.legs:
                 if not self.relay.open_pair(leg.port):
                     log.warning("call %s: port %d busy after restart", session.call_id, leg.port)
             self.sync(session)
-        if self.xdp is not None:
-            live: set[int] = set()
-            for session in self.table:
-                for leg in session.legs:
-                    live.update((leg.port, leg.rtcp_port))
-            for addr, port in list(self.xdp.keys()) + list(self.xdp.stat_keys()):
-                if port not in live:
-                    self.xdp.remove(addr, port)
-        if saved:
-            log.info("re-adopted %d of %d saved sessions", len(self.table), len(saved))
+        if self.kernel is not None:
+            self.kernel.prune(list(self.table))
+        if replayed.sessions:
+            log.info("re-adopted %d of %d saved sessions", adopted, len(replayed.sessions))
+        self._compact()
 
     # -- kernel table --------------------------------------------------------------------
-
-    def _entry(self, route: Route) -> Entry:
-        dest = route.destination or ("0.0.0.0", 0)
-        dec, enc = route.transforms
-        return Entry(
-            dst_addr=dest[0],
-            dst_port=dest[1],
-            src_port=route.out_port,
-            latch=self.table.latching and route.latch_pending,
-            rtcp=route.rtcp,
-            in_mode=int(dec.mode) if dec else 0,
-            in_key=dec.key if dec else b"",
-            out_mode=int(enc.mode) if enc else 0,
-            out_key=enc.key if enc else b"",
-        )
 
     def session_path(self, session: Session) -> str:
         if self.xdp is None or session.needs_userspace:
@@ -282,18 +337,13 @@ class MediaDaemon:
         return self.path
 
     def sync(self, session: Session) -> None:
-        """Write the session's four directions into the kernel table (or take them out)."""
-        if self.xdp is None:
-            return
-        addr = self.settings.bind_address
-        for src in session.legs:
-            dst = session.other(src)
-            for rtcp in (False, True):
-                route = Route(session, src, dst, rtcp)
-                if session.needs_userspace:
-                    self.xdp.remove(addr, route.in_port)
-                else:
-                    self.xdp.put(addr, route.in_port, self._entry(route))
+        if self.kernel is not None:
+            self.kernel.sync(session)
+
+    def _refresh_xdp(self, session: Session) -> float:
+        if self.kernel is None or session.needs_userspace:
+            return 0.0
+        return self.kernel.refresh(session)
 
     def _on_latch(self, route: Route) -> None:
         log.info(
@@ -301,10 +351,51 @@ class MediaDaemon:
             route.session.call_id,
             route.src_leg.tag or "(callee)",
             "RTCP" if route.rtcp else "RTP",
-            route.src_leg.rtcp_remote if route.rtcp else route.src_leg.remote,
+            route.peer,
         )
         self.sync(route.session)
-        self._save()
+        self._journal_put(route.session)
+
+    # -- idle expiry ---------------------------------------------------------------------
+
+    def activity(self, session: Session) -> float:
+        """Last packet (userspace or XDP) or command naming the session (clock time)."""
+        last = max(session.touched, session.last_packet())
+        if self.kernel is not None and not session.needs_userspace:
+            now = self.clock()
+            snap = self.tally.get(session.call_id)
+            if (
+                snap is None
+                or now - snap.read_at >= XDP_REFRESH
+                or now - max(last, snap.last_seen) >= self.settings.idle_timeout
+            ):
+                last = max(last, self._refresh_xdp(session))
+            else:
+                last = max(last, snap.last_seen)
+        return last
+
+    def sweep(self) -> list[str]:
+        """One bounded expiry run; returns the call ids it deleted."""
+        idle = self.sweeper.due(self.table.sessions, self.activity, self.clock())
+        for call_id in idle:
+            log.info(
+                "call %s: no packet and no command for %.0f s, expiring its relay session",
+                call_id,
+                self.settings.idle_timeout,
+            )
+            self._end(call_id)
+            self.totals.expired += 1
+        if idle and self.journal is not None:
+            self.journal.totals(self._totals())
+        return idle
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                self.sweep()
+            except Exception:  # pragma: no cover - keep expiring whatever went wrong once
+                log.exception("idle expiry run failed")
 
     # -- commands ------------------------------------------------------------------------
 
@@ -318,41 +409,50 @@ class MediaDaemon:
             "path": self.session_path(session),
         }
 
+    def _end(self, call_id: str) -> Session:
+        """Delete a session: sockets, kernel entries (counters retired), journal."""
+        session = self.table.get(call_id)
+        self._refresh_xdp(session)
+        self.table.delete(call_id)
+        assert self.relay is not None
+        for leg in session.legs:
+            self.relay.close_pair(leg.port)
+        if self.kernel is not None:
+            self.kernel.remove(session)
+        self.tally.retire(call_id, self.totals)
+        self._journal_end(call_id)
+        return session
+
+    def _session(self, req: dict[str, Any]) -> Session:
+        if not isinstance(req.get("call-id"), str):
+            raise ControlError("bad-request", "'call-id' is required")
+        return self.table.get(req["call-id"])
+
     def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("command")
         if not isinstance(cmd, str):
             raise ControlError("bad-request", "'command' is required (offer/answer/delete/...)")
         self.requests[cmd] = self.requests.get(cmd, 0) + 1
-        if cmd == "offer":
-            session, leg = self.table.offer(req)
+        if cmd in ("offer", "answer"):
+            known = len(self.table)
+            session, leg = (self.table.offer if cmd == "offer" else self.table.answer)(req)
+            if len(self.table) > known:
+                self.sweeper.add(session.call_id, session)
             self.sync(session)
-            self._save()
-            return self._relay_reply(session, leg)
-        if cmd == "answer":
-            session, leg = self.table.answer(req)
-            self.sync(session)
-            self._save()
+            self._journal_put(session)
             return self._relay_reply(session, leg)
         if cmd == "delete":
-            call_id = req.get("call-id")
-            if not isinstance(call_id, str):
-                raise ControlError("bad-request", "'call-id' is required")
-            session = self.table.get(call_id)
+            session = self._session(req)
             final = self.describe(session)
-            self.table.delete(call_id)
-            assert self.relay is not None
-            for leg in session.legs:
-                self.relay.close_pair(leg.port)
-                if self.xdp is not None:
-                    self.xdp.remove(self.settings.bind_address, leg.port)
-                    self.xdp.remove(self.settings.bind_address, leg.rtcp_port)
-            self._save()
+            self._end(session.call_id)
             return final
         if cmd == "query":
-            call_id = req.get("call-id")
-            if not isinstance(call_id, str):
-                raise ControlError("bad-request", "'call-id' is required")
-            return self.describe(self.table.get(call_id))
+            session = self._session(req)
+            self.table.touch([session.call_id])
+            return self.describe(session)
+        if cmd == "touch":
+            touched, unknown = self.table.touch(call_ids(req))
+            return {"result": "ok", "touched": touched, "unknown": unknown}
         if cmd == "list":
             calls = [
                 {
@@ -369,23 +469,30 @@ class MediaDaemon:
             return {"result": "pong"}
         raise ControlError(
             "unknown-command",
-            f"unknown command {cmd!r} (offer, answer, delete, query, list, ping)",
+            f"unknown command {cmd!r} (offer, answer, delete, query, list, touch, ping)",
         )
 
     def leg_info(self, session: Session, leg: Leg) -> dict[str, Any]:
         rtp_x = rtcp_x = None
-        if self.xdp is not None and not session.needs_userspace:
-            rtp_x = self.xdp.stats(self.settings.bind_address, leg.port)
-            rtcp_x = self.xdp.stats(self.settings.bind_address, leg.rtcp_port)
+        if self.kernel is not None and not session.needs_userspace:
+            rtp_x, rtcp_x = self.kernel.leg_stats(leg)
         packets = leg.rtp.packets + (rtp_x.packets if rtp_x else 0)
         last = max(leg.rtp.last_seen, rtp_x.last_seen if rtp_x else 0.0)
+        xdp_foreign = (rtp_x.dropped if rtp_x else 0) + (rtcp_x.dropped if rtcp_x else 0)
+        remote = leg.remote
         return {
             "tag": leg.tag,
             "local-port": leg.port,
             "local-rtcp-port": leg.rtcp_port,
-            "remote-address": leg.remote[0] if leg.remote else None,
-            "remote-port": leg.remote[1] if leg.remote else None,
+            "remote-address": remote[0] if remote else None,
+            "remote-port": remote[1] if remote else None,
             "latched": leg.latched,
+            "latched-address": f"{leg.rtp_peer[0]}:{leg.rtp_peer[1]}" if leg.rtp_peer else None,
+            "signal-address": leg.signal,
+            "dropped": {
+                FOREIGN: leg.dropped[FOREIGN] + xdp_foreign,
+                UNLEARNED: leg.dropped[UNLEARNED],
+            },
             "encryption": MODE_NAMES[leg.transform.mode],
             "packets": packets,
             "bytes": leg.rtp.bytes + (rtp_x.bytes if rtp_x else 0),
@@ -413,31 +520,30 @@ class MediaDaemon:
         self.errors[code] = self.errors.get(code, 0) + 1
 
     def counters(self) -> MediaCounters:
+        """Cheap: XDP numbers are the retired totals plus the tally the sweeps keep."""
         userspace: UserspaceCounters | None = None
-        xdp: XdpCounters | None = None
         if self.relay is not None:
             relay = self.relay
             userspace = UserspaceCounters(relay.packets_in, relay.packets_out, relay.dropped)
-        if self.xdp is not None:
-            packets = bytes_ = 0
-            for session in self.table:
-                if session.needs_userspace:
-                    continue
-                for leg in session.legs:
-                    for port in (leg.port, leg.rtcp_port):
-                        st = self.xdp.stats(self.settings.bind_address, port)
-                        packets += st.packets
-                        bytes_ += st.bytes
-            xdp = XdpCounters(packets, bytes_)
+        live_packets, live_bytes, live_dropped = self.tally.live
+        drops = self.table.drops
         return MediaCounters(
             sessions=len(self.table),
-            ports_in_use=2 * len(self.table.ports.in_use),
+            ports_in_use=2 * self.table.ports.used,
             ports_capacity=self.table.ports.capacity,
             path=self.path,
             userspace=userspace,
-            xdp=xdp,
+            xdp=XdpCounters(
+                self.totals.xdp_packets + live_packets, self.totals.xdp_bytes + live_bytes
+            ),
             requests=dict(self.requests),
             errors=dict(self.errors),
+            dropped={
+                FOREIGN: drops[FOREIGN] + self.totals.xdp_dropped + live_dropped,
+                UNLEARNED: drops[UNLEARNED],
+                NO_SESSION: drops[NO_SESSION],
+            },
+            expired=self.totals.expired,
         )
 
     def health(self) -> dict[str, Any]:
@@ -447,68 +553,17 @@ class MediaDaemon:
             "path": self.path,
             "path_reason": self.path_reason,
             "sessions": len(self.table),
-            "ports_in_use": 2 * len(self.table.ports.in_use),
+            "max_sessions": self.table.max_sessions,
+            "ports_in_use": 2 * self.table.ports.used,
             "uptime": round(time.time() - self.started, 3),
             "xdp_verdicts": self.xdp.verdicts() if self.xdp is not None else None,
             "rc4_userspace": rc4_backend(),
+            "user": self.user.name if self.user else None,
         }
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="sipedge-mediad", description=__doc__)
-    p.add_argument("--config", type=Path, help="sipedge YAML config (media: section)")
-    p.add_argument("--control-socket", type=Path, help="override media.control_socket")
-    p.add_argument("--port-range", help="override media.port_range, LOW-HIGH")
-    p.add_argument("--fast-path", choices=FAST_PATHS, help="override media.fast_path")
-    p.add_argument("--interface", action="append", help="override media.interfaces")
-    p.add_argument("--api", dest="http_listen", help="also serve the API on host:port")
-    p.add_argument("--bind", dest="bind_address", help="local address of relay ports")
-    p.add_argument("--advertise", dest="advertise_address", help="address returned for SDP")
-    p.add_argument("--pin-dir", type=Path, help=f"bpffs folder for maps ({DEFAULT_PIN_DIR})")
-    p.add_argument("--state", dest="state_path", type=Path, help="session state file")
-    p.add_argument("--encryption-mode", help="override SS_RTPENCRYPTIONMODE (0-3)")
-    p.add_argument("--encryption-key", help="override SS_RTPENCRYPTIONKEY")
-    p.add_argument("--behind-nat", choices=("On", "Off"), help="SS_MEDIA_PROXY_BEHIND_NAT")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
-
-
-def settings_from_args(args: argparse.Namespace) -> MediaSettings:
-    if args.config is not None:
-        from sipedge.config import load_config  # type: ignore[import-not-found,unused-ignore]
-
-        settings = MediaSettings.from_config(load_config(args.config))
-    else:
-        if args.control_socket is None:
-            raise SystemExit("sipedge-mediad: give --config PATH (or --control-socket)")
-        settings = MediaSettings(control_socket=args.control_socket)
-    changes: dict[str, Any] = {}
-    for name in ("control_socket", "fast_path", "http_listen", "bind_address", "pin_dir"):
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
-    if args.advertise_address is not None:
-        changes["advertise_address"] = args.advertise_address
-    if args.state_path is not None:
-        changes["state_path"] = args.state_path
-    if args.port_range:
-        low, _, high = args.port_range.partition("-")
-        changes["port_range"] = (int(low), int(high))
-    if args.interface:
-        changes["interfaces"] = tuple(args.interface)
-    if args.encryption_mode is not None:
-        changes["mode"] = parse_mode(args.encryption_mode)
-    if args.encryption_key is not None:
-        changes["key"] = args.encryption_key.encode()
-    if args.behind_nat is not None:
-        changes["behind_nat"] = args.behind_nat == "On"
-    if "state_path" not in changes and settings.state_path is None:
-        changes["state_path"] = settings.control_socket.with_suffix(".sessions.json")
-    return replace(settings, **changes)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+    args = parse_args(argv, __doc__)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -519,8 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"sipedge-mediad: {exc}", file=sys.stderr)
         return 2
+    if args.cleanup:
+        return cleanup(settings)
     daemon = MediaDaemon(settings)
     try:
+        daemon.prepare()  # root work and the privilege drop, before any thread or loop
         try:
             import uvloop
         except ImportError:  # pragma: no cover
@@ -529,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.run(daemon.run())
     except XdpUnavailable as exc:
         print(f"sipedge-mediad: media.fast_path {settings.fast_path}: {exc}", file=sys.stderr)
+        return 1
+    except (PrivilegeError, JournalError, ValueError, OSError) as exc:
+        print(f"sipedge-mediad: {exc}", file=sys.stderr)
         return 1
     return 0
 

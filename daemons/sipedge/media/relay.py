@@ -1,9 +1,17 @@
 """Userspace relay: one non-blocking UDP socket per relay port, drained from the event loop.
 
 It carries AES128 sessions, every session when XDP is not loaded, and whatever the XDP program
-passes up (first packets before latching, unknown neighbours, oversize or non-RTP packets).
-Packets are read in bursts (up to BURST per wake-up) so AES128 keystream for a whole burst is
-made with one ECB call.
+passes up (packets of legs not latched yet, unknown neighbours, non-RTP packets where a cipher
+applies). Packets are read in bursts (up to BURST per wake-up) so AES128 keystream for a whole
+burst is made with one ECB call.
+
+Every socket is bound to the relay's bind address (never 0.0.0.0), so every packet of a leg
+leaves from the address in the SDP, as on the XDP path. The source rule of session.py is
+applied to every packet of a burst (`SessionTable.receive`); drops are counted per leg and
+reason there.
+
+Owns: the relay sockets and the packet loop. Must not: decide who may send (session.py does),
+or touch BPF maps (a latch is reported through `on_latch`).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from sipedge.media.session import Route, SessionTable
+from sipedge.media.session import ACCEPT, LATCH, Route, SessionTable
 
 log = logging.getLogger("sipedge.media.relay")
 
@@ -30,6 +38,8 @@ class Relay:
         table: SessionTable,
         on_latch: Callable[[Route], None],
     ) -> None:
+        if bind_address in ("", "0.0.0.0"):
+            raise ValueError("the relay binds to one address (the SDP one), not 0.0.0.0")
         self.loop = loop
         self.bind_address = bind_address
         self.table = table
@@ -81,9 +91,12 @@ class Relay:
         self.socks.clear()
 
     def _readable(self, port: int, sock: socket.socket) -> None:
-        batch: list[bytes] = []
-        source = None
         recv = sock.recvfrom
+        route = self.table.by_port.get(port)
+        batch: list[bytes] = []
+        received = 0
+        latched = False
+        peer = route.peer if route is not None else None
         for _ in range(BURST):
             try:
                 data, addr = recv(4096)
@@ -91,22 +104,31 @@ class Relay:
                 break
             except OSError:  # e.g. ICMP error queued on the socket
                 break
-            if source is None:
-                source = addr
+            received += 1
+            if route is None:
+                continue
+            if peer is not None and addr == peer:  # the common case: the latched source
+                batch.append(data)
+                continue
+            verdict = self.table.receive(route, (str(addr[0]), int(addr[1])))
+            if verdict == LATCH:
+                latched = True
+                peer = route.peer
+            elif verdict != ACCEPT:
+                continue
             batch.append(data)
+        if not received:
+            return
+        self.packets_in += received
+        if route is None:
+            self.table.no_session(received)
+            self.dropped += received
+            return
+        self.dropped += received - len(batch)
+        if latched:
+            self.on_latch(route)
         if not batch:
             return
-        self.packets_in += len(batch)
-        route = self.table.by_port.get(port)
-        if route is None:
-            self.dropped += len(batch)
-            return
-        if (
-            route.latch_pending
-            and source is not None
-            and self.table.latch(route, (str(source[0]), int(source[1])))
-        ):
-            self.on_latch(route)
         counters = route.counters()
         now = time.time()
         for data in batch:

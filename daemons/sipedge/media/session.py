@@ -1,4 +1,4 @@
-"""Relay sessions and legs: pure state, no sockets and no BPF.
+"""Relay sessions and legs, and who may send to them: pure state, no sockets and no BPF.
 
 A session (one call id) has two legs. Leg A is the caller (offer, `from-tag`), leg B the callee
 (answer, `to-tag`). Each leg owns a relay port pair (RTP even, RTCP = RTP + 1): the port its
@@ -6,6 +6,24 @@ peer sends to and the port we send to that peer from. A packet that reaches leg 
 sent out of the other leg Y's port to Y's peer; it is decrypted with X's cipher and encrypted
 with Y's (nothing happens when both legs share one cipher, or neither has one). RTCP is relayed
 the same way and never transformed.
+
+Strict source (the same rule the XDP program applies once a leg is latched): a leg's *peer*
+is where its packets must come from. Each leg knows its `sdp` address (offer/answer) and its
+`signal` IP (`signal-address`: where the SIP carrying that SDP came from).
+
+* latching on: until latched, a packet to the RTP port whose source IP is the SDP IP or the
+  signal IP latches the leg to that exact (ip, port); any other source is dropped
+  (`unlearned-source`). RTCP latches the same way on the RTCP port, its candidates being the
+  SDP IP, the signal IP and the IP RTP latched to. Once latched, only packets from exactly the
+  latched (ip, port) pass; others are dropped (`foreign-source`).
+* latching off: the leg counts as latched from the start to its SDP address (RTP) and SDP
+  port + 1 (RTCP).
+* latching re-opens only when a new offer/answer changes the leg's SDP address/port or its
+  signal address; an unchanged re-offer (a session refresh) keeps the latch.
+
+Owns: sessions, legs, routes, the source rule (`admit`), per-leg drop counters, the caps on
+sessions. Must not: open sockets, read the clock except through the injected `clock`, or
+import anything of media/ but ports and crypto.
 """
 
 from __future__ import annotations
@@ -19,6 +37,14 @@ from typing import Any
 from sipedge.media.crypto import KeyError_, Mode, Transform, check_key, parse_mode
 from sipedge.media.ports import PortAllocator, PortsExhausted
 from sipedge.typedefs import Addr
+
+ACCEPT = "accept"
+LATCH = "latch"
+FOREIGN = "foreign-source"
+UNLEARNED = "unlearned-source"
+NO_SESSION = "no-session"
+DROP_REASONS = (FOREIGN, UNLEARNED, NO_SESSION)
+MAX_TOUCH = 65536
 
 
 class ControlError(Exception):
@@ -46,15 +72,22 @@ class Counters:
         self.last_seen = now
 
 
+def _addr(value: Any) -> Addr | None:
+    if not value:
+        return None
+    return (str(value[0]), int(value[1]))
+
+
 @dataclass
 class Leg:
     tag: str
     port: int  # relay RTP port; RTCP is port + 1
     transform: Transform
-    remote: Addr | None = None  # RTP peer (from SDP, then latched)
-    rtcp_remote: Addr | None = None
-    latched: bool = False
-    rtcp_latched: bool = False
+    sdp: Addr | None = None  # RTP address of this leg's SDP
+    signal: str | None = None  # source IP of the SIP message that carried that SDP
+    rtp_peer: Addr | None = None  # latched RTP source (None: not latched)
+    rtcp_peer: Addr | None = None
+    dropped: dict[str, int] = field(default_factory=lambda: {FOREIGN: 0, UNLEARNED: 0})
     rtp: Counters = field(default_factory=Counters)  # packets received from this leg's peer
     rtcp: Counters = field(default_factory=Counters)
 
@@ -62,12 +95,53 @@ class Leg:
     def rtcp_port(self) -> int:
         return self.port + 1
 
-    def set_sdp(self, address: str, port: int) -> None:
-        self.remote = (address, port)
-        self.rtcp_remote = (address, port + 1)
-        # a new SDP address re-opens latching
-        self.latched = False
-        self.rtcp_latched = False
+    @property
+    def latched(self) -> bool:
+        return self.rtp_peer is not None
+
+    @property
+    def rtcp_latched(self) -> bool:
+        return self.rtcp_peer is not None
+
+    @property
+    def remote(self) -> Addr | None:
+        """Where RTP toward this leg goes: the latched source, else the SDP address."""
+        return self.rtp_peer or self.sdp
+
+    @property
+    def rtcp_remote(self) -> Addr | None:
+        """Where RTCP toward this leg goes: the latched RTCP source, else RTP's + 1."""
+        if self.rtcp_peer is not None:
+            return self.rtcp_peer
+        base = self.rtp_peer or self.sdp
+        return (base[0], base[1] + 1) if base else None
+
+    def set_sdp(self, address: str, port: int, signal: str | None, latching: bool) -> bool:
+        """A new offer/answer for this leg; True when latching (re)opened."""
+        if self.sdp == (address, port) and self.signal == signal:
+            return False  # an unchanged re-offer (session refresh) keeps the latch
+        self.sdp = (address, port)
+        self.signal = signal
+        self.reset_latch(latching)
+        return latching
+
+    def reset_latch(self, latching: bool) -> None:
+        if latching or self.sdp is None:
+            self.rtp_peer = self.rtcp_peer = None
+        else:  # latched from the start to the SDP address
+            self.rtp_peer = self.sdp
+            self.rtcp_peer = (self.sdp[0], self.sdp[1] + 1)
+
+    def candidates(self, rtcp: bool) -> set[str]:
+        """Source IPs allowed to latch this leg's RTP (or RTCP) port."""
+        out: set[str] = set()
+        if self.sdp is not None:
+            out.add(self.sdp[0])
+        if self.signal:
+            out.add(self.signal)
+        if rtcp and self.rtp_peer is not None:
+            out.add(self.rtp_peer[0])
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,10 +149,11 @@ class Leg:
             "port": self.port,
             "mode": int(self.transform.mode),
             "key": self.transform.key.hex(),
-            "remote": list(self.remote) if self.remote else None,
-            "rtcp_remote": list(self.rtcp_remote) if self.rtcp_remote else None,
-            "latched": self.latched,
-            "rtcp_latched": self.rtcp_latched,
+            "sdp": list(self.sdp) if self.sdp else None,
+            "signal": self.signal,
+            "rtp_peer": list(self.rtp_peer) if self.rtp_peer else None,
+            "rtcp_peer": list(self.rtcp_peer) if self.rtcp_peer else None,
+            "dropped": dict(self.dropped),
         }
 
     @classmethod
@@ -88,13 +163,25 @@ class Leg:
             port=int(data["port"]),
             transform=Transform(Mode(int(data["mode"])), bytes.fromhex(data["key"])),
         )
-        if data.get("remote"):
-            leg.remote = (str(data["remote"][0]), int(data["remote"][1]))
-        if data.get("rtcp_remote"):
-            leg.rtcp_remote = (str(data["rtcp_remote"][0]), int(data["rtcp_remote"][1]))
-        leg.latched = bool(data.get("latched"))
-        leg.rtcp_latched = bool(data.get("rtcp_latched"))
+        leg.sdp = _addr(data.get("sdp"))
+        leg.signal = str(data["signal"]) if data.get("signal") else None
+        leg.rtp_peer = _addr(data.get("rtp_peer"))
+        leg.rtcp_peer = _addr(data.get("rtcp_peer"))
+        for reason, n in dict(data.get("dropped") or {}).items():
+            if reason in (FOREIGN, UNLEARNED):
+                leg.dropped[reason] = int(n)
         return leg
+
+
+def admit(leg: Leg, rtcp: bool, source: Addr, latching: bool) -> str:
+    """The source rule for one packet from `source` to leg's RTP (or RTCP) port: ACCEPT,
+    LATCH (accept and learn `source` as the peer) or the drop reason."""
+    peer = leg.rtcp_peer if rtcp else leg.rtp_peer
+    if peer is not None:
+        return ACCEPT if source == peer else FOREIGN
+    if latching and source[0] in leg.candidates(rtcp):
+        return LATCH
+    return UNLEARNED
 
 
 @dataclass
@@ -104,6 +191,7 @@ class Session:
     b: Leg
     created: float = field(default_factory=time.time)
     answered: bool = False
+    touched: float = 0.0  # clock time of the last command naming it (not saved)
 
     @property
     def legs(self) -> tuple[Leg, Leg]:
@@ -126,6 +214,10 @@ class Session:
             if leg.tag == tag:
                 return leg
         return None
+
+    def last_packet(self) -> float:
+        """Wall-clock time of the last packet userspace accepted for it (0 when none)."""
+        return max(c.last_seen for leg in self.legs for c in (leg.rtp, leg.rtcp))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +261,11 @@ class Route:
         return self.dst_leg.rtcp_remote if self.rtcp else self.dst_leg.remote
 
     @property
+    def peer(self) -> Addr | None:
+        """The source packets to in_port must come from (None: not latched yet)."""
+        return self.src_leg.rtcp_peer if self.rtcp else self.src_leg.rtp_peer
+
+    @property
     def transforms(self) -> tuple[Transform | None, Transform | None]:
         """(decrypt, encrypt) to apply; None when the step is a no-op."""
         if self.rtcp:
@@ -180,7 +277,7 @@ class Route:
 
     @property
     def latch_pending(self) -> bool:
-        return not (self.src_leg.rtcp_latched if self.rtcp else self.src_leg.latched)
+        return self.peer is None
 
     def counters(self) -> Counters:
         return self.src_leg.rtcp if self.rtcp else self.src_leg.rtp
@@ -197,17 +294,29 @@ def _text(req: dict[str, Any], name: str, required: bool = True) -> str:
     return value
 
 
-def _address(req: dict[str, Any]) -> str:
-    value = req.get("address")
+def _ipv4(value: Any, name: str, what: str) -> str:
     if not isinstance(value, str):
-        raise ControlError("bad-address", "'address' (the SDP c= address) is required")
+        raise ControlError("bad-address", f"'{name}' ({what}) must be an IPv4 address string")
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
-        raise ControlError("bad-address", f"'address' {value!r} is not an IP address") from None
+        raise ControlError("bad-address", f"'{name}' {value!r} is not an IP address") from None
     if addr.version != 4:
-        raise ControlError("bad-address", f"'address' {value} is not IPv4 (IPv6 not supported)")
+        raise ControlError("bad-address", f"'{name}' {value} is not IPv4 (IPv6 not supported)")
     return str(addr)
+
+
+def _address(req: dict[str, Any]) -> str:
+    if not isinstance(req.get("address"), str):
+        raise ControlError("bad-address", "'address' (the SDP c= address) is required")
+    return _ipv4(req["address"], "address", "the SDP c= address")
+
+
+def _signal(req: dict[str, Any]) -> str | None:
+    value = req.get("signal-address")
+    if value is None:
+        return None
+    return _ipv4(value, "signal-address", "source of the SIP message")
 
 
 def _port(req: dict[str, Any]) -> int:
@@ -219,8 +328,23 @@ def _port(req: dict[str, Any]) -> int:
     return value
 
 
+def call_ids(req: dict[str, Any]) -> list[str]:
+    """The `call-ids` list of a `touch` request."""
+    ids = req.get("call-ids")
+    if not isinstance(ids, list) or len(ids) > MAX_TOUCH:
+        raise ControlError("bad-request", f"'call-ids' must be a list of at most {MAX_TOUCH}")
+    for value in ids:
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise ControlError("bad-request", "'call-ids' must hold non-empty strings (max 256)")
+    return ids
+
+
 class SessionTable:
-    """Sessions keyed by call id, with the port allocator. Raises ControlError."""
+    """Sessions keyed by call id, with the port allocator. Raises ControlError.
+
+    `drops` counts every packet dropped by the source rule (and to ports without a session)
+    since `drops` was set: the daemon seeds it from the journal so it only grows.
+    """
 
     def __init__(
         self,
@@ -229,14 +353,19 @@ class SessionTable:
         default_key: bytes,
         latching: bool,
         probe: Callable[[int], bool] | None = None,
+        max_sessions: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.ports = ports
         self.default_mode = default_mode
         self.default_key = default_key
         self.latching = latching
         self.probe = probe
+        self.max_sessions = max_sessions or max(1, ports.capacity // 2)
+        self.clock = clock
         self.sessions: dict[str, Session] = {}
         self.by_port: dict[int, Route] = {}
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self.sessions.values()))
@@ -291,15 +420,11 @@ class SessionTable:
                 route = Route(session, src, dst, rtcp)
                 self.by_port[route.in_port] = route
 
-    def _initial_latch(self, leg: Leg) -> None:
-        if not self.latching:
-            leg.latched = leg.rtcp_latched = True
-
     def offer(self, req: dict[str, Any]) -> tuple[Session, Leg]:
         """Returns the session and the leg whose relay port goes into the SDP sent on."""
         call_id = _text(req, "call-id")
         from_tag = _text(req, "from-tag")
-        address, port = _address(req), _port(req)
+        address, port, signal = _address(req), _port(req), _signal(req)
         transform = self._transform(req)
         session = self.sessions.get(call_id)
         if session is not None:
@@ -309,9 +434,15 @@ class SessionTable:
                     "unknown-leg", f"call {call_id!r} has no leg with tag {from_tag!r}", 404
                 )
             leg.transform = transform
-            leg.set_sdp(address, port)
-            self._initial_latch(leg)
+            leg.set_sdp(address, port, signal, self.latching)
+            session.touched = self.clock()
             return session, session.other(leg)
+        if len(self.sessions) >= self.max_sessions:
+            raise ControlError(
+                "too-many-sessions",
+                f"{len(self.sessions)} relay sessions, the most media.max_sessions allows",
+                status=503,
+            )
         a_port = self._allocate()
         try:
             b_port = self._allocate()
@@ -319,11 +450,9 @@ class SessionTable:
             self.ports.release(a_port)
             raise
         a = Leg(tag=from_tag, port=a_port, transform=transform)
-        a.set_sdp(address, port)
-        self._initial_latch(a)
+        a.set_sdp(address, port, signal, self.latching)
         b = Leg(tag="", port=b_port, transform=Transform(Mode.NONE, b""))
-        self._initial_latch(b)
-        session = Session(call_id=call_id, a=a, b=b)
+        session = Session(call_id=call_id, a=a, b=b, touched=self.clock())
         self.sessions[call_id] = session
         self._index(session)
         return session, b
@@ -332,7 +461,7 @@ class SessionTable:
         call_id = _text(req, "call-id")
         from_tag = _text(req, "from-tag")
         to_tag = _text(req, "to-tag")
-        address, port = _address(req), _port(req)
+        address, port, signal = _address(req), _port(req), _signal(req)
         transform = self._transform(req)
         session = self.get(call_id)
         if session.a.tag == from_tag:
@@ -351,9 +480,9 @@ class SessionTable:
             )
         callee.tag = to_tag
         callee.transform = transform
-        callee.set_sdp(address, port)
-        self._initial_latch(callee)
+        callee.set_sdp(address, port, signal, self.latching)
         session.answered = True
+        session.touched = self.clock()
         return session, caller
 
     def get(self, call_id: str) -> Session:
@@ -361,6 +490,20 @@ class SessionTable:
         if session is None:
             raise ControlError("unknown-call", f"no call with call-id {call_id!r}", 404)
         return session
+
+    def touch(self, ids: list[str]) -> tuple[int, list[str]]:
+        """Reset the idle clock of each known call; (how many, the unknown ids)."""
+        now = self.clock()
+        touched = 0
+        unknown: list[str] = []
+        for call_id in ids:
+            session = self.sessions.get(call_id)
+            if session is None:
+                unknown.append(call_id)
+            else:
+                session.touched = now
+                touched += 1
+        return touched, unknown
 
     def delete(self, call_id: str) -> Session:
         session = self.get(call_id)
@@ -373,22 +516,39 @@ class SessionTable:
 
     def adopt(self, session: Session) -> None:
         """Take back a session saved before a restart (ports reserved, routes indexed)."""
+        if session.call_id in self.sessions:
+            raise ValueError(f"call {session.call_id!r} adopted twice")
+        reserved: list[int] = []
+        try:
+            for leg in session.legs:
+                self.ports.reserve(leg.port)
+                reserved.append(leg.port)
+        except ValueError:
+            self.ports.release_all(reserved)
+            raise
         for leg in session.legs:
-            self.ports.reserve(leg.port)
+            if not self.latching and leg.rtp_peer is None:
+                leg.reset_latch(False)
+        session.touched = self.clock()
         self.sessions[session.call_id] = session
         self._index(session)
 
-    def latch(self, route: Route, source: Addr) -> bool:
-        """Learn the peer address of route.src_leg from a packet; True when it changed."""
-        if not self.latching or not route.latch_pending:
-            return False
+    # -- the source rule -------------------------------------------------------------------
+
+    def receive(self, route: Route, source: Addr) -> str:
+        """Apply the source rule to one packet: ACCEPT, LATCH (the leg learned `source`; the
+        caller rewrites the kernel entries and saves) or the drop reason (counted)."""
         leg = route.src_leg
-        if route.rtcp:
-            leg.rtcp_remote = source
-            leg.rtcp_latched = True
-        else:
-            leg.remote = source
-            leg.latched = True
-            if leg.rtcp_remote is None:
-                leg.rtcp_remote = (source[0], source[1] + 1)
-        return True
+        verdict = admit(leg, route.rtcp, source, self.latching)
+        if verdict == LATCH:
+            if route.rtcp:
+                leg.rtcp_peer = source
+            else:
+                leg.rtp_peer = source
+        elif verdict != ACCEPT:
+            leg.dropped[verdict] += 1
+            self.drops[verdict] += 1
+        return verdict
+
+    def no_session(self, count: int = 1) -> None:
+        self.drops[NO_SESSION] += count

@@ -3,6 +3,13 @@
 Maps are pinned under `pin_dir` (default /sys/fs/bpf/sipedge): a restarted mediad compiles the
 program again, bcc opens the pinned maps instead of creating new ones, and the new program
 replaces the old one atomically on each interface, so the XDP path relays without a gap.
+Pinned maps of another layout or size are unpinned at load (the caller re-puts its sessions).
+
+Owns: the userspace mirror of the program's map layout (`struct relay_entry`, `relay_stats`,
+the verdict names) and the per-leg values the program needs precomputed (key windows, the RC4
+key-schedule prefix). Keys are exact (local address, port): no wildcard address.
+Must not: decide latching or sources (mediad's session code does; an entry only carries them).
+Driven by: media/daemon.py (load as root, then put/get/remove/stats with CAP_BPF only).
 """
 
 from __future__ import annotations
@@ -30,7 +37,24 @@ F_LATCH = 1
 F_RTCP = 2
 MAX_KEY = 64
 KEY_WIN = MAX_KEY + 8  # key fields of the map: the key repeated to 72 bytes (u64 XOR window)
-SESSIONS_VALUE_SIZE = 28 + 2 * KEY_WIN  # sizeof(struct relay_entry) in ebpf/media_relay.c
+RC4_STATE = 256  # per leg: RC4's S after the key-schedule steps that read only the key
+# sizeof(struct relay_entry) / sizeof(struct relay_stats) in ebpf/media_relay.c
+SESSIONS_VALUE_SIZE = 32 + 2 * KEY_WIN + 2 * RC4_STATE
+STATS_VALUE_SIZE = 72
+BPF_F_NO_PREALLOC = 1  # flags of the sessions map
+M_NONE, M_XOR, M_RC4 = 0, 1, 2
+# index = R_* in ebpf/media_relay.c
+VERDICTS = (
+    "relayed",
+    "not_udp",
+    "no_session",
+    "latch",
+    "bad_len",
+    "not_rtp",
+    "fib",
+    "drop",
+    "foreign_source",
+)
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/sipedge")
 
 
@@ -40,12 +64,17 @@ class XdpUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One direction of one stream, as the kernel table holds it."""
+    """One direction of one stream, as the kernel table holds it: packets to the key's (local
+    address, port) from (peer_addr, peer_port) leave from (src_addr, src_port) toward
+    (dst_addr, dst_port). While `latch` is set, or with no peer (0.0.0.0), they go to userspace;
+    otherwise packets from any other source are dropped in the kernel."""
 
     dst_addr: str
     dst_port: int
     src_port: int
-    src_addr: str = "0.0.0.0"
+    src_addr: str  # the bind address (the key's address), never 0.0.0.0
+    peer_addr: str = "0.0.0.0"  # expected source of packets arriving at this port
+    peer_port: int = 0  # (both ignored while latch is True)
     latch: bool = False
     rtcp: bool = False
     in_mode: int = 0
@@ -59,6 +88,7 @@ class Stats:
     packets: int = 0
     bytes: int = 0
     last_seen: float = 0.0  # wall clock
+    dropped: int = 0  # packets from another source than the latched peer (XDP_DROP)
 
 
 def program_source() -> str:
@@ -101,6 +131,28 @@ def key_window(key: bytes) -> bytes:
     return (key * (KEY_WIN // len(key) + 1))[:KEY_WIN]
 
 
+def rc4_prefix(key: bytes) -> tuple[bytes, int]:
+    """RC4's state (S, j) after the first len(key) & ~7 key-schedule steps. The per-packet key
+    is key || SSRC || seq, so these steps read only key bytes; the program starts from here
+    (a multiple of 8, so it runs the rest 8 steps at a time)."""
+    s = list(range(256))
+    j = 0
+    for i in range(len(key) & ~7):
+        j = (j + s[i] + key[i]) & 255
+        s[i], s[j] = s[j], s[i]
+    return bytes(s), j
+
+
+def _check_cipher(mode: int, key: bytes) -> None:
+    if mode == M_NONE:
+        return
+    if mode == M_XOR and 1 <= len(key) <= MAX_KEY:
+        return
+    if mode == M_RC4 and 5 <= len(key) <= MAX_KEY:
+        return
+    raise ValueError(f"XDP cannot apply mode {mode} with a {len(key)}-byte key")
+
+
 def _ip(addr: str) -> int:
     """Address as the u32 the kernel stores (network byte order read as host int)."""
     return int(struct.unpack("=I", socket.inet_aton(addr))[0])
@@ -130,6 +182,8 @@ class XdpPath:
     ) -> None:
         if mode not in ("auto", "native", "generic"):
             raise ValueError(f"XDP mode must be auto/native/generic, not {mode!r}")
+        if not 1 <= max_sessions <= 1 << 22:
+            raise ValueError(f"max_sessions must be 1..{1 << 22}, not {max_sessions}")
         self.interfaces = tuple(interfaces)
         self.mode = mode
         self.pin_dir = Path(pin_dir)
@@ -139,6 +193,7 @@ class XdpPath:
         self._bpf: Any = None
         self._sessions: Any = None
         self._stats: Any = None
+        self._verdicts: Any = None
         self._slots: dict[tuple[int, int], int] = {}  # (addr, port) as stored -> stats slot
         self._free: list[int] = []
 
@@ -206,6 +261,7 @@ class XdpPath:
                     SESSIONS_VALUE_SIZE,
                 )
             self._stats = bpf["stats"]
+            self._verdicts = bpf["verdicts"]
             self._adopt_slots()
             log.info(
                 "XDP %s on %s, maps in %s%s",
@@ -230,28 +286,51 @@ class XdpPath:
         self._stats[key] = self._stats.Leaf()  # zeroes on every CPU
 
     def _drop_stale_pins(self) -> None:
-        """Pinned maps of an older program with another entry layout cannot be reused: unpin
-        them (the old program keeps its maps until the new one replaces it); the sessions come
-        back from the state file into fresh maps, only the per-leg XDP counters restart."""
-        pin = self.pin_dir / "sessions"
-        if not pin.exists():
-            return
-        res = subprocess.run(
-            ["bpftool", "-j", "map", "show", "pinned", str(pin)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        try:
-            size = int(json.loads(res.stdout)["bytes_value"])
-        except (ValueError, LookupError, TypeError):
-            return  # no bpftool: let bcc try
-        if size == SESSIONS_VALUE_SIZE:
+        """Pinned maps of an older program (another entry or counter layout) or of another size
+        cannot be reused: unpin them (the old program keeps its maps until the new one replaces
+        it); the sessions come back from the state file into fresh maps, only the per-leg XDP
+        counters restart."""
+        want = {
+            "sessions": {
+                "type": "hash",
+                "bytes_key": 8,
+                "bytes_value": SESSIONS_VALUE_SIZE,
+                "max_entries": self.max_sessions,
+                "flags": BPF_F_NO_PREALLOC,
+            },
+            "stats": {
+                "type": "percpu_array",
+                "bytes_key": 4,
+                "bytes_value": STATS_VALUE_SIZE,
+                "max_entries": self.max_sessions,
+            },
+        }
+        stale = []
+        for name, attrs in want.items():
+            pin = self.pin_dir / name
+            if not pin.exists():
+                continue
+            res = subprocess.run(
+                ["bpftool", "-j", "map", "show", "pinned", str(pin)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            try:
+                info = json.loads(res.stdout)
+                have = {k: info[k] for k in attrs}
+            except (ValueError, LookupError, TypeError):
+                continue  # no bpftool: let bcc try
+            if have != attrs:
+                stale.append(f"{name} {have}")
+        if not stale:
             return
         log.warning(
-            "pinned sessions map has %d-byte entries, this program %d: starting fresh maps",
-            size,
+            "pinned maps differ from this program's (%s; want %d-byte entries, %d sessions): "
+            "starting fresh maps",
+            "; ".join(stale),
             SESSIONS_VALUE_SIZE,
+            self.max_sessions,
         )
         for name in ("sessions", "stats"):
             with contextlib.suppress(FileNotFoundError):
@@ -298,7 +377,7 @@ class XdpPath:
         """Drop our handles; the program stays attached and the maps stay pinned."""
         if self._bpf is not None:
             self._bpf.cleanup()
-        self._bpf = self._sessions = self._stats = None
+        self._bpf = self._sessions = self._stats = self._verdicts = None
         self._slots = {}
         self._free = []
 
@@ -312,11 +391,19 @@ class XdpPath:
         return k
 
     def put(self, local_addr: str, port: int, entry: Entry) -> None:
+        """Write the entry for packets to (local_addr, port). Raises ValueError for the
+        wildcard address, a source address 0.0.0.0 or a cipher/key the program cannot apply."""
+        if _ip(local_addr) == 0 or _ip(entry.src_addr) == 0:
+            raise ValueError("XDP entries need a real local and source address, not 0.0.0.0")
+        _check_cipher(entry.in_mode, entry.in_key)
+        _check_cipher(entry.out_mode, entry.out_key)
         leaf = self._sessions.Leaf()
         leaf.dst_addr = _ip(entry.dst_addr)
         leaf.src_addr = _ip(entry.src_addr)
+        leaf.peer_addr = _ip(entry.peer_addr)
         leaf.dst_port = _port(entry.dst_port)
         leaf.src_port = _port(entry.src_port)
+        leaf.peer_port = _port(entry.peer_port)
         leaf.flags = (F_LATCH if entry.latch else 0) | (F_RTCP if entry.rtcp else 0)
         leaf.in_mode = entry.in_mode
         leaf.out_mode = entry.out_mode
@@ -333,6 +420,12 @@ class XdpPath:
         leaf.slot = slot
         ctypes.memmove(leaf.in_key, key_window(entry.in_key), KEY_WIN)
         ctypes.memmove(leaf.out_key, key_window(entry.out_key), KEY_WIN)
+        if entry.in_mode == M_RC4:
+            state, leaf.in_rc4_j = rc4_prefix(entry.in_key)
+            ctypes.memmove(leaf.in_rc4, state, RC4_STATE)
+        if entry.out_mode == M_RC4:
+            state, leaf.out_rc4_j = rc4_prefix(entry.out_key)
+            ctypes.memmove(leaf.out_rc4, state, RC4_STATE)
         self._sessions[k] = leaf
 
     def get(self, local_addr: str, port: int) -> Entry | None:
@@ -345,6 +438,8 @@ class XdpPath:
             dst_port=_unport(leaf.dst_port),
             src_port=_unport(leaf.src_port),
             src_addr=_unip(leaf.src_addr),
+            peer_addr=_unip(leaf.peer_addr),
+            peer_port=_unport(leaf.peer_port),
             latch=bool(leaf.flags & F_LATCH),
             rtcp=bool(leaf.flags & F_RTCP),
             in_mode=leaf.in_mode,
@@ -383,17 +478,19 @@ class XdpPath:
         for v in per_cpu:
             out.packets += v.packets
             out.bytes += v.bytes
+            out.dropped += v.dropped
             last = max(last, v.last_seen)
         if last:
             out.last_seen = time.time() - (time.monotonic_ns() - last) / 1e9
         return out
 
     def verdicts(self) -> dict[str, int]:
-        """Packets per XDP verdict since load (relayed, or why they went to userspace)."""
-        names = ("relayed", "not_udp", "no_session", "latch", "bad_len", "not_rtp", "fib", "drop")
-        table = self._bpf["verdicts"]
+        """Packets per XDP verdict since load: relayed, dropped (drop: no scratch buffer or a
+        failed payload copy; foreign_source: not from the latched peer), or why they went to
+        userspace."""
+        table = self._verdicts
         out = {}
-        for i, name in enumerate(names):
+        for i, name in enumerate(VERDICTS):
             out[name] = int(sum(table.getvalue(table.Key(i))))
         return out
 

@@ -9,6 +9,7 @@ leaf `sipedge.typedefs`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from sipedge.store.records import Binding, CallRecord
@@ -21,8 +22,16 @@ class Unsupported(Exception):
 class CdrReader(Protocol):
     """Reading CDRs: the API's `/api/cdrs` and `sipedge cdr`."""
 
-    def recent(self, limit: int = 50, call_id: str | None = None) -> list[dict[str, Any]]:
-        """Newest first, each a JSON-ready dict with its attempts decoded."""
+    def recent(
+        self, limit: int = 50, call_id: str | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first, each a JSON-ready dict with its attempts decoded and its `id`, the
+        cursor: `before=id` continues with the records older than that one."""
+        ...
+
+    def export(self, since: float, until: float | None = None) -> Iterator[dict[str, Any]]:
+        """Every record that ended in [since, until), oldest first, read in batches (billing
+        exports of millions of calls never sit in memory at once)."""
         ...
 
     def close(self) -> None: ...
@@ -37,7 +46,18 @@ class CdrStore(CdrReader, Protocol):
         ...
 
     def write(self, record: CallRecord) -> None:
-        """Commit one finished call; it survives a crash of the daemon once this returns."""
+        """Commit one finished call; it survives a crash of the daemon once this returns
+        (and a power cut too when the store was opened durable)."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Bytes the records take on disk (a metric; what retention by size compares)."""
+        ...
+
+    def prune(self, now: float, max_age: float | None, max_bytes: int | None) -> int:
+        """Retention: remove records older than `max_age` seconds, then the oldest ones while
+        the store is larger than `max_bytes`; bounded work per call (a batch), so call it
+        again while it returns a full batch. Returns how many were removed."""
         ...
 
 

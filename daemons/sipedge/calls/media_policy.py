@@ -1,0 +1,120 @@
+"""What sipd refuses in an SDP before it asks mediad to anchor it.
+
+Two rules, checked on every SDP offer and answer that would be anchored:
+
+* **Refused connection addresses.** The effective `c=` of every active stream (its own, else
+  the session-level one) must not lie in `media.refused_networks` (by default "this network",
+  loopback, link-local, multicast, reserved; IPv6 loopback and link-local). Otherwise a peer
+  could point the relay at the box itself or at internal hosts. An IPv4-mapped IPv6 address is
+  checked as the IPv4 address it maps. An address that is not an IP address of its `c=` type
+  (a host name, garbage, `IP4` with an IPv6 literal) is refused too: the relay only takes
+  literal addresses, and what we cannot check we do not forward. The hold address (`0.0.0.0`,
+  `::`) is not a destination and is never refused.
+* **Stream cap.** More active `m=` lines (port not 0) than `media.max_streams_per_call` is
+  refused: each one costs a relay port pair.
+
+Owns: `MediaPolicy` (the two limits), `MediaRefusal` (a reason code for the CDR and metrics,
+a sentence for the log and the Warning header, the SIP status), `check_sdp`, `address_refusal`,
+`ipv4_or_none` and the reason codes.
+Must not: parse SDP bytes (`sip.sdp` does), talk to mediad, send SIP, read the clock, or import
+config/ or another module of calls/.
+Driven by: `calls/media_link.py`, before any offer or answer reaches mediad; `calls/call.py` and
+`calls/in_dialog.py` turn a refusal into SIP (488, or the attempt fails).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+
+from sipedge.sip.sdp import Sdp
+
+ADDRESS_REFUSED = "media-address-refused"
+TOO_MANY_STREAMS = "too-many-streams"
+# An encrypted leg mediad could not anchor (the CDR text predates the reason codes).
+MEDIA_UNAVAILABLE = "media unavailable"
+
+HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    refused_networks: tuple[Network, ...] = ()
+    max_streams: int = 8
+
+
+@dataclass(frozen=True)
+class MediaRefusal:
+    """Why an SDP was not anchored. `reason` is the code the CDR and the metrics carry,
+    `detail` a sentence for the log and the Warning header, `status` the SIP answer."""
+
+    reason: str
+    detail: str
+    status: int = 488
+    warn_code: int = 399  # RFC 3261 20.43: 301 incompatible network address, 399 misc
+
+    def warning(self, agent: str) -> str:
+        """The value of a Warning header naming us as `agent`."""
+        text = f"{self.reason}: {self.detail}".replace("\\", "").replace('"', "'")
+        return f'{self.warn_code} {agent} "{text}"'
+
+
+def address_refusal(address: str, address_type: str, networks: tuple[Network, ...]) -> str | None:
+    """Why a `c=` address is refused (a sentence), or None when it may be anchored."""
+    if address in HOLD_ADDRESSES:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"c= address {address[:64]!r} is not an IP address"
+    expected = {"IP4": 4, "IP6": 6}.get(address_type.upper())
+    if expected != ip.version:
+        return f"c= address {ip} does not match its address type {address_type[:8]!r}"
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)
+    for candidate in candidates:
+        for net in networks:
+            if candidate.version == net.version and candidate in net:
+                return f"c= address {ip} lies in the refused network {net}"
+    return None
+
+
+def ipv4_or_none(address: str) -> str | None:
+    """`address` when it is an IPv4 literal (mediad's signal-address), else None."""
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        return None
+
+
+def check_sdp(sdp: Sdp, policy: MediaPolicy) -> MediaRefusal | None:
+    """The refusal for this SDP, or None when every active stream may be anchored."""
+    active = [s for s in sdp.streams if not s.disabled]
+    if len(active) > policy.max_streams:
+        return MediaRefusal(
+            TOO_MANY_STREAMS,
+            f"{len(active)} active m= lines, at most {policy.max_streams} allowed",
+        )
+    for stream in active:
+        if stream.address is None:
+            continue  # no c= at all: nothing to send media to, nothing to check
+        why = address_refusal(stream.address, stream.address_type, policy.refused_networks)
+        if why is not None:
+            return MediaRefusal(ADDRESS_REFUSED, f"stream {stream.index}: {why}", warn_code=301)
+    return None
+
+
+__all__ = [
+    "ADDRESS_REFUSED",
+    "MEDIA_UNAVAILABLE",
+    "TOO_MANY_STREAMS",
+    "MediaPolicy",
+    "MediaRefusal",
+    "address_refusal",
+    "check_sdp",
+    "ipv4_or_none",
+]

@@ -1,0 +1,153 @@
+"""calls/media_policy.py: which SDP sipd refuses before asking mediad (pure)."""
+
+from __future__ import annotations
+
+from ipaddress import ip_network
+
+import pytest
+
+from sipedge.calls.media_policy import (
+    ADDRESS_REFUSED,
+    TOO_MANY_STREAMS,
+    MediaPolicy,
+    MediaRefusal,
+    address_refusal,
+    check_sdp,
+    ipv4_or_none,
+)
+from sipedge.config import MediaConfig
+from sipedge.sip.sdp import parse
+
+DEFAULT = MediaConfig().refused_networks
+POLICY = MediaPolicy(DEFAULT, 8)
+
+
+@pytest.mark.parametrize(
+    ("address", "kind", "refused_by"),
+    [
+        # allowed: public and private unicast (private ranges are not refused by default)
+        ("198.51.100.7", "IP4", None),
+        ("10.1.2.3", "IP4", None),
+        ("192.168.0.10", "IP4", None),
+        ("2001:db8::1", "IP6", None),
+        ("fd00::1", "IP6", None),
+        # hold is not a destination
+        ("0.0.0.0", "IP4", None),
+        ("::", "IP6", None),
+        # refused by the default list
+        ("127.0.0.1", "IP4", "127.0.0.0/8"),
+        ("127.255.255.254", "IP4", "127.0.0.0/8"),
+        ("0.1.2.3", "IP4", "0.0.0.0/8"),
+        ("169.254.1.1", "IP4", "169.254.0.0/16"),
+        ("224.0.0.1", "IP4", "224.0.0.0/4"),
+        ("239.255.255.255", "IP4", "224.0.0.0/4"),
+        ("240.0.0.1", "IP4", "240.0.0.0/4"),
+        ("255.255.255.255", "IP4", "240.0.0.0/4"),
+        ("::1", "IP6", "::1/128"),
+        ("fe80::1", "IP6", "fe80::/10"),
+        ("FE80::abcd", "IP6", "fe80::/10"),
+        ("febf::1", "IP6", "fe80::/10"),
+        # IPv4-mapped IPv6 is checked as the IPv4 address it maps
+        ("::ffff:127.0.0.1", "IP6", "127.0.0.0/8"),
+        ("::ffff:169.254.9.9", "IP6", "169.254.0.0/16"),
+    ],
+)
+def test_address_against_the_default_networks(
+    address: str, kind: str, refused_by: str | None
+) -> None:
+    why = address_refusal(address, kind, DEFAULT)
+    if refused_by is None:
+        assert why is None
+    else:
+        assert why is not None and refused_by in why
+
+
+@pytest.mark.parametrize(
+    ("address", "kind", "words"),
+    [
+        ("media.example.com", "IP4", "not an IP address"),
+        ("", "IP4", "not an IP address"),
+        ("10.0.0.256", "IP4", "not an IP address"),
+        ("1.2.3", "IP4", "not an IP address"),
+        ("198.51.100.7", "IP6", "does not match"),
+        ("2001:db8::1", "IP4", "does not match"),
+        ("198.51.100.7", "ATM", "does not match"),
+        ("x" * 500, "IP4", "not an IP address"),
+    ],
+)
+def test_malformed_addresses_are_refused(address: str, kind: str, words: str) -> None:
+    why = address_refusal(address, kind, DEFAULT)
+    assert why is not None and words in why
+    assert len(why) < 200  # the text goes into a Warning header: bounded
+
+
+def test_configured_networks_and_the_empty_list() -> None:
+    nets = (ip_network("10.0.0.0/8"), ip_network("2001:db8::/32"))
+    assert address_refusal("10.9.9.9", "IP4", nets) is not None
+    assert address_refusal("2001:db8::5", "IP6", nets) is not None
+    assert address_refusal("127.0.0.1", "IP4", nets) is None
+    assert address_refusal("127.0.0.1", "IP4", ()) is None
+    assert address_refusal("::ffff:10.0.0.1", "IP6", nets) is not None
+
+
+def sdp(*streams: str, session_c: str | None = "198.51.100.7") -> bytes:
+    lines = ["v=0", "o=- 1 1 IN IP4 198.51.100.7", "s=-"]
+    if session_c is not None:
+        lines.append(f"c=IN IP4 {session_c}")
+    lines.append("t=0 0")
+    for s in streams:
+        lines.extend(s.split("|"))
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+AUDIO = "m=audio 4000 RTP/AVP 0"
+
+
+def test_check_sdp_session_and_media_level_connection() -> None:
+    assert check_sdp(parse(sdp(AUDIO)), POLICY) is None
+    refused = check_sdp(parse(sdp(AUDIO, session_c="127.0.0.1")), POLICY)
+    assert refused is not None and refused.reason == ADDRESS_REFUSED
+    assert "stream 0" in refused.detail and "127.0.0.0/8" in refused.detail
+    assert refused.status == 488
+    # the stream's own c= overrides the session-level one, both ways
+    assert (
+        check_sdp(parse(sdp(AUDIO + "|c=IN IP4 10.0.0.1", session_c="127.0.0.1")), POLICY) is None
+    )
+    refused = check_sdp(parse(sdp(AUDIO, AUDIO + "|c=IN IP4 169.254.0.9")), POLICY)
+    assert refused is not None and "stream 1" in refused.detail
+    # IPv6 stream
+    refused = check_sdp(parse(sdp(AUDIO + "|c=IN IP6 fe80::1")), POLICY)
+    assert refused is not None and refused.reason == ADDRESS_REFUSED
+
+
+def test_disabled_streams_and_hold_are_not_refused() -> None:
+    assert check_sdp(parse(sdp("m=video 0 RTP/AVP 31|c=IN IP4 127.0.0.1", AUDIO)), POLICY) is None
+    assert check_sdp(parse(sdp(AUDIO, session_c="0.0.0.0")), POLICY) is None
+    # no c= anywhere: nothing to send media to, nothing to check
+    assert check_sdp(parse(sdp(AUDIO, session_c=None)), POLICY) is None
+
+
+def test_stream_cap_counts_active_m_lines_only() -> None:
+    policy = MediaPolicy(DEFAULT, 2)
+    assert check_sdp(parse(sdp(AUDIO, AUDIO)), policy) is None
+    assert check_sdp(parse(sdp(AUDIO, AUDIO, "m=video 0 RTP/AVP 31")), policy) is None
+    refused = check_sdp(parse(sdp(AUDIO, AUDIO, AUDIO)), policy)
+    assert refused is not None and refused.reason == TOO_MANY_STREAMS
+    assert "3 active m= lines, at most 2" in refused.detail
+    # the cap is checked before the addresses (no per-stream work for a flood of m= lines)
+    many = sdp(*[AUDIO] * 2500, session_c="127.0.0.1")
+    refused = check_sdp(parse(many), POLICY)
+    assert refused is not None and refused.reason == TOO_MANY_STREAMS
+
+
+def test_warning_header_value() -> None:
+    refusal = MediaRefusal(ADDRESS_REFUSED, 'stream 0: c= address "x" bad', warn_code=301)
+    assert refusal.warning("10.0.0.9") == (
+        "301 10.0.0.9 \"media-address-refused: stream 0: c= address 'x' bad\""
+    )
+
+
+def test_ipv4_or_none() -> None:
+    assert ipv4_or_none("198.51.100.7") == "198.51.100.7"
+    assert ipv4_or_none("2001:db8::1") is None
+    assert ipv4_or_none("gw.example.com") is None
