@@ -47,8 +47,10 @@ def save(path, state):
     Path(path).write_text(json.dumps(state, indent=1))
 
 
+# The media address is a documentation one (RFC 5737): sipd refuses loopback in c= (issue 14,
+# media.refused_networks) and no RTP flows in this test, only signalling.
 SDP = (
-    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
 
