@@ -17,29 +17,18 @@ has to grow, which shows the measurement sees memory at all.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import socket
 import tempfile
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from tests.media.netns import Mediad
+from tests.media.netns import Mediad, UnixHTTP
 
 
-class Control(http.client.HTTPConnection):
+class Control(UnixHTTP):
     """One keep-alive HTTP/1.1 connection to mediad's unix socket."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__("mediad", timeout=10)
-        self.path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.path)
 
     def ng(self, body: dict[str, Any]) -> dict[str, Any]:
         self.request("POST", "/ng", json.dumps(body), {"Content-Type": "application/json"})
