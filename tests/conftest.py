@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -97,7 +98,9 @@ def make_config(
     mapping_addresses: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     mapping_overrides: dict[str, Any] | None = None,
+    api: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A loopback config; `api` adds keys to the `api:` section (tokens, TLS, hosts)."""
     mapping: dict[str, Any] = {
         "name": "test-caller",
         "addresses": mapping_addresses or ["127.0.0.0/8"],
@@ -127,9 +130,19 @@ def make_config(
             "state_path": str(tmp / "mediad-sessions.journal"),
         },
     }
+    config["api"].update(api or {})
     if extra:
         config.update(extra)
     return config
+
+
+def api_token(config: dict[str, Any], key: str = "token") -> str | None:
+    """The token of `api.<key>` or of `api.<key>_file` (the file read as sipd does)."""
+    section = config.get("api") or {}
+    if section.get(key):
+        return str(section[key])
+    path = section.get(f"{key}_file")
+    return Path(path).read_text().strip() if path else None
 
 
 @dataclass
@@ -141,20 +154,23 @@ class Sipd:
     api_port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
-    token: str | None = None
+    token: str | None = None  # sent as a bearer token by api() (the admin one by default)
+    tls: ssl.SSLContext | None = None  # the API serves HTTPS: a client context for it
     _stopped: bool = field(default=False)
 
     @property
     def sip_target(self) -> str:
         return f"127.0.0.1:{self.sip_port}"
 
+    @property
+    def api_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.api_port}"
+
     def api(self, path: str, method: str = "GET", body: bytes | None = None) -> Any:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.api_port}{path}", data=body, method=method
-        )
+        req = urllib.request.Request(f"{self.api_url}{path}", data=body, method=method)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5, context=self.tls) as resp:
             data = resp.read()
         return json.loads(data) if data[:1] in (b"{", b"[") else data.decode()
 
@@ -197,6 +213,55 @@ class Sipd:
         return int(self.proc.returncode or 0)
 
 
+def client_tls(config: dict[str, Any]) -> ssl.SSLContext | None:
+    """With `api.tls_cert` set: a client context trusting that certificate (self-signed in the
+    tests), without a host name check (the tests connect to 127.0.0.1)."""
+    cert = (config.get("api") or {}).get("tls_cert")
+    if not cert:
+        return None
+    context = ssl.create_default_context(cafile=cert)
+    context.check_hostname = False
+    return context
+
+
+def self_signed_cert(directory: Path, name: str = "api") -> tuple[Path, Path]:
+    """A self-signed certificate (CN localhost, SAN localhost and 127.0.0.1) and its key, as
+    PEM files in `directory`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 def start_sipd(tmp: Path, config: dict[str, Any], name: str = "sipd") -> Sipd:
     config_path = tmp / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -210,13 +275,14 @@ def start_sipd(tmp: Path, config: dict[str, Any], name: str = "sipd") -> Sipd:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    sipd = Sipd(config_path, sip_port, api_port, proc, log_path, config["api"].get("token"))
+    tls = client_tls(config)
+    sipd = Sipd(config_path, sip_port, api_port, proc, log_path, api_token(config), tls)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sipedge-sipd exited {proc.returncode}:\n{sipd.log()}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1).read()
+            urllib.request.urlopen(f"{sipd.api_url}/healthz", timeout=1, context=tls).read()
             return sipd
         except OSError:
             time.sleep(0.05)

@@ -1,4 +1,4 @@
-"""`sipedge`: the operator's command line (check-config, cdr, cdr export)."""
+"""`sipedge`: the operator's command line (check-config, cdr, cdr export, token show)."""
 
 from __future__ import annotations
 
@@ -128,6 +128,43 @@ def _cmd_cdr(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token_show(args: argparse.Namespace) -> int:
+    """The API tokens of the config: scope, where it is kept, value (root only: the files are
+    root:sipedge 0640). With --scope, only that token's value (for scripts)."""
+    from sipedge.api import CredentialError, load_token
+    from sipedge.config import ConfigError, load_config
+
+    try:
+        api = load_config(args.config).api
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    found: list[tuple[str, str, str]] = []
+    failed = False
+    for scope, inline, file, key in (
+        ("admin", api.token, api.token_file, "api.token"),
+        ("read", api.read_token, api.read_token_file, "api.read_token"),
+    ):
+        if args.scope not in (None, scope):
+            continue
+        if inline is not None:
+            found.append((scope, f"{key} (inline in {args.config})", inline))
+        elif file is not None:
+            try:
+                found.append((scope, str(file), load_token(file, f"{key}_file")))
+            except CredentialError as err:
+                hint = " (run as root)" if "denied" in str(err) else ""
+                print(f"{err}{hint}", file=sys.stderr)
+                failed = True
+    if not found and not failed:
+        which = f"{args.scope} token" if args.scope else "API token"
+        print(f"{args.config}: no {which} configured", file=sys.stderr)
+        return 1
+    for scope, where, value in found:
+        print(value if args.scope else f"{scope}\t{where}\t{value}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sipedge", description="sipedge operator tools")
     parser.add_argument("--version", action="version", version=__version__)
@@ -155,6 +192,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     export.add_argument("--until", type=parse_when, help="exclusive end (default: now)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    token = sub.add_parser("token", help="the management API's tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    show = token_sub.add_parser(
+        "show", help="print the configured API tokens: scope, file, value (root only)"
+    )
+    show.add_argument("--config", default="/etc/sipedge/sipedge.yaml")
+    show.add_argument("--scope", choices=("admin", "read"), help="print only this token's value")
+    show.set_defaults(func=_cmd_token_show)
 
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

@@ -2,7 +2,9 @@
 
 Runs in the foreground, logs to stderr, tells systemd when it is ready (Type=notify), reloads
 its config on SIGHUP, and on SIGTERM stops taking calls, ends the calls in progress with BYE
-(or 503 during setup), writes their CDRs and exits.
+(or 503 during setup), writes their CDRs and exits. It refuses to start (exit 2) on a config
+that fails validation (an API off loopback without an admin token among others) or whose token
+files or TLS certificate cannot be used.
 
 Owns: the composition of sipd (transport, B2BUA, stores, registrations, media link, API) and
 its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API.
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -27,11 +30,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipedge import __version__
-from sipedge.api import build_app
+from sipedge.api import (
+    AccessPolicy,
+    CredentialError,
+    accepted_hosts,
+    build_app,
+    load_token,
+    reload_tls,
+    tls_context,
+)
 from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA, media_policy
-from sipedge.config import Config, ConfigError, load_config
+from sipedge.config import ApiConfig, Config, ConfigError, StorageConfig, load_config
 from sipedge.guard import GuardService
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
@@ -39,10 +50,13 @@ from sipedge.registrar import RegistrarComponent
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport.udp import TransportStats, UdpTransport
-from sipedge.store import CdrStore, open_cdr_store
+from sipedge.store import CdrStore, open_cdr_reader, open_cdr_store
 from sipedge.typedefs import Addr
 
 log = logging.getLogger("sipedge.sipd")
+RETENTION_INTERVAL = 60.0  # seconds between two CDR retention passes (the first at start)
+RETENTION_BATCHES = 1000  # prune() calls per pass at most (each a bounded batch)
+MIB = 1 << 20
 
 
 class SipDaemon:
@@ -53,6 +67,14 @@ class SipDaemon:
         self.transport_stats = TransportStats()
         self.transport: UdpTransport | None = None
         self.cdrs: CdrStore | None = None
+        self.cdr_pruned = 0
+        # api and storage apply at start only (a reload says so); the token files and the TLS
+        # certificate are read again on reload
+        self.api_config: ApiConfig = config.api
+        self.storage: StorageConfig = config.storage
+        self._policy = AccessPolicy(hosts=accepted_hosts(config.api.host, config.api.hosts))
+        self._tls: ssl.SSLContext | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._b2bua: B2BUA | None = None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -70,9 +92,21 @@ class SipDaemon:
         assert self._b2bua is not None
         return self._b2bua
 
+    def load_credentials(self) -> None:
+        """Read the token files and the TLS certificate; CredentialError names the key."""
+        api = self.api_config
+        policy = access_policy(api)
+        if api.tls_cert is not None and api.tls_key is not None:
+            if self._tls is None:
+                self._tls = tls_context(api.tls_cert, api.tls_key)
+            else:
+                reload_tls(self._tls, api.tls_cert, api.tls_key)
+        self._policy = policy
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.cdrs = open_cdr_store(self.config.storage.path)
+        self.cdrs = open_cdr_store(self.storage.path, durable=self.storage.cdr_durable)
+        self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
         listen = next((a for a in self.config.sip.listen if a.transport == "udp"), None)
         if listen is None:
             raise OSError("sip.listen has no udp:// address (only UDP is served for now)")
@@ -107,16 +141,47 @@ class SipDaemon:
         self.registrar.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
+        api = self.api_config
+        site = web.TCPSite(self._runner, api.host, api.port, ssl_context=self._tls)
         await site.start()
         log.info(
-            "sipedge-sipd %s: SIP on udp %s:%s, API on http://%s:%s",
+            "sipedge-sipd %s: SIP on udp %s:%s, API on %s://%s:%s (%s)",
             __version__,
             self.transport.host,
             self.transport.port,
-            self.config.api.host,
-            self.config.api.port,
+            "https" if self._tls is not None else "http",
+            f"[{api.host}]" if ":" in api.host else api.host,
+            api.port,
+            "open: no token" if self._policy.open else "tokens required",
         )
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await self.prune_cdrs()
+            await asyncio.sleep(RETENTION_INTERVAL)
+
+    async def prune_cdrs(self) -> int:
+        """One retention pass: bounded batches by age and size, yielding to the loop between
+        two; a failure is logged and the next pass tries again."""
+        s = self.storage
+        max_age = s.cdr_retention_days * 86400.0 if s.cdr_retention_days is not None else None
+        max_bytes = s.cdr_max_mib * MIB if s.cdr_max_mib is not None else None
+        if self.cdrs is None or (max_age is None and max_bytes is None):
+            return 0
+        total = 0
+        try:
+            for _ in range(RETENTION_BATCHES):
+                removed = self.cdrs.prune(time.time(), max_age, max_bytes)
+                total += removed
+                self.cdr_pruned += removed
+                if not removed:
+                    break
+                await asyncio.sleep(0)
+        except Exception:
+            log.exception("CDR retention failed (tried again in %.0f s)", RETENTION_INTERVAL)
+        if total:
+            log.info("CDR retention removed %d records", total)
+        return total
 
     def _on_message(self, msg: Request | Response, source: Addr, transport: UdpTransport) -> None:
         # The source was screened before parsing (guard.admit_source); what is left to decide
@@ -158,6 +223,11 @@ class SipDaemon:
         message = "reloaded"
         if moved:
             message += f"; changes to {', '.join(moved)} take effect at the next restart"
+        try:
+            self.load_credentials()  # rotated token files, a renewed certificate
+        except CredentialError as err:
+            log.error("kept the API's previous tokens and certificate: %s", err)
+            message += f"; kept the API's previous tokens and certificate: {err}"
         log.info("config %s", message)
         return True, message
 
@@ -185,8 +255,8 @@ class SipDaemon:
         }
 
     # -- sipedge.api.Managed -------------------------------------------------------------------
-    def api_token(self) -> str | None:
-        return self.config.api.token
+    def access_policy(self) -> AccessPolicy:
+        return self._policy
 
     def calls(self) -> list[dict[str, object]]:
         return self.b2bua.summaries()
@@ -194,10 +264,18 @@ class SipDaemon:
     def active_calls(self) -> int:
         return len(self.b2bua.calls)
 
-    def recent_cdrs(self, limit: int, call_id: str | None) -> list[dict[str, Any]]:
-        if self.cdrs is None:
+    def read_cdrs(
+        self, limit: int, call_id: str | None, before: int | None
+    ) -> list[dict[str, Any]]:
+        """In a worker thread, on a read-only connection of its own (never the writer's)."""
+        try:
+            reader = open_cdr_reader(self.storage.path)
+        except FileNotFoundError:
             return []
-        return self.cdrs.recent(limit, call_id)
+        try:
+            return reader.recent(limit, call_id, before)
+        finally:
+            reader.close()
 
     def set_draining(self, on: bool) -> None:
         self.b2bua.draining = on
@@ -232,6 +310,8 @@ class SipDaemon:
             await self._runner.cleanup()
         if self.transport is not None:
             self.transport.close()
+        if self._retention is not None:
+            self._retention.cancel()
         if self.cdrs is not None:
             self.cdrs.close()
 
@@ -260,6 +340,17 @@ class SipdCollector(Collector):
         for method, count in sorted(t.by_method_in.items()):
             methods.add_metric([method], count)
         yield methods
+        if d.cdrs is not None:
+            yield counter("cdrs_written", "CDRs written", d.cdrs.written)
+            yield GaugeMetricFamily(
+                "sipedge_cdr_db_bytes", "Bytes the CDRs take on disk", value=d.cdrs.size_bytes()
+            )
+            yield counter("cdr_pruned", "CDRs removed by retention", d.cdr_pruned)
+            yield GaugeMetricFamily(
+                "sipedge_cdr_durable",
+                "1: each CDR commit is fsynced (storage.cdr_durable, synchronous=FULL)",
+                value=1 if d.storage.cdr_durable else 0,
+            )
         if d._b2bua is None:
             return
         s = d.b2bua.stats
@@ -323,8 +414,6 @@ class SipdCollector(Collector):
         yield from capacity_metrics(d.b2bua)
         yield counter("config_reloads", "Successful config reloads", d.reloads)
         yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
-        if d.cdrs is not None:
-            yield counter("cdrs_written", "CDRs written", d.cdrs.written)
         yield from media_metrics(d.b2bua.media.stats)
         if d.registrar is not None:
             yield from d.registrar.metrics()
@@ -349,6 +438,22 @@ def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetric
     yield per_gateway
 
 
+def access_policy(api: ApiConfig) -> AccessPolicy:
+    """The API's policy: inline tokens, or the token files read now (CredentialError)."""
+    admin = api.token or (load_token(api.token_file, "api.token_file") if api.token_file else None)
+    read = api.read_token or (
+        load_token(api.read_token_file, "api.read_token_file") if api.read_token_file else None
+    )
+    if admin is not None and admin == read:
+        raise CredentialError("api.read_token_file: holds the admin token (use another one)")
+    return AccessPolicy(
+        admin_tokens=(admin,) if admin else (),
+        read_tokens=(read,) if read else (),
+        hosts=accepted_hosts(api.host, api.hosts),
+        metrics_open=api.metrics_open,
+    )
+
+
 async def serve(config_path: Path) -> int:
     try:
         config = load_config(config_path)
@@ -356,6 +461,11 @@ async def serve(config_path: Path) -> int:
         log.error("invalid config %s:\n%s", config_path, err)
         return 2
     daemon = SipDaemon(config_path, config)
+    try:
+        daemon.load_credentials()
+    except CredentialError as err:
+        log.error("cannot start: %s", err)
+        return 2
     loop = asyncio.get_running_loop()
     try:
         await daemon.start()

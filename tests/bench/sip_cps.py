@@ -8,6 +8,12 @@ failed call. Bounded: every SIPp run has -m (calls) and a global -timeout.
 
     make bench                                      # defaults below
     .venv/bin/python -m tests.bench.sip_cps --rates 300,500 --duration 30 --hold 10000
+    .venv/bin/python -m tests.bench.sip_cps --rates 200 --duration 10 --cdr-durable off
+
+CDRs are written as on the appliance, `storage.cdr_durable` on (synchronous=FULL: an fsync per
+call) unless `--cdr-durable off`; the database lives in a temporary directory under --workdir
+(default: the system's temporary directory), which must be on a real disk for the fsync to
+cost what it costs on the appliance (not tmpfs).
 """
 
 from __future__ import annotations
@@ -197,8 +203,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--hold", type=int, default=10000, help="ms each call stays up")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--cdr-durable", choices=("on", "off"), default="on", help="storage.cdr_durable"
+    )
+    parser.add_argument("--workdir", help="where the CDR database and traces go")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sipedge-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="sipedge-bench-", dir=args.workdir))
     gw_port = free_port()
     config = make_config(
         work,
@@ -207,6 +217,8 @@ def main() -> None:
         [gateway("bench-gw", gw_port)],
         parameters={"SS_SIP_TIMEOUT_INVITE": 30},
     )
+    config["storage"]["cdr_durable"] = args.cdr_durable == "on"
+    print(f"CDRs in {work / 'state'}, cdr_durable {args.cdr_durable}", flush=True)
     sipd = start_sipd(work, config, name="bench")
     results = []
     try:

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from sipedge.api.auth import AccessPolicy
+
 
 class Managed(Protocol):
     """The daemon as the routes see it."""
@@ -20,8 +22,8 @@ class Managed(Protocol):
         """What `/metrics` exposes."""
         ...
 
-    def api_token(self) -> str | None:
-        """The bearer token of `/api/` (None or empty: no authentication); read per request."""
+    def access_policy(self) -> AccessPolicy:
+        """Tokens, Host names, open metrics (api/auth.py); read per request."""
         ...
 
     def health(self) -> dict[str, object]:
@@ -36,8 +38,12 @@ class Managed(Protocol):
         """How many calls are in progress."""
         ...
 
-    def recent_cdrs(self, limit: int, call_id: str | None) -> list[dict[str, Any]]:
-        """The newest CDRs, newest first (empty without a CDR store)."""
+    def read_cdrs(
+        self, limit: int, call_id: str | None, before: int | None
+    ) -> list[dict[str, Any]]:
+        """The newest CDRs (older than the id `before` when given), newest first, each with
+        its `id`; empty without a CDR store. Blocking: the route runs it in a worker thread, so
+        it must read through a connection of its own and touch nothing of the event loop."""
         ...
 
     def reload(self) -> tuple[bool, str]:

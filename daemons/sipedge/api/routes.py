@@ -1,37 +1,59 @@
-"""The routes of sipd's management API and its bearer-token middleware.
+"""The routes of sipd's management API and the middleware that guards them.
 
-Owns: the URLs, the request parsing and the JSON bodies of sipd's own routes (`build_app`).
-registrar/component.py adds `/api/registrations` and `/api/endpoints` to the same app.
-Must not: import sipd, calls/ or store/, or reach past `Managed` into the daemon.
+Owns: the URLs, the request parsing and the JSON bodies of sipd's own routes (`build_app`),
+and `guard`, the middleware that applies `api/auth.py`'s verdict to every request (Host check
+first, then the token's scope). registrar/component.py adds `/api/registrations` and
+`/api/endpoints` to the same app; they are GETs, so read scope.
+Must not: import sipd, calls/ or store/, reach past `Managed` into the daemon, or read CDRs on
+the event loop (`/api/cdrs` runs `Managed.read_cdrs` in a worker thread).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sipedge.api.auth import decide
 from sipedge.api.managed import Managed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DAEMON_KEY: web.AppKey[Managed] = web.AppKey("daemon")
+GRANTED_KEY: web.RequestKey[str | None] = web.RequestKey("granted")
+CDR_LIMIT_MAX = 1000
+CDR_LIMIT_DEFAULT = 50
+_WHOLE = re.compile(r"^[0-9]{1,18}$")
 
 
 @web.middleware
-async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[DAEMON_KEY].api_token()
-    if token and request.path.startswith("/api/"):
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return web.json_response({"error": "unauthorized"}, status=401)
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    daemon = request.app[DAEMON_KEY]
+    verdict = decide(
+        daemon.access_policy(),
+        request.method,
+        request.path,
+        request.headers.get("Host"),
+        request.headers.get("Authorization"),
+    )
+    if verdict.status:
+        headers = {}
+        if verdict.www_authenticate:
+            headers["WWW-Authenticate"] = verdict.www_authenticate
+        return web.json_response({"error": verdict.error}, status=verdict.status, headers=headers)
+    request[GRANTED_KEY] = verdict.granted
     return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Open (load balancers, systemd readiness); the full body only with a valid token."""
     daemon = request.app[DAEMON_KEY]
-    return web.json_response(daemon.health())
+    health = daemon.health()
+    if request.get(GRANTED_KEY) is None:
+        return web.json_response({"status": health["status"]})
+    return web.json_response(health)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -45,14 +67,35 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response(daemon.calls())
 
 
+def _whole(text: str | None) -> int | None:
+    return int(text) if text is not None and _WHOLE.match(text) else None
+
+
 async def cdrs(request: web.Request) -> web.Response:
+    """Newest first, `limit` (1-1000) at a time; `before=<id>` continues after a page, whose
+    last record's id is the cursor; the next page's URL is in `Link: <...>; rel="next"`."""
     daemon = request.app[DAEMON_KEY]
-    try:
-        limit = min(int(request.query.get("limit", "50")), 10000)
-    except ValueError:
-        return web.json_response({"error": "limit must be a whole number"}, status=400)
-    call_id = request.query.get("call_id")
-    return web.json_response(daemon.recent_cdrs(limit, call_id))
+    query = request.query
+    limit = _whole(query.get("limit", str(CDR_LIMIT_DEFAULT)))
+    if limit is None or not 1 <= limit <= CDR_LIMIT_MAX:
+        return web.json_response(
+            {"error": f"limit must be a whole number from 1 to {CDR_LIMIT_MAX}"}, status=400
+        )
+    before = None
+    if "before" in query:
+        before = _whole(query["before"])
+        if before is None or before < 1:
+            return web.json_response(
+                {"error": "before must be the id of a CDR (a whole number, 1 or more)"},
+                status=400,
+            )
+    call_id = query.get("call_id")
+    records = await asyncio.to_thread(daemon.read_cdrs, limit, call_id, before)
+    headers = {}
+    if len(records) == limit:
+        following = request.rel_url.update_query(limit=limit, before=records[-1]["id"])
+        headers["Link"] = f'<{following}>; rel="next"'
+    return web.json_response(records, headers=headers)
 
 
 async def reload_config(request: web.Request) -> web.Response:
@@ -89,7 +132,7 @@ async def clear_bans(request: web.Request) -> web.Response:
 
 
 def build_app(daemon: Managed) -> web.Application:
-    app = web.Application(middlewares=[bearer_auth])
+    app = web.Application(middlewares=[guard])
     app[DAEMON_KEY] = daemon
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

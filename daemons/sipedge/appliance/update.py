@@ -1,59 +1,68 @@
-"""sipedge-update: A/B updates of the appliance image under systemd-boot boot counting.
+"""sipedge-update: signed A/B updates of the appliance image under systemd-boot boot counting.
 
-The disk (image/build) has GPT partitions named esp, root-a, root-b and data. The booted slot is
-the one named by ``root=PARTLABEL=root-<slot>`` on the kernel command line. Commands:
+The disk (image/build) has GPT partitions named esp, root-a, root-b and data. Commands:
 
 ``status``
     The booted slot, the image release of each slot and the boot entries with their counters.
-``install IMAGE --sha256 HEX``
-    Write a root file system image (image/out/sipedge-root.img; a file, a block device, or ``-``
-    for standard input, so that it can be streamed over ssh without a copy on the appliance's
-    disk) to the inactive slot, verify
-    the checksum of what was written, carry the machine identity (machine-id, SSH host keys)
-    over, put the slot's kernel and initrd on the ESP and add the entry
-    ``sipedge-<slot>+<tries>.conf`` with the next version: systemd-boot boots it first, counting
-    the tries down; ``systemd-bless-boot`` marks it good once boot-complete.target is reached,
-    which ``sipedge-boot-check.service`` holds back until the daemons are healthy. An entry
-    whose tries ran out sorts last, so the old slot boots again. The data partition is not
-    touched. ``--reboot`` reboots at the end.
+``install IMAGE --manifest MANIFEST [--signature SIG]``
+    Verify, then write a root file system image (image/out/sipedge-root.img, raw or zstd
+    compressed; a file or a block device) to the inactive slot. Before anything is written:
+    the manifest's Ed25519 signature (signing.py) with the keys baked in the image, its
+    version (newer than the running one unless ``--allow-downgrade``; the running one at least
+    its ``min_version``), the image's size and sha256 against the manifest (a truncated image
+    is refused) and its format (ext4); the target is the other root partition of the disk
+    that holds ``/`` (slots.py). Any of these refuses the update with exit code 3. Then: write,
+    read the slot back and compare, carry the machine identity (machine-id, SSH host keys)
+    over, put the slot's kernel and initrd on the ESP, without following any link in the image
+    (rootfs.py), and add the entry ``sipedge-<slot>+<tries>.conf`` with the next version:
+    systemd-boot boots it first, counting the tries down; ``systemd-bless-boot`` marks it good
+    once boot-complete.target is reached, which ``sipedge-boot-check.service`` holds back until
+    the daemons are healthy. An entry whose tries ran out sorts last, so the old slot boots
+    again. The data partition is not touched. ``--reboot`` reboots at the end.
+    ``--insecure-no-signature --sha256 HEX`` skips the manifest (lab use only).
+``verify IMAGE --manifest MANIFEST``
+    The checks of ``install`` up to the write, nothing written (exit 3 when refused).
 ``boot-check``
-    Wait until sipd's /healthz (api.listen of the config) and mediad's /healthz (its control
-    socket) answer 200; exit 1 after ``--timeout`` seconds.
+    Wait until sipd's and mediad's /healthz answer 200 (health.py).
+
+Exit codes: 0 done, 1 failed (the new slot has no boot entry), 2 usage, 3 refused (nothing
+was written).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import http.client
 import json
 import os
 import re
-import shutil
-import socket
+import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+from sipedge.appliance import artifact, health, rootfs, signing, slots
 
 SLOTS = ("a", "b")
 ESP = Path(os.environ.get("SIPEDGE_ESP", "/efi"))
-PARTLABELS = Path("/dev/disk/by-partlabel")
 CONFIG = Path("/etc/sipedge/sipedge.yaml")
 RELEASE_FILE = "usr/lib/sipedge-image/release"
-CHUNK = 4 << 20
 ENTRY_RE = re.compile(r"^sipedge-(?P<slot>[ab])(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.conf$")
 IDENTITY_FILES = ("etc/machine-id",)
 IDENTITY_GLOBS = ("etc/ssh/ssh_host_*",)
+EXIT_REFUSED = 3
 
 
 class UpdateError(Exception):
-    """A refused or failed update, with a message for the operator."""
+    """A failed update, with a message for the operator."""
+
+
+class Refused(UpdateError):
+    """An update refused before anything was written (exit code 3)."""
 
 
 @dataclass
@@ -79,6 +88,48 @@ class Entry:
             "tries_left": self.tries_left,
             "tries_done": self.tries_done,
         }
+
+
+@dataclass(frozen=True)
+class System:
+    """Where install looks at the running system (tests point these at fake trees)."""
+
+    esp: Path = ESP
+    keys: Path = signing.KEYS_DIR
+    root: Path = Path("/")
+    proc: Path = Path("/proc")
+    sys: Path = Path("/sys")
+    dev: Path = Path("/dev")
+
+
+@dataclass(frozen=True)
+class Request:
+    image: Path
+    manifest: Path | None = None
+    signature: Path | None = None
+    sha256: str | None = None
+    insecure: bool = False
+    allow_downgrade: bool = False
+    tries: int = 3
+
+
+@dataclass
+class Plan:
+    """Everything install checked before writing: what goes where."""
+
+    image: Path
+    compressed: bool
+    to_end: bool
+    size: int
+    sha256: str
+    target: str
+    device: Path
+    current: str
+    template: Entry
+    entries: list[Entry]
+    manifest: signing.Manifest | None = None
+    key: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def booted_slot(cmdline: str | None = None) -> str:
@@ -137,63 +188,19 @@ def render_entry(template: str, slot: str, version: int, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sha256_of(path: Path, size: int | None = None) -> str:
-    digest = hashlib.sha256()
-    remaining = size
-    with path.open("rb") as f:
-        while remaining is None or remaining > 0:
-            want = CHUNK if remaining is None else min(CHUNK, remaining)
-            block = f.read(want)
-            if not block:
-                break
-            digest.update(block)
-            if remaining is not None:
-                remaining -= len(block)
-    if remaining:
-        raise UpdateError(f"{path}: {remaining} bytes short")
-    return digest.hexdigest()
+def read_release_text(text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
 
 
-def write_image(src: BinaryIO, device: Path, capacity: int) -> tuple[str, int]:
-    """Copy src to its end onto device, flushed to the disk; return (sha256, bytes written).
-
-    A source longer than `capacity` (a stream whose length nobody knew) is refused once it
-    passes it; the slot is then half written, which is harmless: it has no boot entry."""
-    digest = hashlib.sha256()
-    written = 0
-    with device.open("r+b") as dst:
-        while True:
-            block = src.read(CHUNK)
-            if not block:
-                break
-            if written + len(block) > capacity:
-                raise UpdateError(f"the image is larger than the slot ({capacity} bytes)")
-            digest.update(block)
-            dst.write(block)
-            written += len(block)
-        dst.flush()
-        os.fsync(dst.fileno())
-    if written == 0:
-        raise UpdateError("the image is empty")
-    return digest.hexdigest(), written
-
-
-def is_stdin(image: Path) -> bool:
-    return str(image) == "-"
-
-
-def image_size(image: Path) -> int | None:
-    """Bytes in a file or block device; None for standard input (known once it ends)."""
-    if is_stdin(image):
-        return None
-    with image.open("rb") as f:
-        return f.seek(0, os.SEEK_END)
-
-
-def _drop_caches(device: Path) -> None:
-    # Read the slot back from the disk, not from the page cache.
-    with contextlib.suppress(OSError), device.open("rb") as f:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+def read_release(root: Path) -> dict[str, str]:
+    """The release file of the running system (trusted: it is the booted root)."""
+    path = root / RELEASE_FILE
+    return read_release_text(path.read_text()) if path.exists() else {}
 
 
 def run(argv: list[str]) -> None:
@@ -203,29 +210,18 @@ def run(argv: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def mounted(device: Path, readonly: bool) -> Iterator[Path]:
+def mounted(device: Path) -> Iterator[Path]:
     where = Path(tempfile.mkdtemp(prefix="sipedge-update-"))
+    options = "rw,nosuid,nodev,noexec"
     try:
-        run(["mount", "-t", "ext4", "-o", "ro" if readonly else "rw", str(device), str(where)])
+        run(["mount", "-t", "ext4", "-o", options, "--", str(device), str(where)])
         try:
             yield where
         finally:
-            run(["umount", str(where)])
+            run(["umount", "--", str(where)])
     finally:
         with contextlib.suppress(OSError):
             where.rmdir()
-
-
-def read_release(root: Path) -> dict[str, str]:
-    path = root / RELEASE_FILE
-    if not path.exists():
-        return {}
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip()
-    return values
 
 
 def status(esp: Path = ESP) -> dict[str, Any]:
@@ -246,74 +242,173 @@ def status(esp: Path = ESP) -> dict[str, Any]:
     }
 
 
-def install(image: Path, sha256: str, tries: int, esp: Path = ESP) -> dict[str, Any]:
-    if not 1 <= tries <= 9:
-        raise UpdateError("--tries must be 1-9")
-    expected = sha256.strip().lower().split()[0]
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise UpdateError("--sha256 must be 64 hex digits")
-    if not (esp / "loader" / "entries").is_dir():
-        raise UpdateError(f"{esp} is not the mounted ESP (no loader/entries)")
-    current = booted_slot()
-    target = other(current)
-    device = (PARTLABELS / f"root-{target}").resolve()
-    if not device.exists():
-        raise UpdateError(f"no partition root-{target}")
-    with device.open("rb") as f:
-        capacity = f.seek(0, os.SEEK_END)
-    known_size = image_size(image)
-    if known_size is not None and known_size > capacity:
-        raise UpdateError(f"{image} ({known_size} bytes) is larger than root-{target} ({capacity})")
-    entries = read_entries(esp)
-    template_entry = next((e for e in entries if e.slot == current), None)
-    if template_entry is None:
-        raise UpdateError(f"no boot entry for the booted slot {current}")
+def _check_manifest(req: Request, system: System) -> tuple[signing.Manifest | None, str | None]:
+    if req.insecure:
+        if req.sha256 is None:
+            raise Refused("--insecure-no-signature needs --sha256")
+        if req.manifest is not None:
+            raise Refused("--insecure-no-signature takes --sha256, not --manifest")
+        return None, None
+    if req.sha256 is not None:
+        raise Refused("--sha256 is accepted only with --insecure-no-signature (lab use)")
+    if req.manifest is None:
+        raise Refused("no --manifest: a signed manifest is required")
+    sig_path = req.signature or req.manifest.with_name(req.manifest.name + ".sig")
+    try:
+        data = signing.read_manifest_bytes(req.manifest)
+        signature = signing.read_signature(sig_path)
+        manifest, key = signing.verify(data, signature, signing.load_keys(system.keys))
+        running = read_release(system.root).get("IMAGE_VERSION", "")
+        signing.check_versions(manifest, running, req.allow_downgrade)
+    except signing.Refused as exc:
+        raise Refused(str(exc)) from None
+    except ValueError as exc:  # a malformed key file in the image
+        raise UpdateError(str(exc)) from None
+    return manifest, key
 
+
+def plan(req: Request, system: System) -> Plan:
+    """Every check of an install, in order; Refused on the first that fails. Writes nothing."""
+    if not 1 <= req.tries <= 9:
+        raise Refused("--tries must be 1-9")
+    expected = ""
+    if req.sha256 is not None:
+        expected = req.sha256.strip().lower().split()[0] if req.sha256.strip() else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise Refused("--sha256 must be 64 hex digits")
+    if not (system.esp / "loader" / "entries").is_dir():
+        raise Refused(f"{system.esp} is not the mounted ESP (no loader/entries)")
+    manifest, key = _check_manifest(req, system)
+    # The target: the other root partition of the disk that holds /, and the ESP on it too.
+    try:
+        found = slots.find_slots(system.proc, system.sys)
+        mountinfo = (system.proc / "self" / "mountinfo").read_text()
+        if not slots.on_disk(mountinfo, str(system.esp), found.disk, system.sys):
+            raise slots.SlotError(f"{system.esp} is not a partition of {found.disk}, which holds /")
+        device = slots.device_node(found.target, system.dev)
+    except slots.SlotError as exc:
+        raise Refused(str(exc)) from None
+    cmdline = (system.proc / "cmdline").read_text()
+    if "root=PARTLABEL=" in cmdline and booted_slot(cmdline) != found.booted:
+        raise Refused(f"the kernel command line names another slot than / ({found.running.name})")
+    entries = read_entries(system.esp)
+    template = next((e for e in entries if e.slot == found.booted), None)
+    if template is None:
+        raise Refused(f"no boot entry for the booted slot {found.booted}")
+    # The image: its size, format and hash, read once before anything is written.
+    try:
+        st = req.image.stat()
+    except OSError as exc:
+        raise Refused(f"{req.image}: {exc.strerror}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise Refused(f"{req.image}: not a file or a block device")
+    if stat.S_ISBLK(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) in (
+        found.target.devnum,
+        found.running.devnum,
+    ):
+        raise Refused(f"{req.image} is a root slot of this appliance, not an update image")
+    compressed = artifact.is_compressed(req.image)
+    size: int | None = manifest.size if manifest else None
+    if not compressed:
+        have = artifact.byte_size(req.image)
+        if size is None:
+            size = have
+        elif have < size or (have > size and stat.S_ISREG(st.st_mode)):
+            what = "truncated" if have < size else "longer than the manifest says"
+            raise Refused(f"{req.image} is {what}: {have} bytes, the manifest says {size}")
+    capacity = artifact.byte_size(device)
+    if size is not None and size > capacity:
+        raise Refused(f"the image ({size} bytes) is larger than {found.target.name} ({capacity})")
+    expected = manifest.sha256 if manifest else expected
+    to_end = compressed or not stat.S_ISBLK(st.st_mode)
+    try:
+        size = artifact.check_image(req.image, compressed, size, expected, to_end)
+    except artifact.BadImage as exc:
+        raise Refused(str(exc)) from None
+    if size > capacity:
+        raise Refused(f"the image ({size} bytes) is larger than {found.target.name} ({capacity})")
+    return Plan(
+        image=req.image,
+        compressed=compressed,
+        to_end=to_end,
+        size=size,
+        sha256=expected,
+        target=other(found.booted),
+        device=device,
+        current=found.booted,
+        template=template,
+        entries=entries,
+        manifest=manifest,
+        key=key,
+        notes={"device": str(device), "disk": found.disk},
+    )
+
+
+def _take_boot_files(root: Path, folder: Path) -> dict[str, str]:
+    """Identity into the new root, its kernel and initrd onto the ESP; links never followed."""
+    try:
+        for rel in IDENTITY_FILES:
+            if (Path("/") / rel).is_file():
+                rootfs.copy_in(Path("/") / rel, root, rel)
+        for pattern in IDENTITY_GLOBS:
+            for path in sorted(Path("/").glob(pattern)):
+                rootfs.copy_in(path, root, str(path.relative_to("/")))
+        release = read_release_text(rootfs.read_file(root, RELEASE_FILE).decode())
+        names = rootfs.list_folder(root, "boot")
+        kernels = sorted(n for n in names if n.startswith("vmlinuz-"))
+        initrds = sorted(n for n in names if n.startswith("initrd.img-"))
+        if not kernels or not initrds:
+            raise UpdateError("no /boot/vmlinuz-* or /boot/initrd.img-* in the image")
+        folder.mkdir(parents=True, exist_ok=True)
+        rootfs.copy_out(root, f"boot/{kernels[-1]}", folder / "vmlinuz.new")
+        rootfs.copy_out(root, f"boot/{initrds[-1]}", folder / "initrd.new")
+    except (rootfs.LinkRefused, FileNotFoundError) as exc:
+        raise UpdateError(f"the image: {exc}") from None
+    return release
+
+
+def apply(p: Plan, tries: int, esp: Path) -> dict[str, Any]:
+    """Write the checked image to the target slot and make it the next boot (tries times)."""
     # 1. The target slot stops being bootable before it is overwritten.
-    for e in entries:
-        if e.slot == target:
+    for e in p.entries:
+        if e.slot == p.target:
             e.path.unlink()
     for name in ("vmlinuz", "initrd", "version"):
         with contextlib.suppress(FileNotFoundError):
-            (esp / "sipedge" / target / name).unlink()
-    # 2. Write (hashing the source on the way), then verify what is on the disk.
-    with contextlib.ExitStack() as stack:
-        src = sys.stdin.buffer if is_stdin(image) else stack.enter_context(image.open("rb"))
-        source, size = write_image(src, device, capacity)
-    if source != expected:
-        raise UpdateError(f"{image}: sha256 {source}, expected {expected}")
-    _drop_caches(device)
-    got = sha256_of(device, size)
-    if got != expected:
-        raise UpdateError(f"root-{target}: written image has sha256 {got}, expected {expected}")
+            (esp / "sipedge" / p.target / name).unlink()
+    # 2. Write (hashing the source again on the way), then verify what is on the disk.
+    try:
+        with artifact.open_image(p.image, p.compressed) as src:
+            capacity = artifact.byte_size(p.device)
+            written = artifact.write_image(src, p.device, capacity, p.size, p.to_end)
+        if written != p.sha256:
+            raise UpdateError(f"{p.image} changed while it was written: sha256 {written}")
+        artifact.drop_caches(p.device)
+        got = artifact.sha256_of(p.device, p.size)
+    except artifact.BadImage as exc:
+        raise UpdateError(f"{exc} (the slot has no boot entry)") from None
+    if got != p.sha256:
+        raise UpdateError(f"root-{p.target}: written image has sha256 {got}, expected {p.sha256}")
     # 3. Grow the file system to the slot, carry the identity over, take kernel and initrd.
-    run(["e2fsck", "-fy", str(device)])
-    run(["resize2fs", str(device)])
-    with mounted(device, readonly=False) as root:
-        for rel in IDENTITY_FILES:
-            shutil.copy2(Path("/") / rel, root / rel)
-        for pattern in IDENTITY_GLOBS:
-            for path in Path("/").glob(pattern):
-                shutil.copy2(path, root / path.relative_to("/"))
-        release = read_release(root)
-        kernels = sorted((root / "boot").glob("vmlinuz-*"))
-        initrds = sorted((root / "boot").glob("initrd.img-*"))
-        if not kernels or not initrds:
-            raise UpdateError(f"root-{target}: no /boot/vmlinuz-* or /boot/initrd.img-*")
-        folder = esp / "sipedge" / target
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kernels[-1], folder / "vmlinuz.new")
-        shutil.copyfile(initrds[-1], folder / "initrd.new")
+    run(["e2fsck", "-fy", str(p.device)])
+    run(["resize2fs", str(p.device)])
+    folder = esp / "sipedge" / p.target
+    with mounted(p.device) as root:
+        release = _take_boot_files(root, folder)
+    image_version = release.get("IMAGE_VERSION", "unknown")
+    if p.manifest is not None and image_version != p.manifest.version:
+        raise UpdateError(
+            f"the image says IMAGE_VERSION={image_version}, its manifest {p.manifest.version}"
+        )
     os.replace(folder / "vmlinuz.new", folder / "vmlinuz")
     os.replace(folder / "initrd.new", folder / "initrd")
-    image_version = release.get("IMAGE_VERSION", "unknown")
     (folder / "version").write_text(image_version + "\n")
     # 4. The entry last: from now on systemd-boot tries the new slot first, `tries` times.
-    version = max((e.version for e in entries), default=0) + 1
+    version = max((e.version for e in p.entries), default=0) + 1
     text = render_entry(
-        template_entry.path.read_text(), target, version, f"sipedge {image_version} (slot {target})"
+        p.template.path.read_text(), p.target, version, f"sipedge {image_version} (slot {p.target})"
     )
-    entry = esp / "loader" / "entries" / f"sipedge-{target}+{tries}.conf"
+    entry = esp / "loader" / "entries" / f"sipedge-{p.target}+{tries}.conf"
     tmp = entry.with_name(entry.name + ".tmp")
     tmp.write_text(text)
     with tmp.open("rb") as f:
@@ -322,111 +417,50 @@ def install(image: Path, sha256: str, tries: int, esp: Path = ESP) -> dict[str, 
     os.sync()
     return {
         "result": "installed",
-        "slot": target,
+        "slot": p.target,
         "entry": entry.name,
         "image_version": image_version,
         "release": release,
-        "sha256": expected,
-        "bytes": size,
+        "manifest": p.manifest.as_dict() if p.manifest else None,
+        "key": p.key,
+        "sha256": p.sha256,
+        "bytes": p.size,
+        **p.notes,
     }
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
+def install(req: Request, system: System | None = None) -> dict[str, Any]:
+    system = system or System()
+    return apply(plan(req, system), req.tries, system.esp)
 
 
-def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, dict[str, Any]]:
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError:
-            data = {}
-        return response.status, data if isinstance(data, dict) else {}
-    finally:
-        conn.close()
-
-
-def health_targets(config: Path) -> tuple[str, int, str]:
-    """(api host, api port, mediad control socket) from the sipedge config."""
-    import yaml
-
-    data = yaml.safe_load(config.read_text()) or {}
-    listen = str((data.get("api") or {}).get("listen") or "127.0.0.1:8080")
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    media = data.get("media") or {}
-    return host, int(port), str(media.get("control_socket") or "/run/sipedge/mediad.sock")
-
-
-def check_once(config: Path) -> tuple[bool, str]:
-    try:
-        host, port, sock = health_targets(config)
-    except (OSError, ValueError) as exc:
-        return False, f"config {config}: {exc}"
-    try:
-        code, sipd = _get(http.client.HTTPConnection(host, port, timeout=3), "/healthz")
-    except OSError as exc:
-        return False, f"sipd {host}:{port}: {exc}"
-    if code != 200:
-        return False, f"sipd /healthz: HTTP {code}"
-    try:
-        code, mediad = _get(_UnixHTTPConnection(sock, timeout=3), "/healthz")
-    except OSError as exc:
-        return False, f"mediad {sock}: {exc}"
-    if code != 200:
-        return False, f"mediad /healthz: HTTP {code}"
-    return True, f"sipd {sipd.get('version', '?')} healthy, mediad path {mediad.get('path', '?')}"
-
-
-def failed_units(units: tuple[str, ...]) -> list[str]:
-    """The units systemd gave up on (failed state, e.g. after their start limit)."""
-    result = subprocess.run(
-        ["systemctl", "is-failed", *units], capture_output=True, text=True, check=False
+def _request(args: argparse.Namespace) -> Request:
+    return Request(
+        image=args.image,
+        manifest=args.manifest,
+        signature=args.signature,
+        sha256=args.sha256,
+        insecure=args.insecure_no_signature,
+        allow_downgrade=args.allow_downgrade,
+        tries=getattr(args, "tries", 3),
     )
-    states = result.stdout.split()
-    return [u for u, state in zip(units, states, strict=False) if state == "failed"]
-
-
-def boot_check(config: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    reason = "not checked"
-    while time.monotonic() < deadline:
-        ok, reason = check_once(config)
-        if ok:
-            print(f"sipedge-update: healthy: {reason}")
-            return True
-        failed = failed_units(("sipedge-sipd.service", "sipedge-mediad.service"))
-        if failed:
-            print(f"sipedge-update: not healthy: {', '.join(failed)} failed", file=sys.stderr)
-            return False
-        time.sleep(2)
-    print(f"sipedge-update: not healthy after {timeout:.0f} s: {reason}", file=sys.stderr)
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sipedge-update", description=__doc__.splitlines()[0])
+    doc = __doc__ or "sipedge-update"
+    parser = argparse.ArgumentParser(prog="sipedge-update", description=doc.splitlines()[0])
     parser.add_argument("--esp", type=Path, default=ESP, help=f"mounted ESP ({ESP})")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="slots, boot entries and counters (JSON)")
-    p_install = sub.add_parser("install", help="write a root image to the inactive slot")
-    p_install.add_argument(
-        "image", type=Path, help="root file system image: a file, a block device or - (stdin)"
-    )
-    p_install.add_argument("--sha256", required=True, help="expected sha256 of the image")
+    p_install = sub.add_parser("install", help="verify a signed root image, write it, boot it")
+    p_verify = sub.add_parser("verify", help="the checks of install, nothing written")
+    for p in (p_install, p_verify):
+        p.add_argument("image", type=Path, help="root image (raw or .zst): a file or a device")
+        p.add_argument("--manifest", type=Path, help="signed manifest (IMAGE.manifest)")
+        p.add_argument("--signature", type=Path, help="its signature (default MANIFEST.sig)")
+        p.add_argument("--allow-downgrade", action="store_true", help="also an older image")
+        p.add_argument("--insecure-no-signature", action="store_true", help="lab only: no manifest")
+        p.add_argument("--sha256", help="with --insecure-no-signature: the image's sha256")
     p_install.add_argument("--tries", type=int, default=3, help="boot tries before fallback")
     p_install.add_argument("--reboot", action="store_true", help="reboot into it afterwards")
     p_check = sub.add_parser("boot-check", help="wait for the daemons' /healthz")
@@ -438,14 +472,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(json.dumps(status(args.esp), indent=2))
             return 0
+        if args.command == "verify":
+            checked = plan(_request(args), System(esp=args.esp))
+            print(json.dumps({"result": "verified", "slot": checked.target, **checked.notes}))
+            return 0
         if args.command == "install":
-            result = install(args.image, args.sha256, args.tries, args.esp)
+            result = install(_request(args), System(esp=args.esp))
             print(json.dumps(result, indent=2))
             if args.reboot:
                 subprocess.run(["systemctl", "reboot"], check=False)
             return 0
         if args.command == "boot-check":
-            return 0 if boot_check(args.config, args.timeout) else 1
+            return 0 if health.boot_check(args.config, args.timeout) else 1
+    except Refused as exc:
+        print(f"sipedge-update: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except (UpdateError, OSError) as exc:
         print(f"sipedge-update: {exc}", file=sys.stderr)
         return 1

@@ -518,12 +518,12 @@ class Call:
             tx.respond_status(500, "CSeq Out of Order")
             return
         dialog.remote_cseq = request.cseq[0]
-        if request.method == "BYE":
-            tx.respond_status(200)
+        if request.method == "BYE":  # the CDR is committed before the 200 leaves
             other = self.dialog("callee" if leg == "caller" else "caller")
+            self._finish(leg, "normal clearing", 200)
+            tx.respond_status(200)
             if other is not None:
                 self._send_bye(other)
-            self._finish(leg, "normal clearing", 200)
             return
         if request.method in ("INVITE", "UPDATE"):
             negotiated = self.timers.uas_timer(request)

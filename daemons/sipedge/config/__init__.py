@@ -9,6 +9,7 @@ imports nothing else from sipedge; everything else imports config's public names
 * `values`: the value parsers and the "allowed" texts of their problems.
 * `parameters`: the SS_* parameter table (`PARAMETER_NAMES`, `parameter_field`, ...).
 * `collector`: `_Collector`, which walks the document section by section.
+* `api`: the `api:` section (listen, tokens and their scopes, Host names, TLS, open metrics).
 * `security`: the `security:` section (trusted networks, rate limit, scanners, digest).
 * `media`: the `media:` section (mediad socket, relay addresses, refused SDP networks, caps).
 * `loader`: `parse_config`, `load_config` (YAML, duplicate keys), `check_config_main`.

@@ -2,8 +2,8 @@
 
 Owns: `_Collector` (the generic walking helpers: mapping with unknown-key hints, sequence,
 get/value with defaults, secrets; and one method per section building that section's dataclass)
-and the known keys of each list entry (the `media` and `security` sections have modules of
-their own).
+and the known keys of each list entry (the `api`, `media` and `security` sections have modules
+of their own).
 
 Must not: raise on a bad value (it records the problem and goes on with the default), check
 across sections (that is `loader._cross_checks`), read files or YAML, or import anything from
@@ -21,7 +21,6 @@ from typing import Any, TypeVar, cast
 from sipedge.config.errors import MISSING, ConfigProblem, Described, _Bad
 from sipedge.config.parameters import _PARAMETERS, PARAMETER_NAMES, parameter_field
 from sipedge.config.schema import (
-    ApiConfig,
     DialPlanRule,
     Endpoint,
     ListenAddress,
@@ -50,11 +49,11 @@ from sipedge.config.values import (
     _default_on_off,
     _digest_algorithm,
     _host,
-    _host_port,
     _integer,
     _listen_uri,
     _network,
     _number,
+    _off_or,
     _on_off,
     _optional_host,
     _optional_string,
@@ -192,20 +191,28 @@ class _Collector:
         public = self.get("sip", data, "public_address", _optional_host, None)
         return SipConfig(tuple(listen) if listen else SipConfig.listen, public)
 
-    def api(self, raw: object) -> ApiConfig:
-        data = self.mapping("api", raw, ("listen", "token"))
-        host, port = ApiConfig.host, ApiConfig.port
-        if "listen" in data:
-            allowed = "host:port (IPv6 in brackets), port 1-65535"
-            host, port = self.value(
-                "api.listen", data["listen"], lambda v: _host_port(v, allowed), (host, port)
-            )
-        token = self.get("api", data, "token", _optional_string("null or a non-empty string"), None)
-        return ApiConfig(host, port, token)
-
     def storage(self, raw: object) -> StorageConfig:
-        data = self.mapping("storage", raw, ("path",))
-        return StorageConfig(self.get("storage", data, "path", _absolute_path, StorageConfig.path))
+        keys = ("path", "cdr_durable", "cdr_retention_days", "cdr_max_mib")
+        data = self.mapping("storage", raw, keys)
+        d = StorageConfig()
+        return StorageConfig(
+            path=self.get("storage", data, "path", _absolute_path, d.path),
+            cdr_durable=self.get("storage", data, "cdr_durable", _on_off, d.cdr_durable),
+            cdr_retention_days=self.get(
+                "storage",
+                data,
+                "cdr_retention_days",
+                _off_or(_integer(1, 3650), "Off or 1-3650 (days)"),
+                d.cdr_retention_days,
+            ),
+            cdr_max_mib=self.get(
+                "storage",
+                data,
+                "cdr_max_mib",
+                _off_or(_integer(1, 1048576), "Off or 1-1048576 (MiB)"),
+                d.cdr_max_mib,
+            ),
+        )
 
     def parameters(self, raw: object) -> Parameters:
         data = self.mapping("parameters", raw, PARAMETER_NAMES)

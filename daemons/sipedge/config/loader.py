@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from sipedge.config.api import api_section
 from sipedge.config.collector import _Collector
 from sipedge.config.errors import ConfigError, ConfigProblem, Described
 from sipedge.config.media import media_section
@@ -110,7 +111,7 @@ def parse_config(data: object) -> Config:
     config = Config(
         node_name=c.node_name(top.get("node")),
         sip=c.sip(top.get("sip")),
-        api=c.api(top.get("api")),
+        api=api_section(c, top.get("api")),
         storage=c.storage(top.get("storage")),
         parameters=(parameters := c.parameters(top.get("parameters"))),
         mapping_gateways=c.mapping_gateways(top.get("mapping_gateways")),

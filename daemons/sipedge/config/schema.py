@@ -32,14 +32,30 @@ class SipConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
+    """The management API of sipd (docs/security.md, "Management API")."""
+
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # admin scope, inline
+    token_file: Path | None = None  # admin scope, read by sipd at start and on reload
+    read_token: str | None = field(default=None, repr=False)  # read-only scope, inline
+    read_token_file: Path | None = None
+    hosts: tuple[str, ...] = ()  # Host header names accepted beside the built-in ones
+    tls_cert: Path | None = None  # both or neither: the API then serves HTTPS only
+    tls_key: Path | None = None
+    metrics_open: bool = False  # True: GET /metrics needs no token
+
+    @property
+    def has_admin_token(self) -> bool:
+        return self.token is not None or self.token_file is not None
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     path: Path = Path("/var/lib/sipedge")
+    cdr_durable: bool = True  # synchronous=FULL: a finished call's CDR survives a power cut
+    cdr_retention_days: int | None = 90  # None: Off (kept forever)
+    cdr_max_mib: int | None = 128  # None: Off (no size limit)
 
 
 DEFAULT_RESEND_INTERVAL: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)

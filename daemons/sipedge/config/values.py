@@ -95,6 +95,16 @@ def _word_or(word: str, inner: Callable[[object], T], allowed: str) -> Callable[
     return parse
 
 
+def _off_or(inner: Callable[[object], T], allowed: str) -> Callable[[object], T | None]:
+    """Off (the word in any case, or YAML false: an unquoted `Off` is a boolean) -> None."""
+    word = _word_or("Off", inner, allowed)
+
+    def parse(value: object) -> T | None:
+        return None if value is False else word(value)
+
+    return parse
+
+
 _TRUE_WORDS = {"on", "true", "yes"}
 _FALSE_WORDS = {"off", "false", "no"}
 
