@@ -48,12 +48,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# The media tests give mediad fixed port ranges in 40000-47999, inside the kernel's ephemeral
+# range: a SIP or API port drawn there once fell inside a relay range, and sipd refused the
+# config (media.port_range must leave out the SIP port).
+FIXED_MEDIA_PORTS = range(40000, 48000)
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP)."""
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP), never in
+    `FIXED_MEDIA_PORTS`."""
     while True:
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
+        if port in FIXED_MEDIA_PORTS:
+            continue
         other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
         with socket.socket(socket.AF_INET, other) as s:
             try:

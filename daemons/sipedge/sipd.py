@@ -7,7 +7,9 @@ that fails validation (an API off loopback without an admin token among others) 
 files or TLS certificate cannot be used.
 
 Owns: the composition of sipd (transport, B2BUA, stores, registrations, media link, API) and
-its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API.
+its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API. Once it
+has started, the garbage collector is tuned (`sipedge.gcwatch.tune`: start-up objects frozen,
+full collections rare) and every collection's pause is exported in /metrics.
 Must not: be imported by anything but the entry points (it is the composition root).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -26,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from sipedge import __version__
@@ -43,6 +46,7 @@ from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA, media_policy
 from sipedge.config import ApiConfig, Config, ConfigError, StorageConfig, load_config
+from sipedge.gcwatch import GcWatch, tune
 from sipedge.guard import GuardService
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
@@ -84,6 +88,7 @@ class SipDaemon:
         # flood and scanner defence in front of the transaction layer (docs/security.md)
         self.guard = GuardService(config.security, self, bool(config.endpoints))
         self._endpoint_sources: tuple[int, frozenset[str]] = (-1, frozenset())
+        self.gc_watch = GcWatch()  # collector pauses, installed while it serves (serve())
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(SipdCollector(self))
 
@@ -314,6 +319,10 @@ class SipDaemon:
             self._retention.cancel()
         if self.cdrs is not None:
             self.cdrs.close()
+        self.gc_watch.uninstall()
+
+
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
 class SipdCollector(Collector):
@@ -322,9 +331,10 @@ class SipdCollector(Collector):
     def __init__(self, daemon: SipDaemon) -> None:
         self.daemon = daemon
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[Family]:
         d = self.daemon
         t = d.transport_stats
+        yield from d.gc_watch.metrics()
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"sipedge_{name}", doc, value=value)
@@ -476,6 +486,13 @@ async def serve(config_path: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    # Everything start-up builds exists now: freeze it and make full collections rare; then
+    # time every collection from here on (tune's own full collection is start-up's).
+    frozen = tune()
+    daemon.gc_watch.install()
+    log.info(
+        "garbage collector: %d start-up objects frozen, thresholds %s", frozen, gc.get_threshold()
+    )
     notify("READY=1")
     await daemon.run_until_stopped()
     log.info("stopping")

@@ -121,6 +121,7 @@ def test_no_import_circles() -> None:
 LAYERS: dict[str, set[str]] = {
     "typedefs": set(),
     "ratelog": set(),
+    "gcwatch": set(),
     "sip": {"typedefs"},
     "store": {"typedefs"},
     "config": {"typedefs"},

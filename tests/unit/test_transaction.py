@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import weakref
 from collections.abc import Callable
 
 import pytest
 
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response, make_response, parse_message
+from sipedge.sip.timers import RetransmitSchedule
 from sipedge.sip.transaction import (
     ClientTransaction,
     InviteServerTransaction,
-    RetransmitSchedule,
     ServerTransaction,
     State,
     TransactionLayer,
@@ -53,6 +54,11 @@ class FakeHandle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _cancelled  # as asyncio's handles do: let go of what it holds
+
+
+def _cancelled() -> None:
+    return None
 
 
 class Recorder:
@@ -431,3 +437,45 @@ def test_response_with_two_vias_is_dropped() -> None:
     response.headers.add("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx")
     layer.receive(response, PEER)
     assert rec.stray == [] and layer.gate.dropped["response_via"] == 1
+
+
+class Owner:
+    """Stands for a call: what a transaction's callbacks would keep alive."""
+
+    def __init__(self) -> None:
+        self.got: list[object] = []
+
+    def on_response(self, tx: ClientTransaction, response: Response) -> None:
+        self.got.append(response.status)
+
+    def on_timeout(self, tx: ClientTransaction) -> None:
+        self.got.append("timeout")
+
+    def on_ack_timeout(self, tx: InviteServerTransaction) -> None:
+        self.got.append("no ACK")
+
+
+def test_an_ended_transaction_lets_go_of_its_owner() -> None:
+    """No cycle owner -> transaction -> callback -> owner survives the end of a transaction
+    (tests/unit/test_call_garbage.py); the last report still arrives."""
+    clock, _rec, layer = make_layer()
+    timed_out, answered, unacked = Owner(), Owner(), Owner()
+    owners = [weakref.ref(o) for o in (timed_out, answered, unacked)]
+    # kept, as an attempt keeps its INVITE transaction: only what they hold may go
+    options = request("OPTIONS")
+    kept = [layer.start_client(options, PEER, timed_out.on_response, timed_out.on_timeout)]
+    bye = request("BYE", branch="z9hG4bKbye", to_tag="t")
+    kept.append(layer.start_client(bye, PEER, answered.on_response, answered.on_timeout))
+    layer.receive(make_response(bye, 200), PEER)
+    invite = request("INVITE", branch="z9hG4bKinv")
+    layer.receive(invite, PEER)
+    server = layer.server[next(iter(layer.server))]
+    assert isinstance(server, InviteServerTransaction)
+    server.on_ack_timeout = unacked.on_ack_timeout
+    server.respond(make_response(invite, 200, to_tag="me"))
+    clock.advance(100)  # Timer F (timeout), K (after the 200), H (no ACK for the 200)
+    assert (timed_out.got, answered.got, unacked.got) == (["timeout"], [200], ["no ACK"])
+    assert not layer.client and not layer.server and server.on_ack_timeout is None
+    assert all(tx.state is State.TERMINATED for tx in kept)
+    del timed_out, answered, unacked
+    assert [o() for o in owners] == [None, None, None]  # freed by reference counting

@@ -14,8 +14,12 @@ Modules, from the leaves up (a module imports only those above it in this list):
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
   `media_session` (leg names, relay sessions, watch settings), `media_metrics` (counters);
 * glue: `watchdog` (RTP timeout, maximum duration), `media_reconcile` (orphans and keep-alive
-  at mediad) <- `media_link` (mediad) ;
+  at mediad), `media_queue` (one call's mediad work in SIP order) <- `media_link` (mediad) ;
   `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`.
+
+A call owns its helpers (`CallMedia`, `LegTimers`, `Forwarder`); they reach it back through a
+weak reference, so that a finished call is freed by reference counting alone (no cycle for the
+garbage collector to find; tests/unit/test_call_garbage.py).
 
 A module that reports back to its owner declares what it needs as a Protocol and the owner
 implements it: `media_link.MediaEvents`, `watchdog.WatchedMedia`, `refresh.TimedCall` /

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from sipedge.calls.switching import AttemptTracker, StopReason, SwitchingPolicy
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request
-from sipedge.sip.transaction import InviteClientTransaction, TimerHandle
+from sipedge.sip.timers import TimerHandle
+from sipedge.sip.transaction import InviteClientTransaction
 from sipedge.store import AttemptRecord
 from sipedge.typedefs import Addr
 

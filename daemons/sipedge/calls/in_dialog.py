@@ -13,10 +13,13 @@ of each forwarded re-INVITE awaiting its ACK).
 Must not: answer BYE, check CSeq order or end the call (that is `calls.call`, which hands over
 only what is to be forwarded), or import `calls.call` / `calls.service`: it reads its call
 through `ForwardingCall` (`Call` implements it) and sends through `ForwardingHost` (`B2BUA`).
+Must not hold its call strongly: the call owns its `Forwarder` (a strong link back would be a
+reference cycle); a forwarded request's transaction holds the call until its final is relayed.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +54,7 @@ class ForwardingCall(Protocol):
 class PendingRequest:
     """An in-dialog request forwarded to the other leg, waiting for its final."""
 
+    call: ForwardingCall  # alive until the final is relayed, even if the call ends meanwhile
     server_tx: ServerTransaction
     from_leg: str  # "caller" or "callee"
     forwarded: Request
@@ -62,29 +66,35 @@ class Forwarder:
     def __init__(
         self, call: ForwardingCall, host: ForwardingHost, media: CallMedia, timers: LegTimers
     ) -> None:
-        self.call = call
+        self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
         self.host = host
         self.media = media
         self.timers = timers
         # forwarded re-INVITE CSeq per leg, so the originator's ACK can be forwarded
         self.pending_ack_cseq: dict[str, int] = {}
 
+    def _live_call(self) -> ForwardingCall:
+        call = self._call()
+        assert call is not None, "the call hands its requests over while it is alive"
+        return call
+
     def forward(self, leg: str, tx: ServerTransaction) -> None:
         request = tx.request
         other_leg = "callee" if leg == "caller" else "caller"
-        other = self.call.dialog(other_leg)
+        call = self._live_call()
+        other = call.dialog(other_leg)
         if other is None:
             tx.respond_status(481)
             return
         content_type = request.headers.get("Content-Type")
 
         def send(body: bytes | None) -> None:
-            if self.call.state is CallState.ENDED:
+            if call.state is CallState.ENDED:
                 tx.respond_status(481)
                 return
             if body is None and current is not None:  # the media policy refused its SDP
                 refusal = self.media.refusal(current)
-                answer = make_response(request, refusal.status, to_tag=self._local_tag(leg))
+                answer = make_response(request, refusal.status, to_tag=_local_tag(call, leg))
                 answer.headers.add("Warning", refusal.warning(self.host.via_for(tx.source[0])[0]))
                 tx.respond(answer)
                 return
@@ -103,7 +113,7 @@ class Forwarder:
                 self.timers.add_uac_headers(other_leg, out.headers)
                 if out.body:
                     self.timers.local_sdp[other_leg] = out.body
-            pending = PendingRequest(server_tx=tx, from_leg=leg, forwarded=out)
+            pending = PendingRequest(call, server_tx=tx, from_leg=leg, forwarded=out)
             self.host.transactions.start_client(
                 out,
                 other.destination,
@@ -111,24 +121,21 @@ class Forwarder:
                 lambda ctx: self._on_timeout(pending),
             )
 
-        current = self.call.current
+        current = call.current
         if current is None or request.method not in ("INVITE", "UPDATE"):
             send(request.body)
             return
         self.media.offer(current, leg, request.body, content_type, send, source=tx.source[0])
-
-    def _local_tag(self, leg: str) -> str | None:
-        dialog = self.call.dialog(leg)
-        return dialog.local_tag if dialog is not None else None
 
     def _on_response(self, pending: PendingRequest, response: Response) -> None:
         tx = pending.server_tx
         if response.status == 100:
             return
         request = tx.request
-        dialog = self.call.dialog(pending.from_leg)
-        local_tag = dialog.local_tag if dialog is not None else None
-        out = make_response(request, response.status, response.reason, to_tag=local_tag)
+        call = pending.call
+        out = make_response(
+            request, response.status, response.reason, to_tag=_local_tag(call, pending.from_leg)
+        )
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE") and 200 <= response.status < 300:
             out.headers.add("Contact", self.host.contact_for(tx.source[0]))
         if request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300:
@@ -159,7 +166,7 @@ class Forwarder:
             tx.respond(out)
 
         answerer = "callee" if pending.from_leg == "caller" else "caller"
-        current = self.call.current
+        current = call.current
         if current is None or request.method not in ("INVITE", "UPDATE"):
             send(response.body)
             return
@@ -179,7 +186,8 @@ class Forwarder:
         """The ACK of a re-INVITE forwarded earlier: pass it to the other leg."""
         other = "callee" if leg == "caller" else "caller"
         cseq = self.pending_ack_cseq.pop(other, None)
-        dialog = self.call.dialog(other)
+        call = self._live_call()
+        dialog = call.dialog(other)
         if cseq is None or dialog is None:
             return
         content_type = ack.headers.get("Content-Type")
@@ -192,8 +200,13 @@ class Forwarder:
             )
             self.host.send_bytes(out.to_bytes(), dialog.destination)
 
-        current = self.call.current
+        current = call.current
         if current is None:
             send(ack.body)
             return
         self.media.answer(current, leg, ack.body, content_type, True, send)
+
+
+def _local_tag(call: ForwardingCall, leg: str) -> str | None:
+    dialog = call.dialog(leg)
+    return dialog.local_tag if dialog is not None else None

@@ -16,7 +16,8 @@ Every SDP that crosses the B2BUA goes through here and comes out pointing at the
 
 SIP callbacks are synchronous; mediad is async. Each operation here takes a `then` callback
 that receives the (rewritten) body and sends the SIP message. When nothing needs mediad (no
-SDP, anchoring off) and nothing is queued, `then` runs at once, in the caller's stack.
+SDP, anchoring off) and nothing is queued, `then` runs at once, in the caller's stack; else
+the call's `media_queue.MediaQueue` runs it after the work, in order.
 
 When mediad is unreachable or refuses a stream, the call proceeds unanchored for that stream
 (carriers expect calls to complete) and `sipedge_media_unanchored_total{reason}` counts it;
@@ -36,7 +37,8 @@ while an attempt is in setup; the RTP timeout and the maximum call duration are 
 
 Owns: `MediaService` (the mediad client, counters, reconciler, background tasks), `CallMedia`
 (one call's sessions and FIFO). Must not: send SIP, decide switching, or import `calls.call` /
-`calls.service`: it reports to its call through `MediaEvents`, which `Call` implements.
+`calls.service`: it reports to its call through `MediaEvents`, which `Call` implements. Nor
+hold that call strongly: the call owns its `CallMedia`, a strong link back would be a cycle.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import weakref
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipedge.calls import watchdog
@@ -58,6 +60,7 @@ from sipedge.calls.media_policy import (
     check_sdp,
     ipv4_or_none,
 )
+from sipedge.calls.media_queue import MediaQueue, Then
 from sipedge.calls.media_reconcile import Reconciler, is_gone
 from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
 from sipedge.media.client import MediaError, RelayAddress
@@ -193,9 +196,6 @@ class MediaService:
             await self.backend.close()
 
 
-Then = Callable[[bytes | None], None]
-
-
 class CallMedia:
     """The media side of one call: its sessions (one per attempt) and their FIFO of work."""
 
@@ -207,7 +207,9 @@ class CallMedia:
         params: Parameters,
     ) -> None:
         self.service = service
-        self.call = call
+        self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
+        self.call_id = call.id
+        self._caller_ip = ipv4_or_none(call.source[0])
         self.policy = service.policy  # the snapshot this call keeps
         self.refusals: dict[str, MediaRefusal] = {}  # by attempt Call-ID: why `then` got None
         self._mode = params.rtpencryptionmode
@@ -219,8 +221,7 @@ class CallMedia:
             service.settings.rtp_start_poll,
         )
         self.sessions: dict[int, Session] = {}  # by attempt index
-        self._queue: deque[tuple[Callable[[], Awaitable[bytes | None]], Then]] = deque()
-        self._running = False
+        self.queue = MediaQueue(self.call_id, service.spawn)  # SIP order for mediad's work
         self.watchdog: watchdog.CallWatchdog | None = None
 
     def _crypto(self, encrypted: bool) -> LegCrypto:
@@ -239,7 +240,7 @@ class CallMedia:
                 },
             )
             session.signal = {
-                CALLER: ipv4_or_none(self.call.source[0]),
+                CALLER: self._caller_ip,
                 CALLEE: ipv4_or_none(attempt.destination[0]),
             }
             self.sessions[attempt.index] = session
@@ -247,38 +248,6 @@ class CallMedia:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self.service.spawn(coro)
-
-    # -- the FIFO ---------------------------------------------------------------------------
-    def _submit(
-        self, work: Callable[[], Awaitable[bytes | None]] | None, then: Then, body: bytes | None
-    ) -> None:
-        if work is None and not self._queue and not self._running:
-            then(body)
-            return
-
-        async def passthrough() -> bytes | None:
-            return body
-
-        self._queue.append((work or passthrough, then))
-        if not self._running:
-            self._running = True
-            self.service.spawn(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                work, then = self._queue.popleft()
-                try:
-                    result = await work()
-                except Exception:
-                    log.exception("call %s: media work failed", self.call.id)
-                    continue
-                try:
-                    then(result)
-                except Exception:
-                    log.exception("call %s: sending after media work failed", self.call.id)
-        finally:
-            self._running = False
 
     # -- offer / answer ---------------------------------------------------------------------
     def offer(
@@ -295,17 +264,17 @@ class CallMedia:
         signal address so far); `then` gets the SDP for the other leg, or None when refused
         (`refusal(attempt)` says why: the policy, or a required encrypted leg unanchored)."""
         if not self.service.enabled or not is_sdp(content_type, body):
-            self._submit(None, then, body)
+            self.queue.submit(None, then, body)
             return
         session = self.session(attempt)
         refusal = self.check(leg, body, content_type)
         if refusal is not None:
             self.refusals[attempt.invite.call_id] = refusal
-            self._submit(None, then, None)
+            self.queue.submit(None, then, None)
             return
         session.offer_from = leg
         signal = self._signal(session, leg, source)
-        self._submit(lambda: self._offer(session, leg, body, required, signal), then, body)
+        self.queue.submit(lambda: self._offer(session, leg, body, required, signal), then, body)
 
     def answer(
         self,
@@ -326,17 +295,17 @@ class CallMedia:
                 known.offer_from = None  # a final without SDP closes the offer (488, say)
             if refusal is not None:
                 self.refusals[attempt.invite.call_id] = refusal
-            self._submit(None, then, None if refusal is not None else body)
+            self.queue.submit(None, then, None if refusal is not None else body)
             return
         session = self.session(attempt)
         signal = self._signal(session, leg, source)
         if session.offer_from is None or session.offer_from == leg:
             session.offer_from = leg  # a late offer: the answer comes in the ACK
-            self._submit(lambda: self._offer(session, leg, body, False, signal), then, body)
+            self.queue.submit(lambda: self._offer(session, leg, body, False, signal), then, body)
             return
         if final:
             session.offer_from = None
-        self._submit(lambda: self._answer(session, leg, body, signal), then, body)
+        self.queue.submit(lambda: self._answer(session, leg, body, signal), then, body)
 
     def check(self, leg: str, body: bytes, content_type: str | None) -> MediaRefusal | None:
         """The policy's refusal of an SDP from `leg`, counted and logged; None: anchor it
@@ -349,7 +318,7 @@ class CallMedia:
             return None  # _parse_for_anchoring counts it as bad-sdp
         if refusal is not None:
             self.service.stats.count(self.service.stats.refused, refusal.reason)
-            log.warning("call %s: SDP from the %s refused: %s", self.call.id, leg, refusal.detail)
+            log.warning("call %s: SDP from the %s refused: %s", self.call_id, leg, refusal.detail)
         return refusal
 
     def refusal(self, attempt: Attempt) -> MediaRefusal:
@@ -370,7 +339,7 @@ class CallMedia:
     def _error(self, session: Session, exc: MediaError, what: str) -> None:
         stats = self.service.stats
         stats.count(stats.errors, exc.code)
-        log.warning("call %s (%s): mediad %s failed: %s", self.call.id, session.key, what, exc)
+        log.warning("call %s (%s): mediad %s failed: %s", self.call_id, session.key, what, exc)
 
     def _parse_for_anchoring(self, session: Session, leg: str, body: bytes) -> Sdp | None:
         """The SDP to anchor, or None when the body goes through as it is (session already
@@ -381,7 +350,7 @@ class CallMedia:
             return parse(body)
         except SdpError as exc:
             log.warning(
-                "call %s: unparseable SDP from %s, not anchored: %s", self.call.id, leg, exc
+                "call %s: unparseable SDP from %s, not anchored: %s", self.call_id, leg, exc
             )
             self._unanchored("bad-sdp")
             return None
@@ -497,7 +466,7 @@ class CallMedia:
         if session.rtp_watch is not None:
             session.rtp_watch.cancel()
             session.rtp_watch = None
-        self._submit(lambda: self._delete(session), _ignore, None)
+        self.queue.submit(lambda: self._delete(session), _ignore, None)
 
     def release_all(self) -> None:
         if self.watchdog is not None:
@@ -538,8 +507,9 @@ class CallMedia:
         while not session.deleted and attempt.record.end is None:
             if await self.callee_rtp_seen(session):
                 self.service.stats.rtp_started += 1
-                log.info("call %s: RTP from the callee on attempt %d", self.call.id, attempt.index)
-                self.call.on_rtp_started(attempt.index)
+                log.info("call %s: RTP from the callee on attempt %d", self.call_id, attempt.index)
+                if (call := self._call()) is not None:  # else it has ended
+                    call.on_rtp_started(attempt.index)
                 return
             await asyncio.sleep(interval)
 
@@ -582,8 +552,9 @@ class CallMedia:
             self.service.stats.rtp_timeouts += 1
         elif cause == watchdog.MAX_DURATION:
             self.service.stats.max_duration_ends += 1
-        log.info("call %s: ending it, %s", self.call.id, cause)
-        self.call.terminate(cause)
+        log.info("call %s: ending it, %s", self.call_id, cause)
+        if (call := self._call()) is not None:  # else it has ended already
+            call.terminate(cause)
 
 
 def _ignore(body: bytes | None) -> None:

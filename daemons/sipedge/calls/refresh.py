@@ -8,11 +8,14 @@ Owns: `LegTimers` (one per call: each leg's `LegSession`, whether each peer allo
 last SDP we sent on each leg) and the session timer headers we add as UAC and as UAS.
 Must not: end a call by itself, touch media, or import `calls.call` / `calls.service`: it asks
 and reports through `TimedCall` (`Call` implements it) and sends through `RefreshHost` (`B2BUA`
-implements it). Driven by: `calls.call` and `calls.in_dialog` (docs/session-timers.md).
+implements it). Must not hold its call strongly either: the call owns its `LegTimers`, and a
+strong link back would make the two a reference cycle that only the garbage collector frees.
+Driven by: `calls.call` and `calls.in_dialog` (docs/session-timers.md).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,7 +33,8 @@ from sipedge.calls.session_timer import (
 )
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Headers, Request, Response
-from sipedge.sip.transaction import ClientTransaction, Scheduler, TimerHandle, TransactionLayer
+from sipedge.sip.timers import Scheduler, TimerHandle
+from sipedge.sip.transaction import ClientTransaction, TransactionLayer
 from sipedge.typedefs import Addr
 
 
@@ -82,12 +86,17 @@ class LegTimers:
     """The session timers of one call's two legs."""
 
     def __init__(self, call: TimedCall, host: RefreshHost, settings: TimerSettings) -> None:
-        self.call = call
+        self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
         self.host = host
         self.settings = settings
         self.sessions: dict[str, LegSession] = {}
         self.allows_update: dict[str, bool] = {}
         self.local_sdp: dict[str, bytes] = {}  # last SDP we sent on each leg
+
+    def _confirmed(self) -> TimedCall | None:
+        """The call while it is up; None once it ended (or was freed: it had ended)."""
+        call = self._call()
+        return call if call is not None and call.state is CallState.CONFIRMED else None
 
     def uas_timer(self, request: Request) -> Reject422 | UasAnswer | None:
         return negotiate_uas(
@@ -114,7 +123,8 @@ class LegTimers:
         old = self.sessions.pop(leg, None)
         if old is not None:
             old.cancel()
-        if timer is None or self.call.state is CallState.ENDED:
+        call = self._call()
+        if timer is None or call is None or call.state is CallState.ENDED:
             return
         session = LegSession(timer)
         session.expire = self.host.scheduler.call_later(
@@ -135,10 +145,9 @@ class LegTimers:
         """We are the refresher: UPDATE without a body, or a re-INVITE with the last SDP we
         sent on the leg when the peer did not list UPDATE in its Allow."""
         session.refresh = None
-        dialog = self.call.dialog(leg)
+        call = self._confirmed()
+        dialog = call.dialog(leg) if call is not None else None
         if self.sessions.get(leg) is not session or dialog is None:
-            return
-        if self.call.state is not CallState.CONFIRMED:
             return
         method = "UPDATE" if self.allows_update.get(leg) else "INVITE"
         body = self.local_sdp.get(leg, b"") if method == "INVITE" else b""
@@ -156,9 +165,10 @@ class LegTimers:
         self, leg: str, session: LegSession, request: Request, response: Response
     ) -> None:
         status = response.status
-        if status < 200 or self.call.state is not CallState.CONFIRMED:
+        call = self._confirmed()
+        if status < 200 or call is None:
             return
-        dialog = self.call.dialog(leg)
+        dialog = call.dialog(leg)
         if request.method == "INVITE" and status < 300 and dialog is not None:
             host, port = self.host.via_for(dialog.destination[0])
             ack = dialog.request("ACK", host, port, cseq=request.cseq[0])
@@ -168,7 +178,7 @@ class LegTimers:
         if status < 300:
             self.start(leg, negotiate_uac(self.settings, response.headers.get("Session-Expires")))
         elif status in (481, 408):
-            self.call.terminate(EXPIRED)  # RFC 3261 12.2.1.2: the dialog is gone
+            call.terminate(EXPIRED)  # RFC 3261 12.2.1.2: the dialog is gone
         elif status == 422 and not session.retried_422:
             interval = retry_after_422(self.settings, response.headers.get("Min-SE"))
             if interval is not None:
@@ -181,9 +191,10 @@ class LegTimers:
 
     def _on_expired(self, leg: str, session: LegSession) -> None:
         session.expire = None
-        if self.sessions.get(leg) is not session or self.call.state is not CallState.CONFIRMED:
+        call = self._confirmed()
+        if self.sessions.get(leg) is not session or call is None:
             return
-        self.call.on_session_expired(leg)
+        call.on_session_expired(leg)
 
 
 def add_uas_headers(headers: Headers, answer: UasAnswer) -> None:

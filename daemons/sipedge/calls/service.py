@@ -47,12 +47,8 @@ from sipedge.sip.message import (
     parse_name_addr,
     parse_uri,
 )
-from sipedge.sip.transaction import (
-    InviteServerTransaction,
-    Scheduler,
-    ServerTransaction,
-    TransactionLayer,
-)
+from sipedge.sip.timers import Scheduler
+from sipedge.sip.transaction import InviteServerTransaction, ServerTransaction, TransactionLayer
 from sipedge.store import CallRecord, CdrStore
 from sipedge.typedefs import Addr
 

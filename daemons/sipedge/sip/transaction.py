@@ -12,7 +12,9 @@ Four state machines, as in Kamailio's tm module:
 * non-INVITE server (`ServerTransaction`): repeats its final on retransmitted requests.
 
 Timers come from a `Scheduler` (an asyncio loop satisfies it), so the machines can be driven by
-a fake clock in unit tests. The retransmission schedule itself is pure: `RetransmitSchedule`.
+a fake clock in unit tests; `timers` owns it and the pure `RetransmitSchedule`. A transaction
+that ends lets go of its timers and of its callbacks into the transaction user, so that no
+reference cycle (call -> transaction -> callback -> call) outlives it.
 
 Also the gate (docs/sip-conformance.md): a request failing `validation.check_request`, or over
 `SipLimits.max_transactions`, is refused statelessly; an unusable ACK or response is dropped
@@ -37,38 +39,14 @@ from sipedge.sip.message import (
     make_response,
     new_tag,
 )
+from sipedge.sip.timers import T4, RetransmitSchedule
+from sipedge.sip.timers import Scheduler as Scheduler  # re-exported: the stack's clock seam
+from sipedge.sip.timers import TimerHandle as TimerHandle
 from sipedge.sip.validation import Refusal, check_request, check_response
 from sipedge.typedefs import Addr
 
-# RFC 3261 Timer T4 (how long a completed non-INVITE client waits for retransmitted finals).
-T4 = 5.0
-# Lower bound of every "64*T1" timer (B, D, F, H, J): 32 s as RFC 3261 gives for UDP.
-MIN_TRANSACTION_TIMEOUT = 32.0
 # How long an INVITE server transaction may wait for its TU's final; then the layer sends 500.
 MAX_INVITE_PENDING = 3600.0
-
-
-class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Scheduler(Protocol):
-    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle: ...
-
-
-class RetransmitSchedule:
-    """The gaps of SS_SIP_RESEND_INTERVAL. Entry i is the wait before retransmission i+1."""
-
-    def __init__(self, gaps: Sequence[float]) -> None:
-        if not gaps:
-            raise ValueError("the resend interval list is empty")
-        self.gaps = tuple(float(g) for g in gaps)
-        # Transaction timeout (Timer B/F/H): long enough for the whole list to play out.
-        self.timeout = max(MIN_TRANSACTION_TIMEOUT, sum(self.gaps))
-
-    def gap(self, sent: int) -> float | None:
-        """Wait after the `sent`-th transmission (1-based) before the next, or None: stop."""
-        return self.gaps[sent - 1] if sent <= len(self.gaps) else None
 
 
 class State(enum.Enum):
@@ -442,6 +420,10 @@ class InviteServerTransaction(ServerTransaction):
             self.on_ack_timeout(self)
         self.terminate()
 
+    def terminate(self) -> None:
+        self.on_ack_timeout = None  # a call's bound method: the call holds this transaction
+        super().terminate()
+
     def on_ack(self) -> None:
         self._cancel("G")
         self._cancel("H")
@@ -505,10 +487,11 @@ class ClientTransaction(_Transaction):
         self._cancel("retransmit")
 
     def _on_timeout(self) -> None:
+        report = self.on_timeout_cb  # terminate() lets go of it
         if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
             self.layer.timeouts += 1
             self.terminate()
-            self.on_timeout_cb(self)
+            report(self)
         else:
             self.terminate()
 
@@ -530,6 +513,9 @@ class ClientTransaction(_Transaction):
         self._cancel_all()
         if self.layer.client.get(self.key) is self:
             del self.layer.client[self.key]
+        # The callbacks close over the TU's objects (a call, its attempt), which may hold this
+        # transaction: nothing is reported after the end, so let go of them (no cycle).
+        self.on_response_cb = self.on_timeout_cb = _ended
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -573,6 +559,10 @@ class InviteClientTransaction(ClientTransaction):
 
     def build_cancel(self) -> Request:
         return build_cancel(self.request)
+
+
+def _ended(*args: object) -> None:
+    """The callback of a transaction that has ended: it reports nothing more."""
 
 
 def _same_transaction_request(invite: Request, method: str, to: str) -> Request:
