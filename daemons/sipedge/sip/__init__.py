@@ -6,7 +6,7 @@ What lives here, by module:
   `make_response` and fresh branch / tag / Call-ID values. It re-exports what its helper
   modules own, so the rest of sipedge imports all of it from `sipedge.sip.message`:
   `headers` (header names, `Headers`), `address` (`Via`, `NameAddr`, `SipUri` and their
-  parsers) and `errors` (`ParseError`).
+  parsers), `identifiers` (fresh branch / tag / Call-ID values) and `errors` (`ParseError`).
 * `transaction`: the client and server transactions of RFC 3261 chapter 17, driven by a
   `Scheduler` so a fake clock can run them in tests; the gate every request passes.
 * `validation`: `check_request`, what a request must satisfy beyond framing (RFC 4475), and

@@ -3,7 +3,10 @@
 Owns: `;name=value` parameter splitting and rendering, host[:port] with IPv6 brackets, `Via` /
 `parse_via`, `NameAddr` / `parse_name_addr` (and the From/To tag shortcut the message accessors
 use), `SipUri` / `parse_uri`. These parse the raw header values that `Headers` keeps, only when
-someone asks for the structured view.
+someone asks for the structured view. A Via of the plain shape (`_PLAIN_VIA`, nearly all of
+them) is taken apart from one pattern match; the general parse stays the reference, and
+tests/unit/test_message_fastpaths.py holds the two against each other. The pattern pieces
+(`_T`, `_PARAMS`) are shared with validation.py's shortcuts.
 Must not: open sockets, read the clock, or import from sipedge outside sip/. Within sip/ it
 imports only errors.py and headers.py: message.py builds on it, never the reverse.
 """
@@ -102,6 +105,14 @@ def _render_host(host: str, port: int | None) -> str:
 # -- Via ---------------------------------------------------------------------------------------
 
 _VIA_SLOW = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([^\s/]+)\s+(.*)", re.IGNORECASE | re.DOTALL)
+# The pieces of the plain shapes (validation.py builds its patterns from them too).
+_T = r"[A-Za-z0-9.!%*_+`'~-]"  # RFC 3261 token: the same set as headers._TOKEN_CHARS
+_VALUE = r"[A-Za-z0-9.!%*_+`'~:\[\]-]"  # a parameter value: a token, or an IPv6 address
+_PARAMS = rf"(?:;{_T}+(?:={_VALUE}+)?)*"  # no empty parameter, no quotes, no LWS
+# The shape of nearly every Via: token transport, hostname or IPv4, port, parameters of the
+# plain shape. parse_via takes it apart from the match instead of piece by piece; anything else
+# goes the general way.
+_PLAIN_VIA = re.compile(rf"SIP/2\.0/({_T}+) ([A-Za-z0-9.-]+)(?::([0-9]{{1,5}}))?({_PARAMS})")
 
 
 @dataclass(slots=True)
@@ -117,6 +128,10 @@ class Via:
     def branch(self) -> str | None:
         return self.params.get("branch")
 
+    def copy(self) -> Via:
+        """A Via of its own (params too): cheaper than parsing the value again."""
+        return Via(self.transport, self.host, self.port, dict(self.params))
+
     def __str__(self) -> str:
         return f"SIP/2.0/{self.transport} {_render_host(self.host, self.port)}" + _render_params(
             self.params
@@ -125,6 +140,28 @@ class Via:
 
 def parse_via(value: str) -> Via:
     """Parse one Via entry (not a comma list); tolerates LWS around `/`, `:`, `;` and `=`."""
+    return _parse_plain_via(value) or _parse_via(value)
+
+
+def _parse_plain_via(value: str) -> Via | None:
+    """parse_via of a Via of the plain shape, or None for any other (tests/unit/
+    test_message_fastpaths.py holds it against _parse_via)."""
+    m = _PLAIN_VIA.fullmatch(value)
+    if m is None:
+        return None
+    transport, host, port_text, params = m.groups()
+    port = None if port_text is None else int(port_text)
+    if port is not None and port > 65535:
+        return None  # _parse_via says why
+    parsed: dict[str, str | None] = {}
+    for part in params.split(";")[1:]:  # params is "" or starts with ";"
+        key, eq, val = part.partition("=")
+        parsed[key.lower()] = val if eq else None
+    return Via(transport.upper(), host, port, parsed)
+
+
+def _parse_via(value: str) -> Via:
+    """parse_via of any Via: the reference."""
     value = value.strip()
     if value[:8].upper() == "SIP/2.0/":
         transport, sp, rest = value[8:].partition(" ")

@@ -147,17 +147,25 @@ class Headers:
     def get(self, name: str) -> str | None:
         """First value of `name`, or None."""
         canon = _CANON.get(name) or _canonical_or_none(name)
-        if canon is None:
+        names = self._names
+        # `in` before index(): an absent header (Expires, Require...) is common, and a raised
+        # ValueError costs more than a second scan of a short list.
+        if canon is None or canon not in names:
             return None
-        try:
-            return self._values[self._names.index(canon)]
-        except ValueError:
-            return None
+        return self._values[names.index(canon)]
 
     def get_all(self, name: str) -> list[str]:
         """Every value of `name`, in order."""
         canon = _CANON.get(name) or _canonical_or_none(name)
-        return [v for n, v in zip(self._names, self._values, strict=True) if n == canon]
+        names = self._names
+        # Mostly asked of headers that are absent or there once (Via of a response, Contact,
+        # Require): two list scans in C instead of a loop in Python.
+        if canon is None:
+            return []
+        count = names.count(canon)
+        if count <= 1:
+            return [self._values[names.index(canon)]] if count else []
+        return [v for n, v in zip(names, self._values, strict=True) if n == canon]
 
     def set(self, name: str, value: str) -> None:
         """Replace all values of `name` by one (kept at the first one's position)."""
@@ -246,7 +254,11 @@ def _clean(value: str) -> str:
 
 
 def _parse_cseq(value: str) -> tuple[int, str] | None:
-    parts = value.split()
+    return _cseq_of(value.split())
+
+
+def _cseq_of(parts: list[str]) -> tuple[int, str] | None:
+    """(number, method) from a CSeq value already split at whitespace, or None."""
     if len(parts) != 2:
         return None
     num, method = parts

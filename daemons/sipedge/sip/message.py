@@ -2,21 +2,24 @@
 
 Built for throughput on the signaling hot path: a datagram is decoded once, split into lines
 once, and its headers are kept as raw strings in two parallel lists. Structured views (Via,
-name-addr, URI) are parsed only when someone asks for them. Regular expressions appear only in
-rarely taken slow paths.
+name-addr, URI) are parsed only when someone asks for them; the top Via and the CSeq, which the
+transport, the transaction layer and the calls all ask for, are parsed once per value (a small
+module-wide memo keyed by the raw value). This module matches no regular expression; address.py
+and validation.py recognise a value of the plain shape with one compiled pattern before the
+general parse.
 
-Owns: `Request` / `Response` and their wire form, `parse_message`, `make_response`, the reason
-phrases, and fresh branch / tag / Call-ID values. Header names and `Headers` live in headers.py,
-Via / name-addr / URI values in address.py, `ParseError` in errors.py; this module re-exports
-them all, and other code imports them from here.
+Owns: `Request` / `Response` and their wire form, `parse_message`, `make_response` and the
+reason phrases. Header names and `Headers` live in headers.py, Via / name-addr / URI values in
+address.py, `ParseError` in errors.py, fresh branch / tag / Call-ID values in identifiers.py;
+this module re-exports them all, and other code imports them from here.
 Must not: open sockets, read the clock, or import from sipedge outside sip/ (the transports,
 transactions and dialogs build on it, never the reverse).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sipedge.sip.address import (
     NameAddr,
@@ -33,10 +36,12 @@ from sipedge.sip.headers import (
     _TOKEN_CHARS,
     Headers,
     _canonical_or_none,
+    _cseq_of,
     _parse_cseq,
     _split_commas,
     canonical_name,
 )
+from sipedge.sip.identifiers import new_branch, new_call_id, new_tag
 
 __all__ = [
     "REASON_PHRASES",
@@ -147,6 +152,24 @@ _CLASS_PHRASES = {
 }
 
 
+# -- values parsed lately ----------------------------------------------------------------------
+
+# The top Via and the CSeq are read by the transport, the transaction layer and the calls, mostly
+# while one datagram is handled. Parsing is a function of the raw value alone, so a value found
+# here gives exactly what parsing it again would. Module-wide and bounded, not per message: a
+# finished transaction lingering 32 s keeps no parse alive. Only ever copies of a Via go out.
+_MEMO_SIZE = 16
+_via_memo: dict[str, Via] = {}
+_cseq_memo: dict[str, tuple[int, str]] = {}
+_T = TypeVar("_T")
+
+
+def _remember(memo: dict[str, _T], value: str, parsed: _T) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.pop(next(iter(memo), ""), None)  # the oldest
+    memo[value] = parsed
+
+
 # -- messages --------------------------------------------------------------------------------
 
 
@@ -164,20 +187,25 @@ class _Message:
         """Wire form. Content-Length is always written from len(body): in place of the first
         existing one (later duplicates dropped), else last."""
         h = self.headers
+        names = h._names
+        # One list, one join: ": ".join maps over the (name, value) pairs in C, no f-string
+        # per header line. No strict= for zip: Headers keeps the two lists the same length, and
+        # a keyword argument alone costs ~5 % of this call.
+        lines = [self._start_line(), *map(": ".join, zip(names, h._values))]  # noqa: B905
         cl = f"Content-Length: {len(self.body)}"
-        parts = [self._start_line()]
-        if "Content-Length" in h._names:
-            for name, value in zip(h._names, h._values, strict=True):
-                if name != "Content-Length":
-                    parts.append(f"{name}: {value}")
-                elif cl:
-                    parts.append(cl)
-                    cl = ""
-            parts.append("\r\n")
+        if "Content-Length" in names:
+            first = names.index("Content-Length")
+            lines[first + 1] = cl
+            if names.count("Content-Length") > 1:
+                lines = lines[:1] + [
+                    line
+                    for i, (name, line) in enumerate(zip(names, lines[1:], strict=True))
+                    if name != "Content-Length" or i == first
+                ]
         else:
-            parts += [f"{n}: {v}" for n, v in zip(h._names, h._values, strict=True)]
-            parts.append(cl + "\r\n\r\n")
-        return "\r\n".join(parts).encode() + self.body
+            lines.append(cl)
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode() + self.body
 
     @property
     def call_id(self) -> str:
@@ -188,9 +216,12 @@ class _Message:
         value = self.headers.get("CSeq")
         if value is None:
             raise ParseError("Missing CSeq")
-        parsed = _parse_cseq(value)
+        parsed = _cseq_memo.get(value)
         if parsed is None:
-            raise ParseError("Bad CSeq")
+            parsed = _parse_cseq(value)
+            if parsed is None:
+                raise ParseError("Bad CSeq")
+            _remember(_cseq_memo, value, parsed)
         return parsed
 
     @property
@@ -205,11 +236,25 @@ class _Message:
 
     @property
     def top_via(self) -> Via:
-        """A fresh parse of the first Via; edit it and write back with replace_first."""
+        """The first Via, parsed, as a copy of its own; edit it and write it back with
+        `replace_top_via`. Parsed once per value (see _via_memo)."""
         value = self.headers.get("Via")
         if value is None:
             raise ParseError("Missing Via")
-        return parse_via(value)
+        via = _via_memo.get(value)
+        if via is None:
+            via = parse_via(value)
+            _remember(_via_memo, value, via)
+        return via.copy()
+
+    def replace_top_via(self, via: Via) -> None:
+        """Write `via` back as the first Via (appended if there is none) and remember it as
+        that value's parse: parse_via(str(via)) == via for every Via that parse_via made,
+        whatever its parameters were set to since (tests/unit/test_message_fastpaths.py)."""
+        self.headers.replace_first("Via", str(via))
+        value = self.headers.get("Via")
+        if value is not None:
+            _remember(_via_memo, value, via.copy())
 
     @property
     def branch(self) -> str | None:
@@ -320,13 +365,14 @@ def parse_message(data: bytes) -> Request | Response:
         text = text.rstrip("\r\n")
 
     if "\r" in text:
-        n_crlf = text.count("\r\n")
+        # Split first: the number of CRLFs is then known, and counting single characters is
+        # cheaper than counting "\r\n".
+        lines = text.split("\r\n")
+        n_crlf = len(lines) - 1
         if text.count("\r") != n_crlf:
             # A lone CR inside a value would come back out as a broken line on the wire.
             raise ParseError("Bare CR in header")
-        if n_crlf == text.count("\n"):
-            lines = text.split("\r\n")
-        else:
+        if text.count("\n") != n_crlf:
             lines = [line.rstrip("\r") for line in text.split("\n")]
     else:
         lines = text.split("\n")
@@ -354,6 +400,9 @@ def parse_message(data: bytes) -> Request | Response:
     names: list[str] = []
     values: list[str] = []
     folded: list[str] = []  # continuation lines of the last header, joined once at its end
+    # A comma list to split, or a folded line that may have brought one: _split_lists then
+    # looks at every header (it passes the others through); most messages need neither.
+    maybe_lists = False
     canon_cache = _CANON
     for line in lines[1:]:
         if not line:
@@ -361,6 +410,7 @@ def parse_message(data: bytes) -> Request | Response:
         if line[0] in " \t":
             if values:
                 folded.append(line.strip())
+                maybe_lists = True
             else:
                 error = error or "Bad header folding"
             continue
@@ -372,23 +422,30 @@ def parse_message(data: bytes) -> Request | Response:
         if canon is None:
             error = error or "Bad header line"
             continue
+        value = value.strip()
         names.append(canon)
-        values.append(value.strip())
+        values.append(value)
+        if "," in value and canon in _SPLIT:
+            maybe_lists = True
     if folded:
         values[-1] = " ".join((values[-1], *folded)).lstrip()
-    if any(n in _SPLIT and "," in v for n, v in zip(names, values, strict=True)):
+    if maybe_lists:
         names, values, split_error = _split_lists(names, values)
         error = error or split_error
 
     # Mandatory headers. A request is answerable if its top Via and CSeq are usable: the
     # response then reaches the sender and matches its transaction (RFC 3261 8.2.6, 17.1.3).
-    missing = next((h for h in _MANDATORY if h not in names or not values[names.index(h)]), None)
+    missing: str | None = None
+    for h in _MANDATORY:
+        if h not in names or not values[names.index(h)]:
+            missing = h
+            break
     top_via = values[names.index("Via")] if "Via" in names else ""
     via_ok = bool(top_via) and _via_ok(top_via)
     if not via_ok and error_status == 505 and top_via[:4].upper() == "SIP/":
         via_ok = _via_ok("SIP/2.0/" + top_via.split("/", 2)[-1])  # answer 505 to SIP/7.0
     cseq_raw = values[names.index("CSeq")].split() if "CSeq" in names else []
-    cseq = _parse_cseq(" ".join(cseq_raw))
+    cseq = _cseq_of(cseq_raw)
     # An out-of-range CSeq number is still a CSeq the sender can match our 400 with.
     answerable = via_ok and len(cseq_raw) == 2 and cseq_raw[0].isdigit()
     if missing is not None:
@@ -399,7 +456,7 @@ def parse_message(data: bytes) -> Request | Response:
         error, error_status = "Bad Via", 400
     elif status == 0 and cseq[1] != method:
         error = error or "CSeq method mismatch"
-    if error is None:
+    if error is None and len(set(names)) != len(names):  # no name twice: no single one twice
         error = _duplicate_single(names)
 
     body = data[body_start:]
@@ -408,17 +465,19 @@ def parse_message(data: bytes) -> Request | Response:
         if not (cl.isascii() and cl.isdigit()) or len(cl) > _MAX_LENGTH_DIGITS:
             error = error or "Bad Content-Length"
             body = b""
-        elif body_start + int(cl) > len(data):
+        elif (body_end := body_start + int(cl)) > len(data):
             error = error or "Content-Length too large"
             body = b""
         else:
-            body = data[body_start : body_start + int(cl)]  # bytes past it: ignored (18.3)
+            body = data[body_start:body_end]  # bytes past it: ignored (18.3)
 
     headers = Headers._from_lists(names, values)
     if error is not None:
         if status == 0 and answerable:
             raise ParseError(error, Request(method, uri, headers, body), error_status)
         raise ParseError(error)
+    if cseq is not None:  # what msg.cseq would parse again: the first CSeq, split
+        _remember(_cseq_memo, values[names.index("CSeq")], cseq)
     if status:
         return Response(status, reason, headers, body)
     return Request(method, uri, headers, body)
@@ -500,7 +559,7 @@ def _via_ok(value: str) -> bool:
     return True
 
 
-# -- building responses and identifiers ----------------------------------------------------------
+# -- building responses -----------------------------------------------------------------------
 
 
 def make_response(
@@ -512,19 +571,24 @@ def make_response(
     src = request.headers
     names: list[str] = []
     values: list[str] = []
-    for name, value in zip(src._names, src._values, strict=True):
-        if name == "To" and to_tag and "To" not in names and _tag_of_safe(value) is None:
-            value = f"{value};tag={to_tag}"
-        if name in _RESPONSE_COPY and (name == "Via" or name not in names):
-            names.append(name)
-            values.append(value)
-        elif name == "Timestamp" and status == 100 and name not in names:
-            names.append(name)  # 8.2.6.1: a 100 echoes Timestamp
-            values.append(value)
+    # No strict= for zip: Headers keeps the lists the same length (see _Message.to_bytes).
+    for name, value in zip(src._names, src._values):  # noqa: B905
+        if name not in _RESPONSE_COPY:
+            continue  # most headers: one set lookup
+        if name != "Via":  # every Via, in order; of the others only the first
+            if name in names:
+                continue
+            if name == "Timestamp":
+                if status != 100:
+                    continue  # 8.2.6.1: only a 100 echoes Timestamp
+            elif name == "To" and to_tag and _tag_of_safe(value) is None:
+                value = f"{value};tag={to_tag}"
+        names.append(name)
+        values.append(value)
     return Response(status, reason, Headers._from_lists(names, values))
 
 
-_RESPONSE_COPY = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
+_RESPONSE_COPY = frozenset(("Via", "From", "To", "Call-ID", "CSeq", "Timestamp"))
 
 
 def _tag_of_safe(value: str) -> str | None:
@@ -533,17 +597,3 @@ def _tag_of_safe(value: str) -> str | None:
     except ParseError:
         # An unparseable To (we may be answering it with 400): look for the tag textually.
         return "?" if ";tag=" in value.lower() else None
-
-
-def new_branch() -> str:
-    """A fresh RFC 3261 branch (magic cookie + 64 random bits)."""
-    return "z9hG4bK" + os.urandom(8).hex()
-
-
-def new_tag() -> str:
-    """A fresh From/To tag; random so other parties cannot guess dialog identifiers."""
-    return os.urandom(6).hex()
-
-
-def new_call_id() -> str:
-    return os.urandom(12).hex()

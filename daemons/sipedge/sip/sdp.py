@@ -5,6 +5,9 @@ Only the lines that matter are touched (`c=`, the port of `m=`, `a=rtcp`, the ad
 everything else (codecs, fmtp, ptime, unknown attributes) passes through byte for byte, with the
 body's own line ending (CRLF, or LF from sloppy peers).
 
+`parse` remembers its last few results (`Sdp` is immutable, so they are shared safely): a call
+reads the same body up to three times (the media policy's check, anchoring, the rewrite).
+
 Hold (RFC 3264 section 8.4, and the older RFC 2543 form): a stream is held when its direction is
 `sendonly`, `recvonly` or `inactive`, or its connection address is `0.0.0.0`. A `c=` of 0.0.0.0
 is kept as 0.0.0.0 when rewriting, so the far side still sees "hold", not a relay address.
@@ -15,14 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_DIRECTIONS = frozenset(DIRECTIONS)
 HOLD_ADDRESS = "0.0.0.0"
+# How many bodies parse() remembers: the offer and the answer of a few calls in flight. Bounded,
+# so a stream of distinct bodies costs nothing but the misses.
+_REMEMBER = 8
 
 
 class SdpError(ValueError):
     """The body is not an SDP we can anchor (no v= line, an m= line without a port, ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stream:
     """One m= line."""
 
@@ -45,7 +52,7 @@ class Stream:
         return self.direction != "sendrecv" or self.address == HOLD_ADDRESS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sdp:
     session_address: str | None
     streams: tuple[Stream, ...]
@@ -56,7 +63,7 @@ class Sdp:
         return any(s.on_hold for s in self.streams if not s.disabled)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RelayEndpoint:
     """Where a peer must send one stream: the relay's address and ports."""
 
@@ -95,39 +102,36 @@ def _connection(value: str) -> tuple[str, str]:
     return parts[1].upper(), parts[2].split("/", 1)[0]
 
 
+_parsed: dict[bytes, Sdp] = {}
+
+
 def parse(body: bytes) -> Sdp:
+    """The streams of `body`. Raises SdpError (never remembered: each try raises again)."""
+    sdp = _parsed.get(body)
+    if sdp is None:
+        sdp = _parse(body)
+        if len(_parsed) >= _REMEMBER:
+            del _parsed[next(iter(_parsed))]  # the oldest
+        _parsed[body] = sdp
+    return sdp
+
+
+def _parse(body: bytes) -> Sdp:
     lines, _eol = _lines(body)
     if not lines or not lines[0].strip().startswith("v="):
         raise SdpError("SDP must start with v=")
     session_addr: tuple[str, str] | None = None
     session_dir = "sendrecv"
     raw_streams: list[dict[str, object]] = []
+    current: dict[str, object] | None = None  # the last m= line's
     for line in lines:
         line = line.strip()
         if len(line) < 2 or line[1] != "=":
             continue
         kind, value = line[0], line[2:]
-        current = raw_streams[-1] if raw_streams else None
-        if kind == "m":
-            parts = value.split()
-            if len(parts) < 3:
-                raise SdpError(f"bad m= line {value!r}")
-            try:
-                port = int(parts[1].split("/", 1)[0])
-            except ValueError:
-                raise SdpError(f"bad port in m= line {value!r}") from None
-            if not 0 <= port <= 65535:
-                raise SdpError(f"bad port in m= line {value!r}")
-            raw_streams.append({"media": parts[0], "port": port, "proto": parts[2]})
-        elif kind == "c":
-            addr = _connection(value)
-            if current is None:
-                session_addr = addr
-            else:
-                current["c"] = addr
-        elif kind == "a":
+        if kind == "a":  # most lines: codecs and attributes, looked at by name only
             name, _, arg = value.partition(":")
-            if name in DIRECTIONS:
+            if name in _DIRECTIONS:
                 if current is None:
                     session_dir = name
                 else:
@@ -137,6 +141,24 @@ def parse(body: bytes) -> Sdp:
                     current["rtcp"] = int(arg.split()[0])
                 except (ValueError, IndexError):
                     raise SdpError(f"bad a=rtcp line {value!r}") from None
+        elif kind == "m":
+            parts = value.split()
+            if len(parts) < 3:
+                raise SdpError(f"bad m= line {value!r}")
+            try:
+                port = int(parts[1].split("/", 1)[0])
+            except ValueError:
+                raise SdpError(f"bad port in m= line {value!r}") from None
+            if not 0 <= port <= 65535:
+                raise SdpError(f"bad port in m= line {value!r}")
+            current = {"media": parts[0], "port": port, "proto": parts[2]}
+            raw_streams.append(current)
+        elif kind == "c":
+            addr = _connection(value)
+            if current is None:
+                session_addr = addr
+            else:
+                current["c"] = addr
     streams = []
     for i, raw in enumerate(raw_streams):
         own = raw.get("c")

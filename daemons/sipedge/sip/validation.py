@@ -4,15 +4,22 @@ Owns: `check_request`, the checks the parser leaves to later (it only frames the
 checks the start line, the mandatory headers and Content-Length), and `Refusal`, the answer to
 a request that fails one: 400 naming the problem, 414, 416, 420 with `Unsupported`, 415, 483
 and 513. Each check is linear in the size of the message.
+
+Nearly every value on the wire has one plain shape (`"Name" <sip:user@host>;tag=x`,
+`SIP/2.0/UDP host:port;branch=z9hG4bK...`). A compiled pattern recognises that shape in one C
+call and accepts the value without the full parse; every other value takes the full check, which
+stays the reference. Each pattern accepts only values that the full check accepts too
+(tests/unit/test_validation_fast.py holds them against each other), so no verdict changes.
 Must not: send, keep state, read the clock, or import from sipedge outside sip/. Deciding how
 a refusal goes out (statelessly, counted, logged) is the transaction layer's.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from sipedge.sip.address import _scan_quoted, _split_params
+from sipedge.sip.address import _PARAMS, _T, _scan_quoted, _split_params
 from sipedge.sip.headers import _TOKEN_CHARS
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import (
@@ -33,6 +40,27 @@ LOCAL_METHODS = frozenset(("OPTIONS", "REGISTER", "ACK", "CANCEL"))
 URI_SCHEMES = frozenset(("sip", "sips", "tel"))
 # Body types a call leg can use (media anchoring reads SDP); anything else on an INVITE is 415.
 BODY_TYPES = frozenset(("application/sdp",))
+
+
+# -- the plain shapes (see the module docstring) --------------------------------------------------
+
+_HOST = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"  # hostname, IPv4 or [IPv6]
+_PORT = r"(?::([0-9]{1,5}))?"  # group 1; the caller checks <= 65535
+# name-addr with an optional quoted (no escapes) or token display name, or a bare addr-spec
+# without `?` and `,` (RFC 3261 20.10 wants those inside <>).
+_PLAIN_ADDRESS = re.compile(
+    rf'(?:"[^"\\\x00-\x1f\x7f]*" ?|{_T}+(?: {_T}+)* ?)?<[^<>"\s]+>{_PARAMS}'
+    rf'|[A-Za-z][A-Za-z0-9+.-]*:[^<>"\s;?,]+{_PARAMS}'
+)
+_PLAIN_VIA = re.compile(rf"SIP/2\.0/{_T}+ {_HOST}{_PORT}{_PARAMS}")
+# A sip: or sips: Request-URI in its plain shape: no password, no ?headers, no quotes.
+_PLAIN_URI = re.compile(rf"sips?:(?:[A-Za-z0-9_.!~*'()&=+$,%-]+@)?{_HOST}{_PORT}{_PARAMS}")
+
+
+def _plain(pattern: re.Pattern[str], value: str) -> bool:
+    """True when `value` has the plain shape `pattern` describes, port included."""
+    m = pattern.fullmatch(value)
+    return m is not None and (m[1] is None or int(m[1]) <= 65535)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +84,13 @@ def check_request(request: Request, limits: SipLimits, supported: frozenset[str]
     scheme = request.uri.partition(":")[0].lower()
     if scheme not in URI_SCHEMES:
         return Refusal(416, label="416 unsupported URI scheme")
-    try:
-        uri = parse_uri(request.uri)
-    except ParseError:
-        return Refusal(400, "Bad Request-URI", label="400 Bad Request-URI")
-    if uri.headers:
-        return Refusal(400, "Headers in Request-URI", label="400 Headers in Request-URI")
+    if not _plain(_PLAIN_URI, request.uri):
+        try:
+            uri = parse_uri(request.uri)
+        except ParseError:
+            return Refusal(400, "Bad Request-URI", label="400 Bad Request-URI")
+        if uri.headers:
+            return Refusal(400, "Headers in Request-URI", label="400 Headers in Request-URI")
     method = request.method
     max_forwards = request.headers.get("Max-Forwards")
     if max_forwards is not None and int(max_forwards) == 0 and method not in LOCAL_METHODS:
@@ -90,7 +119,7 @@ def _syntax(request: Request | Response, full: bool = True) -> str | None:
         if not _address_ok(h.get(name) or ""):
             return f"Bad {name}"
     call_id = h.get("Call-ID") or ""
-    if any(c in call_id for c in " \t") or not call_id.isprintable():
+    if " " in call_id or "\t" in call_id or not call_id.isprintable():
         return "Bad Call-ID"
     if not full:
         return None
@@ -117,6 +146,13 @@ def _syntax(request: Request | Response, full: bool = True) -> str | None:
 def _address_ok(value: str) -> bool:
     """name-addr / addr-spec as RFC 3261 25.1 has them, stricter than parse_name_addr: an
     unquoted display name is tokens, no LWS just inside <>, no empty parameter."""
+    if _PLAIN_ADDRESS.fullmatch(value) is not None:
+        return True
+    return _address_ok_full(value)
+
+
+def _address_ok_full(value: str) -> bool:
+    """`_address_ok` without the plain-shape shortcut: the reference."""
     try:
         addr = parse_name_addr(value)
     except ParseError:
@@ -146,6 +182,11 @@ def _address_ok(value: str) -> bool:
 def _via_ok(value: str) -> bool:
     if value.count(";") > MAX_VIA_PARAMS:
         return False
+    return _plain(_PLAIN_VIA, value) or _via_ok_full(value)
+
+
+def _via_ok_full(value: str) -> bool:
+    """`_via_ok` without the parameter count and the plain-shape shortcut: the reference."""
     try:
         parse_via(value)
     except ParseError:
@@ -164,6 +205,8 @@ def _has_empty_param(tail: str) -> bool:
 
 
 def _unsupported(request: Request, supported: frozenset[str]) -> str:
+    if "Require" not in request.headers:
+        return ""
     tags = {
         token.strip()
         for value in request.headers.get_all("Require")

@@ -4,6 +4,15 @@ The transport is the only place that touches the socket. It parses, stamps `rece
 on the top Via of requests, answers unparseable-but-answerable requests once (400 naming the
 problem, 505 for another SIP version, 513 over `SipLimits.max_message_size`) and counts
 everything else it has to drop (`gate.Gate`). Nothing raises out of `datagram_received`.
+
+Socket buffers: bursts at high call rates must wait in the kernel, not be dropped, so the
+socket asks for RECEIVE_BUFFER with plain SO_RCVBUF and logs what the kernel granted at start
+(a warning when net.core.rmem_max capped it: the appliance role sets that sysctl). Not
+SO_RCVBUFFORCE: sipd runs as its own user with CAP_NET_BIND_SERVICE only, and the sysctl is the
+administrator's limit to raise, not ours to bypass. Reading is batched below us: uvloop (libuv)
+reads up to 32 datagrams per readiness event, one recvmsg each, before it returns to epoll.
+Must not: keep anything per source (the guard does), or import from sipedge outside sip/ but
+the leaf `typedefs`.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from sipedge.sip.gate import Gate
@@ -27,6 +37,13 @@ MessageHandler = Callable[["Request | Response", Addr, "UdpTransport"], None]
 
 # Big enough for any SIP datagram (UDP max); anything larger is truncated by the kernel anyway.
 MAX_DATAGRAM = 65535
+# Socket buffers we ask for. The kernel charges a datagram its allocation, not its length (on
+# loopback 1,280 bytes up to ~700 bytes of payload, 2,304 up to ~1,700): the 8 MiB granted for
+# 4 MiB hold ~3,600-6,500 SIP datagrams, about a second of 800 calls/s (7 inbound per call).
+# The kernel caps the request at net.core.rmem_max / wmem_max and then doubles it.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+SEND_BUFFER = 4 * 1024 * 1024
+RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
 # ParseError reasons of a request we cannot address a response to (no usable Via or CSeq).
 _UNANSWERABLE = ("Missing Via", "Missing CSeq", "Bad Via", "Bad CSeq")
 # The `by_method_in` labels: a closed set, anything else counts as "other".
@@ -88,6 +105,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         # Address written into Via/Contact. Set by the daemon (public_address or listen address).
         self.advertised_host = ""
         self._route_cache: dict[str, str] = {}
+        self.receive_buffer = 0  # SO_RCVBUF as the kernel granted it (0: no socket)
 
     # -- asyncio protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,14 +114,29 @@ class UdpTransport(asyncio.DatagramProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.host, self.port = sock.getsockname()[:2]
-            # Bigger buffers ride out bursts at high call rates instead of dropping datagrams.
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-                except OSError:
-                    pass
+            self.receive_buffer = _grow_buffer(sock, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            _grow_buffer(sock, socket.SO_SNDBUF, SEND_BUFFER)
+            self._log_receive_buffer()
         if not self.advertised_host:
             self.advertised_host = self.host
+
+    def _log_receive_buffer(self) -> None:
+        try:
+            rmem_max: str = RMEM_MAX.read_text().strip()
+        except OSError:
+            rmem_max = "unknown"
+        # Linux doubles what it grants (the other half is its bookkeeping): less than twice
+        # the request means net.core.rmem_max capped it.
+        capped = self.receive_buffer < 2 * RECEIVE_BUFFER
+        (log.warning if capped else log.info)(
+            "SIP UDP %s:%s: receive buffer %d bytes (asked %d, net.core.rmem_max %s)%s",
+            self.host,
+            self.port,
+            self.receive_buffer,
+            RECEIVE_BUFFER,
+            rmem_max,
+            f"; raise net.core.rmem_max to {RECEIVE_BUFFER} or more" if capped else "",
+        )
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
         source: Addr = (str(addr[0]), int(addr[1]))
@@ -231,7 +264,16 @@ class UdpTransport(asyncio.DatagramProtocol):
                 via.params["received"] = source[0]
             changed = True
         if changed:
-            request.headers.replace_first("Via", str(via))
+            request.replace_top_via(via)  # the transaction layer reads it next: kept parsed
+
+
+def _grow_buffer(sock: socket.socket, option: int, size: int) -> int:
+    """Ask for a `size` socket buffer (SO_RCVBUF / SO_SNDBUF); what the kernel granted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    except OSError as exc:  # the kernel caps quietly; an error here is unexpected, not fatal
+        log.warning("setsockopt(%d, %d) failed: %s", option, size, exc)
+    return int(sock.getsockopt(socket.SOL_SOCKET, option))
 
 
 async def open_udp(
