@@ -54,14 +54,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 FIXED_MEDIA_PORTS = range(40000, 48000)
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port returned in this process: never twice
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP), never in
-    `FIXED_MEDIA_PORTS`."""
+    `FIXED_MEDIA_PORTS`, never one this process was given before (two calls in a row could
+    otherwise get the same port back from the kernel: a SIPp's SIP and media port collided)."""
     while True:
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port in FIXED_MEDIA_PORTS:
+        if port in FIXED_MEDIA_PORTS or port in _HANDED_OUT:
             continue
         other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
         with socket.socket(socket.AF_INET, other) as s:
@@ -69,6 +73,9 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if len(_HANDED_OUT) > 20000:  # most of the ephemeral range: start afresh
+            _HANDED_OUT.clear()
+        _HANDED_OUT.add(port)
         return port
 
 

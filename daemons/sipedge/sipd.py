@@ -9,7 +9,8 @@ files or TLS certificate cannot be used.
 Owns: the composition of sipd (transport, B2BUA, stores, registrations, media link, API) and
 its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API. Once it
 has started, the garbage collector is tuned (`sipedge.gcwatch.tune`: start-up objects frozen,
-full collections rare) and every collection's pause is exported in /metrics.
+full collections only when memory grows, `gcwatch.valve`) and every collection's pause is
+exported in /metrics.
 Must not: be imported by anything but the entry points (it is the composition root).
 """
 
@@ -46,7 +47,7 @@ from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA, media_policy
 from sipedge.config import ApiConfig, Config, ConfigError, StorageConfig, load_config
-from sipedge.gcwatch import GcWatch, tune
+from sipedge.gcwatch import FullCollectionValve, GcWatch, run_valve, tune
 from sipedge.guard import GuardService
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
@@ -490,11 +491,13 @@ async def serve(config_path: Path) -> int:
     # time every collection from here on (tune's own full collection is start-up's).
     frozen = tune()
     daemon.gc_watch.install()
+    valve = loop.create_task(run_valve(FullCollectionValve()))  # the only full collections
     log.info(
         "garbage collector: %d start-up objects frozen, thresholds %s", frozen, gc.get_threshold()
     )
     notify("READY=1")
     await daemon.run_until_stopped()
+    valve.cancel()
     log.info("stopping")
     await daemon.stop()
     return 0

@@ -58,6 +58,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import free_port, gateway, make_config, start_sipd
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# SIPp's socket buffers (-buff_size): the kernel grants at most net.core.rmem_max/wmem_max,
+# which this benchmark does not change (sipd's granted size is in its log).
+SIPP_BUFFER = 4 << 20
 
 # One metric sample: (sample name, labels, value), as in Prometheus' text format.
 Sample = tuple[str, dict[str, str], float]
@@ -394,6 +397,8 @@ def uas_command(target: Target, calls: int, timeout_s: int) -> list[str]:
         "-fd",
         "1",
         "-trace_counts",
+        "-buff_size",
+        str(SIPP_BUFFER),
     ]
 
 
@@ -434,6 +439,8 @@ def uac_command(target: Target, rate: int, calls: int, hold_ms: int, timeout_s: 
         "-trace_counts",
         "-max_socket",
         "10000",
+        "-buff_size",
+        str(SIPP_BUFFER),
         target.sip_target,
     ]
 
@@ -478,7 +485,11 @@ def measure(
     transactions to reach 0, at most `drain_s` s, one probe per second) and read memory again."""
     calls = int(rate * duration)
     timeout_s = int(duration + hold_ms / 1000 + 60)
-    run_dir = work / f"{target.name}-rate{rate}"
+    run_dir = work / f"{target.name}-rate{rate}-calls{calls}"
+    for n in range(2, 100):  # the same rate and count again (a memory check): its own folder
+        if not run_dir.exists():
+            break
+        run_dir = work / f"{target.name}-rate{rate}-calls{calls}-{n}"
     run_dir.mkdir()
     quiet: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
@@ -617,6 +628,18 @@ def gc_text(r: dict[str, Any]) -> str:
 # --- make bench -------------------------------------------------------------------------------
 
 
+def memory_growth(results: Sequence[dict[str, Any]]) -> str:
+    """sipd's resident memory after the drain of the last run against after the first's."""
+    first, last = results[0], results[-1]
+    growth = 100 * (last["rss_drained_mib"] - first["rss_drained_mib"]) / first["rss_drained_mib"]
+    calls = sum(r["calls"] for r in results)
+    return (
+        f"memory after the drain: {first['rss_drained_mib']} MiB after the first"
+        f" {first['calls']:,} calls, {last['rss_drained_mib']} MiB after all {calls:,}"
+        f" ({growth:+.1f} %)"
+    )
+
+
 def sipd_target(sipd: Any, gateway_port: int) -> Target:
     """A sipd started by tests.conftest.start_sipd on host loopback (API without a token)."""
     return Target(
@@ -650,6 +673,12 @@ def main() -> None:
     )
     parser.add_argument("--rates", default="200,400,500,600,800")
     parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument(
+        "--durations",
+        help="seconds per rate, comma-separated, one per --rates entry (default: --duration for"
+        " all); e.g. --rates 500,500 --durations 2,200 compares memory after 1,000 and after"
+        " 100,000 calls",
+    )
     parser.add_argument("--hold", type=int, default=10000, help="ms each call stays up")
     parser.add_argument("--drain", type=float, default=45.0, help="s to wait for the drain")
     parser.add_argument("--json", action="store_true")
@@ -673,8 +702,13 @@ def main() -> None:
     target = sipd_target(sipd, gw_port)
     results = []
     try:
-        for rate in (int(r) for r in args.rates.split(",")):
-            result = measure(target, rate, args.duration, args.hold, work, args.drain)
+        rates = [int(r) for r in args.rates.split(",")]
+        durations = [float(d) for d in args.durations.split(",")] if args.durations else []
+        if durations and len(durations) != len(rates):
+            parser.error("--durations needs one value per --rates entry")
+        for index, rate in enumerate(rates):
+            duration = durations[index] if durations else args.duration
+            result = measure(target, rate, duration, args.hold, work, args.drain)
             results.append(result)
             print(json.dumps(result) if args.json else line(result), flush=True)
             if result["failed"] or result["successful"] < result["calls"]:
@@ -682,6 +716,8 @@ def main() -> None:
             time.sleep(2)
     finally:
         sipd.stop()
+    if len(results) >= 2:
+        print(memory_growth(results), flush=True)
     good = [r for r in results if not r["failed"] and r["successful"] == r["calls"]]
     best = max((r["rate"] for r in good), default=0)
     print(f"highest rate with zero failed calls for {args.duration:.0f} s: {best} calls/s")

@@ -263,3 +263,16 @@ def test_process_tree_finds_children() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_memory_growth_compares_the_first_and_last_drains() -> None:
+    from tests.bench.sip_cps import memory_growth
+
+    runs = [
+        {"calls": 1000, "rss_drained_mib": 80.0},
+        {"calls": 100000, "rss_drained_mib": 84.0},
+    ]
+    assert memory_growth(runs) == (
+        "memory after the drain: 80.0 MiB after the first 1,000 calls, 84.0 MiB after all"
+        " 101,000 (+5.0 %)"
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sipedge.calls.media_link import MediaService
+from sipedge.calls.media_link import UNREACHABLE_HOLD_OFF, MediaService
 from sipedge.calls.media_policy import MediaPolicy
 from sipedge.calls.media_reconcile import TOUCH_CHUNK, Reconciler, interval_for, plan
 from sipedge.calls.service import media_policy
@@ -199,20 +199,63 @@ def test_touch_in_chunks_and_unknown_command_tolerated() -> None:
     asyncio.run(main())
 
 
+def on_fake_clock(fake: FakeMediad) -> tuple[MediaService, list[float]]:
+    """A MediaService whose hold-off clock is `now[0]` (tests move it)."""
+    service = MediaService(fake)
+    now = [100.0]
+    service.clock = lambda: now[0]
+    return service, now
+
+
 def test_reachable_again_triggers_a_round() -> None:
     async def main() -> None:
         fake = FakeMediad()
-        service = MediaService(fake)
+        service, now = on_fake_clock(fake)
         fake.down = True
         with pytest.raises(MediaError):
             await service.request(fake.query("x"))
         assert service.reconciler.reachable is False
         fake.down = False
         fake.sessions["orphan/0"] = {}
+        now[0] += UNREACHABLE_HOLD_OFF
         await service.request(fake.query("x"))
         await settle()
         assert fake.calls("delete") == ["orphan/0"]
         assert service.stats.orphans_deleted == 1
+        await service.close()
+
+    asyncio.run(main())
+
+
+class CountingMediad(FakeMediad):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries = 0
+
+    async def query(self, call_id: str) -> dict[str, Any]:
+        self.queries += 1
+        return await super().query(call_id)
+
+
+def test_calls_hold_off_a_dead_mediad_and_probe_once_per_interval() -> None:
+    async def main() -> None:
+        fake = CountingMediad()
+        service, now = on_fake_clock(fake)
+        fake.down = True
+        for _ in range(50):  # a burst of calls within the hold-off: one request reaches mediad
+            with pytest.raises(MediaError) as failed:
+                await service.request(fake.query("x"))
+            assert failed.value.code == "unreachable"
+        assert fake.queries == 1 and service.holding_off()
+        now[0] += UNREACHABLE_HOLD_OFF  # the next call probes, fails, holds off again
+        with pytest.raises(MediaError):
+            await service.request(fake.query("x"))
+        assert fake.queries == 2 and service.holding_off()
+        fake.down = False  # a reconciliation round that reaches mediad ends the hold-off
+        await service.reconciler.reconcile()
+        assert not service.holding_off()
+        await service.request(fake.query("x"))
+        assert fake.queries == 3
         await service.close()
 
     asyncio.run(main())
@@ -262,6 +305,32 @@ def edge_with(tmp: Path, fake: FakeMediad, **media: Any) -> Edge:
         config = replace(config, media=replace(config.media, **media))
     edge.b2bua.media = MediaService(fake, policy=media_policy(config.media))
     return edge
+
+
+def test_calls_with_mediad_down_proceed_and_log_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        fake = CountingMediad()
+        fake.down = True
+        edge = edge_with(tmp_path, fake)
+        for n in range(5):
+            text = invite().to_bytes().replace(b"media-call-1", f"media-call-{n}".encode())
+            text = text.replace(b"z9hG4bK-media-1", f"z9hG4bK-media-{n}".encode())
+            msg = parse_message(text)
+            assert isinstance(msg, Request)
+            edge.feed(msg, CALLER)
+            await settle()
+        invites = edge.requests("INVITE", GW)
+        assert len(invites) == 5 and all(b"10.0.0.1" in i.body for i in invites)  # unanchored
+        stats = edge.b2bua.media.stats
+        assert stats.unanchored == {"unreachable": 5}
+        assert stats.errors == {"unreachable": 5}
+
+    with caplog.at_level("WARNING", logger="sipedge.calls.media_link"):
+        asyncio.run(main())
+    lines = [r for r in caplog.records if "mediad offer failed" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
 
 
 def test_signal_addresses_and_owned_ids_follow_the_call(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ from sipedge.calls.media_queue import MediaQueue, Then
 from sipedge.calls.media_reconcile import Reconciler, is_gone
 from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
 from sipedge.media.client import MediaError, RelayAddress
+from sipedge.ratelog import RateLimitedLog
 from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
@@ -72,6 +73,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# After a call's request found mediad unreachable, the calls of the next second skip it (one
+# request per second probes): a dead control socket must not cost every call a connection
+# attempt and a log line. A reconciliation round that reaches mediad lifts the hold-off early.
+UNREACHABLE_HOLD_OFF = 1.0
+ERROR_LOG_INTERVAL = 10.0  # one mediad-failure line per (operation, code) per interval
 
 
 class MediaEvents(Protocol):
@@ -144,6 +151,9 @@ class MediaService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciler = Reconciler(backend, idle_timeout, self._orphan_deleted)
         self._loop_task: asyncio.Task[None] | None = None
+        self.clock = time.monotonic
+        self._skip_until = 0.0  # calls skip mediad until then (see UNREACHABLE_HOLD_OFF)
+        self.error_log = RateLimitedLog(log, ERROR_LOG_INTERVAL)
 
     def _orphan_deleted(self) -> None:
         self.stats.orphans_deleted += 1
@@ -153,12 +163,23 @@ class MediaService:
         if self.backend is not None and self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self.reconciler.run())
 
+    def holding_off(self) -> bool:
+        """mediad was unreachable for a call less than UNREACHABLE_HOLD_OFF ago."""
+        return not self.reconciler.reachable and self.clock() < self._skip_until
+
     async def request(self, work: Awaitable[T]) -> T:
-        """One mediad request; tells the reconciler whether mediad answered."""
+        """One mediad request; tells the reconciler whether mediad answered. While holding
+        off after an unreachable mediad, fails at once with `unreachable` (`work` unsent)."""
+        if self.holding_off():
+            if isinstance(work, Coroutine):
+                work.close()  # never started: nothing was sent
+            raise MediaError("unreachable", "mediad unreachable (held off, retried each second)")
         try:
             result = await work
         except MediaError as exc:
             self.reconciler.on_error(exc)
+            if exc.code == "unreachable":
+                self._skip_until = self.clock() + UNREACHABLE_HOLD_OFF
             raise
         self.reconciler.on_success()
         return result
@@ -339,7 +360,14 @@ class CallMedia:
     def _error(self, session: Session, exc: MediaError, what: str) -> None:
         stats = self.service.stats
         stats.count(stats.errors, exc.code)
-        log.warning("call %s (%s): mediad %s failed: %s", self.call_id, session.key, what, exc)
+        self.service.error_log.event(
+            f"{what}:{exc.code}",
+            "call %s (%s): mediad %s failed: %s",
+            self.call_id,
+            session.key,
+            what,
+            exc,
+        )
 
     def _parse_for_anchoring(self, session: Session, leg: str, body: bytes) -> Sdp | None:
         """The SDP to anchor, or None when the body goes through as it is (session already

@@ -163,6 +163,7 @@ class Reconciler:
             self.on_error(exc)
             log.debug("mediad list failed, reconciling later: %s", exc)
             return
+        self.reachable = True  # calls stop holding off (media_link) as soon as mediad answers
         # Race-free without a lock: `owned` is read now, after the answer arrived. An id is
         # claimed before its offer is sent, so a session that mediad lists was either offered
         # before this moment (then it is in `owned`) or is not ours. A delete of ours that

@@ -10,9 +10,12 @@ and exported in /metrics, and `tune` makes the expensive ones rare.
   collected) and `pause_metrics` (its Prometheus families). Pure: given seconds, no clock.
 * `hook`: `GcWatch`, the `gc.callbacks` hook that times each collection into a histogram.
 * `tuning`: `tune`, what a daemon calls once its start-up objects are built (`gc.freeze` and
-  the collection thresholds, with the reasoning).
+  the collection thresholds, with the reasoning: no automatic full collection).
+* `valve`: `FullCollectionValve` and `run_valve`, the full collection that runs only when
+  resident memory grows past an allowance (a reference cycle piling up).
 
-Public names: `GcWatch`, `PauseHistogram`, `pause_metrics`, `tune`, `THRESHOLDS`, `BUCKETS`.
+Public names: `GcWatch`, `PauseHistogram`, `pause_metrics`, `tune`, `THRESHOLDS`, `BUCKETS`,
+`FullCollectionValve`, `run_valve`.
 Dependency direction: a leaf like `ratelog`: imports nothing from sipedge; the daemons' roots
 import it.
 """
@@ -20,5 +23,15 @@ import it.
 from sipedge.gcwatch.hook import GcWatch
 from sipedge.gcwatch.pauses import BUCKETS, PauseHistogram, pause_metrics
 from sipedge.gcwatch.tuning import THRESHOLDS, tune
+from sipedge.gcwatch.valve import FullCollectionValve, run_valve
 
-__all__ = ["BUCKETS", "THRESHOLDS", "GcWatch", "PauseHistogram", "pause_metrics", "tune"]
+__all__ = [
+    "BUCKETS",
+    "THRESHOLDS",
+    "FullCollectionValve",
+    "GcWatch",
+    "PauseHistogram",
+    "pause_metrics",
+    "run_valve",
+    "tune",
+]

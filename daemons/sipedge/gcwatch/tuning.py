@@ -13,12 +13,14 @@ under SIPp at 150 calls/s), and so `THRESHOLDS`:
   50,000 made generation-0 collections walk 60,000-70,000 objects (20-100 ms) and one of
   generation 1 walk 970,000 (1.2 s).
 * generation 1: 5, not 10: about 5,000 objects, 1-5 ms, instead of 10,000.
-* generation 2: 20,000 generation-1 collections between two full ones, not 10. CPython's
-  default ran a full collection every 2-4 s (11 in 40 s in process, up to 1.3 s each; under
-  SIPp 2 per 10 s run, 82-195 ms with 1,400 calls up); at 500 calls/s about 10 generation-1
-  collections happen a second, so now a full one comes about every half hour (still as long as
-  the objects then alive take to walk). Nothing needs it sooner: finished calls and their
-  transactions are freed by reference counting (no cycles), so it finds little.
+* generation 2: no automatic full collection (the largest threshold the collector takes, 2**31
+  - 1 generation-1 collections: years at 10 a second). CPython's default ran a full collection
+  every 2-4 s (11 in 40 s in process, up to 1.3 s each; under SIPp 2 per 10 s run, 82-195 ms
+  with 1,400 calls up); a threshold of 20,000 still ran one about every half hour at 500
+  calls/s, 0.5-1 s long with 5,000 calls up. Nothing needs it: finished calls and their
+  transactions are freed by reference counting (no cycles), so it finds little. The guard
+  against a cycle that does reach generation 2 is `valve`: a full collection when resident
+  memory grows past an allowance.
 * `gc.freeze()` once start-up is done: the modules, the config and the daemon's long-lived
   objects (some 45,000 in sipd) go to the permanent generation, which no collection walks.
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import gc
 
-THRESHOLDS = (700, 5, 20_000)
+THRESHOLDS = (700, 5, 2**31 - 1)  # int32 max: full collections only by `valve`
 
 
 def tune(thresholds: tuple[int, int, int] = THRESHOLDS) -> int:
