@@ -167,8 +167,9 @@ class SipDaemon:
             await asyncio.sleep(RETENTION_INTERVAL)
 
     async def prune_cdrs(self) -> int:
-        """One retention pass: bounded batches by age and size, yielding to the loop between
-        two; a failure is logged and the next pass tries again."""
+        """One retention pass: bounded batches by age and size, each run by the store's writer
+        (after the CDRs queued before it) and awaited from a worker thread, so the loop never
+        waits for the disk; a failure is logged and the next pass tries again."""
         s = self.storage
         max_age = s.cdr_retention_days * 86400.0 if s.cdr_retention_days is not None else None
         max_bytes = s.cdr_max_mib * MIB if s.cdr_max_mib is not None else None
@@ -177,12 +178,12 @@ class SipDaemon:
         total = 0
         try:
             for _ in range(RETENTION_BATCHES):
-                removed = self.cdrs.prune(time.time(), max_age, max_bytes)
+                prune = self.cdrs.prune
+                removed = await asyncio.to_thread(prune, time.time(), max_age, max_bytes)
                 total += removed
                 self.cdr_pruned += removed
                 if not removed:
                     break
-                await asyncio.sleep(0)
         except Exception:
             log.exception("CDR retention failed (tried again in %.0f s)", RETENTION_INTERVAL)
         if total:
@@ -319,7 +320,7 @@ class SipDaemon:
         if self._retention is not None:
             self._retention.cancel()
         if self.cdrs is not None:
-            self.cdrs.close()
+            self.cdrs.close()  # commits the CDRs still queued (bounded wait), stops the writer
         self.gc_watch.uninstall()
 
 
@@ -352,14 +353,32 @@ class SipdCollector(Collector):
             methods.add_metric([method], count)
         yield methods
         if d.cdrs is not None:
-            yield counter("cdrs_written", "CDRs written", d.cdrs.written)
+            yield counter("cdrs_written", "CDRs committed", d.cdrs.written)
+            yield GaugeMetricFamily(
+                "sipedge_cdr_queued", "CDRs waiting for the writer's commit", value=d.cdrs.queued
+            )
+            yield counter(
+                "cdr_batches",
+                "CDR transactions committed (group commit: one fsync each when durable)",
+                d.cdrs.batches,
+            )
+            yield counter(
+                "cdr_sync_writes",
+                "CDRs committed on the event loop because the writer's queue was full",
+                d.cdrs.sync_writes,
+            )
+            yield counter(
+                "cdr_write_failures",
+                "CDRs that could not be committed after a retry (logged with their call ids)",
+                d.cdrs.write_failures,
+            )
             yield GaugeMetricFamily(
                 "sipedge_cdr_db_bytes", "Bytes the CDRs take on disk", value=d.cdrs.size_bytes()
             )
             yield counter("cdr_pruned", "CDRs removed by retention", d.cdr_pruned)
             yield GaugeMetricFamily(
                 "sipedge_cdr_durable",
-                "1: each CDR commit is fsynced (storage.cdr_durable, synchronous=FULL)",
+                "1: each CDR commit (a batch) is fsynced (storage.cdr_durable, synchronous=FULL)",
                 value=1 if d.storage.cdr_durable else 0,
             )
         if d._b2bua is None:

@@ -1,8 +1,10 @@
-"""sipd's CDR retention pass: bounded batches by age and size, counted in a metric; and the
-API policy sipd builds from `api:` and the token files."""
+"""sipd's CDR retention pass: bounded batches by age and size run by the store's writer,
+counted in a metric, with the writer's metrics; and the API policy sipd builds from `api:` and
+the token files."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -36,8 +38,12 @@ async def test_retention_by_age_and_size(tmp_path: Path) -> None:
     now = time.time()
     for n in range(1500):  # more than one prune batch, all older than a day
         store.write(record(n, now - 2 * 86400))
-    for n in range(1500, 12000):
+    for n in range(1500, 11999):
         store.write(record(n, now - 60))
+    committed = asyncio.get_running_loop().create_future()
+    store.write(record(11999, now - 60), lambda: committed.set_result(None))
+    await committed  # the writer commits in order: every record before it is in too
+    assert store.written == 12000 and store.queued == 0
     assert store.size_bytes() > 1 << 20
     removed = await daemon.prune_cdrs()
     assert removed >= 1500 and daemon.cdr_pruned == removed
@@ -49,6 +55,9 @@ async def test_retention_by_age_and_size(tmp_path: Path) -> None:
     metrics = {m.name: m.samples[0].value for m in collected if m.samples}
     assert metrics["sipedge_cdr_pruned"] == removed
     assert 0 < metrics["sipedge_cdr_db_bytes"] <= 1 << 20
+    assert metrics["sipedge_cdrs_written"] == 12000 and metrics["sipedge_cdr_queued"] == 0
+    assert 0 < metrics["sipedge_cdr_batches"] < 12000  # group commit
+    assert metrics["sipedge_cdr_sync_writes"] == metrics["sipedge_cdr_write_failures"] == 0
     assert metrics["sipedge_cdr_durable"] == 1.0  # the config's (this store was opened plain)
     store.close()
 

@@ -1,10 +1,13 @@
 """The store contract: every backend behind `sipedge.store` keeps and returns the same things.
 
 Parametrised over backends (SQLite today); a new backend joins `BACKENDS` and must pass as is.
+CDR writes made outside an event loop commit before `write()` returns (the synchronous tests);
+on a loop they are queued and called back once committed (the async test).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,6 +134,33 @@ def test_retention_by_age_then_by_size(tmp_path: Path, backend: str) -> None:
     store.close()
     if backend == "sqlite":  # the file gives the pages back (auto_vacuum on a new database)
         assert (tmp_path / "cdr.sqlite").stat().st_size <= 2 * limit
+
+
+async def test_writes_on_a_loop_are_called_back_in_order_once_committed(
+    tmp_path: Path, backend: str
+) -> None:
+    store = BACKENDS[backend][0](tmp_path)
+    loop = asyncio.get_running_loop()
+    order: list[int] = []
+    done: asyncio.Future[str] = loop.create_future()
+    for n in range(50):
+        store.write(record(f"c{n}"), lambda n=n: order.append(n))
+    store.write(record("last"), lambda: done.set_result(store.recent(1)[0]["call_id"]))
+    assert await done == "last"  # committed (readable) when its callback runs
+    assert order == list(range(50))
+    assert store.written == 51 and store.queued == 0 and 1 <= store.batches <= 51
+    assert store.sync_writes == 0 and store.write_failures == 0
+    # retention runs behind the writes queued before it, awaited off the loop
+    for n in range(5):
+        store.write(record(f"old{n}", end_time=10.0))  # the others ended at 110.5
+    assert await asyncio.to_thread(store.prune, 86500.0, 86400.0, None) == 5
+    store.write(record("queued at close"))
+    store.close()  # commits it
+    reader = open_cdr_reader(tmp_path)
+    try:
+        assert reader.recent(1)[0]["call_id"] == "queued at close"
+    finally:
+        reader.close()
 
 
 def test_a_reader_sees_what_the_writer_committed(tmp_path: Path, backend: str) -> None:

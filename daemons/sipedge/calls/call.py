@@ -57,7 +57,7 @@ from sipedge.sip.transaction import (
     ServerTransaction,
     build_cancel,
 )
-from sipedge.store import AttemptRecord, CallRecord
+from sipedge.store import AttemptRecord, CallRecord, OnCommitted
 from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ class CallHost(ForwardingHost, Protocol):
 
     def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None: ...
 
-    def call_ended(self, call: Call) -> None: ...
+    def call_ended(self, call: Call, then: OnCommitted | None = None) -> None:
+        """`then` runs (on the loop) once the call's CDR is committed, or at once if none."""
 
 
 @dataclass
@@ -518,10 +519,9 @@ class Call:
             tx.respond_status(500, "CSeq Out of Order")
             return
         dialog.remote_cseq = request.cseq[0]
-        if request.method == "BYE":  # the CDR is committed before the 200 leaves
+        if request.method == "BYE":  # its 200 waits for the CDR's commit (tx absorbs resends)
             other = self.dialog("callee" if leg == "caller" else "caller")
-            self._finish(leg, "normal clearing", 200)
-            tx.respond_status(200)
+            self._finish(leg, "normal clearing", 200, lambda: tx.respond_status(200))
             if other is not None:
                 self._send_bye(other)
             return
@@ -573,7 +573,7 @@ class Call:
                 self._send_bye(dialog)
         self._finish("system", cause, 200)
 
-    def _finish(self, release_side: str, cause: str, status: int) -> None:
+    def _finish(self, side: str, cause: str, status: int, then: OnCommitted | None = None) -> None:
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
@@ -584,10 +584,10 @@ class Call:
                 attempt.timer = None
         self.media.release_all()  # every relay session of the call, whatever the path
         self.record.end_time = time.time()
-        self.record.release_side = release_side
+        self.record.release_side = side
         self.record.cause = cause
         self.record.final_status = status
-        self.b2bua.call_ended(self)
+        self.b2bua.call_ended(self, then)
 
 
 def _ignore_response(tx: ClientTransaction, response: Response) -> None:

@@ -6,7 +6,8 @@ and stray responses arrive here. Everything configurable is taken from a `Config
 switching policies and gateway targets.
 
 Owns: `B2BUA` (admission, routing, the calls and dialogs by id, the gateway INVITE of each
-attempt, the CDR write) and `EndpointHooks`, the registrar's part in admission and routing.
+attempt, the CDR handed to the store, whose commit releases the BYE's 200) and
+`EndpointHooks`, the registrar's part in admission and routing.
 Must not: import registrar/ (its `EndpointService` implements `EndpointHooks` and is plugged in
 as `B2BUA.endpoints`), or carry out a call's decisions: it hands each call its in-dialog
 traffic, and only re-sends a call's ACK for a 2xx retransmitted after its transaction ended.
@@ -49,7 +50,7 @@ from sipedge.sip.message import (
 )
 from sipedge.sip.timers import Scheduler
 from sipedge.sip.transaction import InviteServerTransaction, ServerTransaction, TransactionLayer
-from sipedge.store import CallRecord, CdrStore
+from sipedge.store import CallRecord, CdrStore, OnCommitted
 from sipedge.typedefs import Addr
 
 if TYPE_CHECKING:
@@ -403,7 +404,10 @@ class B2BUA:
     def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None:
         self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, leg)
 
-    def call_ended(self, call: Call) -> None:
+    def call_ended(self, call: Call, then: OnCommitted | None = None) -> None:
+        """Forget the call and queue its CDR; `then` (the BYE's 200) runs on the loop once the
+        CDR is committed: at once without a CDR store, and after a failed write too (the store
+        logs and counts it), so that no request waits forever for its answer."""
         if self.calls.pop(_call_key(call.invite_tx.request), None) is not None:
             self.caps.ended(call.mapping_gateway or "")
         for dialog in (call.caller_dialog, call.callee_dialog):
@@ -412,11 +416,16 @@ class B2BUA:
         self.stats.active -= 1
         if call.state is CallState.ENDED and call.record.answer_time is None:
             self.stats.failed += 1
-        if self.cdrs is not None:
-            try:
-                self.cdrs.write(call.record)
-            except Exception:
-                log.exception("writing the CDR of %s failed", call.id)
+        if self.cdrs is None:
+            if then is not None:
+                then()
+            return
+        try:
+            self.cdrs.write(call.record, then)
+        except Exception:  # not queued (the store is closed): then will not be called back
+            log.exception("writing the CDR of %s failed", call.id)
+            if then is not None:
+                then()
 
     def summaries(self) -> list[dict[str, object]]:
         """The calls in progress, as the management API lists them."""

@@ -1,8 +1,9 @@
 """Persistent state: CDRs and registrations, behind one interface with backends behind it.
 
 Public names: the records (`CallRecord`, `AttemptRecord`, `Binding`), the Protocols
-(`CdrStore`, `CdrReader`, `BindingStore`), `Unsupported`, and the openers below, which pick
-the backend (SQLite today, under `storage.path`).
+(`CdrStore`, `CdrReader`, `BindingStore`), `OnCommitted` (what `CdrStore.write` calls back once
+a CDR is committed), `Unsupported`, and the openers below, which pick the backend (SQLite
+today, under `storage.path`; its CDRs are group-committed by a writer thread).
 
 Dependency direction: calls/, registrar/, api/, sipd and the CLI import store/; store/
 imports nothing else from sipedge. Only store/ talks to a database driver.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sipedge.store.base import BindingStore, CdrReader, CdrStore, Unsupported
+from sipedge.store.base import BindingStore, CdrReader, CdrStore, OnCommitted, Unsupported
 from sipedge.store.records import AttemptRecord, Binding, CallRecord
 from sipedge.store.sqlite.bindings import SqliteBindingStore
 from sipedge.store.sqlite.cdr import SqliteCdrReader, SqliteCdrStore
@@ -24,6 +25,7 @@ __all__ = [
     "CallRecord",
     "CdrReader",
     "CdrStore",
+    "OnCommitted",
     "Unsupported",
     "open_binding_store",
     "open_cdr_reader",
@@ -32,7 +34,7 @@ __all__ = [
 
 
 def open_cdr_store(directory: Path, *, durable: bool = False) -> CdrStore:
-    """The CDR store a daemon writes to."""
+    """The CDR store a daemon writes to; `close()` it (it commits what is still queued)."""
     return SqliteCdrStore(directory, durable=durable)
 
 

@@ -2,14 +2,15 @@
 backend. SQLite (`sipedge.store.sqlite`) is the first backend; a fleet backend implements the
 same Protocols.
 
-Owns: the `CdrStore`, `CdrReader` and `BindingStore` Protocols and the `Unsupported` error.
+Owns: the `CdrStore`, `CdrReader` and `BindingStore` Protocols, the `OnCommitted` callback
+type and the `Unsupported` error.
 Must not: import a database driver or anything from sipedge outside store/ (but the
 leaf `sipedge.typedefs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from sipedge.store.records import Binding, CallRecord
@@ -17,6 +18,11 @@ from sipedge.store.records import Binding, CallRecord
 
 class Unsupported(Exception):
     """A backend cannot do what was asked; it says so rather than behaving differently."""
+
+
+OnCommitted = Callable[[], object]
+"""Called once a CDR given to `CdrStore.write` is committed (or its failure logged); what it
+returns is ignored."""
 
 
 class CdrReader(Protocol):
@@ -38,16 +44,57 @@ class CdrReader(Protocol):
 
 
 class CdrStore(CdrReader, Protocol):
-    """Append-only CDRs: one committed record per finished call."""
+    """Append-only CDRs: one committed record per finished call.
+
+    Writes are group-committed off the event loop: `write()` only queues the record; a writer
+    of the backend's own commits everything queued in one transaction (one fsync when durable)
+    while the next records queue up, and then calls each record's `on_committed` on the event
+    loop that was running when it was written. Every other change (`prune`) goes through the
+    same writer, after the records queued before it. Reads see committed records only.
+    """
 
     @property
     def written(self) -> int:
-        """Records written since this store was opened (a metric)."""
+        """Records committed since this store was opened (a metric)."""
         ...
 
-    def write(self, record: CallRecord) -> None:
-        """Commit one finished call; it survives a crash of the daemon once this returns
-        (and a power cut too when the store was opened durable)."""
+    @property
+    def queued(self) -> int:
+        """Records written and not yet committed (a gauge)."""
+        ...
+
+    @property
+    def batches(self) -> int:
+        """Transactions of records committed, one fsync each when durable (a metric)."""
+        ...
+
+    @property
+    def sync_writes(self) -> int:
+        """Records committed on the caller's thread because the queue was full (a metric)."""
+        ...
+
+    @property
+    def write_failures(self) -> int:
+        """Records that could not be committed, even on a second try (a metric; each is
+        logged with its call id)."""
+        ...
+
+    def write(self, record: CallRecord, on_committed: OnCommitted | None = None) -> None:
+        """Queue one finished call for the writer (a snapshot of it: later changes to the
+        record are not written). `on_committed` runs on the caller's event loop, never inside
+        `write()`, once the record survives a crash of the daemon (and a power cut too when
+        the store was opened durable); callbacks run in the order of their writes, except for
+        a write that found the queue full (below). A failed transaction is tried once more;
+        if it fails again, its records are logged with their call ids, counted in
+        `write_failures`, and their callbacks run all the same: nothing is lost silently and
+        no caller waits forever.
+
+        Bounded: when the queue holds its limit of records, the record is committed at once
+        on the caller's thread (back-pressure: the event loop waits for the disk), counted in
+        `sync_writes`; it is never dropped. Called outside an event loop (a script, the CLI),
+        `write()` commits before it returns and then calls `on_committed` itself.
+        Raises RuntimeError once the store is closed (and then never calls `on_committed`).
+        """
         ...
 
     def size_bytes(self) -> int:
@@ -57,7 +104,14 @@ class CdrStore(CdrReader, Protocol):
     def prune(self, now: float, max_age: float | None, max_bytes: int | None) -> int:
         """Retention: remove records older than `max_age` seconds, then the oldest ones while
         the store is larger than `max_bytes`; bounded work per call (a batch), so call it
-        again while it returns a full batch. Returns how many were removed."""
+        again while it returns a full batch. Returns how many were removed. Runs on the
+        writer, after the records queued before it, and blocks until done: call it from a
+        worker thread (`asyncio.to_thread`), not on the event loop."""
+        ...
+
+    def close(self) -> None:
+        """Commit everything queued (bounded wait; what could not be committed in time is
+        logged with its call ids), stop the writer and release the backend."""
         ...
 
 

@@ -1,14 +1,25 @@
 """Call detail records in SQLite (`<storage.path>/cdr.sqlite`).
 
-One row per call, its attempts as a JSON array in the same row, written in one committed
-transaction when the call ends: a crash of the daemon loses no finished call (WAL mode; the
-commit is durable against a process crash, `synchronous=NORMAL`; `durable=True` (the appliance
-default, `storage.cdr_durable`) gives `synchronous=FULL`, which also survives power loss at the
-cost of an fsync per call).
+One row per call, its attempts as a JSON array in the same row. WAL mode: a committed record
+survives a crash of the daemon (`synchronous=NORMAL`); `durable=True` (the appliance default,
+`storage.cdr_durable`) gives `synchronous=FULL`, which also survives power loss at the cost of
+an fsync per commit.
 
-Retention (`prune`) removes by age, then the oldest rows while the table is over its size;
-new databases are created with `auto_vacuum=INCREMENTAL` so that the freed pages go back to the
-file system, older ones reuse their free pages (the file stops growing at the limit).
+Writes are group-committed by one writer thread (`store/sqlite/writer.py`) that owns the write
+connection: `write()` snapshots the record into a row on the caller's thread and queues it;
+the writer commits everything queued (up to WRITE_BATCH rows) in one transaction, so at most
+one fsync per batch, and then runs the records' `on_committed` callbacks on their event loop.
+At most WRITE_QUEUE records wait; beyond that a write commits on the caller's thread (counted,
+never dropped). Retention (`prune`) runs on the same writer; reads (`recent`, `export`,
+`size_bytes`) use a read connection of their own and see committed records.
+
+Retention removes by age, then the oldest rows while the table is over its size; new databases
+are created with `auto_vacuum=INCREMENTAL` so that the freed pages go back to the file system,
+older ones reuse their free pages (the file stops growing at the limit).
+
+Owns: the CDR table's schema and queries, `SqliteCdrStore` and `SqliteCdrReader`.
+Must not: write on the connection outside its writer, or block on the disk in `write()` (but
+for the full-queue fallback).
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sipedge.store.base import OnCommitted
 from sipedge.store.records import CallRecord
+from sipedge.store.sqlite.writer import BATCH, CAPACITY, CLOSE_TIMEOUT, GroupWriter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cdr (
@@ -44,99 +57,149 @@ CREATE TABLE IF NOT EXISTS cdr (
 CREATE INDEX IF NOT EXISTS cdr_end_time ON cdr(end_time);
 """
 
-PRUNE_BATCH = 1000  # rows per prune() call: a few ms on the event loop
+INSERT = (
+    "INSERT INTO cdr (call_id, caller, callee, source, mapping_gateway, setup_time,"
+    " answer_time, end_time, duration, release_side, cause, final_status,"
+    " routing_gateway, switch_stop_reason, attempts)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+PRUNE_BATCH = 1000  # rows per prune() call: a few ms of the writer thread
 EXPORT_BATCH = 1000  # rows per read of export()
 WAL_LIMIT = 4 << 20  # the WAL is truncated back to this after a checkpoint
+WRITE_BATCH = BATCH  # records per transaction at most
+WRITE_QUEUE = CAPACITY  # records waiting for the writer at most
+
+
+def row_of(record: CallRecord) -> tuple[Any, ...]:
+    """The record as the INSERT's values, taken when the call ends (a snapshot)."""
+    attempts = json.dumps([asdict(a) for a in record.attempts], separators=(",", ":"))
+    return (
+        record.call_id,
+        record.caller,
+        record.callee,
+        record.source,
+        record.mapping_gateway,
+        record.setup_time,
+        record.answer_time,
+        record.end_time,
+        record.duration,
+        record.release_side,
+        record.cause,
+        record.final_status,
+        record.routing_gateway,
+        record.switch_stop_reason,
+        attempts,
+    )
+
+
+def used_bytes(db: sqlite3.Connection) -> int:
+    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+    return (pages - free) * page_size
 
 
 class SqliteCdrStore:
-    """Append-only CDR table. Writes happen on the event loop: one INSERT + COMMIT, ~30 µs."""
+    """Append-only CDR table; the event loop only queues (group commit on a writer thread)."""
 
-    def __init__(self, directory: Path, *, durable: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        durable: bool = False,
+        batch: int = WRITE_BATCH,
+        capacity: int = WRITE_QUEUE,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "cdr.sqlite"
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new database
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.executescript(SCHEMA)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new database
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        db.executescript(SCHEMA)
+        self._db = db  # the writer's from here on: touched only through self._writer
+        self._read = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._read.execute("PRAGMA query_only=ON")
+        self._writer = GroupWriter(db, INSERT, kind="CDR", batch=batch, capacity=capacity)
         self.durable = durable
-        self.written = 0
         self.pruned = 0
 
-    def write(self, record: CallRecord) -> None:
-        attempts = json.dumps([asdict(a) for a in record.attempts], separators=(",", ":"))
-        self._db.execute(
-            "INSERT INTO cdr (call_id, caller, callee, source, mapping_gateway, setup_time,"
-            " answer_time, end_time, duration, release_side, cause, final_status,"
-            " routing_gateway, switch_stop_reason, attempts)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.call_id,
-                record.caller,
-                record.callee,
-                record.source,
-                record.mapping_gateway,
-                record.setup_time,
-                record.answer_time,
-                record.end_time,
-                record.duration,
-                record.release_side,
-                record.cause,
-                record.final_status,
-                record.routing_gateway,
-                record.switch_stop_reason,
-                attempts,
-            ),
-        )
-        self.written += 1
+    @property
+    def written(self) -> int:
+        return self._writer.written
+
+    @property
+    def queued(self) -> int:
+        return self._writer.queued
+
+    @property
+    def batches(self) -> int:
+        return self._writer.batches
+
+    @property
+    def sync_writes(self) -> int:
+        return self._writer.sync_writes
+
+    @property
+    def write_failures(self) -> int:
+        return self._writer.failures
+
+    def write(self, record: CallRecord, on_committed: OnCommitted | None = None) -> None:
+        self._writer.submit(row_of(record), record.call_id, on_committed)
 
     def recent(
         self, limit: int = 50, call_id: str | None = None, before: int | None = None
     ) -> list[dict[str, Any]]:
-        return read_cdrs(self._db, limit, call_id, before)
+        return read_cdrs(self._read, limit, call_id, before)
 
     def export(self, since: float, until: float | None = None) -> Iterator[dict[str, Any]]:
-        return export_cdrs(self._db, since, until)
-
-    def _used_bytes(self) -> int:
-        page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
-        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages - free) * page_size
+        return export_cdrs(self._read, since, until)
 
     def size_bytes(self) -> int:
-        return self._used_bytes()
+        return used_bytes(self._read)
 
     def prune(self, now: float, max_age: float | None, max_bytes: int | None) -> int:
+        return self._writer.call(lambda db: self._prune(db, now, max_age, max_bytes))
+
+    def _prune(
+        self, db: sqlite3.Connection, now: float, max_age: float | None, max_bytes: int | None
+    ) -> int:
+        """On the writer thread (autocommit: each DELETE is its own transaction)."""
         removed = 0
         if max_age is not None:
-            removed += self._delete(
+            removed += _delete(
+                db,
                 "SELECT id FROM cdr WHERE end_time < ? ORDER BY id LIMIT ?",
                 (now - max_age, PRUNE_BATCH),
             )
         if max_bytes is not None and removed < PRUNE_BATCH:
-            used = self._used_bytes()
+            used = used_bytes(db)
             if used > max_bytes:
-                first, last = self._db.execute("SELECT MIN(id), MAX(id) FROM cdr").fetchone()
+                first, last = db.execute("SELECT MIN(id), MAX(id) FROM cdr").fetchone()
                 rows = (last - first + 1) if first is not None else 0
                 if rows:
                     # down to 90% of the limit, so that pruning does not run on every call
                     excess = used - int(max_bytes * 0.9)
                     count = min(PRUNE_BATCH - removed, max(1, excess * rows // used + 1))
-                    removed += self._delete("SELECT id FROM cdr ORDER BY id LIMIT ?", (count,))
+                    removed += _delete(db, "SELECT id FROM cdr ORDER BY id LIMIT ?", (count,))
         if removed:
-            self._db.execute("PRAGMA incremental_vacuum")
+            db.execute("PRAGMA incremental_vacuum")
             self.pruned += removed
         return removed
 
-    def _delete(self, select: str, args: tuple[Any, ...]) -> int:
-        cur = self._db.execute(f"DELETE FROM cdr WHERE id IN ({select})", args)
-        return int(cur.rowcount)
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        if self._writer.closed:
+            return
+        if self._writer.close(timeout):
+            self._db.close()  # left open while a stuck writer might still use it
+        self._read.close()
 
-    def close(self) -> None:
-        self._db.close()
+
+def _delete(db: sqlite3.Connection, select: str, args: tuple[Any, ...]) -> int:
+    cur = db.execute(f"DELETE FROM cdr WHERE id IN ({select})", args)
+    return int(cur.rowcount)
 
 
 def _decode(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
