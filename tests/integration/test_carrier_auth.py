@@ -10,12 +10,20 @@ challenges a second time.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.bench.kamailio_cps import kamailio_globals, kamailio_modules
 from tests.conftest import free_port, gateway
 from tests.integration.test_b2bua import call, last_cdr, uas
 from tests.sipp.harness import SippMessage, SippResult
@@ -156,4 +164,127 @@ def test_401_without_credentials_is_a_failure_as_before(sipd_factory: Any) -> No
         "401",
         True,
         "no_credentials",
+    )
+
+
+# -- Kamailio as the carrier: a real proxy challenging with SHA-256 (auth module) ---------------
+
+
+def kamailio_carrier_config(port: int, uas_port: int, algorithm: str, modules: Path) -> str:
+    """A carrier's edge proxy: every new INVITE must carry Proxy-Authorization for user `edge`
+    (pv_proxy_authenticate against a fixed password, no database), else 407 with an
+    `algorithm` challenge (qop=auth); authorized calls are relayed to the SIPp UAS."""
+    return f"""#!KAMAILIO
+{kamailio_globals(port, children=1, debug=2)}
+mpath="{modules}/"
+loadmodule "pv.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "auth.so"
+loadmodule "xlog.so"
+modparam("auth", "algorithm", "{algorithm}")
+modparam("auth", "qop", "auth")
+modparam("auth", "secret", "{os.urandom(16).hex()}")
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (is_method("OPTIONS") && !has_totag()) {{ sl_send_reply("200", "OK"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not Here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    if (is_method("INVITE")) {{
+        if (!pv_proxy_authenticate("carrier", "{PASSWORD}", "0")) {{
+            xlog("L_INFO", "carrier: challenging $ci (auth result $rc)\\n");
+            proxy_challenge("carrier", "1");
+            exit;
+        }}
+        if ($au != "edge") {{ sl_send_reply("403", "Wrong User"); exit; }}
+        xlog("L_INFO", "carrier: authorized $ci as $au\\n");
+        consume_credentials();
+        record_route();
+    }}
+    $du = "sip:127.0.0.1:{uas_port}";
+    if (!t_relay()) {{ sl_reply_error(); }}
+    exit;
+}}
+"""
+
+
+@pytest.fixture
+def kamailio_carrier(tmp_path: Path) -> Iterator[Callable[[str, int], int]]:
+    """Starts Kamailio on a free port of 127.0.0.1 (traffic on loopback only) as a carrier
+    relaying to the UAS at the given port; returns its SIP port."""
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio not installed (make setup installs it)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(algorithm: str, uas_port: int) -> int:
+        port = free_port()
+        work = tmp_path / f"kamailio-{port}"
+        work.mkdir()
+        config = work / "kamailio.cfg"
+        config.write_text(kamailio_carrier_config(port, uas_port, algorithm, kamailio_modules()))
+        argv = ["kamailio", "-DD", "-E", "-f", str(config), "-m", "32", "-M", "8"]
+        argv += ["-Y", str(work), "-P", str(work / "kamailio.pid")]
+        with (work / "kamailio.log").open("wb") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        procs.append(proc)
+        options = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-probe;rport\r\n"
+            "From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1>\r\n"
+            "Call-ID: probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        deadline = time.monotonic() + 15
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(0.2)
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError((work / "kamailio.log").read_text(errors="replace"))
+                probe.sendto(options, ("127.0.0.1", port))
+                try:
+                    if probe.recv(4096).startswith(b"SIP/2.0 200"):
+                        return port
+                except TimeoutError:
+                    continue
+        raise RuntimeError("kamailio did not answer OPTIONS")
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_kamailio_carrier_challenge_answered(
+    sipd_factory: Any, kamailio_carrier: Callable[[str, int], int], algorithm: str
+) -> None:
+    uas_port = free_port()
+    carrier_port = kamailio_carrier(algorithm, uas_port)
+    sipd = sipd_factory([gateway("gw1", carrier_port, auth_user="edge", auth_password=PASSWORD)])
+    with uas("uas_answer", uas_port) as far_end:
+        result = call(sipd, "uac_basic", hold="300")
+        far_result = far_end.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert far_result.returncode == 0
+    # Kamailio consumed our credentials: the far end saw none
+    (invite,) = invites(far_result)
+    assert invite.header("Proxy-Authorization") is None
+    (attempt,) = last_cdr(sipd)["attempts"]
+    assert (attempt["result"], attempt["challenged"], attempt["auth_algorithm"]) == (
+        "answered",
+        True,
+        algorithm,
     )

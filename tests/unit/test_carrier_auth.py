@@ -11,16 +11,21 @@ from typing import Any
 
 import pytest
 
+from sipedge.api import CredentialError
 from sipedge.calls.carrier_auth import (
     Answer,
     CarrierCredentials,
     Refusal,
     decide,
 )
+from sipedge.calls.service import B2BUA
+from sipedge.config import parse_config
 from sipedge.sip.digest import compute_response, parse_auth_header
 from sipedge.sip.message import Request, make_response, parse_message
+from sipedge.sipd import SipDaemon
 from tests.conftest import gateway, make_config
 from tests.unit.test_session_timer_call import CALLER, SDP, Edge, caller_ack, caller_invite
+from tests.unit.test_transaction import FakeClock
 
 GW1 = ("10.0.0.2", 5060)
 GW2 = ("10.0.0.3", 5060)
@@ -307,3 +312,41 @@ def test_sdp_sent_again_is_the_same_offer(tmp_path: Path) -> None:
     assert first.body == SDP
     edge.challenge(first, 401, MD5)
     assert edge.requests("INVITE", GW1)[-1].body == SDP
+
+
+# -- the password file: read by sipd at start and on reload, like the API token files ----------
+
+
+def test_password_file_read_at_start_and_again_when_credentials_are_reloaded(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "gw1.password"
+    secret.write_text("  first pw\n")
+    gw1 = {"auth_user": "edge", "auth_password_file": str(secret), "auth_realm": "carrier"}
+    data = make_config(tmp_path, 5060, 8080, [gateway("gw1", 5060, **gw1), gateway("gw2", 5061)])
+    daemon = SipDaemon(tmp_path / "sipedge.yaml", parse_config(data))
+    daemon.load_credentials()  # as serve() does before start()
+    assert daemon.carrier_passwords == {"gw1": "first pw"}
+    b2bua = B2BUA(
+        daemon.config, FakeClock(), lambda raw, addr: None, lambda d: "10.0.0.9", 5060, None
+    )
+    b2bua.set_carrier_passwords(daemon.carrier_passwords)  # as start() does
+    daemon._b2bua = b2bua
+    assert b2bua.gateway_target("gw1").credentials == CarrierCredentials(
+        "edge", "first pw", "carrier"
+    )
+    assert b2bua.gateway_target("gw2").credentials is None
+    secret.write_text("second pw\n")
+    daemon.load_credentials()  # reload: a rotated file is read again
+    assert b2bua.gateway_target("gw1").credentials == CarrierCredentials(
+        "edge", "second pw", "carrier"
+    )
+    secret.unlink()
+    with pytest.raises(CredentialError, match=r"routing_gateways\[0\]\.auth_password_file"):
+        daemon.load_credentials()
+    assert b2bua.gateway_target("gw1").credentials == CarrierCredentials(
+        "edge", "second pw", "carrier"
+    )  # nothing changed
+    secret.write_text("\n")
+    with pytest.raises(CredentialError, match="empty"):
+        daemon.load_credentials()
