@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.bench.kamailio_cps import kamailio_globals, kamailio_modules
-from tests.conftest import free_port, gateway
+from tests.conftest import BIN, free_port, gateway, make_config
 from tests.integration.test_b2bua import call, last_cdr, uas
 from tests.sipp.harness import SippMessage, SippResult
 
@@ -288,3 +289,21 @@ def test_kamailio_carrier_challenge_answered(
         True,
         algorithm,
     )
+
+
+def test_sipd_refuses_to_start_without_its_password_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.password"
+    gw = gateway("gw1", free_port(), auth_user="edge", auth_password_file=str(missing))
+    config = make_config(tmp_path, free_port(), free_port(socket.SOCK_STREAM), [gw])
+    path = tmp_path / "sipd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [str(BIN / "sipedge-sipd"), "--config", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"routing_gateways[0].auth_password_file: cannot read {missing}" in proc.stderr
