@@ -67,6 +67,21 @@ def assert_resent(first: SippMessage, second: SippMessage) -> None:
     assert second.branch != first.branch
 
 
+def challenged_call(
+    sipd: Any, port: int, **keys: str
+) -> tuple[SippResult, SippMessage, SippMessage]:
+    """A call through sipd to the challenging carrier at `port` that completes: the carrier's
+    result and the two INVITEs it received (the second checked as a resend of the first)."""
+    with uas("uas_auth_answer", port, **keys) as carrier:
+        result = call(sipd, "uac_basic", hold="300")
+        carrier_result = carrier.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert carrier_result.returncode == 0, carrier_result.stdout
+    first, second = invites(carrier_result)
+    assert_resent(first, second)
+    return carrier_result, first, second
+
+
 def test_401_answered_with_credentials_from_a_password_file(
     sipd_factory: Any, tmp_path: Path
 ) -> None:
@@ -74,13 +89,7 @@ def test_401_answered_with_credentials_from_a_password_file(
     secret = tmp_path / "carrier.pw"
     secret.write_text(PASSWORD + "\n")
     sipd = sipd_factory([gateway("gw1", port, auth_user="edge", auth_password_file=str(secret))])
-    with uas("uas_auth_answer", port, password=PASSWORD) as carrier:
-        result = call(sipd, "uac_basic", hold="300")
-        carrier_result = carrier.wait(20)
-    assert result.returncode == 0, result.stdout + sipd.log()
-    assert carrier_result.returncode == 0, carrier_result.stdout
-    first, second = invites(carrier_result)
-    assert_resent(first, second)
+    carrier_result, first, second = challenged_call(sipd, port, password=PASSWORD)
     assert first.header("Authorization") is None
     auth = digest_params(second.header("Authorization") or "")
     assert (auth["username"], auth["realm"], auth["qop"], auth["nc"]) == (
@@ -103,13 +112,7 @@ def test_407_answered_with_proxy_authorization(sipd_factory: Any) -> None:
     port = free_port()
     sipd = sipd_factory([gateway("gw1", port, auth_user="edge", auth_password=PASSWORD)])
     keys = {"code": "407", "reason": "Proxy", "challenge": "Proxy-Authenticate", "verify": "0"}
-    with uas("uas_auth_answer", port, **keys) as carrier:
-        result = call(sipd, "uac_basic", hold="300")
-        carrier_result = carrier.wait(20)
-    assert result.returncode == 0, result.stdout + sipd.log()
-    assert carrier_result.returncode == 0, carrier_result.stdout
-    first, second = invites(carrier_result)
-    assert_resent(first, second)
+    _, _, second = challenged_call(sipd, port, **keys)
     assert second.header("Authorization") is None
     p = digest_params(second.header("Proxy-Authorization") or "")
     # RFC 2617 3.2.2.1 by hand: the carrier's check, independent of sipedge's digest module
