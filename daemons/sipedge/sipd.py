@@ -24,7 +24,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from sipedge.api import (
     CredentialError,
     accepted_hosts,
     build_app,
+    load_password,
     load_token,
     reload_tls,
     tls_context,
@@ -78,6 +79,7 @@ class SipDaemon:
         self.api_config: ApiConfig = config.api
         self.storage: StorageConfig = config.storage
         self._policy = AccessPolicy(hosts=accepted_hosts(config.api.host, config.api.hosts))
+        self.carrier_passwords: dict[str, str] = {}  # routing gateways' auth_password_file
         self._tls: ssl.SSLContext | None = None
         self._retention: asyncio.Task[None] | None = None
         self._b2bua: B2BUA | None = None
@@ -99,15 +101,20 @@ class SipDaemon:
         return self._b2bua
 
     def load_credentials(self) -> None:
-        """Read the token files and the TLS certificate; CredentialError names the key."""
+        """Read the token files, the TLS certificate and the routing gateways' password files;
+        CredentialError names the key (and nothing is changed)."""
         api = self.api_config
         policy = access_policy(api)
+        passwords = carrier_passwords(self.config)
         if api.tls_cert is not None and api.tls_key is not None:
             if self._tls is None:
                 self._tls = tls_context(api.tls_cert, api.tls_key)
             else:
                 reload_tls(self._tls, api.tls_cert, api.tls_key)
         self._policy = policy
+        self.carrier_passwords = passwords
+        if self._b2bua is not None:
+            self._b2bua.set_carrier_passwords(passwords)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,6 +136,7 @@ class SipDaemon:
             self.transport.port,
             self.cdrs,
         )
+        self._b2bua.set_carrier_passwords(self.carrier_passwords)
         self._apply_sip_limits(self.config)
         # Screen sources before parsing from here on, now that gateways can be recognised.
         self.transport.screen = self.guard.admit_source
@@ -231,10 +239,10 @@ class SipDaemon:
         if moved:
             message += f"; changes to {', '.join(moved)} take effect at the next restart"
         try:
-            self.load_credentials()  # rotated token files, a renewed certificate
+            self.load_credentials()  # rotated token and password files, a renewed certificate
         except CredentialError as err:
-            log.error("kept the API's previous tokens and certificate: %s", err)
-            message += f"; kept the API's previous tokens and certificate: {err}"
+            log.error("kept the previous tokens, certificate and gateway passwords: %s", err)
+            message += f"; kept the previous tokens, certificate and gateway passwords: {err}"
         log.info("config %s", message)
         return True, message
 
@@ -400,18 +408,19 @@ class SipdCollector(Collector):
         yield GaugeMetricFamily(
             "sipedge_calls_active", "Calls in progress", value=len(d.b2bua.calls)
         )
-        rejected = CounterMetricFamily(
-            "sipedge_calls_rejected", "New calls refused, by status", labels=["status"]
+        yield counter(
+            "carrier_challenges_answered",
+            "Routing gateways' 401/407 answered with credentials",
+            s.challenges_answered,
         )
-        for status, count in sorted(s.rejected.items()):
-            rejected.add_metric([str(status)], count)
-        yield rejected
-        reasons = CounterMetricFamily(
-            "sipedge_switch_stops", "Why gateway switching stopped", labels=["reason"]
+        yield by_label(
+            "carrier_challenges_failed",
+            "Routing gateways' 401/407 that ended the attempt, by reason",
+            "reason",
+            s.challenges_failed,
         )
-        for reason, count in sorted(s.stop_reasons.items()):
-            reasons.add_metric([reason], count)
-        yield reasons
+        yield by_label("calls_rejected", "New calls refused, by status", "status", s.rejected)
+        yield by_label("switch_stops", "Why gateway switching stopped", "reason", s.stop_reasons)
         tx = GaugeMetricFamily("sipedge_transactions", "Live SIP transactions", labels=["side"])
         for side, count in tl.counts().items():
             tx.add_metric([side], count)
@@ -449,6 +458,16 @@ class SipdCollector(Collector):
             yield from d.registrar.metrics()
 
 
+def by_label(
+    name: str, doc: str, label: str, counts: Mapping[str, int] | Mapping[int, int]
+) -> CounterMetricFamily:
+    """A counter family `sipedge_<name>` with one sample per key of `counts`, sorted."""
+    family = CounterMetricFamily(f"sipedge_{name}", doc, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([str(key)], count)
+    return family
+
+
 def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
     over = CounterMetricFamily(
         "sipedge_calls_over_capacity",
@@ -466,6 +485,15 @@ def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetric
     for name in sorted(b2bua.caps.limits):
         per_gateway.add_metric([name], b2bua.caps.active.get(name, 0))
     yield per_gateway
+
+
+def carrier_passwords(config: Config) -> dict[str, str]:
+    """The routing gateways' auth_password_file contents by name, read now (CredentialError)."""
+    return {
+        gw.name: load_password(gw.auth_password_file, f"routing_gateways[{i}].auth_password_file")
+        for i, gw in enumerate(config.routing_gateways)
+        if gw.auth_password_file is not None
+    }
 
 
 def access_policy(api: ApiConfig) -> AccessPolicy:

@@ -721,6 +721,55 @@ def test_missing_required_gateway_fields() -> None:
     )
 
 
+def test_gateway_auth_keys() -> None:
+    gw = parse_config(
+        gateway_data(auth_user="edge-7", auth_password="pw with spaces", auth_realm="carrier")
+    ).routing_gateways[1]
+    assert (gw.auth_user, gw.auth_password, gw.auth_realm) == (
+        "edge-7",
+        "pw with spaces",
+        "carrier",
+    )
+    assert gw.auth_password_file is None and "pw with spaces" not in repr(gw)
+    gw = parse_config(
+        gateway_data(auth_user="edge", auth_password_file="/etc/sipedge/carrier.pw")
+    ).routing_gateways[1]
+    assert gw.auth_password_file == Path("/etc/sipedge/carrier.pw") and gw.auth_password is None
+    assert gw.auth_realm is None
+    nulls = dict.fromkeys(("auth_user", "auth_password", "auth_password_file", "auth_realm"))
+    gw = parse_config(gateway_data(**nulls)).routing_gateways[1]
+    assert gw.auth_user is None and gw.auth_password is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "path", "allowed"),
+    [
+        ({"auth_password": "pw"}, "auth_user", "a user name beside auth_password"),
+        ({"auth_realm": "r"}, "auth_user", "a user name"),
+        ({"auth_user": "edge"}, "auth_password", "auth_password or auth_password_file"),
+        (
+            {"auth_user": "edge", "auth_password": "pw", "auth_password_file": "/etc/pw"},
+            "auth_password_file",
+            "null when auth_password is set",
+        ),
+        ({"auth_user": "a b", "auth_password": "pw"}, "auth_user", "without spaces"),
+        ({"auth_user": "edge", "auth_password": ""}, "auth_password", "a non-empty"),
+        ({"auth_user": "edge", "auth_password_file": "pw"}, "auth_password_file", "absolute"),
+        ({"auth_user": "edge", "auth_password": "pw", "auth_realm": ""}, "auth_realm", "non-empty"),
+    ],
+)
+def test_bad_gateway_auth(keys: dict[str, object], path: str, allowed: str) -> None:
+    problem = one_problem(gateway_data(**keys))
+    assert problem.path == f"routing_gateways[1].{path}"
+    assert allowed in problem.allowed
+
+
+def test_gateway_password_is_not_echoed() -> None:
+    problem = one_problem(gateway_data(auth_user="edge", auth_password=123456))
+    assert problem.path == "routing_gateways[1].auth_password"
+    assert "123456" not in str(problem)
+
+
 @pytest.mark.parametrize(
     ("change", "path"),
     [

@@ -254,3 +254,104 @@ def test_client_without_qop_and_with_opaque() -> None:
 def test_pick_challenge_skips_unsupported_algorithms() -> None:
     values = ['Digest realm="r", nonce="1", algorithm=SHA-512-256', 'Digest realm="r", nonce="2"']
     assert pick_challenge(values) == {"realm": "r", "nonce": "2"}
+
+
+# -- the client side toward carriers: RFC vectors through answer_challenge ----------------------
+
+RFC7616_NONCE = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
+RFC7616_CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
+def test_client_answers_rfc7616_vectors(algorithm: str, expected: str) -> None:
+    # RFC 7616 section 3.9.1: the challenge as the server sends it, the answer as the client does
+    challenge = pick_challenge(
+        [
+            f'Digest realm="http-auth@example.org", qop="auth, auth-int", '
+            f'algorithm={algorithm}, nonce="{RFC7616_NONCE}", '
+            f'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+        ]
+    )
+    assert challenge is not None
+    value = answer_challenge(
+        challenge,
+        user="Mufasa",
+        password="Circle of Life",
+        method="GET",
+        uri="/dir/index.html",
+        cnonce=RFC7616_CNONCE,
+    )
+    _, p = parse_auth_header(value)
+    assert p["response"] == expected
+    assert (p["qop"], p["nc"], p["cnonce"], p["algorithm"]) == (
+        "auth",
+        "00000001",
+        RFC7616_CNONCE,
+        algorithm,
+    )
+    assert p["opaque"] == "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"
+
+
+def test_client_answers_rfc2617_example() -> None:
+    # RFC 2617 section 3.5: no algorithm in the challenge (MD5), qop "auth,auth-int"
+    challenge = pick_challenge(
+        [
+            'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+            'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", '
+            'opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+        ]
+    )
+    assert challenge is not None
+    value = answer_challenge(
+        challenge,
+        user="Mufasa",
+        password="Circle Of Life",
+        method="GET",
+        uri="/dir/index.html",
+        cnonce="0a4f113b",
+    )
+    _, p = parse_auth_header(value)
+    assert p["response"] == "6629fae49393a05397450978507c4ef1"
+    assert p["algorithm"] == "MD5"
+
+
+def test_client_cnonce_is_random_per_answer() -> None:
+    challenge = {"realm": "r", "nonce": "n", "qop": "auth"}
+    first, second = (
+        parse_auth_header(
+            answer_challenge(challenge, user="u", password="p", method="INVITE", uri="sip:x")
+        )[1]["cnonce"]
+        for _ in range(2)
+    )
+    assert first != second and len(first) == 16
+
+
+MD5_CHALLENGE = 'Digest realm="a", nonce="1", algorithm=MD5, qop="auth"'
+SHA_CHALLENGE = 'Digest realm="a", nonce="2", algorithm=SHA-256, qop="auth"'
+
+
+def test_pick_strongest_prefers_sha256_in_any_order() -> None:
+    for values in ([MD5_CHALLENGE, SHA_CHALLENGE], [SHA_CHALLENGE, MD5_CHALLENGE]):
+        picked = pick_challenge(values, strongest=True)
+        assert picked is not None and picked["algorithm"] == "SHA-256"
+    # without `strongest`: the first we support (RFC 8760 2.4 order), as before
+    picked = pick_challenge([MD5_CHALLENGE, SHA_CHALLENGE])
+    assert picked is not None and picked["algorithm"] == "MD5"
+
+
+def test_pick_passes_over_other_realms_and_auth_int_only() -> None:
+    other = 'Digest realm="b", nonce="3", algorithm=SHA-256'
+    picked = pick_challenge([other, MD5_CHALLENGE], realm="a", strongest=True)
+    assert picked is not None and picked["nonce"] == "1"
+    assert pick_challenge([other], realm="a") is None
+    auth_int = 'Digest realm="a", nonce="4", algorithm=SHA-256, qop="auth-int"'
+    assert pick_challenge([auth_int]) is None
+    picked = pick_challenge([auth_int, MD5_CHALLENGE], strongest=True)
+    assert picked is not None and picked["nonce"] == "1"
+    assert pick_challenge(['Basic realm="a"', "Digest garbage"]) is None

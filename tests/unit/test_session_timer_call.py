@@ -26,10 +26,17 @@ SDP = (
 
 
 class Edge:
-    def __init__(self, tmp: Path, parameters: dict[str, Any] | None = None) -> None:
-        data = make_config(tmp, 5060, 8080, [gateway("gw1", 5060)], parameters=parameters)
+    def __init__(
+        self,
+        tmp: Path,
+        parameters: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """`data`: a whole config (its own gateways); default: gw1 at `GW`."""
+        if data is None:
+            data = make_config(tmp, 5060, 8080, [gateway("gw1", 5060)], parameters=parameters)
+            data["routing_gateways"][0]["address"] = GW[0]
         data["mapping_gateways"][0]["addresses"] = ["10.0.0.1/32"]
-        data["routing_gateways"][0]["address"] = GW[0]
         self.clock = FakeClock()
         self.sent: list[tuple[Request | Response, tuple[str, int]]] = []
         self.b2bua = B2BUA(

@@ -1,10 +1,13 @@
-"""The API's secrets on disk: token files and the TLS certificate and key.
+"""The secrets sipd reads from disk: the API's token files and TLS certificate and key, and
+the routing gateways' digest password files (`auth_password_file`).
 
-Owns: `load_token` (a token file, stripped, checked), `tls_context` (a server SSLContext,
+Owns: `load_token` (a token file, stripped, checked), `load_password` (a password file,
+stripped), `tls_context` (a server SSLContext,
 TLS 1.2 minimum, the certificate chain loaded) and `reload_tls` (re-reads the chain into a
 running context, only once the new files have loaded cleanly), and `CredentialError`, whose
 message names the config key (sipd logs it and exits 2).
-Must not: decide who may do what (that is `api/auth.py`), import config/, or log a token.
+Must not: decide who may do what (that is `api/auth.py`), import config/, or log a token or
+a password.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ class CredentialError(Exception):
     """A token file or the TLS certificate/key could not be used; the text names the key."""
 
 
-def load_token(path: Path, key: str) -> str:
-    """The token in `path` (surrounding whitespace and the final newline stripped)."""
+def _read_secret(path: Path, key: str, what: str) -> str:
+    """The text of `path`, surrounding whitespace and the final newline stripped, not empty."""
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as err:
@@ -29,7 +32,18 @@ def load_token(path: Path, key: str) -> str:
     except UnicodeDecodeError as err:
         raise CredentialError(f"{key}: {path} is not UTF-8 text") from err
     if not text:
-        raise CredentialError(f"{key}: {path} is empty (expected a token)")
+        raise CredentialError(f"{key}: {path} is empty (expected {what})")
+    return text
+
+
+def load_password(path: Path, key: str) -> str:
+    """The password in `path` (a routing gateway's auth_password_file), stripped."""
+    return _read_secret(path, key, "a password")
+
+
+def load_token(path: Path, key: str) -> str:
+    """The token in `path` (surrounding whitespace and the final newline stripped)."""
+    text = _read_secret(path, key, "a token")
     if not _TOKEN_RE.match(text):
         raise CredentialError(
             f"{key}: {path} holds more than one printable ASCII word (expected one token)"

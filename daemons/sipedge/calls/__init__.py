@@ -10,7 +10,8 @@ Modules, from the leaves up (a module imports only those above it in this list):
 * pure, no I/O: `routing` (prefix and source tables), `switching` (gateway switching),
   `capacity` (call limits: calls in progress, calls per second per mapping gateway),
   `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation),
-  `media_policy` (SDP refused before anchoring: refused c= networks, stream cap);
+  `media_policy` (SDP refused before anchoring: refused c= networks, stream cap),
+  `carrier_auth` (whether a routing gateway's 401/407 is answered, and with what);
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
   `media_session` (leg names, relay sessions, watch settings), `media_metrics` (counters);
 * glue: `watchdog` (RTP timeout, maximum duration), `media_reconcile` (orphans and keep-alive

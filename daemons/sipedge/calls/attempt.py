@@ -3,7 +3,8 @@
 Owns: `GatewayTarget` (a routing gateway as a call sees it; the registrar builds one for a
 registered endpoint), `Attempt` (one INVITE to one gateway), `CallState` and `CallStats`.
 Must not: send, arm timers, read the clock, or import a module of calls/ other than the pure
-`switching`. Every module of calls/ (and registrar/) may import it; it imports none of them back.
+`switching` and `carrier_auth`. Every module of calls/ (and registrar/) may import it; it
+imports none of them back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sipedge.calls.carrier_auth import ANSWERED, CarrierCredentials
 from sipedge.calls.switching import AttemptTracker, StopReason, SwitchingPolicy
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request
@@ -33,6 +35,7 @@ class GatewayTarget:
     port: int
     config: RoutingGateway
     request_uri: str = ""  # a registered endpoint's contact (else sip:callee@address:port)
+    credentials: CarrierCredentials | None = None  # answers its 401/407 (carrier_auth.py)
 
 
 class CallState(enum.Enum):
@@ -76,9 +79,17 @@ class CallStats:
     session_timer_ends: int = 0
     rejected: dict[int, int] = field(default_factory=dict)
     stop_reasons: dict[str, int] = field(default_factory=dict)
+    challenges_answered: int = 0  # carriers' 401/407 answered with credentials
+    challenges_failed: dict[str, int] = field(default_factory=dict)  # by carrier_auth refusal
 
     def count_stop(self, reason: StopReason) -> None:
         self.stop_reasons[reason.value] = self.stop_reasons.get(reason.value, 0) + 1
+
+    def count_challenge(self, result: str) -> None:
+        if result == ANSWERED:
+            self.challenges_answered += 1
+        else:
+            self.challenges_failed[result] = self.challenges_failed.get(result, 0) + 1
 
     def count_reject(self, status: int) -> None:
         self.rejected[status] = self.rejected.get(status, 0) + 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
+from sipedge.calls.carrier_auth import CHALLENGES, Answer, on_challenge
 from sipedge.calls.identity import IncomingIdentity
 from sipedge.calls.in_dialog import Forwarder, ForwardingHost
 from sipedge.calls.media_link import CallMedia
@@ -49,8 +50,8 @@ from sipedge.calls.switching import (
     TimerChange,
     caller_facing,
 )
-from sipedge.sip.dialog import Dialog, uac_dialog, uas_dialog
-from sipedge.sip.message import Request, Response, make_response, new_branch, new_tag
+from sipedge.sip.dialog import Dialog, resend_request, uac_dialog, uas_dialog
+from sipedge.sip.message import Request, Response, make_response, new_tag
 from sipedge.sip.transaction import (
     ClientTransaction,
     InviteServerTransaction,
@@ -61,14 +62,6 @@ from sipedge.store import AttemptRecord, CallRecord, OnCommitted
 from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
-
-
-TIMER_NAMES = {
-    Timer.INVITE: "invite",
-    Timer.TRYING: "trying",
-    Timer.RINGING: "ringing",
-    Timer.SESSION_PROGRESS: "session progress",
-}
 
 
 class CallHost(ForwardingHost, Protocol):
@@ -183,6 +176,10 @@ class Call:
             self._follow(self.switcher.on_failure(attempt.tracker, 503, None))
             return
         attempt.invite.body = body
+        self._send_invite(attempt)
+        self.media.watch_rtp_start(attempt)
+
+    def _send_invite(self, attempt: Attempt) -> None:
         attempt.tx = self.b2bua.transactions.start_client(
             attempt.invite,
             attempt.destination,
@@ -190,7 +187,6 @@ class Call:
             lambda tx: self._on_attempt_tx_timeout(attempt),
         )  # type: ignore[assignment]
         self._apply_timer(attempt, attempt.tracker.on_invite_sent())
-        self.media.watch_rtp_start(attempt)
 
     def _apply_timer(self, attempt: Attempt, change: TimerChange) -> None:
         if change.cancel and attempt.timer is not None:
@@ -208,7 +204,7 @@ class Call:
         attempt.timer = None
         if attempt is not self.current or self.state is not CallState.SETUP:
             return
-        self._end_attempt(attempt, f"timeout: {TIMER_NAMES[which]}", None)
+        self._end_attempt(attempt, f"timeout: {which.value}", None)
         self._abandon(attempt)
         self._follow(self.switcher.on_failure(attempt.tracker, None, which))
 
@@ -273,6 +269,8 @@ class Call:
             return
         if status == 422 and self._retry_422(attempt, response):
             return
+        if status in CHALLENGES and self._answer_challenge(attempt, response):
+            return
         self._end_attempt(attempt, str(status), status)
         self._follow(self.switcher.on_failure(attempt.tracker, status, None))
 
@@ -285,26 +283,28 @@ class Call:
         if interval is None:
             return False
         attempt.retried_422 = True
-        invite = Request(attempt.invite.method, attempt.invite.uri, attempt.invite.headers.copy())
-        invite.body = attempt.invite.body
-        invite.headers.remove("Via")
-        host, port = self.b2bua.via_for(attempt.destination[0])
-        invite.headers.add(
-            "Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport", first=True
-        )
-        invite.headers.set("CSeq", f"{attempt.invite.cseq[0] + 1} INVITE")
-        invite.headers.set("Session-Expires", str(interval))
-        invite.headers.set("Min-SE", str(interval))
-        attempt.invite = invite
-        attempt.provisional = False
-        attempt.tx = self.b2bua.transactions.start_client(
-            invite,
-            attempt.destination,
-            lambda tx, resp: self._on_attempt_response(attempt, resp),
-            lambda tx: self._on_attempt_tx_timeout(attempt),
-        )  # type: ignore[assignment]
-        self._apply_timer(attempt, attempt.tracker.on_invite_sent())
+        self._resend(attempt, ("Session-Expires", str(interval)), ("Min-SE", str(interval)))
         return True
+
+    def _answer_challenge(self, attempt: Attempt, response: Response) -> bool:
+        """RFC 3261 22.2: a gateway with credentials gets the INVITE once more, authorized
+        (carrier_auth.py decides and notes it in the CDR). False: the 401/407 is a failure."""
+        decision = on_challenge(
+            attempt.record, attempt.gateway.credentials, attempt.invite, response
+        )
+        self.b2bua.stats.count_challenge(decision.result)
+        if isinstance(decision, Answer):
+            self._resend(attempt, (decision.header, decision.value))
+        return isinstance(decision, Answer)
+
+    def _resend(self, attempt: Attempt, *headers: tuple[str, str]) -> None:
+        """The attempt's INVITE again, with `headers` set: new branch, CSeq + 1 (a CANCEL
+        from now on goes to this one: `_send_cancel` builds it from `attempt.invite`)."""
+        attempt.invite = resend_request(attempt.invite, *self.b2bua.via_for(attempt.destination[0]))
+        for name, value in headers:
+            attempt.invite.headers.set(name, value)
+        attempt.provisional = False
+        self._send_invite(attempt)
 
     def _callee_sdp_refused(self, attempt: Attempt, response: Response) -> bool:
         """The callee's SDP (18x/2xx) is refused by the media policy: the attempt fails with

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from sipedge.calls.attempt import CallState, CallStats, GatewayTarget
 from sipedge.calls.call import Call
 from sipedge.calls.capacity import CallCaps, GatewayLimits
+from sipedge.calls.carrier_auth import CarrierCredentials
 from sipedge.calls.identity import (
     apply_identity,
     incoming_identity,
@@ -131,6 +132,7 @@ class B2BUA:
         self.media = MediaService(None)
         # registrar and outbound registrations: set by the daemon (registrar/component.py)
         self.endpoints: EndpointHooks | None = None
+        self.carrier_passwords: dict[str, str] = {}  # auth_password_file contents, by gateway
         self.transactions = TransactionLayer(
             scheduler, config.parameters.sip_resend_interval, send_bytes, self
         )
@@ -158,15 +160,32 @@ class B2BUA:
         self.policies: dict[str, SwitchingPolicy] = {
             gw.name: switching_policy(p, gw) for gw in config.routing_gateways
         }
-        self.targets = {
-            gw.name: GatewayTarget(gw.name, gw.address, gw.port, gw)
-            for gw in config.routing_gateways
-        }
+        self._build_targets()
         self.transactions.set_resend(p.sip_resend_interval)
         self.session_timers = TimerSettings(
             p.sip_session_timer, p.sip_session_expires, p.sip_min_se
         )
         self.media.policy = media_policy(config.media)  # new calls; a call keeps its own
+
+    def set_carrier_passwords(self, passwords: dict[str, str]) -> None:
+        """The routing gateways' `auth_password_file` contents by gateway name (sipd reads the
+        files at start and on reload); new calls answer challenges with them."""
+        self.carrier_passwords = dict(passwords)
+        self._build_targets()
+
+    def _build_targets(self) -> None:
+        self.targets = {
+            gw.name: GatewayTarget(
+                gw.name, gw.address, gw.port, gw, credentials=self._credentials(gw)
+            )
+            for gw in self.config.routing_gateways
+        }
+
+    def _credentials(self, gw: RoutingGateway) -> CarrierCredentials | None:
+        password = gw.auth_password or self.carrier_passwords.get(gw.name)
+        if gw.auth_user is None or not password:
+            return None  # a file that could not be read: challenges fail (no_credentials)
+        return CarrierCredentials(gw.auth_user, password, gw.auth_realm)
 
     # -- addresses --------------------------------------------------------------------------
     def is_gateway(self, address: str) -> bool:

@@ -55,6 +55,7 @@ from sipedge.config.values import (
     _number,
     _off_or,
     _on_off,
+    _optional_absolute_path,
     _optional_host,
     _optional_string,
     _port,
@@ -91,7 +92,13 @@ _ROUTING_KEYS = (
     "p_preferred_identity",
     "caller_dial_plan",
     "rtp_encryption",
+    "auth_user",
+    "auth_password",
+    "auth_password_file",
+    "auth_realm",
 )
+_AUTH_KEYS = ("auth_user", "auth_password", "auth_password_file", "auth_realm")
+_AUTH_PAIR = "auth_password or auth_password_file (one of the two)"
 _REGISTRATION_KEYS = ("name", "proxy", "port", "user", "password", "realm", "register_period")
 
 
@@ -355,9 +362,37 @@ class _Collector:
                 p_preferred_identity=self.get(path, data, "p_preferred_identity", identity, "None"),
                 caller_dial_plan=self.dial_plan(f"{path}.caller_dial_plan", data),
                 rtp_encryption=self.get(path, data, "rtp_encryption", _on_off, False),
+                **self.gateway_auth(path, data),
             )
             out.append(gw)
         return tuple(out)
+
+    def gateway_auth(self, path: str, data: dict[str, object]) -> dict[str, Any]:
+        """auth_user with auth_password or auth_password_file (one of the two), auth_realm:
+        the credentials a routing gateway's 401/407 is answered with."""
+        given = {key for key in _AUTH_KEYS if data.get(key) is not None}
+        user = password = None
+        if "auth_user" in given:
+            user = self.get(path, data, "auth_user", _user, None, allowed=USER_ALLOWED)
+        if "auth_password" in given:
+            password = self.secret(f"{path}.auth_password", data, required=False) or None
+        if given and "auth_user" not in given:
+            self.problem(f"{path}.auth_user", MISSING, "a user name beside " + _AUTH_PAIR)
+        elif "auth_user" in given and not given & {"auth_password", "auth_password_file"}:
+            self.problem(f"{path}.auth_password", MISSING, _AUTH_PAIR + " beside auth_user")
+        elif {"auth_password", "auth_password_file"} <= given:
+            shown = str(data["auth_password_file"])
+            self.problem(f"{path}.auth_password_file", shown, "null when auth_password is set")
+        return {
+            "auth_user": user,
+            "auth_password": password,
+            "auth_password_file": self.get(
+                path, data, "auth_password_file", _optional_absolute_path, None
+            ),
+            "auth_realm": self.get(
+                path, data, "auth_realm", _optional_string("null or a non-empty string"), None
+            ),
+        }
 
     def codes(self, path: str, data: dict[str, object]) -> frozenset[int]:
         path = f"{path}.stop_switching_codes"

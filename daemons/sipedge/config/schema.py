@@ -146,6 +146,11 @@ class RoutingGateway:
     p_preferred_identity: str = "None"  # None / Passthrough / Caller
     caller_dial_plan: tuple[DialPlanRule, ...] = ()
     rtp_encryption: bool = False
+    # authentication toward the carrier: its 401/407 is answered once with these (digest)
+    auth_user: str | None = None  # None: challenges are not answered
+    auth_password: str | None = field(default=None, repr=False)
+    auth_password_file: Path | None = None  # read by sipd at start and on reload
+    auth_realm: str | None = None  # answer only challenges of this realm (None: any)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,20 @@ class Dialog:
         return Request(method, self.remote_target, headers, body)
 
 
+def resend_request(request: Request, via_host: str, via_port: int) -> Request:
+    """`request` again as a new transaction before any dialog exists (RFC 3261 8.1.3.5, 22.2:
+    after a 401/407 or a 422): same Call-ID, From tag, To, Request-URI and body; a new Via
+    branch and CSeq + 1. The caller sets or changes the headers it answers with."""
+    again = Request(request.method, request.uri, request.headers.copy())
+    again.body = request.body
+    again.headers.remove("Via")
+    again.headers.add(
+        "Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={new_branch()};rport", first=True
+    )
+    again.headers.set("CSeq", f"{request.cseq[0] + 1} {request.method}")
+    return again
+
+
 def strip_tag(name_addr: str) -> str:
     """The header value without its tag parameter (for building our own dialog URIs)."""
     parsed = parse_name_addr(name_addr)

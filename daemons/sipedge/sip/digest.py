@@ -14,9 +14,11 @@ Both sides live here:
     bounded (``max_nonces``, oldest first-use forgotten); a forgotten nonce is treated as stale;
   - the ``uri`` of the answer must be the Request-URI;
   - an unknown user is hashed against a dummy password, so every answer costs one hash.
-* the client side (`answer_challenge`) builds an Authorization / Proxy-Authorization value
-  from a WWW-Authenticate / Proxy-Authenticate challenge (MD5, MD5-sess, SHA-256,
-  SHA-256-sess; qop=auth or none).
+* the client side (`pick_challenge`, `answer_challenge`) picks a WWW-Authenticate /
+  Proxy-Authenticate challenge it can answer (the first, or the strongest, optionally of one
+  realm) and builds the Authorization / Proxy-Authorization value (MD5, MD5-sess, SHA-256,
+  SHA-256-sess; qop=auth or none; auth-int is not supported). Used by our registrations to
+  carriers (uplinks/) and by calls to carriers that challenge (calls/carrier_auth.py).
 
 Algorithms: MD5 and SHA-256 (RFC 8760 for SIP). A challenge offers the algorithms it is given,
 in that order, one WWW-Authenticate each (RFC 8760 section 2.4: the client uses the first it
@@ -33,6 +35,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -350,21 +353,46 @@ class DigestServer:
 # -- client side -------------------------------------------------------------------------------
 
 
-def pick_challenge(values: list[str]) -> dict[str, str] | None:
-    """The first digest challenge with an algorithm we support (RFC 8760 2.4 order)."""
-    for value in values:
-        try:
-            scheme, p = parse_auth_header(value)
-        except DigestError:
-            continue
-        if scheme != "digest" or "nonce" not in p or "realm" not in p:
-            continue
-        try:
-            _hash_for(p.get("algorithm", "MD5"))
-        except DigestError:
-            continue
-        return p
-    return None
+# a client choosing among several challenges prefers the stronger hash (a "-sess" variant
+# ranks with its base algorithm)
+STRENGTH = {"MD5": 1, "SHA-256": 2}
+
+
+def _usable(value: str) -> dict[str, str] | None:
+    """A challenge we can answer: digest, with realm and nonce, an algorithm we support, and
+    qop absent or offering auth (an auth-int-only challenge cannot be answered)."""
+    try:
+        scheme, p = parse_auth_header(value)
+        _hash_for(p.get("algorithm", "MD5"))
+    except DigestError:
+        return None
+    if scheme != "digest" or "nonce" not in p or "realm" not in p:
+        return None
+    qops = _qops(p)
+    return p if not qops or "auth" in qops else None
+
+
+def _qops(challenge: dict[str, str]) -> list[str]:
+    return [q.strip().lower() for q in challenge.get("qop", "").split(",") if q.strip()]
+
+
+def _strength(challenge: dict[str, str]) -> int:
+    base = challenge.get("algorithm", "MD5").upper().removesuffix("-SESS")
+    return STRENGTH.get(base, 0)
+
+
+def pick_challenge(
+    values: list[str], *, realm: str | None = None, strongest: bool = False
+) -> dict[str, str] | None:
+    """The challenge to answer among `values`: the first we can answer (RFC 8760 2.4 order),
+    or with `strongest` the one of the strongest algorithm (SHA-256 over MD5; the first of
+    equals). With `realm`, challenges of other realms are passed over."""
+    usable = [p for p in map(_usable, values) if p is not None]
+    if realm is not None:
+        usable = [p for p in usable if p["realm"] == realm]
+    if not usable:
+        return None
+    return max(usable, key=_strength) if strongest else usable[0]
 
 
 def answer_challenge(
@@ -379,11 +407,11 @@ def answer_challenge(
 ) -> str:
     """The Authorization value answering `challenge` (from `pick_challenge`)."""
     algorithm = challenge.get("algorithm", "MD5")
-    qops = [q.strip().lower() for q in challenge.get("qop", "").split(",") if q.strip()]
+    qops = _qops(challenge)
     qop = "auth" if "auth" in qops else None
     if qops and qop is None:
         raise DigestError(f"no supported qop in {qops}")
-    cnonce = cnonce or os.urandom(8).hex()
+    cnonce = cnonce or secrets.token_hex(8)  # a CSPRNG
     nc_text = f"{nc:08x}"
     response = compute_response(
         algorithm=algorithm,

@@ -28,6 +28,12 @@ class AttemptRecord:
     status: int | None = None
     # Why switching stopped after this attempt (the last attempt only), or "" if it went on.
     stop_reason: str = ""
+    # Authentication toward the carrier (calls/carrier_auth.py): the gateway answered 401/407;
+    # the digest algorithm our one answer used (None: not answered); why a challenge ended the
+    # attempt ("rechallenged", "no_credentials", "realm_mismatch", "unsupported"), or "".
+    challenged: bool = False
+    auth_algorithm: str | None = None
+    auth_failure: str = ""
 
 
 @dataclass
