@@ -147,8 +147,10 @@ class CarrierEdge(Edge):
         self.cdrs: list[Any] = []
         self.b2bua.cdrs = self  # type: ignore[assignment]
 
-    def write(self, record: Any) -> None:  # the CdrStore's write, kept in memory
+    def write(self, record: Any, on_committed: Any = None) -> None:  # CdrStore's, in memory
         self.cdrs.append(record)
+        if on_committed is not None:  # committed at once: the BYE's 200 leaves
+            on_committed()
 
     def challenge(self, invite: Request, status: int, *values: str, source: Any = GW1) -> None:
         response = make_response(invite, status, to_tag="carrier-tag")
