@@ -35,6 +35,7 @@ from sipedge.config.schema import (
 from sipedge.config.values import (
     ADDRESS_ALLOWED,
     DIGEST_ALLOWED,
+    DNS_SERVER_ALLOWED,
     HOST_ALLOWED,
     LISTEN_ALLOWED,
     NAME_ALLOWED,
@@ -48,6 +49,7 @@ from sipedge.config.values import (
     _checked_name,
     _default_on_off,
     _digest_algorithm,
+    _dns_server,
     _host,
     _integer,
     _listen_uri,
@@ -55,6 +57,7 @@ from sipedge.config.values import (
     _number,
     _off_or,
     _on_off,
+    _optional_absolute_path,
     _optional_host,
     _optional_string,
     _port,
@@ -173,7 +176,8 @@ class _Collector:
         return self.get("node", data, "name", _checked_name, "sipedge")
 
     def sip(self, raw: object) -> SipConfig:
-        data = self.mapping("sip", raw, ("listen", "public_address"))
+        keys = ("listen", "public_address", "dns_servers", "dns_timeout", "hosts_file")
+        data = self.mapping("sip", raw, keys)
         listen: list[ListenAddress] = []
         if "listen" in data:
             raw_listen = data["listen"]
@@ -189,7 +193,29 @@ class _Collector:
                     self.problem(f"sip.listen[{i}]", item, "each listen address once")
                 listen.append(addr)
         public = self.get("sip", data, "public_address", _optional_host, None)
-        return SipConfig(tuple(listen) if listen else SipConfig.listen, public)
+        d = SipConfig()
+        return SipConfig(
+            tuple(listen) if listen else d.listen,
+            public,
+            self.dns_servers(data.get("dns_servers")),
+            self.get("sip", data, "dns_timeout", _number(0.1, 30), d.dns_timeout),
+            self.get("sip", data, "hosts_file", _optional_absolute_path, d.hosts_file),
+        )
+
+    def dns_servers(self, raw: object) -> tuple[tuple[str, int], ...]:
+        """sip.dns_servers: null or [] (the system's), else 1-8 servers, each once."""
+        path = "sip.dns_servers"
+        servers: list[tuple[str, int]] = []
+        entries = self.sequence(path, raw, "null or a list of " + DNS_SERVER_ALLOWED)
+        if len(entries) > 8:
+            self.problem(path, Described(f"{len(entries)} servers"), "at most 8 servers")
+        for i, item in enumerate(entries[:8]):
+            server = self.value(f"{path}[{i}]", item, _dns_server, None)
+            if server is not None and server in servers:
+                self.problem(f"{path}[{i}]", item, "each server once")
+            elif server is not None:
+                servers.append(server)
+        return tuple(servers)
 
     def storage(self, raw: object) -> StorageConfig:
         keys = ("path", "cdr_durable", "cdr_retention_days", "cdr_max_mib")
@@ -332,6 +358,7 @@ class _Collector:
                     path, data, "address", _host, "", required=True, allowed=HOST_ALLOWED
                 ),
                 port=self.get(path, data, "port", _port, 5060),
+                port_given="port" in data,
                 transport=self.get(path, data, "transport", _words("udp", "tcp"), "udp"),
                 trusted=self.get(path, data, "trusted", _on_off, False),
                 invite_timeout=self.get(
@@ -529,6 +556,7 @@ class _Collector:
                         path, data, "proxy", _host, "", required=True, allowed=HOST_ALLOWED
                     ),
                     port=self.get(path, data, "port", _port, 5060),
+                    port_given="port" in data,
                     user=self.get(
                         path, data, "user", _user, "", required=True, allowed=USER_ALLOWED
                     ),
