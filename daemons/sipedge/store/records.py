@@ -17,17 +17,18 @@ from sipedge.typedefs import Addr
 
 @dataclass
 class AttemptRecord:
-    """One INVITE to one routing gateway."""
+    """One INVITE to one routing gateway (or its name's failed lookup: no INVITE then)."""
 
     gateway: str
     start: float
     end: float | None = None
     # What ended it: a SIP status ("503"), "timeout: invite|trying|ringing|session progress",
-    # "cancelled", "answered" (for the winning attempt).
+    # "cancelled", "answered" (for the winning attempt), "dns-failure: <name>: <error>".
     result: str = ""
     status: int | None = None
     # Why switching stopped after this attempt (the last attempt only), or "" if it went on.
     stop_reason: str = ""
+    target: str = ""  # the address the INVITE went to, "host:port" ("" when none was sent)
 
 
 @dataclass
