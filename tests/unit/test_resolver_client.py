@@ -143,7 +143,8 @@ async def test_hosts_file_first_then_dns(server: DnsTestServer, tmp_path: Path) 
     resolver = resolver_for(server, hosts=hosts)
     assert (await resolve(resolver, "gw-alias", None)).addresses == (("192.0.2.50", 5060),)
     assert (await resolve(resolver, "localhost", 5070)).addresses == (("127.0.0.1", 5070),)
-    assert server.queries == []
+    assert (await resolve(resolver, "gw.lab", 5060)).addresses == (("192.0.2.50", 5060),)
+    assert server.queries == [] and resolver.stats.hosts_hits == 3
     hosts.write_text("192.0.2.51 gw.lab\n")
     resolver.reload_hosts()
     assert (await resolve(resolver, "gw.lab", 5060)).addresses == (("192.0.2.51", 5060),)

@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 Done = Callable[[Targets], None]
 Key = tuple[str, int | None]
+FIXED_ANSWERS = 4096  # ready-made answers for addresses and hosts-file names (then cleared)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ class DnsResolver:
         self.hosts: dict[str, tuple[str, ...]] = {}
         self._dns: dns.asyncresolver.Resolver | None = None
         self._waiting: dict[Key, list[Done]] = {}
+        # answers that need neither DNS nor a fresh SRV draw, ready-made: the hot path of a
+        # call to a gateway given by address (1 if it came from the hosts file)
+        self._fixed: dict[Key, tuple[Targets, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # name -> addresses of its last good answer: who the gateways are, for the guard
         self._known: dict[str, frozenset[str]] = {}
@@ -113,6 +117,7 @@ class DnsResolver:
     # -- settings ---------------------------------------------------------------------------
     def reload_hosts(self) -> None:
         """Read the hosts file again (start, reload); a missing file is no names."""
+        self._fixed = {}
         path = self.settings.hosts_file
         if path is None:
             self.hosts = {}
@@ -140,9 +145,19 @@ class DnsResolver:
     def resolve(self, host: str, port: int | None, done: Done) -> None:
         """The targets of `host` (``port`` None: no port given, so NAPTR/SRV apply) to
         ``done``: before returning when no query is needed, else when the lookup ends."""
+        fixed = self._fixed.get((host, port))
+        if fixed is not None:  # an address, or a hosts-file name: the same answer every time
+            self.stats.hosts_hits += fixed[1]
+            done(fixed[0])
+            return
         found = self.lookup_now(host, port)
         if found is not None:
-            done(found.ordered(self.rand))
+            targets = found.ordered(self.rand)
+            if found.source != "dns":
+                if len(self._fixed) >= FIXED_ANSWERS:
+                    self._fixed.clear()
+                self._fixed[(host, port)] = (targets, int(found.source == "hosts"))
+            done(targets)
             return
         key: Key = (host.rstrip(".").lower(), port)
         waiting = self._waiting.get(key)
