@@ -124,7 +124,8 @@ def _cmd_cdr(args: argparse.Namespace) -> int:
         )
         for i, a in enumerate(r["attempts"]):
             stop = f"  stop: {a['stop_reason']}" if a["stop_reason"] else ""
-            print(f"    #{i + 1} {a['gateway']}: {a['result']}{stop}")
+            at = f" @{a['target']}" if a.get("target") else ""  # older rows have no target
+            print(f"    #{i + 1} {a['gateway']}{at}: {a['result']}{stop}")
     return 0
 
 

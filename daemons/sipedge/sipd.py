@@ -47,12 +47,13 @@ from sipedge.api import (
 from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA, media_policy
-from sipedge.config import ApiConfig, Config, ConfigError, StorageConfig, load_config
+from sipedge.config import ApiConfig, Config, ConfigError, SipConfig, StorageConfig, load_config
 from sipedge.gcwatch import FullCollectionValve, GcWatch, run_valve, tune
 from sipedge.guard import GuardService
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
 from sipedge.registrar import RegistrarComponent
+from sipedge.resolver import DnsResolver, DnsSettings, is_literal
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport.udp import TransportStats, UdpTransport
@@ -90,6 +91,10 @@ class SipDaemon:
         self.reload_failures = 0
         # flood and scanner defence in front of the transaction layer (docs/security.md)
         self.guard = GuardService(config.security, self, bool(config.endpoints))
+        # gateway and registration-proxy names (sip.dns_servers...: applied at start only);
+        # when a name resolves to new addresses, the guard classifies its sources again
+        self.resolver = DnsResolver(dns_settings(config.sip))
+        self.resolver.on_change = self.guard.peers_changed
         self._endpoint_sources: tuple[int, frozenset[str]] = (-1, frozenset())
         self.gc_watch = GcWatch()  # collector pauses, installed while it serves (serve())
         self.metrics_registry = CollectorRegistry()
@@ -135,8 +140,10 @@ class SipDaemon:
             self.transport.local_host_for,
             self.transport.port,
             self.cdrs,
+            self.resolver,
         )
         self._b2bua.set_carrier_passwords(self.carrier_passwords)
+        self.resolver.watch(gateway_names(self.config))
         self._apply_sip_limits(self.config)
         # Screen sources before parsing from here on, now that gateways can be recognised.
         self.transport.screen = self.guard.admit_source
@@ -232,6 +239,8 @@ class SipDaemon:
         self.b2bua.apply_config(config)
         self._apply_sip_limits(config)
         self.guard.apply_config(config.security, bool(config.endpoints))
+        self.resolver.reload_hosts()
+        self.resolver.watch(gateway_names(config))
         if self.registrar is not None:
             self.registrar.apply_config(config)
         self.reloads += 1
@@ -321,6 +330,7 @@ class SipDaemon:
                 await asyncio.sleep(0.05)
             await self.b2bua.media.drain(1.0)  # the relay sessions' deletes (bounded)
             await self.b2bua.media.close()
+        await self.resolver.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.transport is not None:
@@ -398,6 +408,9 @@ class SipdCollector(Collector):
         yield counter("calls_failed", "Calls that ended without an answer", s.failed)
         yield counter("attempts", "INVITE attempts to routing gateways", s.attempts)
         yield counter(
+            "attempts_unresolved", "Attempts whose gateway name did not resolve", s.unresolved
+        )
+        yield counter(
             "late_answers", "2xx from abandoned attempts (ACKed and BYEd)", s.late_answers
         )
         yield counter(
@@ -450,6 +463,7 @@ class SipdCollector(Collector):
         yield refused
         yield dropped
         yield from d.guard.metrics()
+        yield from d.resolver.metrics()
         yield from capacity_metrics(d.b2bua)
         yield counter("config_reloads", "Successful config reloads", d.reloads)
         yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
@@ -494,6 +508,18 @@ def carrier_passwords(config: Config) -> dict[str, str]:
         for i, gw in enumerate(config.routing_gateways)
         if gw.auth_password_file is not None
     }
+
+
+def dns_settings(sip: SipConfig) -> DnsSettings:
+    return DnsSettings(tuple(sip.dns_servers), sip.dns_timeout, sip.hosts_file)
+
+
+def gateway_names(config: Config) -> list[tuple[str, int | None]]:
+    """The host names among the routing gateways and registration proxies, with their port
+    when one was given (None: NAPTR/SRV apply)."""
+    names = [(g.address, g.port if g.port_given else None) for g in config.routing_gateways]
+    names += [(r.proxy, r.port if r.port_given else None) for r in config.registrations]
+    return [(host, port) for host, port in names if not is_literal(host)]
 
 
 def access_policy(api: ApiConfig) -> AccessPolicy:

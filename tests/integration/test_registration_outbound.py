@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, gateway
+from tests.dns_server import DnsTestServer
 from tests.sipp.harness import Sipp, SippMessage, SippResult
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
@@ -196,3 +197,48 @@ def test_call_through_a_registration_is_admitted_as_that_carrier(sipd_factory: A
     assert result.returncode == 0, result.describe() + sipd.log()
     cdr = sipd.cdrs(wait_for=1)[0]
     assert cdr["mapping_gateway"] == "registration:carrier1"
+
+
+@pytest.mark.parametrize("how", ["localhost", "A", "SRV"])
+def test_registration_to_a_proxy_given_by_name(sipd_factory: Any, how: str) -> None:
+    """The proxy by host name: from the hosts file, an A record (port given: RFC 3263 4.2)
+    or SRV records (no port); the REGISTER's Request-URI and To keep the name."""
+    port = free_port()
+    records = {
+        "reg-a.test": ["A 127.0.0.1"],
+        "_sip._udp.reg-srv.test": [f"SRV 10 0 {port} host.reg-srv.test."],
+        "host.reg-srv.test": ["A 127.0.0.1"],
+    }
+    proxy, uri = {
+        "localhost": ("localhost", f"sip:localhost:{port}"),
+        "A": ("reg-a.test", f"sip:reg-a.test:{port}"),
+        "SRV": ("reg-srv.test", "sip:reg-srv.test"),
+    }[how]
+    entry = registration(port, proxy=proxy)
+    if how == "SRV":
+        del entry["port"]
+    with (
+        DnsTestServer(records) as dns,
+        Sipp("uas_register_ok", port=port, calls=1, timeout=30, keys={"granted": 60}) as reg,
+    ):
+        sip = {
+            "listen": [f"udp://127.0.0.1:{free_port()}"],
+            "public_address": None,
+            "dns_servers": [dns.address],  # never the host's resolver
+            "dns_timeout": 0.5,
+        }
+        sipd = sipd_factory(
+            [gateway("gw1", free_port())], extra={"registrations": [entry], "sip": sip}
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sipd.api("/api/registrations")[0]["state"] != (
+            "registered"
+        ):
+            time.sleep(0.1)
+        state = sipd.api("/api/registrations")[0]
+        assert state["state"] == "registered", (state, sipd.log())
+        result = reg.stop()
+    first = registers(result)[0]
+    assert first.first_line.split()[1] == uri
+    assert first.header("To") == f"<sip:carrier-user@{proxy}>"
+    assert (dns.queries == []) == (how == "localhost")

@@ -24,6 +24,7 @@ from sipedge.sip.digest import compute_response, parse_auth_header
 from sipedge.sip.message import Request, make_response, parse_message
 from sipedge.sipd import SipDaemon
 from tests.conftest import gateway, make_config
+from tests.unit.memory_cdrs import MemoryCdrs
 from tests.unit.test_session_timer_call import CALLER, SDP, Edge, caller_ack, caller_invite
 from tests.unit.test_transaction import FakeClock
 
@@ -145,12 +146,7 @@ class CarrierEdge(Edge):
         data["routing_gateways"][1]["address"] = GW2[0]
         super().__init__(tmp, data=data)
         self.cdrs: list[Any] = []
-        self.b2bua.cdrs = self  # type: ignore[assignment]
-
-    def write(self, record: Any, on_committed: Any = None) -> None:  # CdrStore's, in memory
-        self.cdrs.append(record)
-        if on_committed is not None:  # committed at once: the BYE's 200 leaves
-            on_committed()
+        self.b2bua.cdrs = MemoryCdrs(self.cdrs)  # type: ignore[assignment]
 
     def challenge(self, invite: Request, status: int, *values: str, source: Any = GW1) -> None:
         response = make_response(invite, status, to_tag="carrier-tag")

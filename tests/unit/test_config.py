@@ -705,7 +705,9 @@ def test_gateway_overrides_and_defaults() -> None:
     assert gw.privacy == "Passthrough"
     assert gw.address == "sip.example.net"
     minimal = parse_config({"routing_gateways": [{"name": "g", "address": "192.0.2.1"}]})
-    assert minimal.routing_gateways[0] == RoutingGateway(name="g", address="192.0.2.1")
+    assert minimal.routing_gateways[0] == RoutingGateway(
+        name="g", address="192.0.2.1", port_given=False
+    )
     assert minimal.routing_gateways[0].port == 5060
     assert minimal.routing_gateways[0].transport == "udp"
 

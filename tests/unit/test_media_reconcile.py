@@ -21,6 +21,7 @@ from sipedge.calls.service import media_policy
 from sipedge.config import MediaConfig
 from sipedge.media.client import MediaError, RelayAddress
 from sipedge.sip.message import Request, Response, make_response, parse_message
+from tests.unit.memory_cdrs import MemoryCdrs
 from tests.unit.test_session_timer_call import CALLER, GW, SDP, Edge
 
 LOOPBACK_SDP = SDP.replace(b"10.0.0.1", b"127.0.0.1")
@@ -369,24 +370,12 @@ def test_signal_addresses_and_owned_ids_follow_the_call(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-class ListCdrs:
-    """A CDR store that keeps the records in a list and reports each one committed."""
-
-    def __init__(self, records: list[Any]) -> None:
-        self.records = records
-
-    def write(self, record: Any, on_committed: Any = None) -> None:
-        self.records.append(record)
-        if on_committed is not None:
-            on_committed()
-
-
 def test_caller_sdp_in_a_refused_network_gets_488(tmp_path: Path) -> None:
     async def main() -> None:
         fake = FakeMediad()
         edge = edge_with(tmp_path, fake, refused_networks=MediaConfig().refused_networks)
         records: list[Any] = []
-        edge.b2bua.cdrs = ListCdrs(records)
+        edge.b2bua.cdrs = MemoryCdrs(records)
         edge.feed(invite(LOOPBACK_SDP), CALLER)
         await settle()
         assert fake.log == []  # mediad never asked, the gateway never tried
@@ -423,7 +412,7 @@ def test_callee_sdp_refused_fails_the_attempt_and_hangs_up(tmp_path: Path) -> No
         fake = FakeMediad()
         edge = edge_with(tmp_path, fake, refused_networks=MediaConfig().refused_networks)
         records: list[Any] = []
-        edge.b2bua.cdrs = ListCdrs(records)
+        edge.b2bua.cdrs = MemoryCdrs(records)
         edge.feed(invite(), CALLER)
         await settle()
         gw_invite = edge.requests("INVITE", GW)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sipedge.config import Parameters, Registration
+from sipedge.resolver import Targets
 from sipedge.sip.digest import parse_auth_header
 from sipedge.sip.message import Headers, Request, Response
 from sipedge.uplinks import (
@@ -162,3 +163,66 @@ def test_driver_builds_register_with_privacy_and_credentials() -> None:
     assert p["username"] == "u1" and p["uri"] == "sip:127.0.0.1:5080" and p["nc"] == "00000001"
     assert second.headers.get("Call-ID") == first.headers.get("Call-ID")
     assert second.cseq[0] == first.cseq[0] + 1
+
+
+class NamedLayer(FakeLayer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.destinations: list[object] = []
+
+    def start_client(self, request: Request, dest: object, on_r: object, on_t: object) -> object:
+        self.destinations.append(dest)
+        return super().start_client(request, dest, on_r, on_t)
+
+
+class NameTable:
+    """A resolver answering from a dict at once (the real one: tests/unit/test_resolver_*)."""
+
+    def __init__(self, answers: dict[str, Targets]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, int | None]] = []
+
+    def resolve(self, host: str, port: int | None, done: Callable[[Targets], None]) -> None:
+        self.asked.append((host, port))
+        done(self.answers[host])
+
+
+def named(entry: Registration, names: NameTable, layer: NamedLayer) -> OutboundRegistration:
+    return OutboundRegistration(
+        entry,
+        Parameters(sip_user_agent_retry_delay=30),
+        layer,  # type: ignore[arg-type]
+        lambda d: "127.0.0.9",
+        5060,
+        RegistrationStats(),
+        names,
+    )
+
+
+def test_a_proxy_name_is_resolved_for_every_register_and_a_timeout_moves_on() -> None:
+    a, b = ("192.0.2.1", 5070), ("192.0.2.2", 5071)
+    names = NameTable({"reg.test": Targets("reg.test", (a, b))})
+    layer = NamedLayer()
+    entry = Registration("c1", "reg.test", 5060, "u1", "pw", None, None, port_given=False)
+    reg = named(entry, names, layer)
+    reg.start()
+    assert names.asked == [("reg.test", None)]  # no port given: NAPTR/SRV apply
+    assert layer.destinations == [a] and layer.sent[0].uri == "sip:reg.test"
+    assert layer.sent[0].headers.get("To") == "<sip:u1@reg.test>"
+    reg._on_tx_timeout(reg.tx)  # type: ignore[arg-type]
+    assert reg.machine.state is RegState.FAILED
+    layer.timers[-1][1]()  # the retry delay is over: the next address
+    assert layer.destinations == [a, b]
+    assert reg.summary()["contact"] == f"sip:u1@127.0.0.9:5060;line={reg.line}"
+
+
+def test_a_proxy_name_that_does_not_resolve_is_a_failure_retried_later() -> None:
+    names = NameTable({"nx.test": Targets("nx.test", (), "NXDOMAIN")})
+    layer = NamedLayer()
+    reg = named(Registration("c1", "nx.test", 5080, "u1", "pw", None, None), names, layer)
+    reg.start()
+    assert names.asked == [("nx.test", 5080)] and layer.sent == []
+    assert reg.machine.state is RegState.FAILED
+    assert reg.machine.last_failure == "dns-failure: nx.test: NXDOMAIN"
+    assert layer.timers[-1][0] == 30  # SS_SIP_USER_AGENT_RETRY_DELAY
+    assert reg.stats.failures == 1

@@ -28,6 +28,7 @@ from sipedge.calls.switching import (
     TimerChange,
     caller_status_for_failure,
     effective_policy,
+    tries_next_target,
 )
 
 INVITE_T, TRYING_T, RINGING_T, PROGRESS_T = 10.0, 20.0, 120.0, 30.0
@@ -604,3 +605,43 @@ def test_always_stops_within_the_limit(
         assert switcher.attempts_made == len(route)
     elif decision.reason is StopReason.SWITCH_LIMIT:
         assert limit is not None and switcher.attempts_made == limit < len(route)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gateways by host name: unresolved names and the targets of one name
+# ---------------------------------------------------------------------------------------------
+def test_an_unresolved_name_switches_whatever_the_stop_rules() -> None:
+    switcher = CallSwitcher([("gw1", STOP_EVERYTHING), ("gw2", SWITCH_ALWAYS)], None)
+    first = switcher.first()
+    assert isinstance(first, Next)
+    # nothing was received and no timer ran: R2-R5 cannot apply, even with 503 a stop code
+    decision = switcher.on_unresolved(AttemptTracker("gw1", first.policy))
+    assert decision == Next("gw2", SWITCH_ALWAYS, 1)
+    stop = switcher.on_unresolved(AttemptTracker("gw2", SWITCH_ALWAYS))
+    assert stop == Stop(StopReason.NO_MORE_GATEWAYS, 503)
+    assert switcher.stop == stop
+
+
+def test_an_unresolved_name_counts_toward_the_switch_limit() -> None:
+    switcher = CallSwitcher([("gw1", SWITCH_ALWAYS), ("gw2", SWITCH_ALWAYS)], 1)
+    switcher.first()
+    stop = switcher.on_unresolved(AttemptTracker("gw1", SWITCH_ALWAYS))
+    assert stop == Stop(StopReason.SWITCH_LIMIT, 503)
+    with pytest.raises(RuntimeError):  # before first(): no gateway is being tried
+        CallSwitcher([("gw1", SWITCH_ALWAYS)], None).on_unresolved(
+            AttemptTracker("gw1", SWITCH_ALWAYS)
+        )
+
+
+@pytest.mark.parametrize(
+    ("timer", "phase", "expected"),
+    [
+        (Timer.INVITE, Phase.CALLING, True),  # no response at all: the next target
+        (Timer.TRYING, Phase.TRYING, False),  # the gateway answered: switching decides
+        (Timer.RINGING, Phase.RINGING, False),
+        (Timer.SESSION_PROGRESS, Phase.SESSION_PROGRESS, False),
+        (Timer.INVITE, Phase.TRYING, False),
+    ],
+)
+def test_only_silence_tries_the_next_target(timer: Timer, phase: Phase, expected: bool) -> None:
+    assert tries_next_target(timer, phase) is expected

@@ -36,6 +36,7 @@ class GatewayTarget:
     config: RoutingGateway
     request_uri: str = ""  # a registered endpoint's contact (else sip:callee@address:port)
     credentials: CarrierCredentials | None = None  # answers its 401/407 (carrier_auth.py)
+    port_given: bool = True  # False: `address` is a name whose NAPTR/SRV give the port
 
 
 class CallState(enum.Enum):
@@ -46,7 +47,8 @@ class CallState(enum.Enum):
 
 @dataclass
 class Attempt:
-    """One INVITE to one routing gateway."""
+    """One INVITE to one routing gateway, at one of its targets (the addresses its name
+    resolved to, in the order to try them; `target_index` is this attempt's)."""
 
     index: int
     gateway: GatewayTarget
@@ -62,10 +64,20 @@ class Attempt:
     ack_bytes: bytes = b""  # our ACK for its 2xx, re-sent on each retransmitted 2xx
     provisional: bool = False
     retried_422: bool = False  # RFC 4028 section 7.1: one retry with the gateway's Min-SE
+    targets: tuple[Addr, ...] = ()
+    target_index: int = 0
 
     @property
     def destination(self) -> Addr:
+        if self.targets:
+            return self.targets[self.target_index]
         return (self.gateway.address, self.gateway.port)
+
+    @property
+    def next_target(self) -> int | None:
+        """The index of the gateway's next target, None when this was the last."""
+        following = self.target_index + 1
+        return following if following < len(self.targets) else None
 
 
 @dataclass
@@ -75,6 +87,7 @@ class CallStats:
     answered: int = 0
     failed: int = 0
     attempts: int = 0
+    unresolved: int = 0  # attempts that failed on their gateway's name (no INVITE sent)
     late_answers: int = 0
     session_timer_ends: int = 0
     rejected: dict[int, int] = field(default_factory=dict)

@@ -9,9 +9,13 @@ yet) -> ENDED.  An attempt that is abandoned (its timer fired, or the caller can
 cancelled if it has sent a provisional response, otherwise it just stops retransmitting; if it
 answers late anyway, we ACK that answer and send BYE at once.
 
+A gateway's host name is looked up first (`CallHost.resolve`; docs/call-control.md): a name that
+does not resolve fails at once; each target is an attempt of its own, and silence from one (the
+INVITE timer) moves on to the next before switching decides.
+
 Owns: `Call`: the attempts, the answer, CANCEL, ACK and BYE from either side, the end and the
 CDR fields. One helper of each kind per call: `CallMedia` (media_link), `LegTimers` (refresh,
-RFC 4028) and `Forwarder` (in_dialog: every other in-dialog request). Records: `calls.records`.
+RFC 4028) and `Forwarder` (in_dialog: every other in-dialog request). Records: `calls.attempt`.
 Must not: import `calls.service`. It uses the B2BUA that owns it through `CallHost`, which
 `B2BUA` implements, and reports its end with `CallHost.call_ended`.
 """
@@ -20,25 +24,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
-from sipedge.calls.carrier_auth import CHALLENGES, Answer, on_challenge
 from sipedge.calls.identity import IncomingIdentity
 from sipedge.calls.in_dialog import Forwarder, ForwardingHost
 from sipedge.calls.media_link import CallMedia
 from sipedge.calls.media_policy import MEDIA_UNAVAILABLE, MediaRefusal
 from sipedge.calls.media_session import CALLEE, CALLER
-from sipedge.calls.refresh import LegTimers, add_uas_headers
+from sipedge.calls.refresh import LegTimers
+from sipedge.calls.retry import retry_headers
 from sipedge.calls.session_timer import (
     EXPIRED,
     Reject422,
     TimerSettings,
-    UasAnswer,
-    has_option,
-    negotiate_uac,
-    retry_after_422,
 )
 from sipedge.calls.switching import (
     AttemptTracker,
@@ -46,14 +47,16 @@ from sipedge.calls.switching import (
     Next,
     Stop,
     StopReason,
+    SwitchingPolicy,
     Timer,
     TimerChange,
     caller_facing,
+    tries_next_target,
 )
+from sipedge.resolver import Targets
 from sipedge.sip.dialog import Dialog, resend_request, uac_dialog, uas_dialog
 from sipedge.sip.message import Request, Response, make_response, new_tag
 from sipedge.sip.transaction import (
-    ClientTransaction,
     InviteServerTransaction,
     ServerTransaction,
     build_cancel,
@@ -79,7 +82,11 @@ class CallHost(ForwardingHost, Protocol):
 
     def gateway_target(self, name: str) -> GatewayTarget: ...
 
-    def build_gateway_invite(self, call: Call, gateway: GatewayTarget) -> Request: ...
+    def resolve(self, gateway: GatewayTarget, done: Callable[[Targets], None]) -> None:
+        """The gateway's targets to `done`: at once for an address or a cached name."""
+
+    def build_gateway_invite(self, call: Call, gateway: GatewayTarget, target: Addr) -> Request:
+        """The INVITE of one attempt, to one of the gateway's targets."""
 
     def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None: ...
 
@@ -109,6 +116,7 @@ class Call:
     session_settings: TimerSettings = field(init=False)
     timers: LegTimers = field(init=False)
     forwarder: Forwarder = field(init=False)  # in-dialog requests (in_dialog.py)
+    _resolving: Next | None = None  # the attempt whose gateway name is being looked up
 
     def __post_init__(self) -> None:
         self.media = self.b2bua.media_for(self)
@@ -137,16 +145,37 @@ class Call:
             self._start_attempt(decision)
 
     def _start_attempt(self, decision: Next) -> None:
+        """Look the gateway's name up (at once for an address or a cached name), then try
+        its first target; a name that does not resolve fails the attempt before any INVITE."""
         gateway = self.b2bua.gateway_target(decision.gateway)
-        invite = self.b2bua.build_gateway_invite(self, gateway)
+        self._resolving = decision
+        self.b2bua.resolve(gateway, lambda found: self._resolved(decision, gateway, found))
+
+    def _resolved(self, decision: Next, gateway: GatewayTarget, found: Targets) -> None:
+        if self._resolving is not decision or self.state is not CallState.SETUP:
+            return  # the caller cancelled (or the call ended) while the name was looked up
+        self._resolving = None
+        if found.addresses:
+            self._try_target(gateway, decision.policy, found.addresses, 0)
+            return
+        self.b2bua.stats.unresolved += 1
         now = time.time()
+        self.record.attempts.append(AttemptRecord(gateway.name, now, now, found.failure))
+        self._follow(self.switcher.on_unresolved(AttemptTracker(gateway.name, decision.policy)))
+
+    def _try_target(
+        self, gateway: GatewayTarget, policy: SwitchingPolicy, targets: tuple[Addr, ...], i: int
+    ) -> None:
+        invite = self.b2bua.build_gateway_invite(self, gateway, targets[i])
         attempt = Attempt(
             index=len(self.attempts),
             gateway=gateway,
-            policy=decision.policy,
-            tracker=AttemptTracker(decision.gateway, decision.policy),
+            policy=policy,
+            tracker=AttemptTracker(gateway.name, policy),
             invite=invite,
-            record=AttemptRecord(gateway=gateway.name, start=now),
+            record=AttemptRecord(gateway.name, time.time(), target=":".join(map(str, targets[i]))),
+            targets=targets,
+            target_index=i,
         )
         self.attempts.append(attempt)
         self.record.attempts.append(attempt.record)
@@ -189,12 +218,10 @@ class Call:
         self._apply_timer(attempt, attempt.tracker.on_invite_sent())
 
     def _apply_timer(self, attempt: Attempt, change: TimerChange) -> None:
-        if change.cancel and attempt.timer is not None:
+        if (change.cancel or change.arm is not None) and attempt.timer is not None:
             attempt.timer.cancel()
             attempt.timer = None
         if change.arm is not None and change.seconds is not None:
-            if attempt.timer is not None:
-                attempt.timer.cancel()
             which = change.arm
             attempt.timer = self.b2bua.scheduler.call_later(
                 change.seconds, lambda: self._on_attempt_timer(attempt, which)
@@ -206,6 +233,11 @@ class Call:
             return
         self._end_attempt(attempt, f"timeout: {which.value}", None)
         self._abandon(attempt)
+        following = attempt.next_target
+        if following is not None and tries_next_target(which, attempt.tracker.phase):
+            # silence from this address: the same gateway at its next one (RFC 3263 4.3)
+            self._try_target(attempt.gateway, attempt.policy, attempt.targets, following)
+            return
         self._follow(self.switcher.on_failure(attempt.tracker, None, which))
 
     def _on_attempt_tx_timeout(self, attempt: Attempt) -> None:
@@ -239,7 +271,7 @@ class Call:
             return
         attempt.cancel_sent = True
         self.b2bua.transactions.start_client(
-            build_cancel(attempt.invite), attempt.destination, _ignore_response, _ignore_timeout
+            build_cancel(attempt.invite), attempt.destination, _ignore, _ignore
         )
 
     def _on_attempt_response(self, attempt: Attempt, response: Response) -> None:
@@ -267,35 +299,12 @@ class Call:
         if status < 300:
             self._answered(attempt, response)
             return
-        if status == 422 and self._retry_422(attempt, response):
-            return
-        if status in CHALLENGES and self._answer_challenge(attempt, response):
+        retry = retry_headers(attempt, response, self.session_settings, self.b2bua.stats)
+        if retry is not None:  # 422 with a Min-SE, or a challenge we answer: once each
+            self._resend(attempt, *retry)
             return
         self._end_attempt(attempt, str(status), status)
         self._follow(self.switcher.on_failure(attempt.tracker, status, None))
-
-    def _retry_422(self, attempt: Attempt, response: Response) -> bool:
-        """RFC 4028 section 7.1: the gateway wants a longer interval; retry it once with its
-        Min-SE (same Call-ID and tags, next CSeq). False: treat the 422 as a failure."""
-        if attempt.retried_422:
-            return False
-        interval = retry_after_422(self.session_settings, response.headers.get("Min-SE"))
-        if interval is None:
-            return False
-        attempt.retried_422 = True
-        self._resend(attempt, ("Session-Expires", str(interval)), ("Min-SE", str(interval)))
-        return True
-
-    def _answer_challenge(self, attempt: Attempt, response: Response) -> bool:
-        """RFC 3261 22.2: a gateway with credentials gets the INVITE once more, authorized
-        (carrier_auth.py decides and notes it in the CDR). False: the 401/407 is a failure."""
-        decision = on_challenge(
-            attempt.record, attempt.gateway.credentials, attempt.invite, response
-        )
-        self.b2bua.stats.count_challenge(decision.result)
-        if isinstance(decision, Answer):
-            self._resend(attempt, (decision.header, decision.value))
-        return isinstance(decision, Answer)
 
     def _resend(self, attempt: Attempt, *headers: tuple[str, str]) -> None:
         """The attempt's INVITE again, with `headers` set: new branch, CSeq + 1 (a CANCEL
@@ -390,21 +399,7 @@ class Call:
         self._copy_record_route(out)
         out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
         out.headers.add("Allow", self.b2bua.ALLOW)
-        self.timers.allows_update["caller"] = has_option(
-            self.invite_tx.request.headers.get_all("Allow"), "UPDATE"
-        )
-        self.timers.allows_update["callee"] = has_option(
-            response.headers.get_all("Allow"), "UPDATE"
-        )
-        if attempt.invite.body:
-            self.timers.local_sdp["callee"] = attempt.invite.body
-        self.timers.start(
-            "callee", negotiate_uac(self.session_settings, response.headers.get("Session-Expires"))
-        )
-        caller_timer = self.timers.uas_timer(self.invite_tx.request)
-        if isinstance(caller_timer, UasAnswer):
-            add_uas_headers(out.headers, caller_timer)
-            self.timers.start("caller", caller_timer.timer)
+        self.timers.on_answered(self.invite_tx.request, attempt.invite, response, out.headers)
 
         def send(body: bytes | None) -> None:
             if body:
@@ -438,8 +433,8 @@ class Call:
         status, reason = caller_facing(stop.caller_status, stop.caller_reason)
         stop = Stop(stop.reason, status, reason)
         self.record.switch_stop_reason = stop.reason.value
-        if self.attempts:
-            self.attempts[-1].record.stop_reason = stop.reason.value
+        if self.record.attempts:  # the last attempt's record (a failed lookup has no Attempt)
+            self.record.attempts[-1].stop_reason = stop.reason.value
         self.b2bua.stats.count_stop(stop.reason)
         self.invite_tx.respond(
             make_response(
@@ -537,9 +532,7 @@ class Call:
     def _send_bye(self, dialog: Dialog) -> None:
         host, port = self.b2bua.via_for(dialog.destination[0])
         bye = dialog.request("BYE", host, port)
-        self.b2bua.transactions.start_client(
-            bye, dialog.destination, _ignore_response, _ignore_timeout
-        )
+        self.b2bua.transactions.start_client(bye, dialog.destination, _ignore, _ignore)
 
     # -----------------------------------------------------------------------------------------
     # Media, session timers and the end
@@ -590,9 +583,5 @@ class Call:
         self.b2bua.call_ended(self, then)
 
 
-def _ignore_response(tx: ClientTransaction, response: Response) -> None:
-    return None
-
-
-def _ignore_timeout(tx: ClientTransaction) -> None:
-    return None
+def _ignore(*args: object) -> None:
+    """The answer to a CANCEL or BYE of ours: nothing to do with it."""

@@ -27,6 +27,7 @@ from sipedge.calls.session_timer import (
     Reject422,
     TimerSettings,
     UasAnswer,
+    has_option,
     negotiate_uac,
     negotiate_uas,
     retry_after_422,
@@ -105,6 +106,21 @@ class LegTimers:
             request.headers.get("Min-SE"),
             request.headers.get_all("Supported"),
         )
+
+    def on_answered(
+        self, caller_invite: Request, gateway_invite: Request, answer: Response, out: Headers
+    ) -> None:
+        """The gateway answered: both legs' timers start (the caller's 2xx, `out`, gets our
+        UAS headers), and what each peer allows and the SDP we sent it are noted."""
+        self.allows_update["caller"] = has_option(caller_invite.headers.get_all("Allow"), "UPDATE")
+        self.allows_update["callee"] = has_option(answer.headers.get_all("Allow"), "UPDATE")
+        if gateway_invite.body:
+            self.local_sdp["callee"] = gateway_invite.body
+        self.start("callee", negotiate_uac(self.settings, answer.headers.get("Session-Expires")))
+        caller_timer = self.uas_timer(caller_invite)
+        if isinstance(caller_timer, UasAnswer):
+            add_uas_headers(out, caller_timer)
+            self.start("caller", caller_timer.timer)
 
     def add_uac_headers(self, leg: str, headers: Headers) -> None:
         """Session timer headers of an INVITE/UPDATE we send on `leg` (we are its UAC)."""

@@ -36,6 +36,7 @@ from sipedge.calls.routing import RouteTable, SourceTable
 from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
 from sipedge.calls.switching import CallSwitcher, SwitchingPolicy, effective_policy
 from sipedge.ratelog import RateLimitedLog
+from sipedge.resolver import DnsResolver, Targets, is_literal
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import (
     Headers,
@@ -64,6 +65,17 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 # Headers of the caller's INVITE that travel to the gateway unchanged. Everything else that is
 # end-to-end (identity, privacy) is decided by the identity rules; hop-by-hop ones are ours.
 PASS_THROUGH = ("Content-Type", "Allow", "Accept", "User-Agent", "Subject", "Organization")
+
+
+class GatewayResolver(Protocol):
+    """Gateway names to addresses (`sipedge.resolver.DnsResolver` implements it)."""
+
+    def resolve(self, host: str, port: int | None, done: Callable[[Targets], None]) -> None:
+        """`host`'s targets to `done` (``port`` None: no port given, NAPTR/SRV apply); at
+        once when no query is needed. Never raises: a failure is `Targets` with an error."""
+
+    def knows(self, address: str) -> bool:
+        """Whether a gateway name resolved to `address` (its latest good answer)."""
 
 
 class EndpointHooks(Protocol):
@@ -115,8 +127,12 @@ class B2BUA:
         local_host_for: Callable[[str], str],
         local_port: int,
         cdrs: CdrStore | None,
+        resolver: GatewayResolver | None = None,
     ) -> None:
         self.scheduler = scheduler
+        # gateway names (a daemon passes its configured resolver; the default asks the
+        # system's DNS servers, and only once a gateway name needs it)
+        self.resolver: GatewayResolver = resolver or DnsResolver()
         self.send_bytes = send_bytes
         self._local_host_for = local_host_for
         self.local_port = local_port
@@ -176,7 +192,12 @@ class B2BUA:
     def _build_targets(self) -> None:
         self.targets = {
             gw.name: GatewayTarget(
-                gw.name, gw.address, gw.port, gw, credentials=self._credentials(gw)
+                gw.name,
+                gw.address,
+                gw.port,
+                gw,
+                credentials=self._credentials(gw),
+                port_given=gw.port_given,
             )
             for gw in self.config.routing_gateways
         }
@@ -190,8 +211,12 @@ class B2BUA:
     # -- addresses --------------------------------------------------------------------------
     def is_gateway(self, address: str) -> bool:
         """A mapping gateway (by its networks), a routing gateway or a carrier we register
-        to (by the address configured for it)."""
-        return address in self.peer_addresses or self.sources.lookup(address) is not None
+        to (by the address configured for it, or one its host name resolved to)."""
+        return (
+            address in self.peer_addresses
+            or self.resolver.knows(address)
+            or self.sources.lookup(address) is not None
+        )
 
     def via_for(self, destination: str) -> tuple[str, int]:
         return self._local_host_for(destination), self.local_port
@@ -202,6 +227,10 @@ class B2BUA:
 
     def gateway_target(self, name: str) -> GatewayTarget:
         return self.targets[name]
+
+    def resolve(self, gateway: GatewayTarget, done: Callable[[Targets], None]) -> None:
+        port = gateway.port if gateway.port_given else None
+        self.resolver.resolve(gateway.address, port, done)
 
     def media_for(self, call: Call) -> CallMedia:
         """The media side of a new call, with the encryption of its mapping gateway."""
@@ -391,10 +420,12 @@ class B2BUA:
             if call.state is not CallState.ENDED:
                 call.terminate("internal error")
 
-    def build_gateway_invite(self, call: Call, gateway: GatewayTarget) -> Request:
-        """The INVITE of one attempt: our own Call-ID, tags, Via and Contact (B2BUA)."""
+    def build_gateway_invite(self, call: Call, gateway: GatewayTarget, target: Addr) -> Request:
+        """The INVITE of one attempt: our own Call-ID, tags, Via and Contact (B2BUA); Via and
+        Contact hold our address toward `target`, the Request-URI the gateway's host (and
+        port, unless its name's SRV records give the port)."""
         original = call.invite_tx.request
-        host, port = self.via_for(gateway.address)
+        host, port = self.via_for(target[0])
         headers = Headers()
         headers.add("Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport")
         max_forwards = original.headers.get("Max-Forwards")
@@ -402,9 +433,11 @@ class B2BUA:
         display = parse_name_addr(original.headers.get("From") or "").display
         our_from = NameAddr(display, f"sip:{call.caller_number}@{host}", {"tag": new_tag()})
         headers.add("From", str(our_from))  # str() quotes and escapes the display name
-        target = f"sip:{call.callee_number}@{gateway.address}:{gateway.port}"
-        target = gateway.request_uri or target
-        headers.add("To", f"<sip:{call.callee_number}@{gateway.address}>")
+        hostport = _uri_host(gateway.address)
+        if gateway.port_given or is_literal(gateway.address):
+            hostport += f":{gateway.port}"
+        uri = gateway.request_uri or f"sip:{call.callee_number}@{hostport}"
+        headers.add("To", f"<sip:{call.callee_number}@{_uri_host(gateway.address)}>")
         headers.add("Call-ID", new_call_id())
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<sip:{host}:{port}>")
@@ -418,7 +451,7 @@ class B2BUA:
             self.config.parameters, gateway.config, mapping, via_registration=via_registration
         )
         apply_identity(headers, outgoing_identity(call.incoming_identity, policy, our_host=host))
-        return Request("INVITE", target, headers, original.body)
+        return Request("INVITE", uri, headers, original.body)
 
     def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None:
         self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, leg)
@@ -483,6 +516,10 @@ def call_summary(call: Call) -> dict[str, object]:
             "rtp_started": current.tracker.rtp_started,
         },
     }
+
+
+def _uri_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _call_key(request: Request) -> str:

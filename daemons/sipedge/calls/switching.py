@@ -66,6 +66,13 @@ When the route is exhausted and the limit is reached at the same time, the reaso
 NO_MORE_GATEWAYS: the limit cut nothing off. ``switch_limit`` counts attempts in total,
 including the first (None: every gateway the route offers).
 
+A gateway given by host name may resolve to several targets (docs/call-control.md, "Gateways
+by host name"). They are one attempt as far as switching goes: when the INVITE timer expires
+with no response at all (`tries_next_target`), the call layer sends the INVITE to the gateway's
+next target with a fresh tracker, and only the last target's failure reaches `on_failure`. A
+name that does not resolve fails the attempt before any INVITE (`on_unresolved`): no status was
+received and no timer ran, so R2-R5 cannot apply; R6 decides, and a stop gives the caller 503.
+
 Other ends: `CallSwitcher.first` on an empty route stops with NO_GATEWAY and 503; an answer
 stops with ANSWERED (200); the caller's CANCEL stops with CALLER_CANCELLED (487). The reason of
 the stop is kept in `CallSwitcher.stop` so the CDR can record it.
@@ -90,6 +97,7 @@ __all__ = [
     "TimerChange",
     "caller_status_for_failure",
     "effective_policy",
+    "tries_next_target",
 ]
 
 USER_BUSY_STATUSES: frozenset[int] = frozenset({486, 600})
@@ -336,6 +344,12 @@ def caller_status_for_failure(status: int | None, timer: Timer | None) -> int:
     return status
 
 
+def tries_next_target(timer: Timer, phase: Phase) -> bool:
+    """Whether an expired `timer` moves the attempt on to the gateway's next resolved target
+    (RFC 3263 4.3: a timeout with no response at all), rather than fail the attempt."""
+    return timer is Timer.INVITE and phase in (Phase.IDLE, Phase.CALLING)
+
+
 class CallSwitcher:
     """The switching state of one call: the route's gateways and the attempts made so far."""
 
@@ -390,20 +404,32 @@ class CallSwitcher:
         self, tracker: AttemptTracker, status: int | None, timer: Timer | None
     ) -> Next | Stop:
         """The current attempt failed: a final ``status`` >= 300, or ``timer`` expired."""
-        if self._stop is not None:
-            raise RuntimeError(f"switching already stopped ({self._stop.reason.value})")
-        if not self._attempts:
-            raise RuntimeError("on_failure() before first()")
-        if tracker.gateway != self.current_gateway:
-            raise ValueError(
-                f"failure of {tracker.gateway!r}, but the current attempt is to "
-                f"{self.current_gateway!r}"
-            )
+        self._check(tracker)
         caller_status = caller_status_for_failure(status, timer)
         reason = self._decide(tracker, status, timer)
         if reason is None:
             return self._next()
         return self._stopped(Stop(reason, caller_status))
+
+    def on_unresolved(self, tracker: AttemptTracker) -> Next | Stop:
+        """The current gateway's name did not resolve: nothing was sent, so only R6 applies;
+        switching stopped there answers the caller 503."""
+        self._check(tracker)
+        reason = self._exhausted()
+        if reason is None:
+            return self._next()
+        return self._stopped(Stop(reason, NO_GATEWAY_STATUS))
+
+    def _check(self, tracker: AttemptTracker) -> None:
+        if self._stop is not None:
+            raise RuntimeError(f"switching already stopped ({self._stop.reason.value})")
+        if not self._attempts:
+            raise RuntimeError("a failure before first()")
+        if tracker.gateway != self.current_gateway:
+            raise ValueError(
+                f"failure of {tracker.gateway!r}, but the current attempt is to "
+                f"{self.current_gateway!r}"
+            )
 
     def _decide(
         self, tracker: AttemptTracker, status: int | None, timer: Timer | None
@@ -421,6 +447,10 @@ class CallSwitcher:
                 return StopReason.SDP_RECEIVED
             if timer is Timer.INVITE and policy.stop_after_invite_timeout:  # R5c
                 return StopReason.INVITE_TIMEOUT
+        return self._exhausted()
+
+    def _exhausted(self) -> StopReason | None:
+        """R6: the route has no further gateway, or the limit is reached (None: switch)."""
         if self._attempts >= len(self._gateways):  # R6a
             return StopReason.NO_MORE_GATEWAYS
         if self._limit is not None and self._attempts >= self._limit:  # R6b

@@ -2,8 +2,8 @@
 
 Owns: `_Collector` (the generic walking helpers: mapping with unknown-key hints, sequence,
 get/value with defaults, secrets; and one method per section building that section's dataclass)
-and the known keys of each list entry (the `api`, `media` and `security` sections have modules
-of their own).
+and the known keys of each list entry (the `api`, `media` and `security` sections and a
+gateway's dial plan have modules of their own).
 
 Must not: raise on a bad value (it records the problem and goes on with the default), check
 across sections (that is `loader._cross_checks`), read files or YAML, or import anything from
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, TypeVar, cast
 
+from sipedge.config.dial_plan import dial_plan
 from sipedge.config.errors import MISSING, ConfigProblem, Described, _Bad
 from sipedge.config.parameters import _PARAMETERS, PARAMETER_NAMES, parameter_field
 from sipedge.config.schema import (
-    DialPlanRule,
     Endpoint,
     ListenAddress,
     MappingGateway,
@@ -35,12 +35,11 @@ from sipedge.config.schema import (
 from sipedge.config.values import (
     ADDRESS_ALLOWED,
     DIGEST_ALLOWED,
+    DNS_SERVER_ALLOWED,
     HOST_ALLOWED,
     LISTEN_ALLOWED,
     NAME_ALLOWED,
     PASSWORD_ALLOWED,
-    REGEX_ALLOWED,
-    REPLACE_ALLOWED,
     RESEND_ALLOWED,
     USER_ALLOWED,
     _absolute_path,
@@ -48,6 +47,7 @@ from sipedge.config.values import (
     _checked_name,
     _default_on_off,
     _digest_algorithm,
+    _dns_server,
     _host,
     _integer,
     _listen_uri,
@@ -60,7 +60,6 @@ from sipedge.config.values import (
     _optional_string,
     _port,
     _resend_entry,
-    _string,
     _user,
     _word_or,
     _words,
@@ -180,7 +179,8 @@ class _Collector:
         return self.get("node", data, "name", _checked_name, "sipedge")
 
     def sip(self, raw: object) -> SipConfig:
-        data = self.mapping("sip", raw, ("listen", "public_address"))
+        keys = ("listen", "public_address", "dns_servers", "dns_timeout", "hosts_file")
+        data = self.mapping("sip", raw, keys)
         listen: list[ListenAddress] = []
         if "listen" in data:
             raw_listen = data["listen"]
@@ -196,7 +196,29 @@ class _Collector:
                     self.problem(f"sip.listen[{i}]", item, "each listen address once")
                 listen.append(addr)
         public = self.get("sip", data, "public_address", _optional_host, None)
-        return SipConfig(tuple(listen) if listen else SipConfig.listen, public)
+        d = SipConfig()
+        return SipConfig(
+            tuple(listen) if listen else d.listen,
+            public,
+            self.dns_servers(data.get("dns_servers")),
+            self.get("sip", data, "dns_timeout", _number(0.1, 30), d.dns_timeout),
+            self.get("sip", data, "hosts_file", _optional_absolute_path, d.hosts_file),
+        )
+
+    def dns_servers(self, raw: object) -> tuple[tuple[str, int], ...]:
+        """sip.dns_servers: null or [] (the system's), else 1-8 servers, each once."""
+        path = "sip.dns_servers"
+        servers: list[tuple[str, int]] = []
+        entries = self.sequence(path, raw, "null or a list of " + DNS_SERVER_ALLOWED)
+        if len(entries) > 8:
+            self.problem(path, Described(f"{len(entries)} servers"), "at most 8 servers")
+        for i, item in enumerate(entries[:8]):
+            server = self.value(f"{path}[{i}]", item, _dns_server, None)
+            if server is not None and server in servers:
+                self.problem(f"{path}[{i}]", item, "each server once")
+            elif server is not None:
+                servers.append(server)
+        return tuple(servers)
 
     def storage(self, raw: object) -> StorageConfig:
         keys = ("path", "cdr_durable", "cdr_retention_days", "cdr_max_mib")
@@ -339,6 +361,7 @@ class _Collector:
                     path, data, "address", _host, "", required=True, allowed=HOST_ALLOWED
                 ),
                 port=self.get(path, data, "port", _port, 5060),
+                port_given="port" in data,
                 transport=self.get(path, data, "transport", _words("udp", "tcp"), "udp"),
                 trusted=self.get(path, data, "trusted", _on_off, False),
                 invite_timeout=self.get(
@@ -360,7 +383,7 @@ class _Collector:
                 ),
                 p_asserted_identity=self.get(path, data, "p_asserted_identity", identity, "None"),
                 p_preferred_identity=self.get(path, data, "p_preferred_identity", identity, "None"),
-                caller_dial_plan=self.dial_plan(f"{path}.caller_dial_plan", data),
+                caller_dial_plan=dial_plan(self, f"{path}.caller_dial_plan", data),
                 rtp_encryption=self.get(path, data, "rtp_encryption", _on_off, False),
                 **self.gateway_auth(path, data),
             )
@@ -403,53 +426,6 @@ class _Collector:
             if code is not None:
                 codes.add(code)
         return frozenset(codes)
-
-    def dial_plan(self, path: str, data: dict[str, object]) -> tuple[DialPlanRule, ...]:
-        rules: list[DialPlanRule] = []
-        raw = data.get("caller_dial_plan")
-        for j, item in enumerate(self.sequence(path, raw, "a list of {match, replace} rules")):
-            rpath = f"{path}[{j}]"
-            rule = self.mapping(
-                rpath, item, ("match", "replace"), what="{match: ..., replace: ...}"
-            )
-            if not isinstance(item, dict):
-                continue
-            match = self.get(
-                rpath,
-                rule,
-                "match",
-                _string(REGEX_ALLOWED),
-                None,
-                required=True,
-                allowed=REGEX_ALLOWED,
-            )
-            replace = self.get(
-                rpath,
-                rule,
-                "replace",
-                _string(REPLACE_ALLOWED),
-                None,
-                required=True,
-                allowed=REPLACE_ALLOWED,
-            )
-            if match is None:
-                continue
-            try:
-                pattern = re.compile(match)
-            except re.error as err:
-                self.problem(f"{rpath}.match", match, f"a valid regular expression ({err})")
-                continue
-            if replace is None:
-                continue
-            try:
-                pattern.sub(replace, "")  # parses the template: bad group references fail here
-            except (re.error, IndexError) as err:
-                self.problem(
-                    f"{rpath}.replace", replace, f"a replacement valid for the match ({err})"
-                )
-                continue
-            rules.append(DialPlanRule(pattern, replace))
-        return tuple(rules)
 
     def routes(self, raw: object, gateway_names: set[str]) -> tuple[Route, ...]:
         out: list[Route] = []
@@ -564,6 +540,7 @@ class _Collector:
                         path, data, "proxy", _host, "", required=True, allowed=HOST_ALLOWED
                     ),
                     port=self.get(path, data, "port", _port, 5060),
+                    port_given="port" in data,
                     user=self.get(
                         path, data, "user", _user, "", required=True, allowed=USER_ALLOWED
                     ),

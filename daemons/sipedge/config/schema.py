@@ -28,6 +28,11 @@ class ListenAddress:
 class SipConfig:
     listen: tuple[ListenAddress, ...] = (ListenAddress("udp", "0.0.0.0", 5060),)
     public_address: str | None = None
+    # gateway names (docs/call-control.md "Gateways by host name"): the DNS servers asked, as
+    # (IP, port); empty: the system's (/etc/resolv.conf)
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    dns_timeout: float = 2.0  # seconds for one query, every server tried
+    hosts_file: Path | None = Path("/etc/hosts")  # read before DNS; None: no hosts file
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,9 @@ class RoutingGateway:
     auth_password: str | None = field(default=None, repr=False)
     auth_password_file: Path | None = None  # read by sipd at start and on reload
     auth_realm: str | None = None  # answer only challenges of this realm (None: any)
+    # False: the file gave no `port`, so a host name is looked up with NAPTR and SRV first
+    # (RFC 3263); True: A only, on this port
+    port_given: bool = True
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,7 @@ class Registration:
     password: str = field(repr=False)
     realm: str | None = None
     register_period: int | None = None  # None: Auto (SS_SIP_USER_AGENT_EXPIRE)
+    port_given: bool = True  # as RoutingGateway.port_given, for the proxy's name
 
 
 # Connection addresses sipd refuses in SDP (media.refused_networks): "this network",

@@ -2,9 +2,9 @@
 
 Owns: the parsers and parser factories (`_number`, `_integer`, `_word_or`, `_on_off`,
 `_default_on_off`, `_words`, `_string`, `_host`, `_host_port`, `_listen_uri`, `_network`,
-`_checked_name`, `_user`, `_absolute_path`, `_port_range`, `_ifname`, ...) and the texts saying
-what each allows (`HOST_ALLOWED`, `LISTEN_ALLOWED`, `NAME_ALLOWED`, ...), which end up verbatim
-in `ConfigProblem.allowed`.
+`_checked_name`, `_user`, `_absolute_path`, `_dns_server`, `_port_range`, `_ifname`, ...) and
+the texts saying what each allows (`HOST_ALLOWED`, `LISTEN_ALLOWED`, `NAME_ALLOWED`, ...),
+which end up verbatim in `ConfigProblem.allowed`.
 
 Must not: know where a value sits in the file or collect problems (the collector does both),
 open files, or import anything from sipedge outside config/ (here: `errors` and `schema` only).
@@ -218,6 +218,26 @@ def _host_port(value: object, allowed: str) -> tuple[str, int]:
         return _host(m.group(1)), _port(m.group(2))
     except _Bad:
         raise _Bad(allowed) from None
+
+
+DNS_SERVER_ALLOWED = "an IP address, or IP:port (IPv6 in brackets), port 1-65535"
+
+
+def _dns_server(value: object) -> tuple[str, int]:
+    """A DNS server to ask (sip.dns_servers): an IP address, port 53 unless one is given. Not
+    a name: the resolver cannot look up its own server."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return str(ipaddress.ip_address(text)), 53
+        except ValueError:
+            pass
+        try:
+            host, port = _host_port(text, DNS_SERVER_ALLOWED)
+            return str(ipaddress.ip_address(host)), port
+        except (_Bad, ValueError):
+            pass
+    raise _Bad(DNS_SERVER_ALLOWED)
 
 
 LISTEN_ALLOWED = "udp://host:port or tcp://host:port (IPv6 in brackets), port 1-65535"

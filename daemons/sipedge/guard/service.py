@@ -97,9 +97,14 @@ class GuardService:
         self.rules.configure(settings_from(security, register_open))
         self.trusted = SourceTable([("trusted", security.trusted)])
         self.has_trusted = bool(security.trusted)
-        self._fixed.clear()
         self.log.interval = security.log_interval
-        # a source that became trusted or a gateway is never banned
+        self.peers_changed()
+
+    def peers_changed(self) -> None:
+        """Who is a gateway may have changed (a reload, or a gateway's host name resolved to
+        new addresses): classify every source again, and lift the bans of those that are now
+        trusted or gateways (they are never banned)."""
+        self._fixed.clear()
         for ban in self.rules.bans.active(self.clock()):
             if self.standing(ban.address) in (Standing.TRUSTED, Standing.GATEWAY):
                 self.rules.bans.remove(ban.address)

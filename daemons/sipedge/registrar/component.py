@@ -45,7 +45,7 @@ class RegistrarComponent:
         self.config = config
         self.store = open_binding_store(config.storage.path)
         self.registrations = RegistrationManager(
-            b2bua.transactions, transport.local_host_for, transport.port
+            b2bua.transactions, transport.local_host_for, transport.port, b2bua.resolver
         )
         self.endpoints = EndpointService(config, self.store, self.registrations)
         b2bua.endpoints = self.endpoints

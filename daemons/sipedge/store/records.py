@@ -17,13 +17,13 @@ from sipedge.typedefs import Addr
 
 @dataclass
 class AttemptRecord:
-    """One INVITE to one routing gateway."""
+    """One INVITE to one routing gateway (or its name's failed lookup: no INVITE then)."""
 
     gateway: str
     start: float
     end: float | None = None
     # What ended it: a SIP status ("503"), "timeout: invite|trying|ringing|session progress",
-    # "cancelled", "answered" (for the winning attempt).
+    # "cancelled", "answered" (for the winning attempt), "dns-failure: <name>: <error>".
     result: str = ""
     status: int | None = None
     # Why switching stopped after this attempt (the last attempt only), or "" if it went on.
@@ -34,6 +34,7 @@ class AttemptRecord:
     challenged: bool = False
     auth_algorithm: str | None = None
     auth_failure: str = ""
+    target: str = ""  # the address the INVITE went to, "host:port" ("" when none was sent)
 
 
 @dataclass

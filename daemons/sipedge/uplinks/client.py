@@ -6,9 +6,15 @@ layer: it builds the REGISTERs, arms the timers and feeds responses and timeouts
 when ``SS_SIP_USER_AGENT_SEND_UNREGISTER`` is On), un-registers everything at shutdown (bounded,
 2 s total) and recognises calls that arrive through a registration.
 
-Owns: the REGISTER requests (headers, credentials), timers, the history and summaries.
-Must not: decide the next step of a registration (machine.py does), or import calls' state
-(only `calls.identity.ua_privacy_header`), registrar/ or sipd.
+The proxy may be a host name: every REGISTER looks it up first through `NameResolver` (RFC 3263:
+NAPTR/SRV when no port was given, else A; at once while the answer is within its TTL). A name
+that does not resolve is a failure like a timeout (retried after the retry delay); after a
+timeout the next REGISTER goes to the name's next address.
+
+Owns: the REGISTER requests (headers, credentials), timers, the history and summaries, and
+`NameResolver`, what it needs of the resolver.
+Must not: decide the next step of a registration (machine.py does), block on a name lookup, or
+import calls' state (only `calls.identity.ua_privacy_header`), registrar/ or sipd.
 """
 
 from __future__ import annotations
@@ -16,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipedge import __version__
 from sipedge.calls.identity import ua_privacy_header
+from sipedge.resolver import DnsResolver, Targets
 from sipedge.sip.digest import answer_challenge
 from sipedge.sip.message import (
     Headers,
@@ -54,6 +60,12 @@ log = logging.getLogger(__name__)
 UNREGISTER_WAIT = 2.0
 
 
+class NameResolver(Protocol):
+    """The proxy's name to addresses (`sipedge.resolver.DnsResolver` implements it)."""
+
+    def resolve(self, host: str, port: int | None, done: Callable[[Targets], None]) -> None: ...
+
+
 @dataclass
 class RegistrationStats:
     sent: int = 0
@@ -70,6 +82,7 @@ class OutboundRegistration:
     local_host_for: Callable[[str], str]
     local_port: int
     stats: RegistrationStats
+    resolver: NameResolver = field(default_factory=DnsResolver)
     machine: RegistrationMachine = field(init=False)
     call_id: str = field(default_factory=new_call_id)
     from_tag: str = field(default_factory=new_tag)
@@ -83,6 +96,8 @@ class OutboundRegistration:
     last_status: int | None = None
     history: list[tuple[float, str]] = field(default_factory=list)
     on_unregistered: Callable[[], None] | None = None
+    _sending: Send | None = None  # a REGISTER waiting for the proxy's name to resolve
+    _moved_on: bool = False  # the last REGISTER timed out: the next goes to the next address
 
     def __post_init__(self) -> None:
         asked, auto = asked_expires(self.entry.register_period, self.params.sip_user_agent_expire)
@@ -101,20 +116,12 @@ class OutboundRegistration:
 
     # lifecycle
     def start(self) -> None:
-        try:
-            ip = socket.gethostbyname(self.entry.proxy)
-        except OSError as err:
-            log.warning(
-                "registration %s: cannot resolve %s: %s", self.entry.name, self.entry.proxy, err
-            )
-            self._apply(self.machine._fail(f"cannot resolve {self.entry.proxy}"))
-            return
-        self.destination = (ip, self.entry.port)
         self._apply(self.machine.start())
 
     def unregister(self) -> bool:
         """Send REGISTER Expires: 0 (if we are registered); False when there is nothing to do."""
         self._cancel_timer()
+        self._sending = None
         was = self.machine.state
         if self.tx is not None:
             self.tx.stop_retransmitting()
@@ -130,6 +137,7 @@ class OutboundRegistration:
 
     def cancel(self) -> None:
         self._cancel_timer()
+        self._sending = None
         if self.tx is not None:
             self.tx.stop_retransmitting()
             self.tx = None
@@ -169,6 +177,29 @@ class OutboundRegistration:
             self.next_at = None
 
     def _send(self, send: Send) -> None:
+        """Every REGISTER looks the proxy's name up first (at once while its answer is within
+        its TTL): a name that stopped resolving fails the registration, a new address is
+        used at the next REGISTER."""
+        self._sending = send
+        port = self.entry.port if self.entry.port_given else None
+        self.resolver.resolve(self.entry.proxy, port, lambda found: self._resolved(send, found))
+
+    def _resolved(self, send: Send, found: Targets) -> None:
+        if self._sending is not send:
+            return  # cancelled, or another REGISTER replaced it, while the name was looked up
+        self._sending = None
+        if not found.addresses:
+            self.tx = None
+            log.warning("registration %s: %s", self.entry.name, found.failure)
+            if send.expires == 0:  # un-registering: nothing to send it to
+                self.machine.state = RegState.UNREGISTERED
+                self._apply(Step(reason=found.failure))
+                return
+            self.stats.failures += 1
+            self._apply(self.machine.on_unresolved(found.failure))
+            return
+        self.destination = _pick(found.addresses, self.destination, self._moved_on)
+        self._moved_on = False
         request = self.build_request(send)
         self.stats.sent += 1
         self.tx = self.layer.start_client(
@@ -222,6 +253,7 @@ class OutboundRegistration:
             return
         self.tx = None
         self.last_status = None
+        self._moved_on = True  # RFC 3263 4.3: the next REGISTER tries the next address
         step = self.machine.on_timeout()
         if self.machine.state is RegState.FAILED:
             self.stats.failures += 1
@@ -256,7 +288,9 @@ class RegistrationManager:
         layer: TransactionLayer,
         local_host_for: Callable[[str], str],
         local_port: int,
+        resolver: NameResolver | None = None,
     ) -> None:
+        self.resolver: NameResolver = resolver or DnsResolver()
         self.layer = layer
         self.local_host_for = local_host_for
         self.local_port = local_port
@@ -278,7 +312,13 @@ class RegistrationManager:
         for name, entry in wanted.items():
             if name not in self.entries:
                 reg = OutboundRegistration(
-                    entry, params, self.layer, self.local_host_for, self.local_port, self.stats
+                    entry,
+                    params,
+                    self.layer,
+                    self.local_host_for,
+                    self.local_port,
+                    self.stats,
+                    self.resolver,
                 )
                 self.entries[name] = reg
                 reg.start()
@@ -326,6 +366,15 @@ class RegistrationManager:
 
     def summaries(self) -> list[dict[str, Any]]:
         return [reg.summary() for reg in self.entries.values()]
+
+
+def _pick(addresses: tuple[Addr, ...], current: Addr, moved_on: bool) -> Addr:
+    """Stay with the address in use while the name still resolves to it; after a timeout, the
+    one after it; else the first."""
+    if current in addresses:
+        i = addresses.index(current)
+        return addresses[(i + 1) % len(addresses)] if moved_on else current
+    return addresses[0]
 
 
 def _same_reg_params(a: Parameters | None, b: Parameters) -> bool:

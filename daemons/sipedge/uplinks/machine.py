@@ -93,6 +93,10 @@ class RegistrationMachine:
             return Step(reason="un-register timed out")
         return self._fail("timeout")
 
+    def on_unresolved(self, why: str) -> Step:
+        """The proxy's name did not resolve: nothing was sent; a failure like a timeout."""
+        return self._fail(why)
+
     def unregister(self) -> Step:
         self.state = RegState.UNREGISTERING
         self._authenticated = False
