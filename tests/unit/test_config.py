@@ -697,6 +697,7 @@ def test_gateway_overrides_and_defaults() -> None:
         privacy="passthrough",
         address="sip.example.net",
     )
+    data["sip"]["listen"].append("tcp://0.0.0.0:5060")  # a TCP gateway needs a TCP listener
     gw = parse_config(data).routing_gateways[1]
     assert gw.invite_timeout == 2.5
     assert gw.stop_switch_after_sdp is False

@@ -17,6 +17,7 @@ from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request
 from sipedge.sip.timers import TimerHandle
 from sipedge.sip.transaction import InviteClientTransaction
+from sipedge.sip.transport.destination import destination_for
 from sipedge.store import AttemptRecord
 from sipedge.typedefs import Addr
 
@@ -62,7 +63,10 @@ class Attempt:
 
     @property
     def destination(self) -> Addr:
-        return (self.gateway.address, self.gateway.port)
+        """The gateway's address, over its transport (a Destination unless UDP)."""
+        return destination_for(
+            self.gateway.config.transport, self.gateway.address, self.gateway.port
+        )
 
 
 @dataclass

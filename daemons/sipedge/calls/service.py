@@ -49,6 +49,7 @@ from sipedge.sip.message import (
 )
 from sipedge.sip.timers import Scheduler
 from sipedge.sip.transaction import InviteServerTransaction, ServerTransaction, TransactionLayer
+from sipedge.sip.transport.destination import UDP, transport_of
 from sipedge.store import CallRecord, CdrStore
 from sipedge.typedefs import Addr
 
@@ -118,6 +119,8 @@ class B2BUA:
         self.send_bytes = send_bytes
         self._local_host_for = local_host_for
         self.local_port = local_port
+        # our TCP / TLS listeners' ports, for a Contact toward a peer on that transport (sipd)
+        self.stream_ports: dict[str, int] = {}
         self.cdrs = cdrs
         self.stats = CallStats()
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID + From tag
@@ -176,9 +179,17 @@ class B2BUA:
     def via_for(self, destination: str) -> tuple[str, int]:
         return self._local_host_for(destination), self.local_port
 
-    def contact_for(self, destination: str) -> str:
-        host, port = self.via_for(destination)
-        return f"<sip:{host}:{port}>"
+    def contact_for(self, destination: Addr | str) -> str:
+        """Our Contact toward `destination` (a peer's address, or its host for UDP): on TCP and
+        TLS, that listener's port and `;transport=` (docs/transports.md)."""
+        if isinstance(destination, str):
+            host, port = self.via_for(destination)
+            return f"<sip:{host}:{port}>"
+        host, port = self.via_for(destination[0])
+        transport = transport_of(destination)
+        if transport == UDP:
+            return f"<sip:{host}:{port}>"
+        return f"<sip:{host}:{self.stream_ports.get(transport, port)};transport={transport}>"
 
     def gateway_target(self, name: str) -> GatewayTarget:
         return self.targets[name]
@@ -383,6 +394,8 @@ class B2BUA:
         our_from = NameAddr(display, f"sip:{call.caller_number}@{host}", {"tag": new_tag()})
         headers.add("From", str(our_from))  # str() quotes and escapes the display name
         target = f"sip:{call.callee_number}@{gateway.address}:{gateway.port}"
+        if gateway.config.transport != UDP:
+            target += f";transport={gateway.config.transport}"
         target = gateway.request_uri or target
         headers.add("To", f"<sip:{call.callee_number}@{gateway.address}>")
         headers.add("Call-ID", new_call_id())

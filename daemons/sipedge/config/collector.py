@@ -23,20 +23,17 @@ from sipedge.config.parameters import _PARAMETERS, PARAMETER_NAMES, parameter_fi
 from sipedge.config.schema import (
     DialPlanRule,
     Endpoint,
-    ListenAddress,
     MappingGateway,
     Parameters,
     Registration,
     Route,
     RoutingGateway,
-    SipConfig,
     StorageConfig,
 )
 from sipedge.config.values import (
     ADDRESS_ALLOWED,
     DIGEST_ALLOWED,
     HOST_ALLOWED,
-    LISTEN_ALLOWED,
     NAME_ALLOWED,
     PASSWORD_ALLOWED,
     REGEX_ALLOWED,
@@ -48,13 +45,14 @@ from sipedge.config.values import (
     _checked_name,
     _default_on_off,
     _digest_algorithm,
+    _fingerprint,
     _host,
     _integer,
-    _listen_uri,
     _network,
     _number,
     _off_or,
     _on_off,
+    _optional_absolute_path,
     _optional_host,
     _optional_string,
     _port,
@@ -91,6 +89,11 @@ _ROUTING_KEYS = (
     "p_preferred_identity",
     "caller_dial_plan",
     "rtp_encryption",
+    "tls_ca",
+    "tls_server_name",
+    "tls_fingerprint",
+    "tls_cert",
+    "tls_key",
 )
 _REGISTRATION_KEYS = ("name", "proxy", "port", "user", "password", "realm", "register_period")
 
@@ -171,25 +174,6 @@ class _Collector:
     def node_name(self, raw: object) -> str:
         data = self.mapping("node", raw, ("name",))
         return self.get("node", data, "name", _checked_name, "sipedge")
-
-    def sip(self, raw: object) -> SipConfig:
-        data = self.mapping("sip", raw, ("listen", "public_address"))
-        listen: list[ListenAddress] = []
-        if "listen" in data:
-            raw_listen = data["listen"]
-            items = [raw_listen] if isinstance(raw_listen, str) else raw_listen
-            entries = self.sequence("sip.listen", items, "a list of " + LISTEN_ALLOWED)
-            if not entries and isinstance(items, list):
-                self.problem("sip.listen", raw_listen, "at least one " + LISTEN_ALLOWED)
-            for i, item in enumerate(entries):
-                addr = self.value(f"sip.listen[{i}]", item, _listen_uri, None)
-                if addr is None:
-                    continue
-                if addr in listen:
-                    self.problem(f"sip.listen[{i}]", item, "each listen address once")
-                listen.append(addr)
-        public = self.get("sip", data, "public_address", _optional_host, None)
-        return SipConfig(tuple(listen) if listen else SipConfig.listen, public)
 
     def storage(self, raw: object) -> StorageConfig:
         keys = ("path", "cdr_durable", "cdr_retention_days", "cdr_max_mib")
@@ -332,7 +316,7 @@ class _Collector:
                     path, data, "address", _host, "", required=True, allowed=HOST_ALLOWED
                 ),
                 port=self.get(path, data, "port", _port, 5060),
-                transport=self.get(path, data, "transport", _words("udp", "tcp"), "udp"),
+                transport=self.get(path, data, "transport", _words("udp", "tcp", "tls"), "udp"),
                 trusted=self.get(path, data, "trusted", _on_off, False),
                 invite_timeout=self.get(
                     path,
@@ -355,7 +339,19 @@ class _Collector:
                 p_preferred_identity=self.get(path, data, "p_preferred_identity", identity, "None"),
                 caller_dial_plan=self.dial_plan(f"{path}.caller_dial_plan", data),
                 rtp_encryption=self.get(path, data, "rtp_encryption", _on_off, False),
+                tls_ca=self.get(path, data, "tls_ca", _optional_absolute_path, None),
+                tls_server_name=self.get(path, data, "tls_server_name", _optional_host, None),
+                tls_fingerprint=self.get(path, data, "tls_fingerprint", _fingerprint, None),
+                tls_cert=self.get(path, data, "tls_cert", _optional_absolute_path, None),
+                tls_key=self.get(path, data, "tls_key", _optional_absolute_path, None),
             )
+            tls_keys = [k for k in _ROUTING_KEYS[-5:] if data.get(k) is not None]
+            if tls_keys and gw.transport != "tls":
+                self.problem(
+                    f"{path}.{tls_keys[0]}", data[tls_keys[0]], "null unless transport is tls"
+                )
+            if (gw.tls_cert is None) != (gw.tls_key is None) and gw.transport == "tls":
+                self.problem(f"{path}.tls_key", None, "tls_cert and tls_key together")
             out.append(gw)
         return tuple(out)
 
