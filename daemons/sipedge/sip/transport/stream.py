@@ -83,7 +83,9 @@ _FRAME_STATUS = {
 
 @dataclass(frozen=True)
 class StreamSettings:
-    max_connections: int = 4096  # open at once, accepted and made
+    """The field names are those of sip.connections (config's ConnectionLimits)."""
+
+    max: int = 4096  # connections open at once, accepted and made
     max_per_source: int = 32  # accepted from one IP address
     idle_timeout: float = 300.0  # seconds without a message (either way)
     message_timeout: float = 10.0  # seconds to finish a message begun; to read our writes
@@ -218,7 +220,7 @@ class StreamTransport:
     def _refusal(self, address: str) -> str | None:
         if self.screen is not None and not self.screen((address, 0)):
             return "screened"
-        if len(self.connections) >= self.settings.max_connections:
+        if len(self.connections) >= self.settings.max:
             return "limit"
         if self.per_source.get(address, 0) >= self.settings.max_per_source:
             return "per_source"
@@ -391,7 +393,7 @@ class StreamTransport:
                 self._report(key, down[1])
                 return
             del self.down[pool_key]
-        if len(self.connections) + len(self.connecting) >= self.settings.max_connections:
+        if len(self.connections) + len(self.connecting) >= self.settings.max:
             self._report(key, "connection-limit")
             return
         self.connecting[pool_key] = [(data, key)]
@@ -449,7 +451,7 @@ class StreamTransport:
         if reason:
             self.counters.count(self.counters.connect_failures, transport)
             self.down[pool_key] = (self.now() + RETRY_AFTER, reason)
-            if len(self.down) > self.settings.max_connections:
+            if len(self.down) > self.settings.max:
                 del self.down[next(iter(self.down))]
             for _, key in queued:
                 self._report(key, reason)

@@ -1,0 +1,110 @@
+"""SIP over TCP end to end (RFC 3261 section 18): SIPp callers and gateways on loopback.
+
+SIPp over TCP (`-t t1`: one connection) as caller and as gateway, a real sipd between them:
+TCP caller -> TCP gateway, UDP caller -> TCP gateway, TCP caller -> UDP gateway; what went
+over the wire (Via, Contact, Request-URI) and what the CDR and /metrics say.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, gateway
+from tests.sipp.harness import Sipp, SippResult
+
+pytestmark = [pytest.mark.sipp, pytest.mark.slow]
+
+
+def tcp_port() -> int:
+    return free_port(socket.SOCK_STREAM)
+
+
+def caller(
+    sipd: Any, remote: str, transport: str, scenario: str = "uac_basic", **keys: str
+) -> SippResult:
+    sipp = Sipp(
+        scenario,
+        port=free_port(socket.SOCK_STREAM if transport == "t1" else socket.SOCK_DGRAM),
+        remote=remote,
+        calls=1,
+        timeout=30,
+        service="4420001",
+        transport=transport,
+        keys={"hold": "300", **keys},
+    )
+    sipp.start()
+    return sipp.wait(40)
+
+
+def test_tcp_caller_to_tcp_gateway(sipd_factory: Any) -> None:
+    gw_port, listen = tcp_port(), tcp_port()
+    sipd = sipd_factory(
+        [gateway("gw-tcp", gw_port, transport="tcp")], listen=[f"tcp://127.0.0.1:{listen}"]
+    )
+    assert f"tcp 127.0.0.1:{listen}" in sipd.log()  # the start-up log names every listener
+    with Sipp("uas_answer", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
+        result = caller(sipd, f"127.0.0.1:{listen}", "t1")
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    cdr = sipd.cdrs(wait_for=1)[0]
+    assert cdr["answer_time"] is not None and cdr["routing_gateway"] == "gw-tcp"
+    invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
+    assert invite.header("Via").startswith(f"SIP/2.0/TCP 127.0.0.1:{listen};")
+    assert f"127.0.0.1:{listen};transport=tcp>" in invite.header("Contact")
+    assert invite.first_line.split()[1].endswith(";transport=tcp")
+    # the caller's responses came back over its own connection, with a TCP Contact
+    ok = next(m for m in result.messages if m.first_line.startswith("SIP/2.0 200"))
+    assert f"127.0.0.1:{listen};transport=tcp>" in ok.header("Contact")
+    metrics = sipd.metrics()
+    assert metrics['sipedge_sip_connections_accepted_total{transport="tcp"}'] >= 1
+    assert metrics['sipedge_sip_connections_made_total{transport="tcp"}'] == 1
+    assert metrics['sipedge_sip_listeners{transport="tcp"}'] == 1
+
+
+def test_udp_caller_to_tcp_gateway_and_back(sipd_factory: Any) -> None:
+    gw_port, listen = tcp_port(), tcp_port()
+    sipd = sipd_factory(
+        [gateway("gw-tcp", gw_port, transport="tcp")], listen=[f"tcp://127.0.0.1:{listen}"]
+    )
+    with Sipp("uas_answer_then_bye", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
+        result = caller(sipd, sipd.sip_target, "u1", "uac_callee_bye")
+        gw_result = gw.wait(20)
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    assert result.returncode == 0, result.stdout + sipd.log()
+    cdr = sipd.cdrs(wait_for=1)[0]
+    assert cdr["answer_time"] is not None, sipd.log()
+    assert cdr["release_side"] == "callee"  # the gateway's BYE came over TCP, went on by UDP
+
+
+def test_tcp_caller_to_udp_gateway(sipd_factory: Any) -> None:
+    gw_port, listen = free_port(), tcp_port()
+    sipd = sipd_factory([gateway("gw-udp", gw_port)], listen=[f"tcp://127.0.0.1:{listen}"])
+    with Sipp("uas_answer", port=gw_port, calls=1, timeout=30) as gw:
+        result = caller(sipd, f"127.0.0.1:{listen}", "t1")
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0
+    invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
+    assert invite.header("Via").startswith("SIP/2.0/UDP ")
+
+
+def test_dead_tcp_gateway_fails_over_at_once(sipd_factory: Any) -> None:
+    dead, alive, listen = tcp_port(), free_port(), tcp_port()
+    sipd = sipd_factory(
+        [gateway("gw-dead", dead, transport="tcp"), gateway("gw-alive", alive)],
+        listen=[f"tcp://127.0.0.1:{listen}"],
+    )
+    with Sipp("uas_answer", port=alive, calls=1, timeout=30) as gw:
+        result = caller(sipd, sipd.sip_target, "u1")
+        gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    cdr = sipd.cdrs(wait_for=1)[0]
+    first, second = cdr["attempts"]
+    assert first["gateway"] == "gw-dead"
+    assert first["result"] == "transport: connect-failed"
+    assert first["end"] - first["start"] < 1.0  # at once, not after the INVITE timeout
+    assert second["result"] == "answered"
