@@ -5,8 +5,14 @@ owner, pauses reading while the peer does not read what we write (the write buff
 high-water mark), closes a peer that lets `STALL_FACTOR` times the mark pile up, and remembers
 (bounded) which destinations it carried, so that its owner can report them when it closes.
 
-Owns: `Connection`, `Listener`, `ConnectionOwner` (the Protocol `stream.StreamTransport`
-implements), `STALL_FACTOR`, `MAX_CARRIED`.
+An accepted TLS connection runs TLS itself, over memory BIOs (`ServerTls`): the handshake
+starts only once the owner has screened the source and counted it against the limits, its
+failures come back as exceptions to count, and the same code runs on uvloop and asyncio
+(uvloop's `start_tls` on an accepted connection loses a ClientHello that arrives before the
+protocol is swapped). Connections we make use the loop's TLS (`create_connection(ssl=...)`).
+
+Owns: `Connection`, `Listener`, `ServerTls`, `ConnectionOwner` (the Protocol
+`stream.StreamTransport` implements), `STALL_FACTOR`, `MAX_CARRIED`.
 Must not: frame, parse or decide anything (the owner does), or import from sipedge outside
 sip/ but the leaf `typedefs`.
 """
@@ -23,7 +29,14 @@ from sipedge.sip.transport.destination import Destination, DestinationKey
 from sipedge.sip.transport.framing import StreamParser
 from sipedge.typedefs import Addr
 
-__all__ = ["MAX_CARRIED", "STALL_FACTOR", "Connection", "ConnectionOwner", "Listener"]
+__all__ = [
+    "MAX_CARRIED",
+    "STALL_FACTOR",
+    "Connection",
+    "ConnectionOwner",
+    "Listener",
+    "ServerTls",
+]
 
 STALL_FACTOR = 4  # a write buffer this many times the high-water mark closes the peer
 MAX_CARRIED = 64  # destination keys remembered per connection (reported when it closes)
@@ -45,6 +58,49 @@ class ConnectionOwner(Protocol):
     def _received(self, conn: Connection, data: bytes) -> None: ...
 
     def _lost(self, conn: Connection) -> None: ...
+
+    def _tls_failed(self, side: str, exc: BaseException) -> str: ...
+
+
+class ServerTls:
+    """The server side of TLS over memory BIOs: bytes from the peer in, plaintext and bytes
+    for the peer out. `ssl.SSLError` (a failed handshake, a bad record) propagates."""
+
+    __slots__ = ("done", "incoming", "obj", "outgoing")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.done = False  # handshake complete
+
+    def receive(self, data: bytes) -> tuple[bytes, bytes, bool]:
+        """(plaintext, bytes to send back, the peer closed TLS)."""
+        self.incoming.write(data)
+        if not self.done:
+            try:
+                self.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                return b"", self.outgoing.read(), False
+            self.done = True
+        plain = bytearray()
+        closed = False
+        while True:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                closed = True
+                break
+            if not chunk:
+                break
+            plain += chunk
+        return bytes(plain), self.outgoing.read(), closed
+
+    def encrypt(self, data: bytes) -> bytes:
+        self.obj.write(data)
+        return self.outgoing.read()
 
 
 class Listener:
@@ -76,6 +132,7 @@ class Connection(asyncio.Protocol):
         self.paused_since: float | None = None
         self.pool_key: tuple[str, str, int] | None = None  # pooled as (transport, host, port)
         self.carried: dict[DestinationKey, None] = {}  # an ordered, bounded set
+        self.tls: ServerTls | None = None  # an accepted TLS connection: TLS over memory BIOs
 
     @property
     def open(self) -> bool:
@@ -94,6 +151,23 @@ class Connection(asyncio.Protocol):
         self.owner._made(self)
 
     def data_received(self, data: bytes) -> None:
+        tls = self.tls
+        if tls is not None and self.closing is None and self.io is not None:
+            try:
+                data, out, closed = tls.receive(data)
+            except ssl.SSLError as exc:
+                self.owner._tls_failed("server", exc)
+                self.close("tls")
+                return
+            if out:
+                self.io.write(out)
+            if not self.ready and tls.done:
+                self.ready = True
+                self.last_active = self.owner.now()
+            if closed:
+                self.close("peer")
+            if not data:
+                return
         if not self.open:
             return
         try:
@@ -120,10 +194,15 @@ class Connection(asyncio.Protocol):
             self.io.resume_reading()
 
     # -- ours -------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Bytes to the peer (through TLS on an accepted TLS connection)."""
+        assert self.io is not None
+        self.io.write(data if self.tls is None else self.tls.encrypt(data))
+
     def write(self, data: bytes, key: DestinationKey) -> None:
         io = self.io
         assert io is not None
-        io.write(data)
+        self.send(data)
         self.last_active = self.owner.now()
         carried = self.carried
         if key not in carried:

@@ -39,7 +39,7 @@ from typing import Any
 from sipedge.sip.gate import Gate
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request
-from sipedge.sip.transport.connection import Connection, Listener
+from sipedge.sip.transport.connection import Connection, Listener, ServerTls
 from sipedge.sip.transport.destination import DEFAULT_PORTS, TLS, Destination, DestinationKey
 from sipedge.sip.transport.framing import PING, FrameError
 from sipedge.sip.transport.intake import MessageHandler, TransportStats, refuse_head, take
@@ -212,8 +212,7 @@ class StreamTransport:
         self._register(conn)
         io.set_write_buffer_limits(high=self.settings.write_buffer)
         if listener is not None and listener.context is not None:
-            io.pause_reading()  # nothing is read before the handshake takes over
-            self._spawn(self._accept_tls(conn, listener.context))
+            conn.tls = ServerTls(listener.context)  # ready once the handshake is done
         else:
             conn.ready = True
 
@@ -232,30 +231,6 @@ class StreamTransport:
         conn.last_active = self.now()
         conn.source = Destination(conn.peer[0], conn.peer[1], conn.transport_name, conn.id)
         self.connections[conn.id] = conn
-
-    async def _accept_tls(self, conn: Connection, context: ssl.SSLContext) -> None:
-        raw = conn.io
-        assert raw is not None
-        try:
-            io = await self.loop.start_tls(
-                raw,
-                conn,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.settings.connect_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            self._tls_failed("server", exc)
-            conn.closing = "tls"
-            raw.abort()
-            self._lost(conn)
-            return
-        if io is None or conn.closing is not None:
-            return
-        conn.io = io
-        conn.io.set_write_buffer_limits(high=self.settings.write_buffer)
-        conn.ready = True
-        conn.last_active = self.now()
 
     def _tls_failed(self, side: str, exc: BaseException) -> str:
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -298,7 +273,7 @@ class StreamTransport:
             if event is PING:
                 self.counters.pings += 1
                 if conn.io is not None:
-                    conn.io.write(b"\r\n")  # the pong (RFC 5626 3.5.1)
+                    conn.send(b"\r\n")  # the pong (RFC 5626 3.5.1)
                 continue
             if isinstance(event, FrameError):
                 self._frame_error(conn, event)
@@ -492,7 +467,8 @@ class StreamTransport:
                 conn.close("slow")
             elif conn.paused_since is not None and now - conn.paused_since > s.message_timeout:
                 conn.close("stalled")
-            elif not conn.ready and now - conn.last_active > s.connect_timeout * 2:
+            elif not conn.ready and now - conn.last_active > s.connect_timeout:
+                self._tls_failed("server", TimeoutError("no TLS handshake in time"))
                 conn.close("tls")
             elif now - conn.last_active > s.idle_timeout:
                 conn.close("idle")
