@@ -91,9 +91,7 @@ def make_ca(directory: Path, name: str) -> Ca:
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     path = directory / f"{name}-ca.crt"
@@ -220,9 +218,7 @@ class Peer:
         self.port = port
 
         async def start() -> None:
-            self._server = await asyncio.start_server(
-                self._handle, "127.0.0.1", port, ssl=context
-            )
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", port, ssl=context)
 
         self.run(start())
 

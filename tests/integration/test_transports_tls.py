@@ -137,7 +137,8 @@ def test_a_gateway_that_does_not_verify_is_refused_and_the_call_fails_over(
     assert not [m for m in bad.received if hasattr(m, "method")]  # nothing reached it
     metrics = sipd.metrics()
     label = "pin" if reason.endswith("pin") else "verify"
-    assert metrics[f'sipedge_sip_tls_handshake_failures_total{{reason="{label}",side="client"}}'] == 1
+    name = f'sipedge_sip_tls_handshake_failures_total{{reason="{label}",side="client"}}'
+    assert metrics[name] == 1
 
 
 def test_a_pinned_self_signed_gateway_is_accepted(sipd_factory: Any, pki: dict[str, Any]) -> None:
@@ -172,9 +173,7 @@ def test_tls_caller_through_a_tls_listener(sipd_factory: Any, pki: dict[str, Any
     assert cdr["answer_time"] is not None and cdr["release_side"] == "caller"
 
 
-def test_client_certificates_verified_on_a_listener(
-    sipd_factory: Any, pki: dict[str, Any]
-) -> None:
+def test_client_certificates_verified_on_a_listener(sipd_factory: Any, pki: dict[str, Any]) -> None:
     gw_port, listen = free_port(), tcp_port()
     listener = {
         "uri": f"tls://127.0.0.1:{listen}",
