@@ -152,7 +152,7 @@ def test_a_message_without_content_length_gets_400_and_closes(sipd: Any) -> None
 def test_garbage_closes_the_connection(sipd: Any) -> None:
     with connect(sipd.tcp_port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        data, closed = read_until_closed(sock)
+        _data, closed = read_until_closed(sock)
     assert closed
     assert sipd.alive()
 

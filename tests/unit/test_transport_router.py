@@ -173,7 +173,7 @@ def test_no_retransmissions_over_tcp_and_timer_b_still_runs() -> None:
 
 
 def test_transport_failure_fails_the_transaction_at_once() -> None:
-    clock, rec, layer = make_layer()
+    _clock, _rec, layer = make_layer()
     dest = destination_for("tls", *GW)
     timeouts: list[Any] = []
     tx = layer.start_client(request("INVITE"), dest, lambda t, r: None, timeouts.append)
@@ -189,7 +189,7 @@ def test_transport_failure_fails_the_transaction_at_once() -> None:
 
 
 def test_a_final_response_keeps_a_transaction_from_failing() -> None:
-    clock, rec, layer = make_layer()
+    _clock, _rec, layer = make_layer()
     dest = destination_for("tcp", *GW)
     finals: list[int] = []
     timeouts: list[Any] = []
@@ -214,7 +214,7 @@ def test_server_finals_are_not_retransmitted_over_tcp() -> None:
 
 
 def test_send_request_prepares() -> None:
-    clock, rec, layer = make_layer()
+    _clock, rec, layer = make_layer()
     seen: list[Any] = []
 
     def prepare(req: Request, dest: Any) -> tuple[Any, bytes]:
