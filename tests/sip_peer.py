@@ -183,8 +183,11 @@ class Peer:
     """A TCP/TLS SIP peer on its own loop thread. `received` holds every message it got."""
 
     transport: str = "tls"  # the Via / Contact word: tls or tcp
+    close_on_invite: bool = False  # as a gateway: 100 Trying, then close the connection
     received: list[Request | Response] = field(default_factory=list)
     handshakes_failed: int = 0
+    connections: int = 0  # accepted as a gateway
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _thread: threading.Thread | None = None
     _server: asyncio.AbstractServer | None = None
@@ -201,11 +204,18 @@ class Peer:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         self.run(close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         assert self._thread is not None
         self._thread.join(5)
+        self._loop.close()
 
     def __enter__(self) -> Peer:
         return self
@@ -222,7 +232,18 @@ class Peer:
 
         self.run(start())
 
+    def drop(self) -> None:
+        """Close every connection accepted so far (the peer goes away between calls)."""
+
+        async def close() -> None:
+            for writer in list(self._writers):
+                writer.close()
+
+        self.run(close())
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
         parser = StreamParser(65536)
         contact = f"<sip:gw@127.0.0.1:{self.port};transport={self.transport}>"
         try:
@@ -237,11 +258,15 @@ class Peer:
                     if isinstance(msg, Request) and msg.method != "ACK":
                         if msg.method == "INVITE":
                             writer.write(_response(msg, 100, "Trying", "gw1", contact))
+                            if self.close_on_invite:
+                                await writer.drain()
+                                return
                         writer.write(_response(msg, 200, "OK", "gw1", contact))
                 await writer.drain()
         except (ConnectionError, ssl.SSLError):
             self.handshakes_failed += 1
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     # -- as a caller: INVITE, ACK, hold, BYE ------------------------------------------------

@@ -8,11 +8,13 @@ over the wire (Via, Contact, Request-URI) and what the CDR and /metrics say.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, gateway
+from tests.sip_peer import Peer
 from tests.sipp.harness import Sipp, SippResult
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
@@ -108,3 +110,60 @@ def test_dead_tcp_gateway_fails_over_at_once(sipd_factory: Any) -> None:
     assert first["result"] == "transport: connect-failed"
     assert first["end"] - first["start"] < 1.0  # at once, not after the INVITE timeout
     assert second["result"] == "answered"
+
+
+def test_pooled_connection_is_reused_and_made_again_when_it_closes(sipd_factory: Any) -> None:
+    gw_port, listen = tcp_port(), tcp_port()
+    with Peer(transport="tcp") as gw:
+        gw.serve(gw_port, None)
+        sipd = sipd_factory(
+            [gateway("gw-tcp", gw_port, transport="tcp")], listen=[f"tcp://127.0.0.1:{listen}"]
+        )
+        for _ in range(2):
+            assert caller(sipd, sipd.sip_target, "u1").returncode == 0, sipd.log()
+        assert gw.connections == 1  # one pooled connection carried both calls
+        gw.drop()
+        time.sleep(0.3)
+        assert caller(sipd, sipd.sip_target, "u1").returncode == 0, sipd.log()
+        assert gw.connections == 2
+    metrics = sipd.metrics()
+    assert metrics['sipedge_sip_connections_made_total{transport="tcp"}'] == 2
+    assert [c["routing_gateway"] for c in sipd.cdrs(wait_for=3)] == ["gw-tcp"] * 3
+
+
+def test_a_connection_lost_during_setup_fails_over_at_once(sipd_factory: Any) -> None:
+    bad_port, good_port, listen = tcp_port(), free_port(), tcp_port()
+    with (
+        Peer(transport="tcp", close_on_invite=True) as bad,
+        Sipp("uas_answer", port=good_port, calls=1, timeout=30) as good,
+    ):
+        bad.serve(bad_port, None)
+        sipd = sipd_factory(
+            [gateway("gw-closes", bad_port, transport="tcp"), gateway("gw-good", good_port)],
+            listen=[f"tcp://127.0.0.1:{listen}"],
+        )
+        result = caller(sipd, sipd.sip_target, "u1")
+        good.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    first, second = sipd.cdrs(wait_for=1)[0]["attempts"]
+    assert (first["gateway"], first["result"]) == ("gw-closes", "transport: connection-closed")
+    assert first["end"] - first["start"] < 1.0
+    assert second["result"] == "answered"
+
+
+def test_every_udp_listener_is_served_and_answers_from_itself(sipd_factory: Any) -> None:
+    second = free_port()
+    sipd = sipd_factory([gateway("gw", free_port())], listen=[f"udp://127.0.0.1:{second}"])
+    assert f"udp 127.0.0.1:{second}" in sipd.log()
+    request = (
+        "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKsecond;rport\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\n"
+        "Call-ID: second-udp\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(request, ("127.0.0.1", second))
+        data, source = sock.recvfrom(65536)
+    assert data.startswith(b"SIP/2.0 200") and source == ("127.0.0.1", second)
+    assert sipd.metrics()['sipedge_sip_listeners{transport="udp"}'] == 2
