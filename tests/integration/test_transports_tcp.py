@@ -156,11 +156,11 @@ def test_every_udp_listener_is_served_and_answers_from_itself(sipd_factory: Any)
     sipd = sipd_factory([gateway("gw", free_port())], listen=[f"udp://127.0.0.1:{second}"])
     assert f"udp 127.0.0.1:{second}" in sipd.log()
     request = (
-        "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKsecond;rport\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\n"
-        "Call-ID: second-udp\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+        b"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKsecond;rport\r\n"
+        b"Max-Forwards: 70\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\n"
+        b"Call-ID: second-udp\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
         sock.sendto(request, ("127.0.0.1", second))
