@@ -173,6 +173,10 @@ class StreamTransport:
         self, transport: str, host: str, port: int, context: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
         """Serve `transport` (tcp, or tls with `context`) on host:port; the bound address."""
+        if (transport == TLS) != (context is not None):
+            raise ValueError(
+                f"a {transport} listener {'needs' if context is None else 'takes no'} TLS context"
+            )
         listener = Listener(transport, context)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server = await self.loop.create_server(
@@ -423,6 +427,8 @@ class StreamTransport:
                 reason = "tls-pin"
                 conn.close("tls")
         queued = self.connecting.pop(pool_key, [])
+        if reason and conn.io is not None:
+            conn.close("tls")  # made, then given up on (a pin mismatch, a late timeout)
         if reason:
             self.counters.count(self.counters.connect_failures, transport)
             self.down[pool_key] = (self.now() + RETRY_AFTER, reason)
