@@ -172,6 +172,7 @@ class SipDaemon:
         self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
         transports = self.transports = await self._open_transports()
         self.transport = transports.primary
+        self._apply_tcp_peers(self.config)
         self._b2bua = B2BUA(
             self.config,
             loop,
@@ -239,9 +240,7 @@ class SipDaemon:
                 if listen.transport != "udp":
                     context = self._server_tls.get(i)
                     await streams.listen(listen.transport, listen.host, listen.port, context)
-        transports = Transports(udps, streams)
-        self._apply_tcp_peers(self.config)
-        return transports
+        return Transports(udps, streams)
 
     def _apply_tcp_peers(self, config: Config) -> None:
         """RFC 3261 18.1.1: the peers a large request may go to over TCP instead of UDP."""

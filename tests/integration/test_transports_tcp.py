@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, gateway
 from tests.sip_peer import Peer
-from tests.sipp.harness import Sipp, SippResult
+from tests.sipp.harness import Sipp, SippResult, scenario_path
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
 
@@ -167,3 +168,29 @@ def test_every_udp_listener_is_served_and_answers_from_itself(sipd_factory: Any)
         data, source = sock.recvfrom(65536)
     assert data.startswith(b"SIP/2.0 200") and source == ("127.0.0.1", second)
     assert sipd.metrics()['sipedge_sip_listeners{transport="udp"}'] == 2
+
+
+def test_a_large_request_to_a_peer_that_takes_tcp_goes_over_tcp(
+    sipd_factory: Any, tmp_path: Path
+) -> None:
+    """RFC 3261 18.1.1: the INVITE to a gateway configured udp is over 1300 bytes, and the same
+    address and port are configured as a tcp gateway too: it goes over TCP."""
+    gw_port, listen = tcp_port(), tcp_port()
+    sipd = sipd_factory(
+        [gateway("gw-udp", gw_port), gateway("gw-tcp", gw_port, transport="tcp")],
+        listen=[f"tcp://127.0.0.1:{listen}"],
+        routes=[{"prefix": "", "gateways": ["gw-udp"]}],
+    )
+    scenario = tmp_path / "uac_big.xml"
+    text = scenario_path("uac_basic").read_text(encoding="latin-1")
+    scenario.write_text(text.replace("Subject: sipedge test", "Subject: " + "x" * 1200))
+    with Sipp("uas_answer", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
+        sipp = Sipp(scenario, port=free_port(), remote=sipd.sip_target, calls=1, timeout=30)
+        sipp.start()
+        result = sipp.wait(40)
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
+    assert invite.header("Via").startswith(f"SIP/2.0/TCP 127.0.0.1:{listen};")
+    assert sipd.metrics()["sipedge_sip_mtu_moved_to_tcp_total"] >= 1

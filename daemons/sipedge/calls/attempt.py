@@ -63,10 +63,12 @@ class Attempt:
 
     @property
     def destination(self) -> Addr:
-        """The gateway's address, over its transport (a Destination unless UDP)."""
-        return destination_for(
-            self.gateway.config.transport, self.gateway.address, self.gateway.port
-        )
+        """Where the attempt's requests go: where its INVITE went (RFC 3261 18.1.1 may have
+        moved it to TCP), else the gateway over its transport (a Destination unless UDP)."""
+        if self.tx is not None:
+            return self.tx.destination
+        gw = self.gateway
+        return destination_for(gw.config.transport, gw.address, gw.port)
 
 
 @dataclass
