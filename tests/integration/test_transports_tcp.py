@@ -194,3 +194,44 @@ def test_a_large_request_to_a_peer_that_takes_tcp_goes_over_tcp(
     invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
     assert invite.header("Via").startswith(f"SIP/2.0/TCP 127.0.0.1:{listen};")
     assert sipd.metrics()["sipedge_sip_mtu_moved_to_tcp_total"] >= 1
+
+
+def test_a_response_after_the_connection_closed_goes_to_the_via_sent_by(
+    sipd_factory: Any,
+) -> None:
+    """RFC 3261 18.2.2: the caller's connection has gone when the final is ready, so sipd
+    opens one to the Via's received address and sent-by port and sends it there."""
+    gw_port, listen = free_port(), tcp_port()
+    sipd = sipd_factory([gateway("gw", gw_port)], listen=[f"tcp://127.0.0.1:{listen}"])
+    back = socket.socket()
+    back.bind(("127.0.0.1", 0))
+    back.listen(1)
+    back.settimeout(10)
+    sent_by = back.getsockname()[1]
+    body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    body += b"m=audio 40002 RTP/AVP 0\r\n"
+    invite = (
+        "INVITE sip:4420001@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 127.0.0.1:{sent_by};branch=z9hG4bKgone\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=gone1\r\n"
+        "To: <sip:4420001@127.0.0.1>\r\nCall-ID: gone-connection\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@127.0.0.1:{sent_by};transport=tcp>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    # the gateway: 183 with SDP, then 486 1.5 s later, when the caller's connection has gone
+    keys = {"delay": "1500", "code": "486", "reason": "Busy"}
+    with Sipp("uas_183_sdp_then_fail", port=gw_port, calls=1, timeout=30, keys=keys) as gw:
+        with socket.create_connection(("127.0.0.1", listen), timeout=5) as first:
+            first.sendall(invite)
+            assert first.recv(65536).startswith(b"SIP/2.0 100")
+        conn, _ = back.accept()  # sipd connects back to deliver what follows
+        data = b""
+        with conn:
+            conn.settimeout(10)
+            while b"SIP/2.0 486" not in data:
+                chunk = conn.recv(65536)
+                assert chunk, data
+                data += chunk
+        gw.wait(20)
+    back.close()
+    assert b"branch=z9hG4bKgone" in data
