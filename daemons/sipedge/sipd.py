@@ -7,8 +7,8 @@ that fails validation (an API off loopback without an admin token among others) 
 files or TLS certificate cannot be used.
 
 Owns: the composition of sipd (the transports of every sip.listen address, B2BUA, stores,
-registrations, media link, API) and its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API. Once it
-has started, the garbage collector is tuned (`sipedge.gcwatch.tune`: start-up objects frozen,
+registrations, media link, API) and its lifecycle. `SipDaemon` implements
+`sipedge.api.Managed` for the management API. Once it has started, the garbage collector is tuned (`sipedge.gcwatch.tune`: start-up objects frozen,
 full collections rare) and every collection's pause is exported in /metrics.
 Must not: be imported by anything but the entry points (it is the composition root).
 Longer than 600 lines because it is the composition root: it converts each config section for

@@ -202,7 +202,7 @@ def test_a_response_after_the_connection_closed_goes_to_the_via_sent_by(
     """RFC 3261 18.2.2: the caller's connection has gone when the final is ready, so sipd
     opens one to the Via's received address and sent-by port and sends it there."""
     gw_port, listen = free_port(), tcp_port()
-    sipd = sipd_factory([gateway("gw", gw_port)], listen=[f"tcp://127.0.0.1:{listen}"])
+    sipd_factory([gateway("gw", gw_port)], listen=[f"tcp://127.0.0.1:{listen}"])
     back = socket.socket()
     back.bind(("127.0.0.1", 0))
     back.listen(1)
