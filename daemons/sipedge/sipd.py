@@ -4,12 +4,13 @@ Runs in the foreground, logs to stderr, tells systemd when it is ready (Type=not
 its config on SIGHUP, and on SIGTERM stops taking calls, ends the calls in progress with BYE
 (or 503 during setup), writes their CDRs and exits. It refuses to start (exit 2) on a config
 that fails validation (an API off loopback without an admin token among others) or whose token
-files or TLS certificate cannot be used.
+files, API certificate or SIP TLS certificates cannot be used.
 
 Owns: the composition of sipd (the transports of every sip.listen address, B2BUA, stores,
 registrations, media link, API) and its lifecycle. `SipDaemon` implements
-`sipedge.api.Managed` for the management API. Once it has started, the garbage collector is tuned (`sipedge.gcwatch.tune`: start-up objects frozen,
-full collections rare) and every collection's pause is exported in /metrics.
+`sipedge.api.Managed` for the management API. Once it has started, the garbage collector is
+tuned (`sipedge.gcwatch.tune`: start-up objects frozen, full collections rare) and every
+collection's pause is exported in /metrics.
 Must not: be imported by anything but the entry points (it is the composition root).
 Longer than 600 lines because it is the composition root: it converts each config section for
 the packages that may not read config/ (the SIP limits, the listeners and their TLS contexts,
