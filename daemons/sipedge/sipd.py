@@ -319,6 +319,11 @@ class SipDaemon:
         message = "reloaded"
         if moved:
             message += f"; changes to {', '.join(moved)} take effect at the next restart"
+        served = {listen.transport for listen in self.sip.listen}
+        unserved = sorted({gw.transport for gw in config.routing_gateways} - served - {"udp"})
+        if unserved:  # the new listener comes with the restart; until then they time out
+            log.error("routing gateways over %s need a restart (no listener yet)", unserved)
+            message += f"; routing gateways over {', '.join(unserved)} need a restart"
         try:
             self.load_credentials()  # rotated token files, a renewed certificate
         except CredentialError as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import free_port, gateway
 from tests.sip_peer import Peer
@@ -235,3 +236,14 @@ def test_a_response_after_the_connection_closed_goes_to_the_via_sent_by(
         gw.wait(20)
     back.close()
     assert b"branch=z9hG4bKgone" in data
+
+
+def test_a_reload_that_adds_a_tcp_gateway_says_it_needs_a_restart(sipd_factory: Any) -> None:
+    sipd = sipd_factory([gateway("gw", free_port())])
+    config = yaml.safe_load(sipd.config_path.read_text())
+    config["sip"]["listen"].append(f"tcp://127.0.0.1:{tcp_port()}")
+    config["routing_gateways"].append(gateway("gw-tcp", tcp_port(), transport="tcp"))
+    sipd.rewrite_config(config)
+    answer = sipd.api("/api/config/reload", method="POST", body=b"")
+    assert "routing gateways over tcp need a restart" in str(answer), answer
+    assert "changes to sip take effect at the next restart" in str(answer)
