@@ -115,8 +115,12 @@ def make_config(
     extra: dict[str, Any] | None = None,
     mapping_overrides: dict[str, Any] | None = None,
     api: dict[str, Any] | None = None,
+    listen: list[Any] | None = None,
+    sip: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A loopback config; `api` adds keys to the `api:` section (tokens, TLS, hosts)."""
+    """A loopback config; `api` adds keys to the `api:` section (tokens, TLS, hosts);
+    `listen` adds listeners after the UDP one (`tcp://127.0.0.1:PORT`, `tls://...` or a
+    mapping), `sip` keys to the `sip:` section (`tls_cert`, `connections`, ...)."""
     mapping: dict[str, Any] = {
         "name": "test-caller",
         "addresses": mapping_addresses or ["127.0.0.0/8"],
@@ -126,7 +130,11 @@ def make_config(
     mapping.update(mapping_overrides or {})
     config: dict[str, Any] = {
         "node": {"name": "test-edge"},
-        "sip": {"listen": [f"udp://127.0.0.1:{sip_port}"], "public_address": None},
+        "sip": {
+            "listen": [f"udp://127.0.0.1:{sip_port}", *(listen or [])],
+            "public_address": None,
+            **(sip or {}),
+        },
         "api": {"listen": f"127.0.0.1:{api_port}", "token": None},
         "storage": {"path": str(tmp / "state")},
         "parameters": parameters or {},

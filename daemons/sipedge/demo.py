@@ -3,6 +3,8 @@
 Starts sipedge-sipd (and sipedge-mediad when the config's fast path can run here) on the given
 config, plus one SIPp UAS per routing gateway, and stays in the foreground until Ctrl-C. It
 refuses any config whose peers are not on loopback: the demo must never send traffic elsewhere.
+A tls:// listener's certificate that does not exist yet is made here: self-signed, for
+127.0.0.1 and localhost, valid 30 days (a demo convenience, never an appliance's).
 """
 
 from __future__ import annotations
@@ -26,6 +28,41 @@ def _loopback(address: str) -> bool:
         return address == "localhost"
 
 
+def _self_signed(cert: Path, key: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sipedge demo")])
+    now = datetime.datetime.now(datetime.UTC)
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(private, hashes.SHA256())
+    )
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sipedge.demo", description=__doc__)
     parser.add_argument("--config", required=True, type=Path)
@@ -45,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             "demo peer's media is (each call would get 488 media-address-refused)"
         )
     config.storage.path.mkdir(parents=True, exist_ok=True)
+    if any(a.transport == "tls" for a in config.sip.listen):
+        cert, key = config.sip.tls_cert, config.sip.tls_key
+        if cert is not None and key is not None and not cert.exists():
+            _self_signed(cert, key)
+            print(f"demo: made a self-signed certificate for the TLS listener: {cert}")
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     bindir = Path(sys.executable).parent
@@ -85,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "\ndemo: up. Place a test call with SIPp:\n"
         f"  sipp -sn uac -s {number} -m 1 {listen.host}:{listen.port}\n"
+        f"  sipp -sn uac -s {number} -m 1 -t t1 {listen.host}:{listen.port}   (over TCP)\n"
         f"  curl -s http://{config.api.host}:{config.api.port}/api/cdrs\n"
         "Ctrl-C stops everything.\n",
         flush=True,

@@ -4,20 +4,25 @@ Runs in the foreground, logs to stderr, tells systemd when it is ready (Type=not
 its config on SIGHUP, and on SIGTERM stops taking calls, ends the calls in progress with BYE
 (or 503 during setup), writes their CDRs and exits. It refuses to start (exit 2) on a config
 that fails validation (an API off loopback without an admin token among others) or whose token
-files or TLS certificate cannot be used.
+files, API certificate or SIP TLS certificates cannot be used.
 
-Owns: the composition of sipd (transport, B2BUA, stores, registrations, media link, API) and
-its lifecycle. `SipDaemon` implements `sipedge.api.Managed` for the management API. Once it
-has started, the garbage collector is tuned (`sipedge.gcwatch.tune`: start-up objects frozen,
-full collections only when memory grows, `gcwatch.valve`) and every collection's pause is
-exported in /metrics.
+Owns: the composition of sipd (the transports of every sip.listen address, B2BUA, stores,
+registrations, media link, API) and its lifecycle. `SipDaemon` implements
+`sipedge.api.Managed` for the management API. Once it has started, the garbage collector is
+tuned (`sipedge.gcwatch.tune`: start-up objects frozen, full collections only when memory
+grows, `gcwatch.valve`) and every collection's pause is exported in /metrics.
 Must not: be imported by anything but the entry points (it is the composition root).
+Longer than 600 lines because it is the composition root: it converts each config section for
+the packages that may not read config/ (the SIP limits, the listeners and their TLS contexts,
+the API's credentials) and exports every package's counters; each conversion is a few lines
+beside the wiring that uses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -56,7 +61,20 @@ from sipedge.registrar import RegistrarComponent
 from sipedge.resolver import DnsResolver, DnsSettings, is_literal
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response
-from sipedge.sip.transport.udp import TransportStats, UdpTransport
+from sipedge.sip.transport import (
+    ClientPeer,
+    ClientTls,
+    ServerTls,
+    StreamSettings,
+    StreamTransport,
+    TlsError,
+    Transports,
+    TransportStats,
+    UdpTransport,
+    client_context,
+    server_context,
+)
+from sipedge.sip.transport.metrics import transport_metrics
 from sipedge.store import CdrStore, open_cdr_reader, open_cdr_store
 from sipedge.typedefs import Addr
 
@@ -72,7 +90,12 @@ class SipDaemon:
         self.config = config
         self.started = time.time()
         self.transport_stats = TransportStats()
-        self.transport: UdpTransport | None = None
+        self.transport: UdpTransport | None = None  # the first UDP listener
+        self.transports: Transports | None = None  # every listener, one way to send
+        # sip.listen and sip.connections apply at start only; the certificates are read again
+        self.sip = config.sip
+        self._server_tls: dict[int, ssl.SSLContext] = {}  # by index in sip.listen
+        self._peers: dict[tuple[str, int], ClientPeer] = {}  # TLS gateways by address, port
         self.cdrs: CdrStore | None = None
         self.cdr_pruned = 0
         # api and storage apply at start only (a reload says so); the token files and the TLS
@@ -105,6 +128,41 @@ class SipDaemon:
         assert self._b2bua is not None
         return self._b2bua
 
+    def load_sip_tls(self) -> None:
+        """Build the tls:// listeners' and the TLS gateways' contexts from their files (all or
+        nothing: TlsError names the key); running listeners take the new ones for new
+        connections, as the API's certificate does."""
+        sip, servers, peers = self.sip, {}, {}
+        for i, listen in enumerate(sip.listen):
+            if listen.transport == "tls":
+                cert, key = listen.tls_cert or sip.tls_cert, listen.tls_key or sip.tls_key
+                assert cert is not None and key is not None  # the config says so
+                verify = listen.tls_verify_client
+                settings = ServerTls(
+                    cert,
+                    key,
+                    listen.tls_ca or sip.tls_ca,
+                    sip.tls_verify_client if verify is None else verify,
+                )
+                servers[i] = server_context(settings, f"sip.listen[{i}] (sip.tls_cert/tls_key)")
+        for i, gw in enumerate(self.config.routing_gateways):
+            if gw.transport == "tls":
+                client = ClientTls(
+                    gw.tls_ca, gw.tls_server_name, gw.tls_fingerprint, gw.tls_cert, gw.tls_key
+                )
+                context = client_context(client, f"routing_gateways[{i}] ({gw.name})")
+                peers[(gw.address, gw.port)] = ClientPeer(
+                    context, gw.tls_server_name, gw.tls_fingerprint
+                )
+        self._server_tls, self._peers = servers, peers
+        streams = self.transports.streams if self.transports is not None else None
+        if streams is not None:
+            streams.peers = peers
+            tls_indexes = [i for i, a in enumerate(sip.listen) if a.transport != "udp"]
+            for n, i in enumerate(tls_indexes):
+                if i in servers:
+                    streams.set_server_context(n, servers[i])
+
     def load_credentials(self) -> None:
         """Read the token files, the TLS certificate and the routing gateways' password files;
         CredentialError names the key (and nothing is changed)."""
@@ -125,18 +183,13 @@ class SipDaemon:
         loop = asyncio.get_running_loop()
         self.cdrs = open_cdr_store(self.storage.path, durable=self.storage.cdr_durable)
         self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
-        listen = next((a for a in self.config.sip.listen if a.transport == "udp"), None)
-        if listen is None:
-            raise OSError("sip.listen has no udp:// address (only UDP is served for now)")
-        self.transport = await open_udp_retrying(
-            listen.host, listen.port, self._on_message, self.transport_stats
-        )
-        if self.config.sip.public_address:
-            self.transport.advertised_host = self.config.sip.public_address
+        transports = self.transports = await self._open_transports()
+        self.transport = transports.primary
+        self._apply_tcp_peers(self.config)
         self._b2bua = B2BUA(
             self.config,
             loop,
-            self.transport.send_bytes,
+            transports.send_bytes,
             self.transport.local_host_for,
             self.transport.port,
             self.cdrs,
@@ -144,9 +197,15 @@ class SipDaemon:
         )
         self._b2bua.set_carrier_passwords(self.carrier_passwords)
         self.resolver.watch(gateway_names(self.config))
+        self._b2bua.stream_ports = transports.ports
+        self._b2bua.transactions.prepare = transports.prepare
         self._apply_sip_limits(self.config)
         # Screen sources before parsing from here on, now that gateways can be recognised.
-        self.transport.screen = self.guard.admit_source
+        for udp in transports.udp:
+            udp.screen = self.guard.admit_source
+        if transports.streams is not None:
+            transports.streams.screen = self.guard.admit_source
+            transports.streams.on_failed = self._b2bua.transactions.transport_failed
         # media anchoring at sipedge-mediad (calls go unanchored while it is unreachable);
         # reconciliation deletes the sessions a previous sipd left there, now and periodically
         media = self.config.media
@@ -166,15 +225,45 @@ class SipDaemon:
         site = web.TCPSite(self._runner, api.host, api.port, ssl_context=self._tls)
         await site.start()
         log.info(
-            "sipedge-sipd %s: SIP on udp %s:%s, API on %s://%s:%s (%s)",
+            "sipedge-sipd %s: SIP on %s; API on %s://%s:%s (%s)",
             __version__,
-            self.transport.host,
-            self.transport.port,
+            ", ".join(transports.describe()),
             "https" if self._tls is not None else "http",
             f"[{api.host}]" if ":" in api.host else api.host,
             api.port,
             "open: no token" if self._policy.open else "tokens required",
         )
+
+    async def _open_transports(self) -> Transports:
+        """Every sip.listen address: UDP sockets first (the first is the default way out),
+        then one stream transport for the tcp:// and tls:// ones."""
+        sip = self.sip
+        udps: list[UdpTransport] = []
+        for listen in sip.listen:
+            if listen.transport == "udp":
+                udp = await open_udp_retrying(
+                    listen.host, listen.port, self._on_message, self.transport_stats
+                )
+                if sip.public_address:
+                    udp.advertised_host = sip.public_address
+                udps.append(udp)
+        streams = None
+        if any(a.transport != "udp" for a in sip.listen):
+            settings = StreamSettings(**dataclasses.asdict(sip.connections))
+            streams = StreamTransport(self._on_message, self.transport_stats, None, settings)
+            streams.peers = self._peers
+            for i, listen in enumerate(sip.listen):
+                if listen.transport != "udp":
+                    context = self._server_tls.get(i)
+                    await streams.listen(listen.transport, listen.host, listen.port, context)
+        return Transports(udps, streams)
+
+    def _apply_tcp_peers(self, config: Config) -> None:
+        """RFC 3261 18.1.1: the peers a large request may go to over TCP instead of UDP."""
+        if self.transports is not None:
+            self.transports.tcp_peers = frozenset(
+                (gw.address, gw.port) for gw in config.routing_gateways if gw.transport == "tcp"
+            )
 
     async def _retention_loop(self) -> None:
         while True:
@@ -205,7 +294,7 @@ class SipDaemon:
             log.info("CDR retention removed %d records", total)
         return total
 
-    def _on_message(self, msg: Request | Response, source: Addr, transport: UdpTransport) -> None:
+    def _on_message(self, msg: Request | Response, source: Addr, transport: object) -> None:
         # The source was screened before parsing (guard.admit_source); what is left to decide
         # needs the parsed request (scanner User-Agent, unknown sources).
         if isinstance(msg, Response) or self.guard.admit_request(msg, source):
@@ -241,17 +330,28 @@ class SipDaemon:
         self.guard.apply_config(config.security, bool(config.endpoints))
         self.resolver.reload_hosts()
         self.resolver.watch(gateway_names(config))
+        self._apply_tcp_peers(config)
         if self.registrar is not None:
             self.registrar.apply_config(config)
         self.reloads += 1
         message = "reloaded"
         if moved:
             message += f"; changes to {', '.join(moved)} take effect at the next restart"
+        served = {listen.transport for listen in self.sip.listen}
+        unserved = sorted({gw.transport for gw in config.routing_gateways} - served - {"udp"})
+        if unserved:  # the new listener comes with the restart; until then they time out
+            log.error("routing gateways over %s need a restart (no listener yet)", unserved)
+            message += f"; routing gateways over {', '.join(unserved)} need a restart"
         try:
             self.load_credentials()  # rotated token and password files, a renewed certificate
         except CredentialError as err:
             log.error("kept the previous tokens, certificate and gateway passwords: %s", err)
             message += f"; kept the previous tokens, certificate and gateway passwords: {err}"
+        try:
+            self.load_sip_tls()  # renewed SIP certificates, the gateways' TLS settings
+        except TlsError as err:
+            log.error("kept the previous SIP TLS certificates and settings: %s", err)
+            message += f"; kept the previous SIP TLS certificates and settings: {err}"
         log.info("config %s", message)
         return True, message
 
@@ -265,8 +365,11 @@ class SipDaemon:
             p.sip_max_transactions,
             p.sip_retry_after,
         )
-        if self.transport is not None:
-            self.transport.limits = limits
+        if self.transports is not None:
+            for udp in self.transports.udp:
+                udp.limits = limits
+            if self.transports.streams is not None:
+                self.transports.streams.limits = limits
         # Option tags the B2BUA handles (RFC 4028 session timers); other Require -> 420.
         self.b2bua.transactions.configure(limits, frozenset({"timer"}))
 
@@ -333,8 +436,8 @@ class SipDaemon:
         await self.resolver.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.transport is not None:
-            self.transport.close()
+        if self.transports is not None:
+            self.transports.close()
         if self._retention is not None:
             self._retention.cancel()
         if self.cdrs is not None:
@@ -359,8 +462,8 @@ class SipdCollector(Collector):
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"sipedge_{name}", doc, value=value)
 
-        yield counter("sip_messages_in", "SIP datagrams received", t.messages_in)
-        yield counter("sip_messages_out", "SIP datagrams sent", t.messages_out)
+        yield counter("sip_messages_in", "SIP messages received (UDP, TCP, TLS)", t.messages_in)
+        yield counter("sip_messages_out", "SIP messages sent (UDP, TCP, TLS)", t.messages_out)
         yield counter("sip_parse_errors", "Datagrams that failed to parse", t.parse_errors)
         yield counter("sip_dropped", "Unparseable datagrams dropped", t.dropped)
         yield counter("sip_bad_requests", "Requests answered with 400", t.bad_requests_answered)
@@ -455,13 +558,19 @@ class SipdCollector(Collector):
             "Messages dropped by the SIP stack, by reason",
             labels=["reason"],
         )
-        gates = (d.transport.gate, tl.gate) if d.transport is not None else (tl.gate,)
+        gates = [tl.gate]
+        if d.transports is not None:
+            gates += [u.gate for u in d.transports.udp]
+            if d.transports.streams is not None:
+                gates.append(d.transports.streams.gate)
         for status in sorted({s for g in gates for s in g.refused}):
             refused.add_metric([str(status)], sum(g.refused.get(status, 0) for g in gates))
         for reason in sorted({r for g in gates for r in g.dropped}):
             dropped.add_metric([reason], sum(g.dropped.get(reason, 0) for g in gates))
         yield refused
         yield dropped
+        if d.transports is not None:
+            yield from transport_metrics(d.transports, tl.transport_failures)
         yield from d.guard.metrics()
         yield from d.resolver.metrics()
         yield from capacity_metrics(d.b2bua)
@@ -547,7 +656,8 @@ async def serve(config_path: Path) -> int:
     daemon = SipDaemon(config_path, config)
     try:
         daemon.load_credentials()
-    except CredentialError as err:
+        daemon.load_sip_tls()
+    except (CredentialError, TlsError) as err:
         log.error("cannot start: %s", err)
         return 2
     loop = asyncio.get_running_loop()

@@ -135,7 +135,12 @@ def test_example_file_is_the_shared_spec_copy() -> None:
 
 def test_demo_loads_and_stays_on_loopback() -> None:
     config = load_config(DEMO)
-    assert config.sip.listen == (ListenAddress("udp", "127.0.0.1", 5060),)
+    assert config.sip.listen == (
+        ListenAddress("udp", "127.0.0.1", 5060),
+        ListenAddress("tcp", "127.0.0.1", 5060),
+        ListenAddress("tls", "127.0.0.1", 5061),
+    )
+    assert config.sip.tls_cert == Path("/tmp/sipedge-demo/sip-demo.crt")
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8080)
     assert config.storage.path == Path("/tmp/sipedge-demo")
     assert config.mapping_gateways[0].name == "demo-caller"
@@ -697,6 +702,7 @@ def test_gateway_overrides_and_defaults() -> None:
         privacy="passthrough",
         address="sip.example.net",
     )
+    data["sip"]["listen"].append("tcp://0.0.0.0:5060")  # a TCP gateway needs a TCP listener
     gw = parse_config(data).routing_gateways[1]
     assert gw.invite_timeout == 2.5
     assert gw.stop_switch_after_sdp is False

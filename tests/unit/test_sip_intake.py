@@ -14,6 +14,7 @@ import pytest
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response, parse_message
 from sipedge.sip.transaction import ServerTransaction, TransactionLayer
+from sipedge.sip.transport import intake
 from sipedge.sip.transport.udp import UdpTransport
 from tests.unit.test_transaction import GAPS, FakeClock, Recorder
 
@@ -119,7 +120,7 @@ def test_nothing_raises_out_of_the_receive_path(monkeypatch: pytest.MonkeyPatch)
     def stamp(request: Request, source: Any) -> None:
         raise ValueError("bad via")
 
-    monkeypatch.setattr(UdpTransport, "_stamp_via", staticmethod(stamp))
+    monkeypatch.setattr(intake, "stamp_via", stamp)
     transport2, wire, tu = make_stack()
     transport2.datagram_received(options(), PEER)
     assert not tu.requests and wire.sent == []

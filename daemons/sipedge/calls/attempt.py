@@ -19,6 +19,7 @@ from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request
 from sipedge.sip.timers import TimerHandle
 from sipedge.sip.transaction import InviteClientTransaction
+from sipedge.sip.transport.destination import destination_for
 from sipedge.store import AttemptRecord
 from sipedge.typedefs import Addr
 
@@ -69,9 +70,14 @@ class Attempt:
 
     @property
     def destination(self) -> Addr:
-        if self.targets:
-            return self.targets[self.target_index]
-        return (self.gateway.address, self.gateway.port)
+        """Where the attempt's requests go: where its INVITE went (RFC 3261 18.1.1 may have
+        moved it to TCP), else its target (a gateway name's resolved address, or the gateway's
+        address) over the gateway's transport (a Destination unless UDP)."""
+        if self.tx is not None:
+            return self.tx.destination
+        gw = self.gateway
+        host, port = self.targets[self.target_index] if self.targets else (gw.address, gw.port)
+        return destination_for(gw.config.transport, host, port)
 
     @property
     def next_target(self) -> int | None:

@@ -213,7 +213,7 @@ class Call:
             attempt.invite,
             attempt.destination,
             lambda tx, resp: self._on_attempt_response(attempt, resp),
-            lambda tx: self._on_attempt_tx_timeout(attempt),
+            lambda tx: self._on_attempt_tx_timeout(attempt, tx.failure),
         )  # type: ignore[assignment]
         self._apply_timer(attempt, attempt.tracker.on_invite_sent())
 
@@ -227,11 +227,11 @@ class Call:
                 change.seconds, lambda: self._on_attempt_timer(attempt, which)
             )
 
-    def _on_attempt_timer(self, attempt: Attempt, which: Timer) -> None:
+    def _on_attempt_timer(self, attempt: Attempt, which: Timer, result: str = "") -> None:
         attempt.timer = None
         if attempt is not self.current or self.state is not CallState.SETUP:
             return
-        self._end_attempt(attempt, f"timeout: {which.value}", None)
+        self._end_attempt(attempt, result or f"timeout: {which.value}", None)
         self._abandon(attempt)
         following = attempt.next_target
         if following is not None and tries_next_target(which, attempt.tracker.phase):
@@ -240,10 +240,12 @@ class Call:
             return
         self._follow(self.switcher.on_failure(attempt.tracker, None, which))
 
-    def _on_attempt_tx_timeout(self, attempt: Attempt) -> None:
-        # Timer B of the transaction: only matters if the switching INVITE timer is longer.
+    def _on_attempt_tx_timeout(self, attempt: Attempt, failure: str | None = None) -> None:
+        # Timer B (matters if the INVITE timer is longer), or the transport gave up (TCP/TLS)
         if attempt is self.current and self.state is CallState.SETUP and not attempt.abandoned:
-            self._on_attempt_timer(attempt, Timer.INVITE)
+            self._on_attempt_timer(
+                attempt, Timer.INVITE, f"transport: {failure}" if failure else ""
+            )
 
     def _end_attempt(self, attempt: Attempt, result: str, status: int | None) -> None:
         if attempt.timer is not None:
@@ -367,7 +369,7 @@ class Call:
             self.invite_tx.request, response.status, response.reason, to_tag=self.caller_tag
         )
         self._copy_record_route(out)
-        out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
+        out.headers.add("Contact", self.b2bua.contact_for(self.source))
         if body:
             out.headers.set(
                 "Content-Type", response.headers.get("Content-Type") or "application/sdp"
@@ -397,7 +399,7 @@ class Call:
             self.invite_tx.request, response.status, response.reason, to_tag=self.caller_tag
         )
         self._copy_record_route(out)
-        out.headers.add("Contact", self.b2bua.contact_for(self.source[0]))
+        out.headers.add("Contact", self.b2bua.contact_for(self.source))
         out.headers.add("Allow", self.b2bua.ALLOW)
         self.timers.on_answered(self.invite_tx.request, attempt.invite, response, out.headers)
 
@@ -425,8 +427,7 @@ class Call:
         )
         if body and attempt.dialog is self.callee_dialog:
             self.timers.local_sdp["callee"] = body  # late offer: our answer went in the ACK
-        attempt.ack_bytes = ack.to_bytes()
-        self.b2bua.send_bytes(attempt.ack_bytes, attempt.destination)
+        attempt.ack_bytes = self.b2bua.transactions.send_request(ack, attempt.destination)
 
     def _fail_caller(self, stop: Stop) -> None:
         """Switching stopped without an answer: the caller hears the last failure."""

@@ -30,12 +30,13 @@ from sipedge.calls.session_timer import UasAnswer, negotiate_uac
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request, Response, make_response
 from sipedge.sip.transaction import ServerTransaction
+from sipedge.typedefs import Addr
 
 
 class ForwardingHost(RefreshHost, Protocol):
     """What forwarding sends through (`calls.service.B2BUA` implements it)."""
 
-    def contact_for(self, destination: str) -> str: ...
+    def contact_for(self, destination: Addr | str) -> str: ...
 
 
 class ForwardingCall(Protocol):
@@ -137,7 +138,7 @@ class Forwarder:
             request, response.status, response.reason, to_tag=_local_tag(call, pending.from_leg)
         )
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE") and 200 <= response.status < 300:
-            out.headers.add("Contact", self.host.contact_for(tx.source[0]))
+            out.headers.add("Contact", self.host.contact_for(tx.source))
         if request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300:
             # a successful refresh on both legs (RFC 4028): each leg negotiates its own timer
             other_leg = "callee" if pending.from_leg == "caller" else "caller"
@@ -198,7 +199,7 @@ class Forwarder:
             out = dialog.request(
                 "ACK", host, port, cseq=cseq, body=body or b"", content_type=content_type
             )
-            self.host.send_bytes(out.to_bytes(), dialog.destination)
+            self.host.transactions.send_request(out, dialog.destination)
 
         current = call.current
         if current is None:

@@ -188,7 +188,7 @@ class LegTimers:
         if request.method == "INVITE" and status < 300 and dialog is not None:
             host, port = self.host.via_for(dialog.destination[0])
             ack = dialog.request("ACK", host, port, cseq=request.cseq[0])
-            self.host.send_bytes(ack.to_bytes(), dialog.destination)
+            self.host.transactions.send_request(ack, dialog.destination)
         if self.sessions.get(leg) is not session:
             return  # another refresh (forwarded) restarted the leg meanwhile
         if status < 300:

@@ -52,6 +52,7 @@ from sipedge.sip.message import (
 )
 from sipedge.sip.timers import Scheduler
 from sipedge.sip.transaction import InviteServerTransaction, ServerTransaction, TransactionLayer
+from sipedge.sip.transport.destination import UDP, transport_of
 from sipedge.store import CallRecord, CdrStore, OnCommitted
 from sipedge.typedefs import Addr
 
@@ -136,6 +137,8 @@ class B2BUA:
         self.send_bytes = send_bytes
         self._local_host_for = local_host_for
         self.local_port = local_port
+        # our TCP / TLS listeners' ports, for a Contact toward a peer on that transport (sipd)
+        self.stream_ports: dict[str, int] = {}
         self.cdrs = cdrs
         self.stats = CallStats()
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID + From tag
@@ -221,9 +224,17 @@ class B2BUA:
     def via_for(self, destination: str) -> tuple[str, int]:
         return self._local_host_for(destination), self.local_port
 
-    def contact_for(self, destination: str) -> str:
-        host, port = self.via_for(destination)
-        return f"<sip:{host}:{port}>"
+    def contact_for(self, destination: Addr | str) -> str:
+        """Our Contact toward `destination` (a peer's address, or its host for UDP): on TCP and
+        TLS, that listener's port and `;transport=` (docs/transports.md)."""
+        if isinstance(destination, str):
+            host, port = self.via_for(destination)
+            return f"<sip:{host}:{port}>"
+        host, port = self.via_for(destination[0])
+        transport = transport_of(destination)
+        if transport == UDP:
+            return f"<sip:{host}:{port}>"
+        return f"<sip:{host}:{self.stream_ports.get(transport, port)};transport={transport}>"
 
     def gateway_target(self, name: str) -> GatewayTarget:
         return self.targets[name]
@@ -436,6 +447,8 @@ class B2BUA:
         hostport = _uri_host(gateway.address)
         if gateway.port_given or is_literal(gateway.address):
             hostport += f":{gateway.port}"
+        if gateway.config.transport != UDP:
+            hostport += f";transport={gateway.config.transport}"
         uri = gateway.request_uri or f"sip:{call.callee_number}@{hostport}"
         headers.add("To", f"<sip:{call.callee_number}@{_uri_host(gateway.address)}>")
         headers.add("Call-ID", new_call_id())

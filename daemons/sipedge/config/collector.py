@@ -23,21 +23,17 @@ from sipedge.config.errors import MISSING, ConfigProblem, Described, _Bad
 from sipedge.config.parameters import _PARAMETERS, PARAMETER_NAMES, parameter_field
 from sipedge.config.schema import (
     Endpoint,
-    ListenAddress,
     MappingGateway,
     Parameters,
     Registration,
     Route,
     RoutingGateway,
-    SipConfig,
     StorageConfig,
 )
 from sipedge.config.values import (
     ADDRESS_ALLOWED,
     DIGEST_ALLOWED,
-    DNS_SERVER_ALLOWED,
     HOST_ALLOWED,
-    LISTEN_ALLOWED,
     NAME_ALLOWED,
     PASSWORD_ALLOWED,
     RESEND_ALLOWED,
@@ -47,10 +43,9 @@ from sipedge.config.values import (
     _checked_name,
     _default_on_off,
     _digest_algorithm,
-    _dns_server,
+    _fingerprint,
     _host,
     _integer,
-    _listen_uri,
     _network,
     _number,
     _off_or,
@@ -95,6 +90,11 @@ _ROUTING_KEYS = (
     "auth_password",
     "auth_password_file",
     "auth_realm",
+    "tls_ca",
+    "tls_server_name",
+    "tls_fingerprint",
+    "tls_cert",
+    "tls_key",
 )
 _AUTH_KEYS = ("auth_user", "auth_password", "auth_password_file", "auth_realm")
 _AUTH_PAIR = "auth_password or auth_password_file (one of the two)"
@@ -177,48 +177,6 @@ class _Collector:
     def node_name(self, raw: object) -> str:
         data = self.mapping("node", raw, ("name",))
         return self.get("node", data, "name", _checked_name, "sipedge")
-
-    def sip(self, raw: object) -> SipConfig:
-        keys = ("listen", "public_address", "dns_servers", "dns_timeout", "hosts_file")
-        data = self.mapping("sip", raw, keys)
-        listen: list[ListenAddress] = []
-        if "listen" in data:
-            raw_listen = data["listen"]
-            items = [raw_listen] if isinstance(raw_listen, str) else raw_listen
-            entries = self.sequence("sip.listen", items, "a list of " + LISTEN_ALLOWED)
-            if not entries and isinstance(items, list):
-                self.problem("sip.listen", raw_listen, "at least one " + LISTEN_ALLOWED)
-            for i, item in enumerate(entries):
-                addr = self.value(f"sip.listen[{i}]", item, _listen_uri, None)
-                if addr is None:
-                    continue
-                if addr in listen:
-                    self.problem(f"sip.listen[{i}]", item, "each listen address once")
-                listen.append(addr)
-        public = self.get("sip", data, "public_address", _optional_host, None)
-        d = SipConfig()
-        return SipConfig(
-            tuple(listen) if listen else d.listen,
-            public,
-            self.dns_servers(data.get("dns_servers")),
-            self.get("sip", data, "dns_timeout", _number(0.1, 30), d.dns_timeout),
-            self.get("sip", data, "hosts_file", _optional_absolute_path, d.hosts_file),
-        )
-
-    def dns_servers(self, raw: object) -> tuple[tuple[str, int], ...]:
-        """sip.dns_servers: null or [] (the system's), else 1-8 servers, each once."""
-        path = "sip.dns_servers"
-        servers: list[tuple[str, int]] = []
-        entries = self.sequence(path, raw, "null or a list of " + DNS_SERVER_ALLOWED)
-        if len(entries) > 8:
-            self.problem(path, Described(f"{len(entries)} servers"), "at most 8 servers")
-        for i, item in enumerate(entries[:8]):
-            server = self.value(f"{path}[{i}]", item, _dns_server, None)
-            if server is not None and server in servers:
-                self.problem(f"{path}[{i}]", item, "each server once")
-            elif server is not None:
-                servers.append(server)
-        return tuple(servers)
 
     def storage(self, raw: object) -> StorageConfig:
         keys = ("path", "cdr_durable", "cdr_retention_days", "cdr_max_mib")
@@ -362,7 +320,7 @@ class _Collector:
                 ),
                 port=self.get(path, data, "port", _port, 5060),
                 port_given="port" in data,
-                transport=self.get(path, data, "transport", _words("udp", "tcp"), "udp"),
+                transport=self.get(path, data, "transport", _words("udp", "tcp", "tls"), "udp"),
                 trusted=self.get(path, data, "trusted", _on_off, False),
                 invite_timeout=self.get(
                     path,
@@ -386,7 +344,19 @@ class _Collector:
                 caller_dial_plan=dial_plan(self, f"{path}.caller_dial_plan", data),
                 rtp_encryption=self.get(path, data, "rtp_encryption", _on_off, False),
                 **self.gateway_auth(path, data),
+                tls_ca=self.get(path, data, "tls_ca", _optional_absolute_path, None),
+                tls_server_name=self.get(path, data, "tls_server_name", _optional_host, None),
+                tls_fingerprint=self.get(path, data, "tls_fingerprint", _fingerprint, None),
+                tls_cert=self.get(path, data, "tls_cert", _optional_absolute_path, None),
+                tls_key=self.get(path, data, "tls_key", _optional_absolute_path, None),
             )
+            tls_keys = [k for k in _ROUTING_KEYS[-5:] if data.get(k) is not None]
+            if tls_keys and gw.transport != "tls":
+                self.problem(
+                    f"{path}.{tls_keys[0]}", data[tls_keys[0]], "null unless transport is tls"
+                )
+            if (gw.tls_cert is None) != (gw.tls_key is None) and gw.transport == "tls":
+                self.problem(f"{path}.tls_key", None, "tls_cert and tls_key together")
             out.append(gw)
         return tuple(out)
 

@@ -23,6 +23,7 @@ from sipedge.config.media import media_section
 from sipedge.config.parameters import RTP_KEY_LENGTHS
 from sipedge.config.schema import Config
 from sipedge.config.security import security_section
+from sipedge.config.sip import sip_section
 
 # -- cross-checks ---------------------------------------------------------------------------
 
@@ -64,8 +65,17 @@ def _cross_checks(c: _Collector, config: Config) -> None:
                 list(config.media.port_range),
                 f"a range that leaves out the SIP port {listen.port} (sip.listen[{i}])",
             )
+    transports = {listen.transport for listen in config.sip.listen}
+    for i, gw in enumerate(config.routing_gateways):
+        if gw.transport != "udp" and gw.transport not in transports and clean("routing_gateways"):
+            c.problem(
+                f"routing_gateways[{i}].transport",
+                gw.transport,
+                f"udp, or {gw.transport} once sip.listen has a {gw.transport}:// address (the "
+                "gateway's requests in the dialog come back to it)",
+            )
     for i, listen in enumerate(config.sip.listen):
-        if listen.transport == "tcp" and listen.port == config.api.port:
+        if listen.transport in ("tcp", "tls") and listen.port == config.api.port:
             same_host = listen.host == config.api.host or "0.0.0.0" in (
                 listen.host,
                 config.api.host,
@@ -74,7 +84,8 @@ def _cross_checks(c: _Collector, config: Config) -> None:
                 c.problem(
                     "api.listen",
                     f"{config.api.host}:{config.api.port}",
-                    f"an address other than the SIP TCP listener sip.listen[{i}]",
+                    f"an address other than the SIP {listen.transport.upper()} listener "
+                    f"sip.listen[{i}]",
                 )
 
 
@@ -110,7 +121,7 @@ def parse_config(data: object) -> Config:
     routing = c.routing_gateways(top.get("routing_gateways"))
     config = Config(
         node_name=c.node_name(top.get("node")),
-        sip=c.sip(top.get("sip")),
+        sip=sip_section(c, top.get("sip")),
         api=api_section(c, top.get("api")),
         storage=c.storage(top.get("storage")),
         parameters=(parameters := c.parameters(top.get("parameters"))),

@@ -19,9 +19,30 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ListenAddress:
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "tls"
     host: str  # IPv6 without brackets
     port: int
+    # tls:// only; None: sip.tls_cert / tls_key / tls_ca / tls_verify_client
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_verify_client: bool | None = None
+
+    @property
+    def address(self) -> tuple[str, str, int]:
+        return (self.transport, self.host, self.port)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """TCP and TLS connections (sip.connections; docs/transports.md)."""
+
+    max: int = 4096  # open at once, accepted and made
+    max_per_source: int = 32  # accepted from one IP address
+    idle_timeout: float = 300.0  # seconds without a message
+    message_timeout: float = 10.0  # seconds to finish a message begun (slow senders)
+    connect_timeout: float = 5.0  # seconds for TCP connect plus TLS handshake
+    write_buffer: int = 262144  # bytes queued toward one peer before we stop reading it
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,11 @@ class SipConfig:
     dns_servers: tuple[tuple[str, int], ...] = ()
     dns_timeout: float = 2.0  # seconds for one query, every server tried
     hosts_file: Path | None = Path("/etc/hosts")  # read before DNS; None: no hosts file
+    tls_cert: Path | None = None  # tls:// listeners' certificate chain and key (PEM)
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # CA bundle for client certificates
+    tls_verify_client: bool = False  # tls:// listeners require a client certificate
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,12 @@ class RoutingGateway:
     # False: the file gave no `port`, so a host name is looked up with NAPTR and SRV first
     # (RFC 3263); True: A only, on this port
     port_given: bool = True
+    # transport tls only (docs/transports.md): how the gateway's certificate is trusted
+    tls_ca: Path | None = None  # CA bundle (None: the system's, unless pinned only)
+    tls_server_name: str | None = None  # name its certificate must carry (None: address)
+    tls_fingerprint: bytes | None = None  # SHA-256 of its certificate (pinned)
+    tls_cert: Path | None = None  # our client certificate for mutual TLS, and its key
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -240,13 +240,13 @@ def _dns_server(value: object) -> tuple[str, int]:
     raise _Bad(DNS_SERVER_ALLOWED)
 
 
-LISTEN_ALLOWED = "udp://host:port or tcp://host:port (IPv6 in brackets), port 1-65535"
+LISTEN_ALLOWED = "udp://, tcp:// or tls://host:port (IPv6 in brackets), port 1-65535"
 
 
 def _listen_uri(value: object) -> ListenAddress:
     if not isinstance(value, str):
         raise _Bad(LISTEN_ALLOWED)
-    m = re.match(r"^(udp|tcp)://(.*)$", value.strip(), re.IGNORECASE)
+    m = re.match(r"^(udp|tcp|tls)://(.*)$", value.strip(), re.IGNORECASE)
     if not m:
         raise _Bad(LISTEN_ALLOWED)
     host, port = _host_port(m.group(2), LISTEN_ALLOWED)
@@ -368,6 +368,23 @@ def _optional_ipv4(value: object) -> str | None:
     ):
         raise _Bad(IPV4_ALLOWED)
     return str(address)
+
+
+FINGERPRINT_ALLOWED = "null or sha256: and 64 hex digits (colons between bytes allowed)"
+
+
+def _fingerprint(value: object) -> bytes | None:
+    """tls_fingerprint: `sha256:` and the certificate's SHA-256, as `openssl x509 -fingerprint
+    -sha256` prints it or in plain hex; the 32-byte digest."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(FINGERPRINT_ALLOWED)
+    algorithm, colon, digits = value.strip().partition(":")
+    digits = digits.replace(":", "")
+    if not colon or algorithm.lower() != "sha256" or not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
+        raise _Bad(FINGERPRINT_ALLOWED)
+    return bytes.fromhex(digits)
 
 
 def _optional_absolute_path(value: object) -> Path | None:

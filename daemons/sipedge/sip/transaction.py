@@ -11,6 +11,10 @@ Four state machines, as in Kamailio's tm module:
   gaps until the ACK arrives.
 * non-INVITE server (`ServerTransaction`): repeats its final on retransmitted requests.
 
+Over TCP/TLS nothing is retransmitted (as Kamailio's tm, the 2xx too); a client transaction
+the transport gives up on fails at once as on a timeout (`transport_failed`); `prepare` (the
+transport's router) says where each request really goes, with which top Via.
+
 Timers come from a `Scheduler` (an asyncio loop satisfies it), so the machines can be driven by
 a fake clock in unit tests; `timers` owns it and the pure `RetransmitSchedule`. A transaction
 that ends lets go of its timers and of its callbacks into the transaction user, so that no
@@ -29,19 +33,15 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from sipedge.sip.cancel import build_ack_for_failure as build_ack_for_failure
+from sipedge.sip.cancel import build_cancel as build_cancel
 from sipedge.sip.gate import Gate
 from sipedge.sip.limits import SipLimits
-from sipedge.sip.message import (
-    Headers,
-    ParseError,
-    Request,
-    Response,
-    make_response,
-    new_tag,
-)
+from sipedge.sip.message import ParseError, Request, Response, make_response, new_tag
 from sipedge.sip.timers import T4, RetransmitSchedule
 from sipedge.sip.timers import Scheduler as Scheduler  # re-exported: the stack's clock seam
 from sipedge.sip.timers import TimerHandle as TimerHandle
+from sipedge.sip.transport.destination import DestinationKey, is_reliable, key_of
 from sipedge.sip.validation import Refusal, check_request, check_response
 from sipedge.typedefs import Addr
 
@@ -73,7 +73,6 @@ class TransactionUser(Protocol):
 
 ResponseCallback = Callable[["ClientTransaction", Response], None]
 TimeoutCallback = Callable[["ClientTransaction"], None]
-
 
 ServerKey = tuple[str, str, str]
 
@@ -121,6 +120,11 @@ class TransactionLayer:
         self.gate = Gate(send_bytes)  # refusals and drops: counted, logged rate-limited
         self.tu_errors = 0  # the transaction user raised (answered 500 where it could be)
         self.unanswered = 0  # guard timer fired: the TU never sent a final (answered 500)
+        # the destination and bytes a request really goes to (sipd: sip/transport's router)
+        self.prepare: Callable[[Request, Addr], tuple[Addr, bytes]] = _as_is
+        # live client transactions over TCP/TLS by destination (`transport_failed`)
+        self.streamed: dict[DestinationKey, set[ClientTransaction]] = {}
+        self.transport_failures = 0
 
     def set_resend(self, resend: Sequence[float]) -> None:
         """Config reload: new transactions use the new gaps, running ones keep theirs."""
@@ -263,6 +267,17 @@ class TransactionLayer:
         ct.start()
         return ct
 
+    def send_request(self, request: Request, destination: Addr) -> bytes:
+        """A request outside any transaction (a 2xx's ACK), prepared and sent; its bytes."""
+        destination, data = self.prepare(request, destination)
+        self.send_bytes_to(data, destination)
+        return data
+
+    def transport_failed(self, key: DestinationKey, reason: str) -> None:
+        """The transport gave up on `key`: its transactions fail now (RFC 3261 8.1.3.1)."""
+        for ct in list(self.streamed.pop(key, ())):
+            ct.fail(reason)
+
     def counts(self) -> dict[str, int]:
         return {"server": len(self.server), "client": len(self.client)}
 
@@ -306,6 +321,7 @@ class ServerTransaction(_Transaction):
         self.key = key
         self.last_response: Response | None = None
         self._last_bytes = b""
+        self.reliable = is_reliable(source)  # TCP/TLS: finals are not retransmitted
 
     @property
     def final_sent(self) -> bool:
@@ -396,7 +412,8 @@ class InviteServerTransaction(ServerTransaction):
         else:
             self.state = State.COMPLETED
         self._sent = 1
-        self._schedule_retransmit()
+        if not self.reliable:
+            self._schedule_retransmit()
         self._arm("H", self.schedule.timeout, self._give_up)
 
     def _schedule_retransmit(self) -> None:
@@ -466,10 +483,14 @@ class ClientTransaction(_Transaction):
         self.key = (branch, request.method)
         self.sent_count = 0
         self.last_status = 0
-        self._bytes = request.to_bytes()
+        self.destination, self._bytes = layer.prepare(request, destination)
+        self.reliable = is_reliable(self.destination)  # TCP/TLS: sent once, never again
+        self.failure: str | None = None  # why the transport gave up on it (None: no failure)
 
     def start(self) -> None:
         self.state = State.CALLING if self.request.method == "INVITE" else State.TRYING
+        if self.reliable:
+            self.layer.streamed.setdefault(key_of(self.destination), set()).add(self)
         self._send()
         self._arm("timeout", self.schedule.timeout, self._on_timeout)
 
@@ -479,7 +500,7 @@ class ClientTransaction(_Transaction):
             self.layer.retransmissions += 1
         self.layer.send_bytes_to(self._bytes, self.destination)
         gap = self.schedule.gap(self.sent_count)
-        if gap is not None:
+        if gap is not None and not self.reliable:
             self._arm("retransmit", gap, self._send)
 
     def stop_retransmitting(self) -> None:
@@ -494,6 +515,13 @@ class ClientTransaction(_Transaction):
             report(self)
         else:
             self.terminate()
+
+    def fail(self, reason: str) -> None:
+        """Undeliverable: without a final yet, a timeout (`failure` says why)."""
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            self.failure = reason
+            self.layer.transport_failures += 1
+            self._on_timeout()
 
     def on_response(self, response: Response) -> None:
         status = response.status
@@ -513,6 +541,11 @@ class ClientTransaction(_Transaction):
         self._cancel_all()
         if self.layer.client.get(self.key) is self:
             del self.layer.client[self.key]
+        users = self.layer.streamed.get(key_of(self.destination)) if self.reliable else None
+        if users is not None:
+            users.discard(self)
+            if not users:
+                del self.layer.streamed[key_of(self.destination)]
         # The callbacks close over the TU's objects (a call, its attempt), which may hold this
         # transaction: nothing is reported after the end, so let go of them (no cycle).
         self.on_response_cb = self.on_timeout_cb = _ended
@@ -557,34 +590,11 @@ class InviteClientTransaction(ClientTransaction):
     def _send_ack(self, response: Response) -> None:
         self.layer.send_bytes_to(build_ack_for_failure(self.request, response), self.destination)
 
-    def build_cancel(self) -> Request:
-        return build_cancel(self.request)
-
 
 def _ended(*args: object) -> None:
     """The callback of a transaction that has ended: it reports nothing more."""
 
 
-def _same_transaction_request(invite: Request, method: str, to: str) -> Request:
-    """ACK-for-failure and CANCEL (RFC 3261 17.1.1.3, 9.1): the INVITE's Request-URI, top Via
-    (same branch: they belong to its transaction), Route set, From, Call-ID and CSeq number."""
-    headers = Headers()
-    headers.add("Via", invite.headers.get_all("Via")[0])
-    for route in invite.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("From", invite.headers.get("From") or "")
-    headers.add("To", to)
-    headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", f"{invite.cseq[0]} {method}")
-    headers.add("Max-Forwards", "70")
-    return Request(method, invite.uri, headers, b"")
-
-
-def build_ack_for_failure(invite: Request, response: Response) -> bytes:
-    """The ACK for a non-2xx final: To (with the tag) comes from the response."""
-    return _same_transaction_request(invite, "ACK", response.headers.get("To") or "").to_bytes()
-
-
-def build_cancel(invite: Request) -> Request:
-    """CANCEL of a pending INVITE: To exactly as in the INVITE."""
-    return _same_transaction_request(invite, "CANCEL", invite.headers.get("To") or "")
+def _as_is(request: Request, destination: Addr) -> tuple[Addr, bytes]:
+    """No transport to ask (unit tests): the request goes where it was addressed, as built."""
+    return destination, request.to_bytes()

@@ -1,9 +1,11 @@
 """UDP transport: datagrams in, parsed messages out (RFC 3261 section 18, RFC 3581).
 
-The transport is the only place that touches the socket. It parses, stamps `received`/`rport`
-on the top Via of requests, answers unparseable-but-answerable requests once (400 naming the
-problem, 505 for another SIP version, 513 over `SipLimits.max_message_size`) and counts
-everything else it has to drop (`gate.Gate`). Nothing raises out of `datagram_received`.
+The transport is the only place that touches the socket. What it receives goes through
+`intake.take` (parse, stamp `received`/`rport` on the top Via of requests, answer
+unparseable-but-answerable requests once with 400, 505 or 513, count what it drops through
+`gate.Gate`). Nothing raises out of `datagram_received`. Sources from the first UDP listener
+are plain `(host, port)` tuples (the hot path builds nothing); another listener's are a
+`Destination` naming it, so that answers leave from the socket the request came to.
 
 Socket buffers: bursts at high call rates must wait in the kernel, not be dropped, so the
 socket asks for RECEIVE_BUFFER with plain SO_RCVBUF and logs what the kernel granted at start
@@ -21,19 +23,19 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from sipedge.sip.gate import Gate
 from sipedge.sip.limits import SipLimits
-from sipedge.sip.message import ParseError, Request, Response, parse_message
-from sipedge.sip.validation import Refusal
+from sipedge.sip.message import Request, Response
+from sipedge.sip.transport.destination import UDP, Destination
+from sipedge.sip.transport.intake import MessageHandler, TransportStats, take
 from sipedge.typedefs import Addr
 
-log = logging.getLogger(__name__)
+__all__ = ["MessageHandler", "TransportStats", "UdpTransport", "open_udp"]
 
-MessageHandler = Callable[["Request | Response", Addr, "UdpTransport"], None]
+log = logging.getLogger(__name__)
 
 # Big enough for any SIP datagram (UDP max); anything larger is truncated by the kernel anyway.
 MAX_DATAGRAM = 65535
@@ -44,43 +46,6 @@ MAX_DATAGRAM = 65535
 RECEIVE_BUFFER = 4 * 1024 * 1024
 SEND_BUFFER = 4 * 1024 * 1024
 RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
-# ParseError reasons of a request we cannot address a response to (no usable Via or CSeq).
-_UNANSWERABLE = ("Missing Via", "Missing CSeq", "Bad Via", "Bad CSeq")
-# The `by_method_in` labels: a closed set, anything else counts as "other".
-METHODS = frozenset(
-    [
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    ]
-)
-
-
-@dataclass
-class TransportStats:
-    """Counters the management API exports; plain ints so the hot path stays cheap."""
-
-    messages_in: int = 0
-    messages_out: int = 0
-    requests_in: int = 0
-    responses_in: int = 0
-    parse_errors: int = 0
-    dropped: int = 0
-    bad_requests_answered: int = 0
-    send_errors: int = 0
-    screened: int = 0  # dropped unparsed by the daemon's screen (the flood guard)
-    by_method_in: dict[str, int] = field(default_factory=dict)
 
 
 class UdpTransport(asyncio.DatagramProtocol):
@@ -106,6 +71,9 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.advertised_host = ""
         self._route_cache: dict[str, str] = {}
         self.receive_buffer = 0  # SO_RCVBUF as the kernel granted it (0: no socket)
+        # Index among sipd's UDP listeners: 0 (the first) hands plain (host, port) sources
+        # up, the others a Destination naming them, so that answers leave from them.
+        self.listener = 0
 
     # -- asyncio protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,47 +123,11 @@ class UdpTransport(asyncio.DatagramProtocol):
         if self.screen is not None and not self.screen(source):
             stats.screened += 1
             return
-        too_large = len(data) > self.limits.max_message_size
-        try:
-            msg = parse_message(data)
-        except ParseError as err:
-            stats.parse_errors += 1
-            request = err.request
-            if request is None or request.method == "ACK":
-                stats.dropped += 1
-                reason = "too_large" if too_large else "unparseable"
-                is_request = data.lstrip(b"\r\n")[:4].upper() != b"SIP/"
-                if not too_large and is_request and err.reason.startswith(_UNANSWERABLE):
-                    reason = "unanswerable"
-                self.gate.drop("invalid_ack" if request is not None else reason, source, err.reason)
-                return
-            if too_large:
-                refusal = Refusal(513, None, label="513 message too large")
-            else:
-                refusal = Refusal(err.status, err.reason, label=f"{err.status} {err.reason}")
-            stats.bad_requests_answered += 1
-            self._stamp_via_if_possible(request, source)
-            self.gate.refuse(request, source, refusal)
-            return
-        if isinstance(msg, Request):
-            stats.requests_in += 1
-            method = msg.method if msg.method in METHODS else "other"
-            stats.by_method_in[method] = stats.by_method_in.get(method, 0) + 1
-            if too_large and msg.method != "ACK":
-                self._stamp_via_if_possible(msg, source)
-                self.gate.refuse(msg, source, Refusal(513, None, label="513 message too large"))
-                return
-            if too_large or not self._stamp_via_if_possible(msg, source):
-                stats.dropped += 1
-                self.gate.drop("too_large" if too_large else "unanswerable", source)
-                return
-        else:
-            stats.responses_in += 1
-            if too_large:
-                stats.dropped += 1
-                self.gate.drop("too_large", source, "response")
-                return
-        self.on_message(msg, source, self)
+        if self.listener:  # not the first UDP listener: answers must leave from this one
+            source = Destination(source[0], source[1], UDP, listener=self.listener)
+        msg = take(data, source, self.limits, stats, self.gate)
+        if msg is not None:
+            self.on_message(msg, source, self)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the transaction timers deal with the silence.
@@ -240,31 +172,6 @@ class UdpTransport(asyncio.DatagramProtocol):
                 cached = str(probe.getsockname()[0])
             self._route_cache[destination] = cached
         return cached
-
-    # -- helpers ----------------------------------------------------------------------------
-    @classmethod
-    def _stamp_via_if_possible(cls, request: Request, source: Addr) -> bool:
-        try:
-            cls._stamp_via(request, source)
-        except (ParseError, ValueError):
-            return False  # answered to the source address anyway
-        return True
-
-    @staticmethod
-    def _stamp_via(request: Request, source: Addr) -> None:
-        """RFC 3261 18.2.1 `received` and RFC 3581 `rport` on the top Via."""
-        via = request.top_via
-        changed = False
-        if via.host != source[0]:
-            via.params["received"] = source[0]
-            changed = True
-        if "rport" in via.params:
-            via.params["rport"] = str(source[1])
-            if "received" not in via.params:
-                via.params["received"] = source[0]
-            changed = True
-        if changed:
-            request.replace_top_via(via)  # the transaction layer reads it next: kept parsed
 
 
 def _grow_buffer(sock: socket.socket, option: int, size: int) -> int:
