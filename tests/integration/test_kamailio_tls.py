@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, gateway
+from tests.integration.test_transports_tls import udp_call
 from tests.sip_peer import issue, make_ca
 from tests.sipp.harness import Sipp
 
@@ -108,17 +109,7 @@ def test_call_through_kamailio_over_tls(sipd_factory: Any, tmp_path: Path) -> No
             sip={"tls_cert": str(ours.cert), "tls_key": str(ours.key)},
         )
         with Sipp("uas_answer", port=uas_port, calls=1, timeout=30) as uas:
-            caller = Sipp(
-                "uac_basic",
-                port=free_port(),
-                remote=sipd.sip_target,
-                calls=1,
-                timeout=30,
-                service="4420001",
-                keys={"hold": "300"},
-            )
-            caller.start()
-            result = caller.wait(40)
+            result = udp_call(sipd)
             uas_result = uas.wait(20)
     finally:
         kamailio.terminate()
