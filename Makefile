@@ -15,8 +15,12 @@ run: setup
 ## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP), Molecule.
 test: setup lint pytest molecule
 
+## pytest-xdist: 4 workers on 2 cores, since most integration tests wait on SIP timers; worksteal
+## keeps the minute-long tests from piling up on one worker at the end. PYTEST_WORKERS=0 runs them
+## in one process (for debugging a test that needs the whole machine).
+PYTEST_WORKERS ?= 4
 pytest: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 ## Molecule scenarios: install, configure, upgrade N -> N+1 (podman systemd containers), then the
 ## appliance image under QEMU (build, boot, A/B update, rollback; about 12 min under TCG).
