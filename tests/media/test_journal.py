@@ -37,6 +37,24 @@ def test_replay(tmp_path: Path) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
+def test_a_newer_format_is_refused_and_the_current_one_read(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    put = {"op": "put", "s": session("a")}
+    for version, refused in ((journal.VERSION, False), (journal.VERSION + 1, True)):
+        path.write_text(
+            json.dumps({"op": "journal", "version": version}) + "\n" + json.dumps(put) + "\n"
+        )
+        os.chmod(path, 0o600)
+        if refused:
+            with pytest.raises(JournalError, match=f"journal format {version} is newer"):
+                Journal(path, OWNERS).open()
+            with pytest.raises(JournalError, match="newer"):
+                journal.read(path, OWNERS)
+            assert "a" in path.read_text()  # refused, not rewritten
+        else:
+            assert list(Journal(path, OWNERS).open().sessions) == ["a"]
+
+
 def test_torn_last_line_is_cut(tmp_path: Path) -> None:
     path = tmp_path / "j"
     j = Journal(path, OWNERS)

@@ -110,6 +110,13 @@ def _apply(out: Replayed, record: Any) -> bool:
         out.totals = record["t"]
         return True
     elif op == "journal":
+        version = record.get("version")
+        if isinstance(version, int) and version > VERSION:
+            # a newer mediad's state (a downgrade): its records may mean something else here
+            raise JournalError(
+                f"journal format {version} is newer than this mediad's ({VERSION}); "
+                "refusing it (docs/upgrades.md: downgrades)"
+            )
         return True
     return False
 
