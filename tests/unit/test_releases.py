@@ -30,6 +30,8 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_versions_rise_and_stay_below_the_working_tree() -> None:
+    # X.Y.Z only: image/build and the A/B updater (appliance/signing.py) order by it
+    assert re.fullmatch(r"\d+\.\d+\.\d+", str(working_tree_version()))
     versions = [Version(r["version"]) for r in RELEASES]
     assert versions, "at least one release"
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
@@ -37,8 +39,7 @@ def test_versions_rise_and_stay_below_the_working_tree() -> None:
 
 
 def test_each_release_has_a_changelog_section() -> None:
-    # the version in development has its section under the version it will be released as
-    for version in [*(r["version"] for r in RELEASES), working_tree_version().base_version]:
+    for version in [*(r["version"] for r in RELEASES), str(working_tree_version())]:
         assert re.search(rf"^## {re.escape(version)}\b", CHANGELOG, re.M), version
 
 
