@@ -6,6 +6,8 @@ Keys are made here, for the test only; no private key is ever committed.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,30 @@ def test_private_key_round_trip_pem_and_raw(tmp_path: Path) -> None:
     for path in (tmp_path / "k.pem", tmp_path / "k.raw"):
         data, sig = signing.sign(MANIFEST, signing.load_private_key(path))
         signing.verify(data, sig, signing.load_keys(tmp_path / "keys"))
+
+
+def test_signed_sums_for_flashing(tmp_path: Path) -> None:
+    """image/lib/sign sign-sums / verify-sums: what docs/install.md has operators check."""
+    tool = [sys.executable, str(Path(__file__).resolve().parents[2] / "image/lib/sign")]
+    key, pub = tmp_path / "k.pem", tmp_path / "k.pub"
+    subprocess.run([*tool, "keygen", str(key), str(pub)], check=True, capture_output=True)
+    (tmp_path / "sipedge.raw").write_bytes(b"disk" * 1000)
+    (tmp_path / "sipedge.qcow2").write_bytes(b"qcow")
+    files = [str(tmp_path / "sipedge.raw"), str(tmp_path / "sipedge.qcow2")]
+    subprocess.run(
+        [*tool, "sign-sums", "--key", str(key), "--out", str(tmp_path), *files], check=True
+    )
+
+    def verify() -> int:
+        return subprocess.run(
+            [*tool, "verify-sums", "--public", str(pub), str(tmp_path)]
+        ).returncode
+
+    assert verify() == 0
+    with (tmp_path / "sipedge.raw").open("ab") as f:
+        f.write(b"x")
+    assert verify() == 1  # a changed image
+    (tmp_path / "sipedge.raw").write_bytes(b"disk" * 1000)
+    sums = (tmp_path / "SHA256SUMS").read_bytes()
+    (tmp_path / "SHA256SUMS").write_bytes(sums.replace(b"sipedge.qcow2", b"sipedge.qcow3"))
+    assert verify() == 1  # a changed list: the signature no longer verifies
