@@ -13,7 +13,11 @@ run: setup
 	$(PY) -m sipedge.demo --config $(CONFIG)
 
 ## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP), Molecule.
-test: setup lint pytest molecule
+## pytest and Molecule run side by side: pytest mostly waits on SIP timers (about a tenth of
+## the two cores), and its workers are done before Molecule reaches the CPU-bound `vm`
+## scenario (QEMU TCG). Lines of the two stay whole (--output-sync=line).
+test: setup lint
+	$(MAKE) --no-print-directory -j2 --output-sync=line pytest molecule
 
 ## pytest-xdist: 4 workers on 2 cores, since most integration tests wait on SIP timers; worksteal
 ## keeps the minute-long tests from piling up on one worker at the end. PYTEST_WORKERS=0 runs them
