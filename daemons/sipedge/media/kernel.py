@@ -83,8 +83,9 @@ class KernelTable:
         )
 
     def sync(self, session: Session) -> None:
-        """Write the session's four directions (AES128 sessions: take them out)."""
-        if session.needs_userspace:
+        """Write the session's four directions (AES128 sessions and cross-family directions:
+        take them out)."""
+        if session.needs_userspace or session.cross_family:
             self.refresh(session)  # count what XDP relayed before its slots are zeroed
         for src in session.legs:
             dst = session.other(src)
