@@ -6,12 +6,17 @@
  * no wildcard address: a packet to an address the box does not own is never relayed) and
  * whose source is the leg's latched peer is rewritten and sent on toward the other leg's peer:
  * MAC from bpf_fib_lookup (cached per port and CPU for up to 1 s), IP source/destination (TTL
- * 64, checksum updated incrementally), UDP ports (checksum zero, IPv4). The RTP payload is
+ * or hop limit 64; IPv4 header checksum updated incrementally), UDP ports (IPv4: UDP checksum
+ * zero; IPv6: UDP checksum recomputed over the pseudo-header and the whole datagram, as IPv6
+ * requires one). IPv4 and IPv6 share one table: addresses are 16 bytes (IPv4 mapped as
+ * ::ffff:a.b.c.d) and an entry's `family` says which header it relays; an entry never mixes
+ * families (a 4 <-> 6 leg stays in userspace). The RTP payload is
  * decrypted with the receiving leg's cipher and encrypted with the sending leg's (XOR, RC4;
  * byte layout in docs/media.md). A packet from any other source than the latched peer is
  * dropped (XDP_DROP) and counted (per port: stats.dropped; verdict R_FOREIGN_SOURCE). Anything
  * else goes up the stack (XDP_PASS) to the userspace relay socket: unknown (address, port),
- * VLAN, IPv6, IP options, fragments, latching pending (or no peer known), unknown next hop,
+ * VLAN, IPv4 options, IPv6 extension headers (any next header but UDP), fragments, UDP
+ * datagrams over IPv6 longer than MAX_UDP6, latching pending (or no peer known), unknown next hop,
  * non-RTP where a cipher applies, and, only on legs with a cipher, an RTP payload longer than
  * MAX_PAYLOAD (legs without a cipher relay any length).
  *
@@ -30,9 +35,11 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/udp.h>
 
 #define MAX_PAYLOAD 1400
+#define MAX_UDP6 1480 /* longest UDP datagram over IPv6 checksummed here (1500-byte MTU) */
 #define MAX_KEY 64
 /* map key fields hold the key repeated to KEY_WIN bytes (pat[m] = key[m % keylen]): any
  * offset below MAX_KEY can be read as one u64 */
@@ -50,17 +57,21 @@
 #ifndef AF_INET
 #define AF_INET 2
 #endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
 
+/* addresses: IPv6 as is, IPv4 as ::ffff:a.b.c.d (the IPv4 address in word 3) */
 struct relay_key {
-    __be32 addr; /* local address (mediad's bind address; never 0) */
+    __be32 addr[4]; /* local address (mediad's bind address; never 0) */
     __be16 port; /* local port */
     __u16 pad;
 };
 
 struct relay_entry {
-    __be32 dst_addr; /* peer of the other leg; 0 = unknown (pass) */
-    __be32 src_addr; /* our source address (the bind address, = the key's address) */
-    __be32 peer_addr; /* expected source of packets to this port (ignored with F_LATCH); 0 = unknown (pass) */
+    __be32 dst_addr[4]; /* peer of the other leg; 0 = unknown (pass) */
+    __be32 src_addr[4]; /* our source address (the bind address, = the key's address) */
+    __be32 peer_addr[4]; /* expected source of packets to this port (ignored with F_LATCH); 0 = unknown (pass) */
     __be16 dst_port;
     __be16 src_port; /* the other leg's relay port */
     __be16 peer_port; /* expected source port */
@@ -71,8 +82,10 @@ struct relay_entry {
     __u8 out_keylen;
     __u8 in_rc4_j; /* RC4: j after the first (keylen & ~7) key-schedule steps */
     __u8 out_rc4_j;
-    __u8 pad[3];
+    __u8 family; /* 4 or 6: of every address above and of the packets relayed */
+    __u8 pad[2];
     __u32 slot; /* index of this port's counters in `stats` (userspace allocates it) */
+    __u32 pad2; /* the key windows start 8-byte aligned */
     __u8 in_key[KEY_WIN]; /* key repeated to KEY_WIN bytes (the loader expands it) */
     __u8 out_key[KEY_WIN];
     __u8 in_rc4[256]; /* RC4: S after the first (keylen & ~7) key-schedule steps (the loader) */
@@ -88,8 +101,8 @@ struct relay_stats {
      * for the same destination, source, ingress interface and TOS, and packets no longer
      * than the one it was looked up for (the MTU check); all zero = none */
     __u64 fib_time;
-    __be32 fib_dst;
-    __be32 fib_src;
+    __be32 fib_dst[4];
+    __be32 fib_src[4];
     __u32 fib_in_ifindex;
     __u32 fib_out_ifindex;
     __u16 fib_max_len;
@@ -106,7 +119,7 @@ struct relay_stats {
 
 struct scratch {
     __u32 len; /* payload length; loops re-read it so the verifier never narrows a live register */
-    __u32 pad;
+    __u32 ulen; /* UDP length (IPv6 checksum), re-read the same way */
     __u8 s[512 + 8]; /* RC4 state in s[0..256); the rest absorbs the key schedule's spare rounds */
     __u8 kx[KX_SIZE];
     __u8 buf[BUF_SIZE];
@@ -131,6 +144,7 @@ BPF_PERCPU_ARRAY(verdicts, __u64, 16);
 #define R_FIB 6
 #define R_DROP 7
 #define R_FOREIGN_SOURCE 8
+#define R_IPV6_EXT 9
 
 static __always_inline int verdict(int reason, int action)
 {
@@ -213,7 +227,7 @@ static __always_inline void xor_pkt(struct xdp_md *ctx, struct scratch *sc, __u3
         if (base + t >= *(volatile __u32 *)&sc->len)
             break;
         __u8 *b = tail + t;
-        if ((void *)(b + 1) > (void *)(long)ctx->data_end)
+        if ((void *)(b + 1) > data_end)
             break;
         *b ^= pat[oo + t];
     }
@@ -316,34 +330,142 @@ static __always_inline void apply(struct scratch *sc, __u8 mode, __u8 *key, __u8
         rc4_buf(sc, key, kl, state, j0, rtp);
 }
 
-int xdp_media_relay(struct xdp_md *ctx)
+static __always_inline int addr_eq(const __be32 *a, const __be32 *b)
+{
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0;
+}
+
+static __always_inline void addr_copy(__be32 *to, const __be32 *from)
+{
+    to[0] = from[0];
+    to[1] = from[1];
+    to[2] = from[2];
+    to[3] = from[3];
+}
+
+/* 0 = unknown: the IPv4 word of a mapped address, or all 16 bytes of an IPv6 one */
+static __always_inline int addr_zero(const __be32 *a, const int v6)
+{
+    if (v6)
+        return (a[0] | a[1] | a[2] | a[3]) == 0;
+    return a[3] == 0;
+}
+
+/* IPv6 extension headers (RFC 8200 4.1, RFC 5533, RFC 7401): not parsed, passed up */
+static __always_inline int ipv6_ext(__u8 nh)
+{
+    return nh == 0 || nh == 43 || nh == 44 || nh == 50 || nh == 51 || nh == 60 || nh == 135 ||
+           nh == 139 || nh == 140 || nh == 253 || nh == 254;
+}
+
+/*
+ * The UDP checksum of an IPv6 packet written anew (RFC 8200 8.1): pseudo-header (source,
+ * destination, UDP length, next header 17) and the whole datagram with the checksum field
+ * zero, summed as native u32 halves of u64 words (the one's complement sum does not depend on
+ * byte order, RFC 1071), the tail bytes in a zeroed word. sc->ulen is the UDP length
+ * (8..MAX_UDP6, checked by the caller against data_end). Returns -1 when the packet is
+ * shorter than that (never, after the caller's check; the verifier needs the test).
+ */
+static __always_inline int udp6_checksum(struct xdp_md *ctx, struct scratch *sc)
 {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
+    struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+    if ((void *)(ip6 + 1) > data_end)
+        return -1;
+    struct udphdr *udp = (void *)(ip6 + 1);
+    if ((void *)(udp + 1) > data_end)
+        return -1;
+    udp->check = 0;
+    __u64 sum = 0;
+    __u32 *sa = (__u32 *)&ip6->saddr, *da = (__u32 *)&ip6->daddr;
+#pragma unroll
+    for (int w = 0; w < 4; w++)
+        sum += (__u64)sa[w] + da[w];
+    sum += bpf_htonl(*(volatile __u32 *)&sc->ulen & 0xffff);
+    sum += bpf_htonl(IPPROTO_UDP);
+    __u8 *p = (void *)udp;
+    for (__u32 w = 0; w < MAX_UDP6 / 8; w++) {
+        __u32 i = w * 8;
+        if (i + 8 > *(volatile __u32 *)&sc->ulen)
+            break;
+        OPAQUE(i);
+        __u64 *q = (void *)(p + (i & (BUF_SIZE - 8)));
+        if ((void *)(q + 1) > data_end)
+            return -1;
+        __u64 v = *q;
+        sum += (v & 0xffffffff) + (v >> 32);
+    }
+    __u32 base = *(volatile __u32 *)&sc->ulen & ~7U;
+    __u8 *tail = p + (base & (BUF_SIZE - 8));
+    __u64 last = 0;
+#pragma unroll
+    for (__u32 t = 0; t < 7; t++) {
+        if (base + t >= *(volatile __u32 *)&sc->ulen)
+            break;
+        __u8 *b = tail + t;
+        if ((void *)(b + 1) > data_end)
+            return -1;
+        last |= (__u64)*b << (8 * t);
+    }
+    sum += (last & 0xffffffff) + (last >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    __u16 check = csum_fold((__u32)sum);
+    udp->check = check ? check : 0xffff; /* 0 means "no checksum", forbidden over IPv6 */
+    return 0;
+}
 
+/* one packet over IPv4 (v6 = 0) or IPv6 (v6 = 1): one copy of the code for both families
+ * (this machine's kernel takes at most 4096 instructions per program) */
+static __always_inline int relay(struct xdp_md *ctx, int v6)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > data_end || eth->h_proto != htons(ETH_P_IP))
+    if ((void *)(eth + 1) > data_end)
         return verdict(R_NOT_UDP, XDP_PASS);
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-        return verdict(R_NOT_UDP, XDP_PASS);
-    if (ip->frag_off & htons(0x3fff)) /* MF or offset: a fragment */
-        return verdict(R_NOT_UDP, XDP_PASS);
-    struct udphdr *udp = (void *)(ip + 1);
+    struct ipv6hdr *ip6 = (void *)(eth + 1);
+    struct udphdr *udp;
+    struct relay_key key = {};
+    __be32 src_ip[4] = {};
+    __u8 tos = 0;
+    if (v6) {
+        if ((void *)(ip6 + 1) > data_end)
+            return verdict(R_NOT_UDP, XDP_PASS);
+        if (ip6->nexthdr != IPPROTO_UDP)
+            return verdict(ipv6_ext(ip6->nexthdr) ? R_IPV6_EXT : R_NOT_UDP, XDP_PASS);
+        udp = (void *)(ip6 + 1);
+        addr_copy(key.addr, (__be32 *)&ip6->daddr);
+        addr_copy(src_ip, (__be32 *)&ip6->saddr);
+    } else {
+        if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+            return verdict(R_NOT_UDP, XDP_PASS);
+        if (ip->frag_off & htons(0x3fff)) /* MF or offset: a fragment */
+            return verdict(R_NOT_UDP, XDP_PASS);
+        udp = (void *)(ip + 1);
+        key.addr[2] = htonl(0xffff);
+        key.addr[3] = ip->daddr;
+        src_ip[2] = htonl(0xffff);
+        src_ip[3] = ip->saddr;
+        tos = ip->tos;
+    }
     if ((void *)(udp + 1) > data_end)
         return XDP_PASS;
 
     /* exact (destination address, port): no wildcard address */
-    struct relay_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
+    key.port = udp->dest;
     struct relay_entry *e = sessions.lookup(&key);
     if (!e)
         return verdict(R_NO_SESSION, XDP_PASS);
-    if ((e->flags & F_LATCH) || e->peer_addr == 0 || e->dst_addr == 0 || e->dst_port == 0)
+    if ((e->flags & F_LATCH) || e->family != (v6 ? 6 : 4) || addr_zero(e->peer_addr, v6) ||
+        addr_zero(e->dst_addr, v6) || e->dst_port == 0)
         return verdict(R_LATCH, XDP_PASS);
     __u32 slot = e->slot;
     struct relay_stats *st = stats.lookup(&slot); /* counters and next-hop cache */
     /* strict source: only the latched peer's (address, port) */
-    if (ip->saddr != e->peer_addr || udp->source != e->peer_port) {
+    if (!addr_eq(src_ip, e->peer_addr) || udp->source != e->peer_port) {
         if (st)
             st->dropped += 1;
         return verdict(R_FOREIGN_SOURCE, XDP_DROP);
@@ -351,14 +473,21 @@ int xdp_media_relay(struct xdp_md *ctx)
 
     /* a byte swap's result is unbounded to the 6.1 verifier: restate the 16-bit bound where
      * clang cannot drop it as redundant */
-    __u32 ip_len = ntohs(ip->tot_len);
+    __u32 ip_len = v6 ? ntohs(ip6->payload_len) : ntohs(ip->tot_len);
     __u32 udp_len = ntohs(udp->len);
     OPAQUE(ip_len);
     OPAQUE(udp_len);
     ip_len &= 0xffff;
     udp_len &= 0xffff;
-    if (udp_len < 8 || ip_len != udp_len + 20 ||
-        (void *)ip + ip_len > data_end)
+    if (v6) {
+        /* payload_len counts the UDP datagram (no extension header); ip_len = whole packet */
+        if (udp_len < 8 || ip_len != udp_len || udp_len > MAX_UDP6)
+            return verdict(R_BAD_LEN, XDP_PASS);
+        ip_len = udp_len + sizeof(struct ipv6hdr);
+    } else if (udp_len < 8 || ip_len != udp_len + 20) {
+        return verdict(R_BAD_LEN, XDP_PASS);
+    }
+    if ((void *)eth + sizeof(*eth) + ip_len > data_end)
         return verdict(R_BAD_LEN, XDP_PASS);
 
     __u8 in_mode = e->in_mode, out_mode = e->out_mode;
@@ -385,29 +514,36 @@ int xdp_media_relay(struct xdp_md *ctx)
         n = rtp_len - off;
         if (n > MAX_PAYLOAD)
             return verdict(R_BAD_LEN, XDP_PASS);
-        pay_off = sizeof(*eth) + sizeof(*ip) + sizeof(*udp) + off;
+        pay_off = sizeof(*eth) + (v6 ? sizeof(*ip6) : sizeof(*ip)) + sizeof(*udp) + off;
     }
 
-    __be32 saddr = e->src_addr;
-    __be32 daddr = e->dst_addr;
+    __be32 saddr[4], daddr[4];
+    addr_copy(saddr, e->src_addr);
+    addr_copy(daddr, e->dst_addr);
     __u64 now = bpf_ktime_get_coarse_ns(); /* CLOCK_MONOTONIC_COARSE: a tick is enough */
     __u32 in_ifindex = ctx->ingress_ifindex, out_ifindex;
     __u8 dmac[ETH_ALEN], smac[ETH_ALEN];
-    if (st && st->fib_time && now - st->fib_time < FIB_TTL_NS && st->fib_dst == daddr &&
-        st->fib_src == saddr && st->fib_in_ifindex == in_ifindex && st->fib_tos == ip->tos &&
+    if (st && st->fib_time && now - st->fib_time < FIB_TTL_NS && addr_eq(st->fib_dst, daddr) &&
+        addr_eq(st->fib_src, saddr) && st->fib_in_ifindex == in_ifindex && st->fib_tos == tos &&
         ip_len <= st->fib_max_len) {
         out_ifindex = st->fib_out_ifindex;
         __builtin_memcpy(dmac, st->fib_dmac, ETH_ALEN);
         __builtin_memcpy(smac, st->fib_smac, ETH_ALEN);
     } else {
         struct bpf_fib_lookup fib = {};
-        fib.family = AF_INET;
         fib.l4_protocol = IPPROTO_UDP;
-        fib.tos = ip->tos;
         fib.tot_len = ip_len;
-        fib.ipv4_src = saddr;
-        fib.ipv4_dst = daddr;
         fib.ifindex = in_ifindex;
+        if (v6) {
+            fib.family = AF_INET6;
+            addr_copy(fib.ipv6_src, saddr);
+            addr_copy(fib.ipv6_dst, daddr);
+        } else {
+            fib.family = AF_INET;
+            fib.tos = tos;
+            fib.ipv4_src = saddr[3];
+            fib.ipv4_dst = daddr[3];
+        }
         if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
             return verdict(R_FIB, XDP_PASS); /* the stack resolves the neighbour */
         out_ifindex = fib.ifindex;
@@ -415,12 +551,12 @@ int xdp_media_relay(struct xdp_md *ctx)
         __builtin_memcpy(smac, fib.smac, ETH_ALEN);
         if (st) {
             st->fib_time = now;
-            st->fib_dst = daddr;
-            st->fib_src = saddr;
+            addr_copy(st->fib_dst, daddr);
+            addr_copy(st->fib_src, saddr);
             st->fib_in_ifindex = in_ifindex;
             st->fib_out_ifindex = out_ifindex;
             st->fib_max_len = ip_len;
-            st->fib_tos = ip->tos;
+            st->fib_tos = tos;
             __builtin_memcpy(st->fib_dmac, dmac, ETH_ALEN);
             __builtin_memcpy(st->fib_smac, smac, ETH_ALEN);
         }
@@ -429,27 +565,37 @@ int xdp_media_relay(struct xdp_md *ctx)
     /* headers */
     __builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
     __builtin_memcpy(eth->h_source, smac, ETH_ALEN);
-    /* IP checksum updated incrementally (RFC 1624): source, destination, TTL change */
-    __u32 old_s = ip->saddr, old_d = ip->daddr, new_d = daddr;
-    __u32 old_t = *(__u16 *)&ip->ttl; /* TTL and protocol word */
-    ip->saddr = saddr;
-    ip->daddr = new_d;
-    ip->ttl = 64;
-    __u32 new_t = *(__u16 *)&ip->ttl;
-    __u32 sum = (__u16)~ip->check;
-    sum += (~old_s & 0xffff) + (~old_s >> 16) + (saddr & 0xffff) + (saddr >> 16);
-    sum += (~old_d & 0xffff) + (~old_d >> 16) + (new_d & 0xffff) + (new_d >> 16);
-    sum += (~old_t & 0xffff) + new_t;
-    ip->check = csum_fold(sum);
+    if (v6) {
+        addr_copy((__be32 *)&ip6->saddr, saddr);
+        addr_copy((__be32 *)&ip6->daddr, daddr);
+        ip6->hop_limit = 64;
+    } else {
+        /* IP checksum updated incrementally (RFC 1624): source, destination, TTL change */
+        __u32 s4 = saddr[3], d4 = daddr[3];
+        __u32 old_s = ip->saddr, old_d = ip->daddr;
+        __u32 old_t = *(__u16 *)&ip->ttl; /* TTL and protocol word */
+        ip->saddr = s4;
+        ip->daddr = d4;
+        ip->ttl = 64;
+        __u32 new_t = *(__u16 *)&ip->ttl;
+        __u32 sum = (__u16)~ip->check;
+        sum += (~old_s & 0xffff) + (~old_s >> 16) + (s4 & 0xffff) + (s4 >> 16);
+        sum += (~old_d & 0xffff) + (~old_d >> 16) + (d4 & 0xffff) + (d4 >> 16);
+        sum += (~old_t & 0xffff) + new_t;
+        ip->check = csum_fold(sum);
+    }
     udp->source = e->src_port;
     udp->dest = e->dst_port;
     udp->check = 0;
 
-    if (crypt && n > 0) {
-        int zero = 0;
-        struct scratch *sc = scratch_map.lookup(&zero);
+    int zero = 0;
+    struct scratch *sc = 0;
+    if (v6 || (crypt && n > 0)) {
+        sc = scratch_map.lookup(&zero);
         if (!sc)
             return verdict(R_DROP, XDP_DROP);
+    }
+    if (sc && crypt && n > 0) {
         if (n > MAX_PAYLOAD || n == 0)
             return verdict(R_DROP, XDP_DROP);
         sc->len = n;
@@ -474,14 +620,33 @@ int xdp_media_relay(struct xdp_md *ctx)
                 return verdict(R_DROP, XDP_DROP);
         }
     }
+    if (v6 && sc) {
+        sc->ulen = udp_len;
+        if (udp6_checksum(ctx, sc) < 0)
+            return verdict(R_DROP, XDP_DROP);
+    }
 
     if (st) {
         st->packets += 1;
-        st->bytes += ip_len - 28;
+        st->bytes += udp_len - 8;
         st->last_seen = now;
     }
 
     if (out_ifindex == in_ifindex)
         return verdict(R_RELAYED, XDP_TX);
     return verdict(R_RELAYED, bpf_redirect(out_ifindex, 0));
+}
+
+int xdp_media_relay(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return verdict(R_NOT_UDP, XDP_PASS);
+    int v6 = eth->h_proto == htons(ETH_P_IPV6);
+    if (!v6 && eth->h_proto != htons(ETH_P_IP))
+        return verdict(R_NOT_UDP, XDP_PASS);
+    OPAQUE(v6); /* a runtime value: clang must not clone relay() per family */
+    return relay(ctx, v6);
 }

@@ -55,14 +55,16 @@ def in_ns(ns: str, fn: Callable[[], T]) -> T:
 
 
 def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
-    """A UDP socket created inside namespace `ns` (None: this namespace)."""
+    """A UDP socket created inside namespace `ns` (None: this namespace); IPv6 when the
+    address has a colon."""
+    family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
     if ns is None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(family, socket.SOCK_DGRAM)
         s.bind(bind)
         return s
 
     def make() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(family, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
             s.bind(bind)
@@ -76,7 +78,9 @@ def ns_socket(ns: str | None, bind: tuple[str, int]) -> socket.socket:
 
 @dataclass
 class Topology:
-    """A (10.77.1.2) -- veth -- R (10.77.1.1 | 10.77.2.1) -- veth -- B (10.77.2.2)."""
+    """A (10.77.1.2) -- veth -- R (10.77.1.1 | 10.77.2.1) -- veth -- B (10.77.2.2), and the
+    same in IPv6: A fd00:77:1::2, R fd00:77:1::1 | fd00:77:2::1, B fd00:77:2::2 (no DAD, so
+    the addresses work at once)."""
 
     a: str
     r: str
@@ -86,6 +90,10 @@ class Topology:
     b_ip: str = "10.77.2.2"
     ra_ip: str = "10.77.1.1"
     rb_ip: str = "10.77.2.1"
+    a_ip6: str = "fd00:77:1::2"
+    b_ip6: str = "fd00:77:2::2"
+    ra_ip6: str = "fd00:77:1::1"
+    rb_ip6: str = "fd00:77:2::1"
 
     @classmethod
     def create(cls) -> Topology:
@@ -95,9 +103,9 @@ class Topology:
             for ns in (topo.a, topo.r, topo.b):
                 sh("ip", "netns", "add", ns)
                 sh("ip", "-n", ns, "link", "set", "lo", "up")
-            for peer, rif, pip, rip in (
-                (topo.a, "ra", topo.a_ip, topo.ra_ip),
-                (topo.b, "rb", topo.b_ip, topo.rb_ip),
+            for peer, rif, pip, rip, pip6, rip6 in (
+                (topo.a, "ra", topo.a_ip, topo.ra_ip, topo.a_ip6, topo.ra_ip6),
+                (topo.b, "rb", topo.b_ip, topo.rb_ip, topo.b_ip6, topo.rb_ip6),
             ):
                 sh(
                     "ip",
@@ -119,6 +127,9 @@ class Topology:
                 sh("ip", "-n", peer, "addr", "add", f"{pip}/24", "dev", "eth0")
                 sh("ip", "-n", peer, "link", "set", "eth0", "up")
                 sh("ip", "-n", peer, "route", "add", "default", "via", rip)
+                sh("ip", "-n", topo.r, "-6", "addr", "add", f"{rip6}/64", "dev", rif, "nodad")
+                sh("ip", "-n", peer, "-6", "addr", "add", f"{pip6}/64", "dev", "eth0", "nodad")
+                sh("ip", "-n", peer, "-6", "route", "add", "default", "via", rip6)
                 # native XDP redirect into a veth delivers only with GRO (or XDP) on the peer
                 sh("ip", "netns", "exec", peer, "ethtool", "-K", "eth0", "gro", "on")
                 sh("ip", "netns", "exec", topo.r, "ethtool", "-K", rif, "gro", "on")

@@ -19,7 +19,7 @@ import pytest
 
 from sipedge.media import journal
 from tests.media import reference
-from tests.media.netns import Mediad, Topology, mount_bpffs, ns_socket, recv_all, umount
+from tests.media.netns import Mediad, Topology, ns_socket, recv_all
 
 SO_RCVBUFFORCE = 33  # Linux <asm-generic/socket.h>; as root it passes net.core.rmem_max
 
@@ -360,22 +360,6 @@ def test_userspace_restart_readopts(tmp_path: Path) -> None:
 
 
 # -- namespaces: XDP native / generic and userspace -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bpffs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private bpffs (ip netns exec remounts /sys, so /sys/fs/bpf is not shared)."""
-    path = tmp_path_factory.mktemp("bpffs")
-    mount_bpffs(path)
-    yield path
-    umount(path)
-
-
-@pytest.fixture
-def topo() -> Iterator[Topology]:
-    t = Topology.create()
-    yield t
-    t.destroy()
 
 
 def ns_mediad(topo: Topology, tmp: Path, path: str, pin: Path, *extra: str) -> Mediad:

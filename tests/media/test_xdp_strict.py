@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -266,3 +267,50 @@ def test_unlatched_entry_goes_to_userspace(bench: Bench) -> None:
     finally:
         sa.close()
         sb.close()
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_ipv6_entry_strict_source_and_extension_headers(bench: Bench) -> None:
+    """An IPv6 entry: the latched peer's packets are relayed (new addresses, ports and a UDP
+    checksum B's stack accepts), another port of the same address is dropped in the kernel,
+    and a packet with an extension header (destination options) goes up to userspace."""
+    t, xdp = bench.topo, bench.xdp
+    mac = json.loads(sh("ip", "-n", t.b, "-j", "link", "show", "eth0"))[0]["address"]
+    sh("ip", "-n", t.r, "neigh", "replace", t.b_ip6, "lladdr", mac, "dev", "rb")
+    sa = ns_socket(t.a, (t.a_ip6, 5400))
+    other_port = ns_socket(t.a, (t.a_ip6, 5401))
+    sb = ns_socket(t.b, (t.b_ip6, 6400))
+    relay_a = (t.ra_ip6, RELAY_A)
+    try:
+        entry = Entry(t.b_ip6, 6400, RELAY_B, t.ra_ip6, peer_addr=t.a_ip6, peer_port=5400)
+        bench.run(xdp.put, t.ra_ip6, RELAY_A, entry)
+        assert bench.run(xdp.get, t.ra_ip6, RELAY_A) == entry
+        assert bench.run(xdp.get, t.ra_ip, RELAY_A) is None  # no IPv4 twin
+        before = bench.run(xdp.verdicts)
+        _send(sa, relay_a, 20, b"peer")
+        got = recv_all(sb, 20)
+        assert len(got) == 20, bench.run(xdp.verdicts)
+        assert {src[:2] for _, src in got} == {(t.ra_ip6, RELAY_B)}
+        assert all(data[12:16] == b"peer" for data, _ in got)
+        _send(other_port, relay_a, 15, b"port")
+        # destination options header (8 bytes of PadN): not parsed by the program
+        dstopts = b"\x00\x00\x01\x04\x00\x00\x00\x00"
+        for i in range(7):
+            anc = [(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, dstopts)]
+            sa.sendmsg([reference.rtp(i, payload=b"ext!")], anc, 0, relay_a)
+        assert recv_all(sb, 1, timeout=1.0) == []
+        after = bench.run(xdp.verdicts)
+        assert after["relayed"] - before["relayed"] == 20, after
+        assert after["foreign_source"] - before["foreign_source"] == 15, after
+        assert after["ipv6_ext"] - before["ipv6_ext"] == 7, after
+        stats = bench.run(xdp.stats, t.ra_ip6, RELAY_A)
+        assert (stats.packets, stats.dropped, stats.bytes) == (20, 15, 20 * (12 + 44)), stats
+        snmp6 = sh("ip", "netns", "exec", t.b, "cat", "/proc/net/snmp6")
+        assert re.search(r"^Udp6InCsumErrors\s+0$", snmp6, re.M), snmp6
+        bench.run(xdp.remove, t.ra_ip6, RELAY_A)
+        assert bench.run(xdp.get, t.ra_ip6, RELAY_A) is None
+    finally:
+        for s in (sa, other_port, sb):
+            s.close()

@@ -169,7 +169,10 @@ def test_demo_loads_and_stays_on_loopback() -> None:
         bind_address="127.0.0.1",
         refused_networks=tuple(
             ip_network(n)
-            for n in ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "fe80::/10")
+            for n in (
+                *("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"),
+                *("::/128", "::ffff:0:0/96", "100::/64", "fe80::/10", "ff00::/8"),
+            )
         ),
         state_path=Path("/tmp/sipedge-demo/mediad-sessions.journal"),
     )

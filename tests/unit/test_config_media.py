@@ -17,8 +17,12 @@ DEFAULT_REFUSED = (
     "169.254.0.0/16",
     "224.0.0.0/4",
     "240.0.0.0/4",
+    "::/128",
     "::1/128",
+    "::ffff:0:0/96",
+    "100::/64",
     "fe80::/10",
+    "ff00::/8",
 )
 
 
@@ -32,6 +36,7 @@ def test_defaults_exactly_as_the_spec() -> None:
     m = parse_config({}).media
     assert m.control_socket == Path("/run/sipedge-media/mediad.sock")
     assert m.bind_address is None and m.advertise_address is None
+    assert m.bind_address_v6 is None and m.advertise_address_v6 is None
     assert m.refused_networks == tuple(ip_network(n) for n in DEFAULT_REFUSED)
     assert m.max_streams_per_call == 8
     assert m.max_sessions is None
@@ -91,6 +96,12 @@ def test_valid_values() -> None:
     assert m.metrics_listen == "0.0.0.0:9101"
     assert m.metrics_token_file == Path("/etc/sipedge/mediad-token")
     assert m.run_as == "sipedge-media"
+    # IPv6 relay addresses, kept in compressed form
+    m = parse_config(
+        media(bind_address_v6="2001:DB8:0::10", advertise_address_v6="2001:db8:1::10")
+    ).media
+    assert (m.bind_address_v6, m.advertise_address_v6) == ("2001:db8::10", "2001:db8:1::10")
+    assert parse_config(media(bind_address_v6="fd00::1")).media.advertise_address_v6 is None
     # an empty list refuses nothing; loopback metrics need no token; IPv6 keeps its brackets
     m = parse_config(media(refused_networks=[], metrics_listen="[::1]:9101")).media
     assert m.refused_networks == ()
@@ -106,6 +117,13 @@ def test_valid_values() -> None:
         ({"bind_address": "eth0"}, "media.bind_address", "IPv4"),
         ({"advertise_address": "224.0.0.1"}, "media.advertise_address", "IPv4"),
         ({"advertise_address": 5}, "media.advertise_address", "IPv4"),
+        ({"bind_address_v6": "192.0.2.1"}, "media.bind_address_v6", "IPv6"),
+        ({"bind_address_v6": "::"}, "media.bind_address_v6", "not ::"),
+        ({"bind_address_v6": "fe80::1"}, "media.bind_address_v6", "link-local"),
+        ({"bind_address_v6": "ff02::1"}, "media.bind_address_v6", "multicast"),
+        ({"bind_address_v6": "::ffff:192.0.2.1"}, "media.bind_address_v6", "IPv4-mapped"),
+        ({"bind_address_v6": 6}, "media.bind_address_v6", "IPv6"),
+        ({"advertise_address_v6": "2001:db8::1"}, "media.advertise_address_v6", "bind_address_v6"),
         ({"refused_networks": ["10.0.0.1/8"]}, "media.refused_networks[0]", "CIDR"),
         ({"refused_networks": ["nonsense"]}, "media.refused_networks[0]", "CIDR"),
         ({"refused_networks": "10.0.0.0/8"}, "media.refused_networks", "list"),

@@ -47,9 +47,13 @@ POLICY = MediaPolicy(DEFAULT, 8)
         ("fe80::1", "IP6", "fe80::/10"),
         ("FE80::abcd", "IP6", "fe80::/10"),
         ("febf::1", "IP6", "fe80::/10"),
-        # IPv4-mapped IPv6 is checked as the IPv4 address it maps
-        ("::ffff:127.0.0.1", "IP6", "127.0.0.0/8"),
-        ("::ffff:169.254.9.9", "IP6", "169.254.0.0/16"),
+        ("::", "IP6", None),  # hold
+        ("100::1", "IP6", "100::/64"),
+        ("ff02::1", "IP6", "ff00::/8"),
+        ("ff0e::fb", "IP6", "ff00::/8"),
+        # IPv4-mapped IPv6: the whole range by default (an IPv4 peer is written IN IP4)
+        ("::ffff:127.0.0.1", "IP6", "::ffff:0:0/96"),
+        ("::ffff:192.0.2.7", "IP6", "::ffff:0:0/96"),
     ],
 )
 def test_address_against_the_default_networks(
@@ -60,6 +64,14 @@ def test_address_against_the_default_networks(
         assert why is None
     else:
         assert why is not None and refused_by in why
+
+
+def test_mapped_address_checked_as_its_ipv4_address() -> None:
+    """Without ::ffff:0:0/96 in the list, a mapped address meets the IPv4 networks."""
+    nets = (ip_network("10.0.0.0/8"),)
+    why = address_refusal("::ffff:10.1.2.3", "IP6", nets)
+    assert why is not None and "10.0.0.0/8" in why
+    assert address_refusal("::ffff:192.0.2.7", "IP6", nets) is None
 
 
 @pytest.mark.parametrize(

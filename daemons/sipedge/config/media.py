@@ -42,6 +42,8 @@ _MEDIA_KEYS = (
     "interfaces",
     "bind_address",
     "advertise_address",
+    "bind_address_v6",
+    "advertise_address_v6",
     "refused_networks",
     "max_streams_per_call",
     "max_sessions",
@@ -87,6 +89,14 @@ def media_section(c: _Collector, raw: object, rtp_timeout: float | None = None) 
         _word_or("Auto", _number(10, 86400), "Auto or 10-86400 (seconds)"),
         None,
     )
+    bind6 = c.get("media", data, "bind_address_v6", _optional_ipv6, None)
+    advertise6 = c.get("media", data, "advertise_address_v6", _optional_ipv6, None)
+    if advertise6 is not None and bind6 is None:
+        c.problem(
+            "media.advertise_address_v6",
+            advertise6,
+            "null unless media.bind_address_v6 is set (the IPv6 relay binds there)",
+        )
     metrics_listen = c.get("media", data, "metrics_listen", _optional_listen, None)
     token_file = c.get("media", data, "metrics_token_file", _optional_absolute_path, None)
     if metrics_listen is not None and token_file is None and not _loopback(metrics_listen):
@@ -102,6 +112,8 @@ def media_section(c: _Collector, raw: object, rtp_timeout: float | None = None) 
         interfaces=interfaces,
         bind_address=c.get("media", data, "bind_address", _optional_ipv4, None),
         advertise_address=c.get("media", data, "advertise_address", _optional_ipv4, None),
+        bind_address_v6=bind6,
+        advertise_address_v6=advertise6,
         refused_networks=_refused_networks(c, data),
         max_streams_per_call=c.get(
             "media", data, "max_streams_per_call", _integer(1, 64), d.max_streams_per_call
@@ -143,6 +155,34 @@ def _refused_networks(
             continue
         networks.append(net)
     return tuple(networks)
+
+
+IPV6_ALLOWED = (
+    "null or one unicast IPv6 address of this host (not ::, multicast, link-local fe80::/10 "
+    "or IPv4-mapped ::ffff:0:0/96)"
+)
+
+
+def _optional_ipv6(value: object) -> str | None:
+    """null, or one unicast IPv6 address (media.bind_address_v6, media.advertise_address_v6),
+    in its compressed form (the form mediad answers with)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(IPV6_ALLOWED)
+    try:
+        address = ipaddress.IPv6Address(value.strip())
+    except ValueError:
+        raise _Bad(IPV6_ALLOWED) from None
+    if (
+        address.is_unspecified
+        or address.is_multicast
+        or address.is_link_local
+        or address.ipv4_mapped is not None
+        or address.scope_id
+    ):
+        raise _Bad(IPV6_ALLOWED)
+    return str(address)
 
 
 def _null_or(inner: Callable[[object], T], allowed: str) -> Callable[[object], T | None]:

@@ -220,15 +220,21 @@ class Registration:
 
 
 # Connection addresses sipd refuses in SDP (media.refused_networks): "this network",
-# loopback, link-local, multicast, reserved, and their IPv6 counterparts.
+# loopback, link-local, multicast, reserved, and their IPv6 counterparts: unspecified,
+# loopback, IPv4-mapped (an IPv4 peer is written IN IP4), discard-only (RFC 6666),
+# link-local, multicast.
 DEFAULT_REFUSED_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
     IPv4Network("0.0.0.0/8"),
     IPv4Network("127.0.0.0/8"),
     IPv4Network("169.254.0.0/16"),
     IPv4Network("224.0.0.0/4"),
     IPv4Network("240.0.0.0/4"),
+    IPv6Network("::/128"),
     IPv6Network("::1/128"),
+    IPv6Network("::ffff:0:0/96"),
+    IPv6Network("100::/64"),
     IPv6Network("fe80::/10"),
+    IPv6Network("ff00::/8"),
 )
 DEFAULT_RTP_TIMEOUT_FOR_IDLE = 60.0  # idle_timeout Auto: (SS_MEDIA_RTP_TIMEOUT or this) + grace
 IDLE_TIMEOUT_GRACE = 60.0
@@ -242,6 +248,8 @@ class MediaConfig:
     interfaces: tuple[str, ...] = ("eth0",)
     bind_address: str | None = None  # None: first IPv4 of interfaces[0] (127.0.0.1 if none)
     advertise_address: str | None = None  # None: the bind address
+    bind_address_v6: str | None = None  # None: no IPv6 relay address (IP6 offers refused)
+    advertise_address_v6: str | None = None  # None: bind_address_v6
     refused_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_REFUSED_NETWORKS
     max_streams_per_call: int = 8  # active m= lines in one SDP
     max_sessions: int | None = None  # None: one per two RTP port pairs of port_range

@@ -12,9 +12,11 @@ The daemon anchors the RTP and RTCP of a call, modelled on rtpengine:
   module that knows the BPF map layout (the other side of it is the C program);
   `kernel.py`: keeps that table in step with the sessions, `--cleanup`;
 * `relay.py`: the userspace relay, for what XDP passes up or cannot do (AES128, no XDP);
-* `session.py`: sessions, legs and the source rule (pure state), `ports.py`: random relay port
+* `session.py`: sessions, legs and the source rule (pure state), `request.py`: the fields of
+  an ng request and `ControlError`, `ports.py`: random relay port
   pairs, `crypto.py`: the RTP payload transforms of SS_RTPENCRYPTIONMODE (pure);
-* `journal.py`: the session journal; `expiry.py`: which sessions are idle (pure);
+* `report.py`: a leg as query/delete answer it; `journal.py`: the session journal;
+  `expiry.py`: which sessions are idle (pure);
   `tally.py`: counter totals that only grow (pure).
 
 `client.py` is sipd's side of the control link. Public names: `MediaClient`, `MediaError`,
@@ -22,7 +24,8 @@ The daemon anchors the RTP and RTCP of a call, modelled on rtpengine:
 
 Dependency direction: sipd and calls/ import the client only; nothing in media/ imports sipd,
 calls/ or sip/, and the client imports nothing else of sipedge. Inside media/, daemon.py
-imports the others; nothing imports daemon.py; session.py imports only ports and crypto.
+imports the others; nothing imports daemon.py; session.py imports only ports, crypto and
+request.
 media/ uses `appliance.privileges` for the privilege drop and private directories.
 """
 

@@ -39,6 +39,7 @@ class UserspaceCounters:
     packets_in: int
     packets_out: int
     dropped: int
+    cross_family: int = 0  # relayed from IPv4 to IPv6 or back (never on the XDP path)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,11 @@ class MediaCollector:
                 "sipedge_media_userspace_dropped",
                 "Packets the userspace relay dropped",
                 value=relay.dropped,
+            )
+            yield CounterMetricFamily(
+                "sipedge_media_cross_family_packets",
+                "Packets relayed from IPv4 to IPv6 or back (userspace only)",
+                value=relay.cross_family,
             )
         yield CounterMetricFamily(
             "sipedge_media_xdp_packets", "Packets relayed by XDP", value=c.xdp.packets

@@ -105,6 +105,15 @@ class MediaClient:
         return body
 
     @staticmethod
+    def _family(body: dict[str, Any], address_family: str) -> dict[str, Any]:
+        """Sends "address-family" only for IPv6 (absent means IPv4 to every mediad)."""
+        if address_family not in ("IP4", "IP6"):
+            raise ValueError(f"address_family must be IP4 or IP6, not {address_family!r}")
+        if address_family == "IP6":
+            body["address-family"] = "IP6"
+        return body
+
+    @staticmethod
     def _relay(data: dict[str, Any]) -> RelayAddress:
         return RelayAddress(
             call_id=str(data["call-id"]),
@@ -124,13 +133,16 @@ class MediaClient:
         mode: int | str | None = None,
         key: str | None = None,
         signal_address: str | None = None,
+        address_family: str = "IP4",
     ) -> RelayAddress:
         """Caller's SDP address/port in; the relay address/port for the callee's SDP out.
         `signal_address`: the source IP of the SIP message that carried this SDP (a latching
-        candidate at mediad), sent as "signal-address"."""
+        candidate at mediad), sent as "signal-address". `address_family` ("IP4"/"IP6"): the
+        family of the relay address wanted back, the callee's (MediaError
+        "address-family-unavailable" when mediad has no IPv6 relay address)."""
         body = {"command": "offer", "call-id": call_id, "from-tag": from_tag}
         body.update(self._leg(address, port, encryption, mode, key, signal_address))
-        return self._relay(await self.request(body))
+        return self._relay(await self.request(self._family(body, address_family)))
 
     async def answer(
         self,
@@ -143,12 +155,14 @@ class MediaClient:
         mode: int | str | None = None,
         key: str | None = None,
         signal_address: str | None = None,
+        address_family: str = "IP4",
     ) -> RelayAddress:
         """Callee's SDP address/port in; the relay address/port for the caller's SDP out.
-        `signal_address` as for `offer`, of the answering party."""
+        `signal_address` as for `offer`, of the answering party; `address_family` that of
+        the caller (the party receiving the answer)."""
         body = {"command": "answer", "call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
         body.update(self._leg(address, port, encryption, mode, key, signal_address))
-        return self._relay(await self.request(body))
+        return self._relay(await self.request(self._family(body, address_family)))
 
     async def delete(self, call_id: str) -> dict[str, Any]:
         """Ends the session; returns its final per-leg statistics (as query)."""

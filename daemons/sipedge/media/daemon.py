@@ -39,12 +39,13 @@ from sipedge.media.api import (
     build_app,
     build_metrics_app,
 )
-from sipedge.media.crypto import MODE_NAMES, rc4_backend
+from sipedge.media.crypto import rc4_backend
 from sipedge.media.expiry import IdleSweeper
 from sipedge.media.journal import Journal, JournalError
 from sipedge.media.kernel import KernelTable, cleanup
 from sipedge.media.ports import PortAllocator
 from sipedge.media.relay import Relay
+from sipedge.media.report import leg_info
 from sipedge.media.session import (
     FOREIGN,
     NO_SESSION,
@@ -54,7 +55,9 @@ from sipedge.media.session import (
     Route,
     Session,
     SessionTable,
+    address_family,
     call_ids,
+    normal_ip,
 )
 from sipedge.media.settings import (
     MediaSettings,
@@ -95,6 +98,9 @@ class MediaDaemon:
         self.tally = XdpTally()
         self.bind = settings.bind_address or ""
         self.address = settings.advertise_address or settings.bind_address or "127.0.0.1"
+        v6 = settings.bind_address_v6
+        self.bind6 = normal_ip(v6) if v6 else None  # None: no IPv6 relay
+        self.address6 = settings.advertise_address_v6 or self.bind6
         self.user: User | None = None  # run_as, once dropped to
         self.owners: set[int] = {0, os.geteuid()}
         self.started = time.time()
@@ -130,7 +136,7 @@ class MediaDaemon:
             log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
             return
         self.xdp = xdp
-        self.kernel = KernelTable(xdp, self.bind, self.tally, self.clock)
+        self.kernel = KernelTable(xdp, self.bind, self.tally, self.clock, self.bind6)
         self.path = f"xdp-{attached}"
         self.path_reason = f"attached {attached} on {','.join(self.settings.interfaces)}"
 
@@ -204,7 +210,7 @@ class MediaDaemon:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.prepare()
-        self.relay = Relay(loop, self.bind, self.table, self._on_latch)
+        self.relay = Relay(loop, self.bind, self.table, self._on_latch, self.bind6)
         self.table.probe = self.relay.open_pair
         self._readopt()
         runner = web.AppRunner(build_app(self), access_log=None)
@@ -223,12 +229,14 @@ class MediaDaemon:
         if rc4_backend() != "openssl-libcrypto":
             log.warning("userspace RC4: no libcrypto RC4, using %s (slower)", rc4_backend())
         log.info(
-            "mediad ready: path %s (%s), bind %s, advertise %s, control %s, ports %d-%d, "
+            "mediad ready: path %s (%s), bind %s %s, advertise %s %s, control %s, ports %d-%d, "
             "%d sessions re-adopted",
             self.path,
             self.path_reason,
             self.bind,
+            self.bind6 or "(no IPv6)",
             self.address,
+            self.address6 or "",
             self.settings.control_socket,
             *self.settings.port_range,
             len(self.table),
@@ -332,7 +340,7 @@ class MediaDaemon:
     # -- kernel table --------------------------------------------------------------------
 
     def session_path(self, session: Session) -> str:
-        if self.xdp is None or session.needs_userspace:
+        if self.xdp is None or session.needs_userspace or session.cross_family:
             return "userspace"
         return self.path
 
@@ -403,7 +411,7 @@ class MediaDaemon:
         return {
             "result": "ok",
             "call-id": session.call_id,
-            "address": self.address,
+            "address": self.address6 if leg.af == 6 else self.address,
             "port": leg.port,
             "rtcp-port": leg.rtcp_port,
             "path": self.session_path(session),
@@ -434,6 +442,12 @@ class MediaDaemon:
             raise ControlError("bad-request", "'command' is required (offer/answer/delete/...)")
         self.requests[cmd] = self.requests.get(cmd, 0) + 1
         if cmd in ("offer", "answer"):
+            if address_family(req) == 6 and self.address6 is None:
+                raise ControlError(
+                    "address-family-unavailable",
+                    "IPv6 relay address asked, but media.bind_address_v6 is not set",
+                    409,
+                )
             known = len(self.table)
             session, leg = (self.table.offer if cmd == "offer" else self.table.answer)(req)
             if len(self.table) > known:
@@ -476,33 +490,7 @@ class MediaDaemon:
         rtp_x = rtcp_x = None
         if self.kernel is not None and not session.needs_userspace:
             rtp_x, rtcp_x = self.kernel.leg_stats(leg)
-        packets = leg.rtp.packets + (rtp_x.packets if rtp_x else 0)
-        last = max(leg.rtp.last_seen, rtp_x.last_seen if rtp_x else 0.0)
-        xdp_foreign = (rtp_x.dropped if rtp_x else 0) + (rtcp_x.dropped if rtcp_x else 0)
-        remote = leg.remote
-        return {
-            "tag": leg.tag,
-            "local-port": leg.port,
-            "local-rtcp-port": leg.rtcp_port,
-            "remote-address": remote[0] if remote else None,
-            "remote-port": remote[1] if remote else None,
-            "latched": leg.latched,
-            "latched-address": f"{leg.rtp_peer[0]}:{leg.rtp_peer[1]}" if leg.rtp_peer else None,
-            "signal-address": leg.signal,
-            "dropped": {
-                FOREIGN: leg.dropped[FOREIGN] + xdp_foreign,
-                UNLEARNED: leg.dropped[UNLEARNED],
-            },
-            "encryption": MODE_NAMES[leg.transform.mode],
-            "packets": packets,
-            "bytes": leg.rtp.bytes + (rtp_x.bytes if rtp_x else 0),
-            "last-packet": last or None,
-            "rtp-started": packets > 0,
-            "packets-xdp": rtp_x.packets if rtp_x else 0,
-            "packets-userspace": leg.rtp.packets,
-            "rtcp-packets": leg.rtcp.packets + (rtcp_x.packets if rtcp_x else 0),
-            "rtcp-bytes": leg.rtcp.bytes + (rtcp_x.bytes if rtcp_x else 0),
-        }
+        return leg_info(leg, rtp_x, rtcp_x)
 
     def describe(self, session: Session) -> dict[str, Any]:
         return {
@@ -524,7 +512,9 @@ class MediaDaemon:
         userspace: UserspaceCounters | None = None
         if self.relay is not None:
             relay = self.relay
-            userspace = UserspaceCounters(relay.packets_in, relay.packets_out, relay.dropped)
+            userspace = UserspaceCounters(
+                relay.packets_in, relay.packets_out, relay.dropped, relay.cross_family
+            )
         live_packets, live_bytes, live_dropped = self.tally.live
         drops = self.table.drops
         return MediaCounters(

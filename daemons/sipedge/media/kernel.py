@@ -1,7 +1,11 @@
 """Keeping the XDP table in step with mediad's sessions, and reading its counters cheaply.
 
 Every key is (bind address, relay port): packets to an address the box does not own at a relay
-port match nothing. Each entry carries the bind address as source of the relayed packet and,
+port match nothing. With IPv6, each direction has one entry, under the bind address of the
+family its packets arrive in (the latched peer's, else the family of the relay address the leg
+was given); the key of the other family is removed. A cross-family direction (IPv4 in, IPv6
+out or back) has no entry: it stays in the userspace relay (header growth is not done in XDP).
+Each entry carries the bind address as source of the relayed packet and,
 once the leg is latched (or with latching off, from the start), the peer its packets must come
 from; an unlatched entry carries F_LATCH so packets go up to the userspace relay, which applies
 the source rule and then calls `sync` again.
@@ -29,7 +33,7 @@ from pathlib import Path
 from sipedge.appliance.privileges import PrivilegeError, lookup_user
 from sipedge.media import journal
 from sipedge.media.journal import JournalError
-from sipedge.media.session import Leg, Route, Session
+from sipedge.media.session import Leg, Route, Session, family
 from sipedge.media.settings import MediaSettings
 from sipedge.media.tally import XdpTally
 from sipedge.media.xdp import Entry, Stats, XdpPath
@@ -39,23 +43,36 @@ log = logging.getLogger("sipedge.media")
 
 class KernelTable:
     def __init__(
-        self, xdp: XdpPath, bind: str, tally: XdpTally, clock: Callable[[], float]
+        self,
+        xdp: XdpPath,
+        bind: str,
+        tally: XdpTally,
+        clock: Callable[[], float],
+        bind6: str | None = None,
     ) -> None:
         self.xdp = xdp
         self.bind = bind
+        self.binds = {4: bind} | ({6: bind6} if bind6 else {})
         self.tally = tally
         self.clock = clock
 
+    def in_family(self, route: Route) -> int:
+        """The family packets to the route's port arrive in (the key's address)."""
+        peer = route.peer
+        return family(peer[0]) if peer else route.src_leg.af
+
     def entry(self, route: Route) -> Entry:
-        dest = route.destination or ("0.0.0.0", 0)
+        af = self.in_family(route)
+        none = "::" if af == 6 else "0.0.0.0"
+        dest = route.destination or (none, 0)
         peer = route.peer
         dec, enc = route.transforms
         return Entry(
             dst_addr=dest[0],
             dst_port=dest[1],
             src_port=route.out_port,
-            src_addr=self.bind,
-            peer_addr=peer[0] if peer else "0.0.0.0",
+            src_addr=self.binds[af],
+            peer_addr=peer[0] if peer else none,
             peer_port=peer[1] if peer else 0,
             latch=peer is None,
             rtcp=route.rtcp,
@@ -66,22 +83,26 @@ class KernelTable:
         )
 
     def sync(self, session: Session) -> None:
-        """Write the session's four directions (AES128 sessions: take them out)."""
-        if session.needs_userspace:
+        """Write the session's four directions (AES128 sessions and cross-family directions:
+        take them out)."""
+        if session.needs_userspace or session.cross_family:
             self.refresh(session)  # count what XDP relayed before its slots are zeroed
         for src in session.legs:
             dst = session.other(src)
             for rtcp in (False, True):
                 route = Route(session, src, dst, rtcp)
-                if session.needs_userspace:
-                    self.xdp.remove(self.bind, route.in_port)
-                else:
-                    self.xdp.put(self.bind, route.in_port, self.entry(route))
+                af = self.in_family(route)
+                for other, bind in self.binds.items():
+                    if other != af or session.needs_userspace or route.cross_family:
+                        self.xdp.remove(bind, route.in_port)
+                if af in self.binds and not session.needs_userspace and not route.cross_family:
+                    self.xdp.put(self.binds[af], route.in_port, self.entry(route))
 
     def remove(self, session: Session) -> None:
         for leg in session.legs:
-            self.xdp.remove(self.bind, leg.port)
-            self.xdp.remove(self.bind, leg.rtcp_port)
+            for bind in self.binds.values():
+                self.xdp.remove(bind, leg.port)
+                self.xdp.remove(bind, leg.rtcp_port)
 
     def prune(self, sessions: list[Session]) -> None:
         """Remove entries and counter slots no live session owns (after a restart)."""
@@ -90,12 +111,20 @@ class KernelTable:
             for leg in session.legs:
                 live.update((leg.port, leg.rtcp_port))
         for addr, port in list(self.xdp.keys()) + list(self.xdp.stat_keys()):
-            if port not in live or addr != self.bind:
+            if port not in live or addr not in self.binds.values():
                 self.xdp.remove(addr, port)
 
     def leg_stats(self, leg: Leg) -> tuple[Stats, Stats]:
-        """(RTP, RTCP) counters of the leg's ports, read now."""
-        return self.xdp.stats(self.bind, leg.port), self.xdp.stats(self.bind, leg.rtcp_port)
+        """(RTP, RTCP) counters of the leg's ports in both families, read now."""
+        rtp, rtcp = Stats(), Stats()
+        for bind in self.binds.values():
+            for total, port in ((rtp, leg.port), (rtcp, leg.rtcp_port)):
+                st = self.xdp.stats(bind, port)
+                total.packets += st.packets
+                total.bytes += st.bytes
+                total.dropped += st.dropped
+                total.last_seen = max(total.last_seen, st.last_seen)
+        return rtp, rtcp
 
     def refresh(self, session: Session) -> float:
         """Read the session's counters into the tally; returns their last_seen."""

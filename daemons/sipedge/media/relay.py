@@ -6,7 +6,12 @@ applies). Packets are read in bursts (up to BURST per wake-up) so AES128 keystre
 burst is made with one ECB call.
 
 Every socket is bound to the relay's bind address (never 0.0.0.0), so every packet of a leg
-leaves from the address in the SDP, as on the XDP path. The source rule of session.py is
+leaves from the address in the SDP, as on the XDP path. With an IPv6 bind address too, every
+relay port is held in both families (an IPv4 and an IPv6 socket, IPV6_V6ONLY): a peer reaches
+its leg over either, a packet leaves from the socket of its destination's family, and a leg
+can move between families on a re-offer without a new port. Packets relayed from one family
+to the other are counted (`cross_family`): XDP leaves them to userspace. The source rule of
+session.py is
 applied to every packet of a burst (`SessionTable.receive`); drops are counted per leg and
 reason there.
 
@@ -22,12 +27,13 @@ import socket
 import time
 from collections.abc import Callable
 
-from sipedge.media.session import ACCEPT, LATCH, Route, SessionTable
+from sipedge.media.session import ACCEPT, LATCH, Route, SessionTable, family
 
 log = logging.getLogger("sipedge.media.relay")
 
 BURST = 64
 RCVBUF = 1 << 20
+HOLD = ("0.0.0.0", "::")  # SDP addresses that mean "send nothing"
 
 
 class Relay:
@@ -37,24 +43,31 @@ class Relay:
         bind_address: str,
         table: SessionTable,
         on_latch: Callable[[Route], None],
+        bind_address_v6: str | None = None,
     ) -> None:
-        if bind_address in ("", "0.0.0.0"):
-            raise ValueError("the relay binds to one address (the SDP one), not 0.0.0.0")
+        if bind_address in ("", "0.0.0.0") or bind_address_v6 in ("", "::"):
+            raise ValueError("the relay binds to one address (the SDP one), not a wildcard")
         self.loop = loop
+        self.binds = {4: bind_address}
+        if bind_address_v6 is not None:
+            self.binds[6] = bind_address_v6
         self.bind_address = bind_address
         self.table = table
         self.on_latch = on_latch
-        self.socks: dict[int, socket.socket] = {}
+        self.socks: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
         self.packets_in = 0
         self.packets_out = 0
         self.dropped = 0
+        self.cross_family = 0  # packets relayed from IPv4 to IPv6 or back
 
-    def _bind(self, port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def _bind(self, af: int, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if af == 6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if af == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
-            sock.bind((self.bind_address, port))
+            sock.bind((self.binds[af], port))
         except OSError:
             sock.close()
             raise
@@ -62,27 +75,29 @@ class Relay:
         return sock
 
     def open_pair(self, port: int) -> bool:
-        """Bind RTP `port` and RTCP `port + 1`; False when either is taken."""
-        opened: list[socket.socket] = []
+        """Bind RTP `port` and RTCP `port + 1` in every family; False when one is taken."""
+        opened: list[tuple[tuple[int, int], socket.socket]] = []
         try:
-            for p in (port, port + 1):
-                opened.append(self._bind(p))
+            for af in self.binds:
+                for p in (port, port + 1):
+                    opened.append(((af, p), self._bind(af, p)))
         except OSError as exc:
             log.debug("port %d not usable: %s", port, exc)
-            for s in opened:
+            for _, s in opened:
                 s.close()
             return False
-        for p, sock in zip((port, port + 1), opened, strict=True):
-            self.socks[p] = sock
-            self.loop.add_reader(sock.fileno(), self._readable, p, sock)
+        for where, sock in opened:
+            self.socks[where] = sock
+            self.loop.add_reader(sock.fileno(), self._readable, where[1], sock)
         return True
 
     def close_pair(self, port: int) -> None:
-        for p in (port, port + 1):
-            sock = self.socks.pop(p, None)
-            if sock is not None:
-                self.loop.remove_reader(sock.fileno())
-                sock.close()
+        for af in self.binds:
+            for p in (port, port + 1):
+                sock = self.socks.pop((af, p), None)
+                if sock is not None:
+                    self.loop.remove_reader(sock.fileno())
+                    sock.close()
 
     def close(self) -> None:
         for sock in self.socks.values():
@@ -107,10 +122,11 @@ class Relay:
             received += 1
             if route is None:
                 continue
-            if peer is not None and addr == peer:  # the common case: the latched source
+            source = (addr[0], addr[1])  # an IPv6 socket adds flow info and scope
+            if peer is not None and source == peer:  # the common case: the latched source
                 batch.append(data)
                 continue
-            verdict = self.table.receive(route, (str(addr[0]), int(addr[1])))
+            verdict = self.table.receive(route, (str(source[0]), int(source[1])))
             if verdict == LATCH:
                 latched = True
                 peer = route.peer
@@ -134,10 +150,13 @@ class Relay:
         for data in batch:
             counters.add(len(data), now)
         dest = route.destination
-        out = self.socks.get(route.out_port)
-        if dest is None or dest[1] == 0 or dest[0] == "0.0.0.0" or out is None:
+        out_af = family(dest[0]) if dest is not None else 4
+        out = self.socks.get((out_af, route.out_port))
+        if dest is None or dest[1] == 0 or dest[0] in HOLD or out is None:
             self.dropped += len(batch)
             return
+        if out_af != (6 if sock.family == socket.AF_INET6 else 4):
+            self.cross_family += len(batch)
         dec, enc = route.transforms
         if dec is not None:
             batch = dec.apply_many(batch)

@@ -21,14 +21,19 @@ is where its packets must come from. Each leg knows its `sdp` address (offer/ans
 * latching re-opens only when a new offer/answer changes the leg's SDP address/port or its
   signal address; an unchanged re-offer (a session refresh) keeps the latch.
 
+IPv6: addresses are IPv4 or IPv6 strings in one normal form (`normal_ip`; an IPv4-mapped
+IPv6 address becomes its IPv4 form), so the source rule compares exact (address, port) pairs
+whatever the family. A leg's `af` is the family of the relay address its peer was given (the
+ng `address-family`); its peer (SDP, signal, latched source) may be of either family, so one
+session can bridge an IPv4 peer to an IPv6 peer (`Route.cross_family`).
+
 Owns: sessions, legs, routes, the source rule (`admit`), per-leg drop counters, the caps on
 sessions. Must not: open sockets, read the clock except through the injected `clock`, or
-import anything of media/ but ports and crypto.
+import anything of media/ but ports, crypto and request (the fields of a request).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +41,17 @@ from typing import Any
 
 from sipedge.media.crypto import KeyError_, Mode, Transform, check_key, parse_mode
 from sipedge.media.ports import PortAllocator, PortsExhausted
+from sipedge.media.request import (
+    ControlError,
+    address_family,
+    call_ids,
+    family,
+    normal_ip,
+    parse_address,
+    parse_port,
+    parse_signal,
+    text,
+)
 from sipedge.typedefs import Addr
 
 ACCEPT = "accept"
@@ -44,20 +60,6 @@ FOREIGN = "foreign-source"
 UNLEARNED = "unlearned-source"
 NO_SESSION = "no-session"
 DROP_REASONS = (FOREIGN, UNLEARNED, NO_SESSION)
-MAX_TOUCH = 65536
-
-
-class ControlError(Exception):
-    """A control request that cannot be done; carries a code and an HTTP status."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-
-    def to_json(self) -> dict[str, Any]:
-        return {"result": "error", "error-code": self.code, "error-reason": self.message}
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Leg:
     tag: str
     port: int  # relay RTP port; RTCP is port + 1
     transform: Transform
+    af: int = 4  # family of the relay address given to this leg's peer (4 or 6)
     sdp: Addr | None = None  # RTP address of this leg's SDP
     signal: str | None = None  # source IP of the SIP message that carried that SDP
     rtp_peer: Addr | None = None  # latched RTP source (None: not latched)
@@ -147,6 +150,7 @@ class Leg:
         return {
             "tag": self.tag,
             "port": self.port,
+            "af": self.af,
             "mode": int(self.transform.mode),
             "key": self.transform.key.hex(),
             "sdp": list(self.sdp) if self.sdp else None,
@@ -161,6 +165,7 @@ class Leg:
         leg = cls(
             tag=str(data["tag"]),
             port=int(data["port"]),
+            af=6 if data.get("af") == 6 else 4,
             transform=Transform(Mode(int(data["mode"])), bytes.fromhex(data["key"])),
         )
         leg.sdp = _addr(data.get("sdp"))
@@ -205,6 +210,11 @@ class Session:
     def needs_userspace(self) -> bool:
         """AES128 runs only in the userspace relay."""
         return any(leg.transform.mode == Mode.AES128 for leg in self.legs)
+
+    @property
+    def cross_family(self) -> bool:
+        """A leg's packets arrive over IPv4 and leave over IPv6 or back (userspace only)."""
+        return any(Route(self, src, self.other(src), False).cross_family for src in self.legs)
 
     def other(self, leg: Leg) -> Leg:
         return self.b if leg is self.a else self.a
@@ -276,67 +286,19 @@ class Route:
         return (dec if dec.active else None, enc if enc.active else None)
 
     @property
+    def cross_family(self) -> bool:
+        """The packets arrive over one IP family and leave over the other (4 <-> 6)."""
+        dest = self.destination
+        src = self.peer
+        src_family = family(src[0]) if src else self.src_leg.af
+        return dest is not None and family(dest[0]) != src_family
+
+    @property
     def latch_pending(self) -> bool:
         return self.peer is None
 
     def counters(self) -> Counters:
         return self.src_leg.rtcp if self.rtcp else self.src_leg.rtp
-
-
-def _text(req: dict[str, Any], name: str, required: bool = True) -> str:
-    value = req.get(name)
-    if value is None:
-        if required:
-            raise ControlError("bad-request", f"'{name}' is required")
-        return ""
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise ControlError("bad-request", f"'{name}' must be a non-empty string (max 256)")
-    return value
-
-
-def _ipv4(value: Any, name: str, what: str) -> str:
-    if not isinstance(value, str):
-        raise ControlError("bad-address", f"'{name}' ({what}) must be an IPv4 address string")
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise ControlError("bad-address", f"'{name}' {value!r} is not an IP address") from None
-    if addr.version != 4:
-        raise ControlError("bad-address", f"'{name}' {value} is not IPv4 (IPv6 not supported)")
-    return str(addr)
-
-
-def _address(req: dict[str, Any]) -> str:
-    if not isinstance(req.get("address"), str):
-        raise ControlError("bad-address", "'address' (the SDP c= address) is required")
-    return _ipv4(req["address"], "address", "the SDP c= address")
-
-
-def _signal(req: dict[str, Any]) -> str | None:
-    value = req.get("signal-address")
-    if value is None:
-        return None
-    return _ipv4(value, "signal-address", "source of the SIP message")
-
-
-def _port(req: dict[str, Any]) -> int:
-    value = req.get("port")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ControlError("bad-port", f"'port' must be a whole number 1-65534, got {value!r}")
-    if not 1 <= value <= 65534:
-        raise ControlError("bad-port", f"'port' must be 1-65534 (RTCP is port + 1), got {value}")
-    return value
-
-
-def call_ids(req: dict[str, Any]) -> list[str]:
-    """The `call-ids` list of a `touch` request."""
-    ids = req.get("call-ids")
-    if not isinstance(ids, list) or len(ids) > MAX_TOUCH:
-        raise ControlError("bad-request", f"'call-ids' must be a list of at most {MAX_TOUCH}")
-    for value in ids:
-        if not isinstance(value, str) or not value or len(value) > 256:
-            raise ControlError("bad-request", "'call-ids' must hold non-empty strings (max 256)")
-    return ids
 
 
 class SessionTable:
@@ -422,9 +384,10 @@ class SessionTable:
 
     def offer(self, req: dict[str, Any]) -> tuple[Session, Leg]:
         """Returns the session and the leg whose relay port goes into the SDP sent on."""
-        call_id = _text(req, "call-id")
-        from_tag = _text(req, "from-tag")
-        address, port, signal = _address(req), _port(req), _signal(req)
+        call_id = text(req, "call-id")
+        from_tag = text(req, "from-tag")
+        address, port, signal = parse_address(req), parse_port(req), parse_signal(req)
+        af = address_family(req)
         transform = self._transform(req)
         session = self.sessions.get(call_id)
         if session is not None:
@@ -436,6 +399,7 @@ class SessionTable:
             leg.transform = transform
             leg.set_sdp(address, port, signal, self.latching)
             session.touched = self.clock()
+            session.other(leg).af = af
             return session, session.other(leg)
         if len(self.sessions) >= self.max_sessions:
             raise ControlError(
@@ -451,17 +415,20 @@ class SessionTable:
             raise
         a = Leg(tag=from_tag, port=a_port, transform=transform)
         a.set_sdp(address, port, signal, self.latching)
-        b = Leg(tag="", port=b_port, transform=Transform(Mode.NONE, b""))
+        # the caller's relay family is only known at the answer: its own family until then
+        a.af = family(address)
+        b = Leg(tag="", port=b_port, transform=Transform(Mode.NONE, b""), af=af)
         session = Session(call_id=call_id, a=a, b=b, touched=self.clock())
         self.sessions[call_id] = session
         self._index(session)
         return session, b
 
     def answer(self, req: dict[str, Any]) -> tuple[Session, Leg]:
-        call_id = _text(req, "call-id")
-        from_tag = _text(req, "from-tag")
-        to_tag = _text(req, "to-tag")
-        address, port, signal = _address(req), _port(req), _signal(req)
+        call_id = text(req, "call-id")
+        from_tag = text(req, "from-tag")
+        to_tag = text(req, "to-tag")
+        address, port, signal = parse_address(req), parse_port(req), parse_signal(req)
+        af = address_family(req)
         transform = self._transform(req)
         session = self.get(call_id)
         if session.a.tag == from_tag:
@@ -481,6 +448,7 @@ class SessionTable:
         callee.tag = to_tag
         callee.transform = transform
         callee.set_sdp(address, port, signal, self.latching)
+        caller.af = af
         session.answered = True
         session.touched = self.clock()
         return session, caller
@@ -552,3 +520,23 @@ class SessionTable:
 
     def no_session(self, count: int = 1) -> None:
         self.drops[NO_SESSION] += count
+
+
+__all__ = [
+    "ACCEPT",
+    "DROP_REASONS",
+    "FOREIGN",
+    "LATCH",
+    "NO_SESSION",
+    "UNLEARNED",
+    "ControlError",
+    "Leg",
+    "Route",
+    "Session",
+    "SessionTable",
+    "address_family",
+    "admit",
+    "call_ids",
+    "family",
+    "normal_ip",
+]

@@ -41,6 +41,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ipv6_relay_problem(value: str) -> str | None:
+    """Why `value` cannot be an IPv6 relay address (bind or advertise), or None."""
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        return "not an IPv6 address"
+    if addr.is_unspecified or addr.is_multicast or addr.is_link_local:
+        return "one unicast address, not ::, multicast or link-local (fe80::/10)"
+    if addr.ipv4_mapped is not None:
+        return "an IPv6 address, not IPv4-mapped (::ffff:0:0/96)"
+    return None
+
+
 @dataclass(frozen=True)
 class MediaSettings:
     control_socket: Path
@@ -52,6 +65,8 @@ class MediaSettings:
     key: bytes = b""
     bind_address: str | None = None  # None: first IPv4 of interfaces[0], 127.0.0.1 if none
     advertise_address: str | None = None  # None: the bind address
+    bind_address_v6: str | None = None  # None: no IPv6 relay (IP6 offers are refused)
+    advertise_address_v6: str | None = None  # None: bind_address_v6
     pin_dir: Path = DEFAULT_PIN_DIR
     state_path: Path = DEFAULT_STATE
     http_listen: str | None = None  # optional host:port serving the whole API (tests, bench)
@@ -73,6 +88,14 @@ class MediaSettings:
                 raise ValueError(f"media.{name} must be IPv4, got {value}")
         if self.bind_address == "0.0.0.0":
             raise ValueError("media.bind_address must be one local address, not 0.0.0.0")
+        for name in ("bind_address_v6", "advertise_address_v6"):
+            value = getattr(self, name)
+            if value is not None:
+                problem = ipv6_relay_problem(value)
+                if problem:
+                    raise ValueError(f"media.{name} {value!r}: {problem}")
+        if self.advertise_address_v6 is not None and self.bind_address_v6 is None:
+            raise ValueError("media.advertise_address_v6 needs media.bind_address_v6")
         if self.max_sessions is not None and self.max_sessions < 1:
             raise ValueError("media.max_sessions must be at least 1")
         if not self.idle_timeout > 0:
@@ -111,6 +134,8 @@ class MediaSettings:
             key=key,
             bind_address=getattr(media, "bind_address", None),
             advertise_address=getattr(media, "advertise_address", None),
+            bind_address_v6=getattr(media, "bind_address_v6", None),
+            advertise_address_v6=getattr(media, "advertise_address_v6", None),
             state_path=Path(getattr(media, "state_path", DEFAULT_STATE)),
             max_sessions=getattr(media, "max_sessions", None),
             idle_timeout=float(idle),
@@ -148,6 +173,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     p.add_argument("--api", dest="http_listen", help="also serve the whole API on host:port")
     p.add_argument("--bind", dest="bind_address", help="override media.bind_address")
     p.add_argument("--advertise", dest="advertise_address", help="media.advertise_address")
+    p.add_argument("--bind6", dest="bind_address_v6", help="override media.bind_address_v6")
+    p.add_argument("--advertise6", dest="advertise_address_v6", help="media.advertise_address_v6")
     p.add_argument("--pin-dir", type=Path, help=f"bpffs folder for maps ({DEFAULT_PIN_DIR})")
     p.add_argument("--state", dest="state_path", type=Path, help="session journal")
     p.add_argument("--idle-timeout", type=float, help="override media.idle_timeout (seconds)")
@@ -173,6 +200,8 @@ OVERRIDES = (
     "http_listen",
     "bind_address",
     "advertise_address",
+    "bind_address_v6",
+    "advertise_address_v6",
     "pin_dir",
     "state_path",
     "idle_timeout",

@@ -7,7 +7,9 @@ Pinned maps of another layout or size are unpinned at load (the caller re-puts i
 
 Owns: the userspace mirror of the program's map layout (`struct relay_entry`, `relay_stats`,
 the verdict names) and the per-leg values the program needs precomputed (key windows, the RC4
-key-schedule prefix). Keys are exact (local address, port): no wildcard address.
+key-schedule prefix). Keys are exact (local address, port): no wildcard address. Addresses are
+16 bytes in the maps: IPv6 as is, IPv4 as IPv4-mapped (::ffff:a.b.c.d), and an entry's
+`family` byte says which header the program parses and writes.
 Must not: decide latching or sources (mediad's session code does; an entry only carries them).
 Driven by: media/daemon.py (load as root, then put/get/remove/stats with CAP_BPF only).
 """
@@ -39,8 +41,9 @@ MAX_KEY = 64
 KEY_WIN = MAX_KEY + 8  # key fields of the map: the key repeated to 72 bytes (u64 XOR window)
 RC4_STATE = 256  # per leg: RC4's S after the key-schedule steps that read only the key
 # sizeof(struct relay_entry) / sizeof(struct relay_stats) in ebpf/media_relay.c
-SESSIONS_VALUE_SIZE = 32 + 2 * KEY_WIN + 2 * RC4_STATE
-STATS_VALUE_SIZE = 72
+SESSIONS_KEY_SIZE = 20
+SESSIONS_VALUE_SIZE = 72 + 2 * KEY_WIN + 2 * RC4_STATE
+STATS_VALUE_SIZE = 96
 BPF_F_NO_PREALLOC = 1  # flags of the sessions map
 M_NONE, M_XOR, M_RC4 = 0, 1, 2
 # index = R_* in ebpf/media_relay.c
@@ -54,6 +57,7 @@ VERDICTS = (
     "fib",
     "drop",
     "foreign_source",
+    "ipv6_ext",
 )
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/sipedge")
 
@@ -66,8 +70,9 @@ class XdpUnavailable(RuntimeError):
 class Entry:
     """One direction of one stream, as the kernel table holds it: packets to the key's (local
     address, port) from (peer_addr, peer_port) leave from (src_addr, src_port) toward
-    (dst_addr, dst_port). While `latch` is set, or with no peer (0.0.0.0), they go to userspace;
-    otherwise packets from any other source are dropped in the kernel."""
+    (dst_addr, dst_port). While `latch` is set, or with no peer (0.0.0.0 or ::), they go to
+    userspace; otherwise packets from any other source are dropped in the kernel. All four
+    addresses are of one family (cross-family directions are not put in the table)."""
 
     dst_addr: str
     dst_port: int
@@ -153,9 +158,31 @@ def _check_cipher(mode: int, key: bytes) -> None:
     raise ValueError(f"XDP cannot apply mode {mode} with a {len(key)}-byte key")
 
 
-def _ip(addr: str) -> int:
-    """Address as the u32 the kernel stores (network byte order read as host int)."""
-    return int(struct.unpack("=I", socket.inet_aton(addr))[0])
+def _ip16(addr: str) -> bytes:
+    """The 16 bytes the maps hold: IPv6 as is, IPv4 mapped (::ffff:a.b.c.d)."""
+    if ":" in addr:
+        return socket.inet_pton(socket.AF_INET6, addr)
+    return b"\0" * 10 + b"\xff\xff" + socket.inet_aton(addr)
+
+
+def _is_zero(addr: str) -> bool:
+    packed = _ip16(addr)
+    return packed == bytes(16) or packed == b"\0" * 10 + b"\xff\xff" + bytes(4)
+
+
+def _family(addr: str) -> int:
+    return 6 if ":" in addr else 4
+
+
+def _set16(field: Any, addr: str) -> None:
+    ctypes.memmove(field, _ip16(addr), 16)
+
+
+def _un16(field: Any) -> str:
+    raw = bytes(field)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntoa(raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def _port(port: int) -> int:
@@ -164,10 +191,6 @@ def _port(port: int) -> int:
 
 def _unport(value: int) -> int:
     return int(struct.unpack("!H", struct.pack("=H", value))[0])
-
-
-def _unip(value: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", value))
 
 
 class XdpPath:
@@ -194,7 +217,7 @@ class XdpPath:
         self._sessions: Any = None
         self._stats: Any = None
         self._verdicts: Any = None
-        self._slots: dict[tuple[int, int], int] = {}  # (addr, port) as stored -> stats slot
+        self._slots: dict[tuple[bytes, int], int] = {}  # (addr, port) as stored -> stats slot
         self._free: list[int] = []
 
     # -- load / attach -------------------------------------------------------------------
@@ -277,7 +300,7 @@ class XdpPath:
         """Counter slots in use: those of the entries already in the (re-adopted) table."""
         self._slots = {}
         for k, leaf in list(self._sessions.items()):
-            self._slots[(k.addr, k.port)] = int(leaf.slot)
+            self._slots[(bytes(k.addr), k.port)] = int(leaf.slot)
         used = set(self._slots.values())
         self._free = [i for i in range(self.max_sessions - 1, -1, -1) if i not in used]
 
@@ -293,7 +316,7 @@ class XdpPath:
         want = {
             "sessions": {
                 "type": "hash",
-                "bytes_key": 8,
+                "bytes_key": SESSIONS_KEY_SIZE,
                 "bytes_value": SESSIONS_VALUE_SIZE,
                 "max_entries": self.max_sessions,
                 "flags": BPF_F_NO_PREALLOC,
@@ -337,16 +360,18 @@ class XdpPath:
                 (self.pin_dir / name).unlink()
 
     def _enable_forwarding(self) -> None:
-        """bpf_fib_lookup answers only for interfaces with IPv4 forwarding on; without it every
-        packet would go to userspace. Filter forwarded traffic with nftables if needed."""
+        """bpf_fib_lookup answers only for interfaces with forwarding on (IPv4 and IPv6);
+        without it every packet would go to userspace. Filter forwarded traffic with nftables
+        if needed."""
         for dev in self.interfaces:
-            knob = Path(f"/proc/sys/net/ipv4/conf/{dev}/forwarding")
-            try:
-                if knob.read_text().strip() != "1":
-                    knob.write_text("1\n")
-                    log.info("net.ipv4.conf.%s.forwarding=1 (needed by bpf_fib_lookup)", dev)
-            except OSError as exc:
-                log.warning("cannot enable forwarding on %s: %s", dev, exc)
+            for ipv in ("ipv4", "ipv6"):
+                knob = Path(f"/proc/sys/net/{ipv}/conf/{dev}/forwarding")
+                try:
+                    if knob.exists() and knob.read_text().strip() != "1":
+                        knob.write_text("1\n")
+                        log.info("net.%s.conf.%s.forwarding=1 (for bpf_fib_lookup)", ipv, dev)
+                except OSError as exc:
+                    log.warning("cannot enable %s forwarding on %s: %s", ipv, dev, exc)
 
     @property
     def loaded(self) -> bool:
@@ -385,22 +410,27 @@ class XdpPath:
 
     def _key(self, local_addr: str, port: int) -> Any:
         k = self._sessions.Key()
-        k.addr = _ip(local_addr)
+        _set16(k.addr, local_addr)
         k.port = _port(port)
         k.pad = 0
         return k
 
     def put(self, local_addr: str, port: int, entry: Entry) -> None:
         """Write the entry for packets to (local_addr, port). Raises ValueError for the
-        wildcard address, a source address 0.0.0.0 or a cipher/key the program cannot apply."""
-        if _ip(local_addr) == 0 or _ip(entry.src_addr) == 0:
-            raise ValueError("XDP entries need a real local and source address, not 0.0.0.0")
+        wildcard address, a source address 0.0.0.0/::, addresses of two families or a
+        cipher/key the program cannot apply."""
+        if _is_zero(local_addr) or _is_zero(entry.src_addr):
+            raise ValueError("XDP entries need a real local and source address, not 0.0.0.0 or ::")
+        af = _family(local_addr)
+        if {_family(a) for a in (entry.src_addr, entry.dst_addr, entry.peer_addr)} != {af}:
+            raise ValueError("an XDP entry holds addresses of one family (no 4 <-> 6)")
         _check_cipher(entry.in_mode, entry.in_key)
         _check_cipher(entry.out_mode, entry.out_key)
         leaf = self._sessions.Leaf()
-        leaf.dst_addr = _ip(entry.dst_addr)
-        leaf.src_addr = _ip(entry.src_addr)
-        leaf.peer_addr = _ip(entry.peer_addr)
+        _set16(leaf.dst_addr, entry.dst_addr)
+        _set16(leaf.src_addr, entry.src_addr)
+        _set16(leaf.peer_addr, entry.peer_addr)
+        leaf.family = af
         leaf.dst_port = _port(entry.dst_port)
         leaf.src_port = _port(entry.src_port)
         leaf.peer_port = _port(entry.peer_port)
@@ -410,13 +440,13 @@ class XdpPath:
         leaf.in_keylen = len(entry.in_key)
         leaf.out_keylen = len(entry.out_key)
         k = self._key(local_addr, port)
-        slot = self._slots.get((k.addr, k.port))
+        slot = self._slots.get((bytes(k.addr), k.port))
         if slot is None:
             if not self._free:
                 raise RuntimeError("XDP session table full")
             slot = self._free.pop()
             self._zero_slot(slot)
-            self._slots[(k.addr, k.port)] = slot
+            self._slots[(bytes(k.addr), k.port)] = slot
         leaf.slot = slot
         ctypes.memmove(leaf.in_key, key_window(entry.in_key), KEY_WIN)
         ctypes.memmove(leaf.out_key, key_window(entry.out_key), KEY_WIN)
@@ -434,11 +464,11 @@ class XdpPath:
         except KeyError:
             return None
         return Entry(
-            dst_addr=_unip(leaf.dst_addr),
+            dst_addr=_un16(leaf.dst_addr),
             dst_port=_unport(leaf.dst_port),
             src_port=_unport(leaf.src_port),
-            src_addr=_unip(leaf.src_addr),
-            peer_addr=_unip(leaf.peer_addr),
+            src_addr=_un16(leaf.src_addr),
+            peer_addr=_un16(leaf.peer_addr),
             peer_port=_unport(leaf.peer_port),
             latch=bool(leaf.flags & F_LATCH),
             rtcp=bool(leaf.flags & F_RTCP),
@@ -452,24 +482,24 @@ class XdpPath:
         key = self._key(local_addr, port)
         with contextlib.suppress(KeyError):
             del self._sessions[key]
-        slot = self._slots.pop((key.addr, key.port), None)
+        slot = self._slots.pop((bytes(key.addr), key.port), None)
         if slot is not None:
             self._zero_slot(slot)
             self._free.append(slot)
 
     def keys(self) -> Iterator[tuple[str, int]]:
         for k in list(self._sessions.keys()):
-            yield _unip(k.addr), _unport(k.port)
+            yield _un16(k.addr), _unport(k.port)
 
     def stat_keys(self) -> Iterator[tuple[str, int]]:
         """Ports holding counters: with per-port slots, exactly the ports of the table."""
         for addr, port in list(self._slots):
-            yield _unip(addr), _unport(port)
+            yield _un16(addr), _unport(port)
 
     def stats(self, local_addr: str, port: int) -> Stats:
         """The port's counters, summed over the CPUs (per-CPU array slot of the entry)."""
         k = self._key(local_addr, port)
-        slot = self._slots.get((k.addr, k.port))
+        slot = self._slots.get((bytes(k.addr), k.port))
         if slot is None:
             return Stats()
         per_cpu = self._stats.getvalue(self._stats.Key(slot))
