@@ -75,6 +75,7 @@ from sipedge.sip.transport import (
     server_context,
 )
 from sipedge.sip.transport.metrics import transport_metrics
+from sipedge.stats import CarrierStats
 from sipedge.store import CdrStore, open_cdr_reader, open_cdr_store
 from sipedge.typedefs import Addr
 
@@ -120,6 +121,8 @@ class SipDaemon:
         self.resolver.on_change = self.guard.peers_changed
         self._endpoint_sources: tuple[int, frozenset[str]] = (-1, frozenset())
         self.gc_watch = GcWatch()  # collector pauses, installed while it serves (serve())
+        self.carrier_stats = CarrierStats()  # ASR/ACD/PDD per gateway (docs/monitoring.md)
+        self.carrier_stats.configure(*gateway_list(config))
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(SipdCollector(self))
 
@@ -196,6 +199,7 @@ class SipDaemon:
             self.resolver,
         )
         self._b2bua.set_carrier_passwords(self.carrier_passwords)
+        self._b2bua.carriers = self.carrier_stats
         self.resolver.watch(gateway_names(self.config))
         self._b2bua.stream_ports = transports.ports
         self._b2bua.transactions.prepare = transports.prepare
@@ -326,6 +330,7 @@ class SipDaemon:
         moved = [name for name in unchanged if getattr(config, name) != getattr(self.config, name)]
         self.config = config
         self.b2bua.apply_config(config)
+        self.carrier_stats.configure(*gateway_list(config))
         self._apply_sip_limits(config)
         self.guard.apply_config(config.security, bool(config.endpoints))
         self.resolver.reload_hosts()
@@ -390,6 +395,9 @@ class SipDaemon:
 
     def active_calls(self) -> int:
         return len(self.b2bua.calls)
+
+    def gateway_stats(self) -> dict[str, object]:
+        return self.carrier_stats.snapshot()
 
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
@@ -574,6 +582,7 @@ class SipdCollector(Collector):
         yield from d.guard.metrics()
         yield from d.resolver.metrics()
         yield from capacity_metrics(d.b2bua)
+        yield from d.carrier_stats.metrics()
         yield counter("config_reloads", "Successful config reloads", d.reloads)
         yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
         yield from media_metrics(d.b2bua.media.stats)
@@ -617,6 +626,11 @@ def carrier_passwords(config: Config) -> dict[str, str]:
         for i, gw in enumerate(config.routing_gateways)
         if gw.auth_password_file is not None
     }
+
+
+def gateway_list(config: Config) -> tuple[list[str], list[str]]:
+    """The names of the routing and the mapping gateways: what the carrier statistics track."""
+    return [g.name for g in config.routing_gateways], [m.name for m in config.mapping_gateways]
 
 
 def dns_settings(sip: SipConfig) -> DnsSettings:
