@@ -12,6 +12,7 @@ from sipedge.calls.carrier_events import (
     attempt_reason,
     call_pdd,
     call_reason,
+    progressed,
 )
 from sipedge.calls.switching import StopReason
 from sipedge.stats import MAPPING, ROUTING, WINDOWS, CarrierStats, Window, WindowSpec
@@ -306,6 +307,24 @@ def test_call_reasons_are_the_stop_reasons_as_labels() -> None:
 class Progress:
     def __init__(self, at: float | None) -> None:
         self.progress_at = at
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.sent_at: float | None = None
+        self.progress_at: float | None = None
+
+
+def test_pdd_runs_from_the_first_invite_to_the_first_18x_or_2xx() -> None:
+    attempt = Sent()
+    progressed(attempt, 180, 5.0)  # type: ignore[arg-type]
+    assert attempt.progress_at == 5.0
+    progressed(attempt, 200, 6.0)  # type: ignore[arg-type]
+    assert attempt.progress_at == 5.0  # the first one only
+    for status in (100, 408, 503, 603):  # neither a 100 nor a failure ends the PDD
+        other = Sent()
+        progressed(other, status, 1.0)  # type: ignore[arg-type]
+        assert other.progress_at is None
 
 
 def test_call_pdd_is_the_first_progress_of_any_attempt() -> None:

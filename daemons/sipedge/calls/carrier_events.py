@@ -127,7 +127,7 @@ def invite_sent(events: CarrierEvents, attempt: Attempt, now: float) -> None:
 
 def progressed(attempt: Attempt, status: int, now: float) -> None:
     """A response of `attempt`: the first 18x/2xx ends its PDD."""
-    if status > 100 and attempt.progress_at is None:
+    if 100 < status < 300 and attempt.progress_at is None:
         attempt.progress_at = now
 
 
