@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -96,6 +97,7 @@ class SipDaemon:
         # sip.listen and sip.connections apply at start only; the certificates are read again
         self.sip = config.sip
         self._server_tls: dict[int, ssl.SSLContext] = {}  # by index in sip.listen
+        self.tls_not_after: dict[str, float] = {}  # tls:// listener -> its certificate's end
         self._peers: dict[tuple[str, int], ClientPeer] = {}  # TLS gateways by address, port
         self.cdrs: CdrStore | None = None
         self.cdr_pruned = 0
@@ -135,7 +137,7 @@ class SipDaemon:
         """Build the tls:// listeners' and the TLS gateways' contexts from their files (all or
         nothing: TlsError names the key); running listeners take the new ones for new
         connections, as the API's certificate does."""
-        sip, servers, peers = self.sip, {}, {}
+        sip, servers, peers, expiry = self.sip, {}, {}, {}
         for i, listen in enumerate(sip.listen):
             if listen.transport == "tls":
                 cert, key = listen.tls_cert or sip.tls_cert, listen.tls_key or sip.tls_key
@@ -148,6 +150,8 @@ class SipDaemon:
                     sip.tls_verify_client if verify is None else verify,
                 )
                 servers[i] = server_context(settings, f"sip.listen[{i}] (sip.tls_cert/tls_key)")
+                host = f"[{listen.host}]" if ":" in listen.host else listen.host
+                expiry[f"tls://{host}:{listen.port}"] = cert_not_after(cert)
         for i, gw in enumerate(self.config.routing_gateways):
             if gw.transport == "tls":
                 client = ClientTls(
@@ -157,7 +161,7 @@ class SipDaemon:
                 peers[(gw.address, gw.port)] = ClientPeer(
                     context, gw.tls_server_name, gw.tls_fingerprint
                 )
-        self._server_tls, self._peers = servers, peers
+        self._server_tls, self._peers, self.tls_not_after = servers, peers, expiry
         streams = self.transports.streams if self.transports is not None else None
         if streams is not None:
             streams.peers = peers
@@ -579,6 +583,14 @@ class SipdCollector(Collector):
         yield dropped
         if d.transports is not None:
             yield from transport_metrics(d.transports, tl.transport_failures)
+        expiry = GaugeMetricFamily(
+            "sipedge_sip_tls_cert_expiry_days",
+            "Days until the certificate of a tls:// listener expires (negative: expired)",
+            labels=["listener"],
+        )
+        for listener, not_after in sorted(d.tls_not_after.items()):
+            expiry.add_metric([listener], (not_after - time.time()) / 86400)
+        yield expiry
         yield from d.guard.metrics()
         yield from d.resolver.metrics()
         yield from capacity_metrics(d.b2bua)
@@ -626,6 +638,13 @@ def carrier_passwords(config: Config) -> dict[str, str]:
         for i, gw in enumerate(config.routing_gateways)
         if gw.auth_password_file is not None
     }
+
+
+def cert_not_after(path: str | Path) -> float:
+    """When the first certificate of a PEM file (the leaf) expires, as a Unix time; the file
+    was just loaded by `server_context`, so it parses."""
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    return cert.not_valid_after_utc.timestamp()
 
 
 def gateway_list(config: Config) -> tuple[list[str], list[str]]:

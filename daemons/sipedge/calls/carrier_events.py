@@ -9,9 +9,9 @@ clock of the CDR (`time.time()`), as `AttemptRecord` and `CallRecord` keep them.
 
 Reasons (labels of `sipedge_carrier_switch_reasons`, a fixed set): per routing attempt
 `timeout-invite`, `timeout-trying`, `timeout-ringing`, `timeout-session-progress`,
-`transport-failure`, `dns-failure` (sent by the stats as `attempt_unresolved`), `3xx`, `4xx`,
-`5xx`, `6xx`, `media-refused`, `caller-cancelled`, `terminated`; per mapping call the
-switching stop reason (`calls.switching.StopReason`, spaces as dashes) or `media-refused` /
+`transport-failure`, `dns-failure` (reported as `attempt_unresolved`), `3xx`, `4xx`, `5xx`,
+`6xx`, `media-refused`, `caller-cancelled`, `terminated`; per mapping call the switching stop
+reason (`calls.switching.StopReason`'s name, lower case with dashes), `media-refused` or
 `terminated`.
 """
 
