@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from sipedge.sip.message import Request, parse_message
+from sipedge.sip.dialog import uas_dialog
+from sipedge.sip.message import Request
+from sipedge.sip.transaction import build_cancel
 from sipedge.stats import CarrierStats
 from tests.unit.test_session_timer_call import CALLER, GW, Edge, caller_ack, caller_invite
 
@@ -32,37 +34,13 @@ def gateway_stats(stats: CarrierStats, kind: str, name: str) -> dict[str, Any]:
 
 
 def gateway_bye(edge: Edge, invite: Request) -> None:
-    """The gateway hangs up the answered call."""
-    ours = invite.headers.get("From")
-    text = (
-        f"BYE sip:b2bua@10.0.0.9:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {GW[0]}:{GW[1]};branch=z9hG4bK-gw-bye\r\n"
-        f"From: {invite.headers.get('To')};tag=peer-tag\r\n"
-        f"To: {ours}\r\n"
-        f"Call-ID: {invite.call_id}\r\n"
-        "CSeq: 2 BYE\r\n"
-        "Max-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    msg = parse_message(text)
-    assert isinstance(msg, Request)
-    edge.feed(msg, GW)
+    """The gateway hangs up the call it answered with tag peer-tag (Edge.answer)."""
+    dialog = uas_dialog(invite, "peer-tag", CALLER)
+    edge.feed(dialog.request("BYE", *GW), GW)
 
 
 def caller_cancel(edge: Edge) -> None:
-    text = (
-        b"CANCEL sip:4420001@10.0.0.9 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-caller-1\r\n"
-        b"From: <sip:100@10.0.0.1>;tag=caller-tag\r\n"
-        b"To: <sip:4420001@10.0.0.9>\r\n"
-        b"Call-ID: caller-call\r\n"
-        b"CSeq: 1 CANCEL\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"Content-Length: 0\r\n\r\n"
-    )
-    msg = parse_message(text)
-    assert isinstance(msg, Request)
-    edge.feed(msg, CALLER)
+    edge.feed(build_cancel(caller_invite(ALLOW)), CALLER)
 
 
 @pytest.fixture
