@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -75,6 +76,7 @@ from sipedge.sip.transport import (
     server_context,
 )
 from sipedge.sip.transport.metrics import transport_metrics
+from sipedge.stats import CarrierStats
 from sipedge.store import CdrStore, open_cdr_reader, open_cdr_store
 from sipedge.typedefs import Addr
 
@@ -95,6 +97,7 @@ class SipDaemon:
         # sip.listen and sip.connections apply at start only; the certificates are read again
         self.sip = config.sip
         self._server_tls: dict[int, ssl.SSLContext] = {}  # by index in sip.listen
+        self.tls_not_after: dict[str, float] = {}  # tls:// listener -> its certificate's end
         self._peers: dict[tuple[str, int], ClientPeer] = {}  # TLS gateways by address, port
         self.cdrs: CdrStore | None = None
         self.cdr_pruned = 0
@@ -120,6 +123,8 @@ class SipDaemon:
         self.resolver.on_change = self.guard.peers_changed
         self._endpoint_sources: tuple[int, frozenset[str]] = (-1, frozenset())
         self.gc_watch = GcWatch()  # collector pauses, installed while it serves (serve())
+        self.carrier_stats = CarrierStats()  # ASR/ACD/PDD per gateway (docs/monitoring.md)
+        self.carrier_stats.configure(*gateway_list(config))
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(SipdCollector(self))
 
@@ -132,7 +137,7 @@ class SipDaemon:
         """Build the tls:// listeners' and the TLS gateways' contexts from their files (all or
         nothing: TlsError names the key); running listeners take the new ones for new
         connections, as the API's certificate does."""
-        sip, servers, peers = self.sip, {}, {}
+        sip, servers, peers, expiry = self.sip, {}, {}, {}
         for i, listen in enumerate(sip.listen):
             if listen.transport == "tls":
                 cert, key = listen.tls_cert or sip.tls_cert, listen.tls_key or sip.tls_key
@@ -145,6 +150,8 @@ class SipDaemon:
                     sip.tls_verify_client if verify is None else verify,
                 )
                 servers[i] = server_context(settings, f"sip.listen[{i}] (sip.tls_cert/tls_key)")
+                host = f"[{listen.host}]" if ":" in listen.host else listen.host
+                expiry[f"tls://{host}:{listen.port}"] = cert_not_after(cert)
         for i, gw in enumerate(self.config.routing_gateways):
             if gw.transport == "tls":
                 client = ClientTls(
@@ -154,7 +161,7 @@ class SipDaemon:
                 peers[(gw.address, gw.port)] = ClientPeer(
                     context, gw.tls_server_name, gw.tls_fingerprint
                 )
-        self._server_tls, self._peers = servers, peers
+        self._server_tls, self._peers, self.tls_not_after = servers, peers, expiry
         streams = self.transports.streams if self.transports is not None else None
         if streams is not None:
             streams.peers = peers
@@ -196,6 +203,7 @@ class SipDaemon:
             self.resolver,
         )
         self._b2bua.set_carrier_passwords(self.carrier_passwords)
+        self._b2bua.carriers = self.carrier_stats
         self.resolver.watch(gateway_names(self.config))
         self._b2bua.stream_ports = transports.ports
         self._b2bua.transactions.prepare = transports.prepare
@@ -326,6 +334,7 @@ class SipDaemon:
         moved = [name for name in unchanged if getattr(config, name) != getattr(self.config, name)]
         self.config = config
         self.b2bua.apply_config(config)
+        self.carrier_stats.configure(*gateway_list(config))
         self._apply_sip_limits(config)
         self.guard.apply_config(config.security, bool(config.endpoints))
         self.resolver.reload_hosts()
@@ -390,6 +399,9 @@ class SipDaemon:
 
     def active_calls(self) -> int:
         return len(self.b2bua.calls)
+
+    def gateway_stats(self) -> dict[str, object]:
+        return self.carrier_stats.snapshot()
 
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
@@ -571,9 +583,18 @@ class SipdCollector(Collector):
         yield dropped
         if d.transports is not None:
             yield from transport_metrics(d.transports, tl.transport_failures)
+        expiry = GaugeMetricFamily(
+            "sipedge_sip_tls_cert_expiry_days",
+            "Days until the certificate of a tls:// listener expires (negative: expired)",
+            labels=["listener"],
+        )
+        for listener, not_after in sorted(d.tls_not_after.items()):
+            expiry.add_metric([listener], (not_after - time.time()) / 86400)
+        yield expiry
         yield from d.guard.metrics()
         yield from d.resolver.metrics()
         yield from capacity_metrics(d.b2bua)
+        yield from d.carrier_stats.metrics()
         yield counter("config_reloads", "Successful config reloads", d.reloads)
         yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
         yield from media_metrics(d.b2bua.media.stats)
@@ -617,6 +638,18 @@ def carrier_passwords(config: Config) -> dict[str, str]:
         for i, gw in enumerate(config.routing_gateways)
         if gw.auth_password_file is not None
     }
+
+
+def cert_not_after(path: str | Path) -> float:
+    """When the first certificate of a PEM file (the leaf) expires, as a Unix time; the file
+    was just loaded by `server_context`, so it parses."""
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
+def gateway_list(config: Config) -> tuple[list[str], list[str]]:
+    """The names of the routing and the mapping gateways: what the carrier statistics track."""
+    return [g.name for g in config.routing_gateways], [m.name for m in config.mapping_gateways]
 
 
 def dns_settings(sip: SipConfig) -> DnsSettings:

@@ -22,6 +22,7 @@ from sipedge.api import (
     reload_tls,
     tls_context,
 )
+from sipedge.stats import CarrierStats
 from tests.conftest import self_signed_cert
 
 ADMIN = "admin-" + "a" * 40
@@ -37,6 +38,8 @@ class FakeDaemon:
         self.draining = False
         self.read_threads: list[int] = []
         self.cdr_ids = list(range(120, 0, -1))
+        self.carriers = CarrierStats(lambda: 500.0)
+        self.carriers.configure(["gw-a"], ["pbx"])
 
     def access_policy(self) -> AccessPolicy:
         return self.policy
@@ -49,6 +52,9 @@ class FakeDaemon:
 
     def active_calls(self) -> int:
         return 0
+
+    def gateway_stats(self) -> dict[str, object]:
+        return self.carriers.snapshot()
 
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
@@ -100,6 +106,30 @@ async def test_scopes_through_the_middleware(
     assert daemon.draining
     r = await c.get("/api/calls", headers={**bearer(ADMIN), "Host": "evil.example"})
     assert r.status == 421 and "error" in await r.json()
+
+
+async def test_gateway_stats_need_a_token_and_show_the_windows(
+    client: tuple[TestClient[Any, Any], FakeDaemon],
+) -> None:
+    c, daemon = client
+    assert (await c.get("/api/gateways/stats")).status == 401
+    daemon.carriers.attempt_started("gw-a")
+    daemon.carriers.attempt_ended("gw-a", None, 0.25)
+    r = await c.get("/api/gateways/stats", headers=bearer(READ))
+    assert r.status == 200
+    body = await r.json()
+    assert body["windows"] == {"5m": 300, "1h": 3600, "24h": 86400}
+    gw = body["routing_gateways"]["gw-a"]
+    assert gw["current_calls"] == 1
+    assert gw["windows"]["5m"] == {
+        "attempts": 1,
+        "answered": 1,
+        "asr": 1.0,
+        "acd_seconds": None,
+        "pdd_seconds": 0.25,
+        "switch_reasons": {},
+    }
+    assert body["mapping_gateways"]["pbx"]["windows"]["24h"]["asr"] is None
 
 
 async def test_healthz_shows_only_the_status_without_a_token(

@@ -126,6 +126,7 @@ LAYERS: dict[str, set[str]] = {
     "store": {"typedefs"},
     "config": {"typedefs"},
     "resolver": {"typedefs"},
+    "stats": set(),
     "appliance": {"(root)"},
     "api": {"(root)", "typedefs"},
     "media": {"(root)", "appliance", "config", "typedefs"},

@@ -38,6 +38,11 @@ class Managed(Protocol):
         """How many calls are in progress."""
         ...
 
+    def gateway_stats(self) -> dict[str, object]:
+        """Per routing and mapping gateway: attempts, answered, ASR, ACD, PDD, switch reasons
+        per window, and current calls (`sipedge.stats.CarrierStats.snapshot`)."""
+        ...
+
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
     ) -> list[dict[str, Any]]:

@@ -67,6 +67,12 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response(daemon.calls())
 
 
+async def gateway_stats(request: web.Request) -> web.Response:
+    """Carrier statistics over the 5 min, 1 h and 24 h windows (docs/monitoring.md)."""
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response(daemon.gateway_stats())
+
+
 def _whole(text: str | None) -> int | None:
     return int(text) if text is not None and _WHOLE.match(text) else None
 
@@ -138,6 +144,7 @@ def build_app(daemon: Managed) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/calls", calls)
     app.router.add_get("/api/cdrs", cdrs)
+    app.router.add_get("/api/gateways/stats", gateway_stats)
     app.router.add_post("/api/config/reload", reload_config)
     app.router.add_post("/api/drain", drain)
     app.router.add_post("/api/undrain", undrain)

@@ -12,6 +12,8 @@ Modules, from the leaves up (a module imports only those above it in this list):
   `identity` (caller identity and privacy), `session_timer` (RFC 4028 negotiation),
   `media_policy` (SDP refused before anchoring: refused c= networks, stream cap),
   `carrier_auth` (whether a routing gateway's 401/407 is answered, and with what);
+* reporting: `carrier_events` (the `CarrierEvents` Protocol the carrier statistics implement,
+  and the reasons they count);
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
   `media_session` (leg names, relay sessions, watch settings), `media_metrics` (counters);
 * glue: `watchdog` (RTP timeout, maximum duration), `media_reconcile` (orphans and keep-alive
@@ -24,7 +26,8 @@ garbage collector to find; tests/unit/test_call_garbage.py).
 
 A module that reports back to its owner declares what it needs as a Protocol and the owner
 implements it: `media_link.MediaEvents`, `watchdog.WatchedMedia`, `refresh.TimedCall` /
-`RefreshHost`, `in_dialog.ForwardingCall` / `ForwardingHost`, `call.CallHost` and
+`RefreshHost`, `in_dialog.ForwardingCall` / `ForwardingHost`, `call.CallHost`,
+`carrier_events.CarrierEvents` (implemented by `sipedge.stats.CarrierStats`) and
 `service.EndpointHooks` (implemented by `registrar.EndpointService`).
 
 Dependency direction: calls/ may import sip/, store/, config/ and media's client; nothing in

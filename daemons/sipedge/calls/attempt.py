@@ -67,6 +67,8 @@ class Attempt:
     retried_422: bool = False  # RFC 4028 section 7.1: one retry with the gateway's Min-SE
     targets: tuple[Addr, ...] = ()
     target_index: int = 0
+    sent_at: float | None = None  # its first INVITE left (wall clock; carrier_events.py)
+    progress_at: float | None = None  # its first 18x/2xx arrived: PDD ends
 
     @property
     def destination(self) -> Addr:

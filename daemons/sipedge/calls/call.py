@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sipedge.calls import carrier_events as carriers
 from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
 from sipedge.calls.identity import IncomingIdentity
 from sipedge.calls.in_dialog import Forwarder, ForwardingHost
@@ -77,6 +78,9 @@ class CallHost(ForwardingHost, Protocol):
 
     @property
     def session_timers(self) -> TimerSettings: ...
+
+    @property
+    def carriers(self) -> carriers.CarrierEvents: ...
 
     def media_for(self, call: Call) -> CallMedia: ...
 
@@ -159,6 +163,7 @@ class Call:
             self._try_target(gateway, decision.policy, found.addresses, 0)
             return
         self.b2bua.stats.unresolved += 1
+        self.b2bua.carriers.attempt_unresolved(gateway.name)
         now = time.time()
         self.record.attempts.append(AttemptRecord(gateway.name, now, now, found.failure))
         self._follow(self.switcher.on_unresolved(AttemptTracker(gateway.name, decision.policy)))
@@ -215,6 +220,7 @@ class Call:
             lambda tx, resp: self._on_attempt_response(attempt, resp),
             lambda tx: self._on_attempt_tx_timeout(attempt, tx.failure),
         )  # type: ignore[assignment]
+        carriers.invite_sent(self.b2bua.carriers, attempt, time.time())
         self._apply_timer(attempt, attempt.tracker.on_invite_sent())
 
     def _apply_timer(self, attempt: Attempt, change: TimerChange) -> None:
@@ -255,6 +261,7 @@ class Call:
             attempt.record.end = time.time()
             attempt.record.result = result
             attempt.record.status = status
+            carriers.attempt_ended(self.b2bua.carriers, attempt, result, status)
         if result != "answered":
             self.media.release(attempt)  # no relay port outlives its attempt
 
@@ -283,6 +290,7 @@ class Call:
         if attempt.abandoned or attempt is not self.current or self.state is not CallState.SETUP:
             self._late_response(attempt, response)
             return
+        carriers.progressed(attempt, status, time.time())
         if status > 100 and self._callee_sdp_refused(attempt, response):
             return
         if status < 200:
@@ -418,6 +426,8 @@ class Call:
         )
         self.media.on_answered(attempt)
         self.b2bua.stats.answered += 1
+        pdd = carriers.call_pdd(self.record.setup_time, self.attempts)
+        self.b2bua.carriers.call_answered(self.mapping_gateway, pdd)
 
     def _ack_gateway(self, attempt: Attempt, body: bytes, content_type: str | None) -> None:
         assert attempt.dialog is not None

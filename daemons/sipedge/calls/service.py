@@ -24,6 +24,7 @@ from sipedge.calls.attempt import CallState, CallStats, GatewayTarget
 from sipedge.calls.call import Call
 from sipedge.calls.capacity import CallCaps, GatewayLimits
 from sipedge.calls.carrier_auth import CarrierCredentials
+from sipedge.calls.carrier_events import NO_EVENTS, CarrierEvents, call_pdd, call_reason
 from sipedge.calls.identity import (
     apply_identity,
     incoming_identity,
@@ -152,6 +153,7 @@ class B2BUA:
         # registrar and outbound registrations: set by the daemon (registrar/component.py)
         self.endpoints: EndpointHooks | None = None
         self.carrier_passwords: dict[str, str] = {}  # auth_password_file contents, by gateway
+        self.carriers: CarrierEvents = NO_EVENTS  # carrier statistics: set by sipd (stats/)
         self.transactions = TransactionLayer(
             scheduler, config.parameters.sip_resend_interval, send_bytes, self
         )
@@ -423,6 +425,7 @@ class B2BUA:
         self.caps.started(mapping)
         self.stats.calls += 1
         self.stats.active += 1
+        self.carriers.call_started(mapping)
         try:
             call.start()
         except Exception:
@@ -481,6 +484,15 @@ class B2BUA:
         self.stats.active -= 1
         if call.state is CallState.ENDED and call.record.answer_time is None:
             self.stats.failed += 1
+        r = call.record
+        answered = r.answer_time is not None
+        self.carriers.call_ended(
+            r.mapping_gateway,
+            r.routing_gateway,
+            r.duration if answered else None,
+            "" if answered else call_reason(r),
+            None if answered else call_pdd(r.setup_time, call.attempts),
+        )
         if self.cdrs is None:
             if then is not None:
                 then()
