@@ -50,6 +50,7 @@ from sipedge.api import (
     tls_context,
 )
 from sipedge.appliance import notify
+from sipedge.calls import MAPPING_PASSWORD
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA, media_policy
 from sipedge.config import ApiConfig, Config, ConfigError, SipConfig, StorageConfig, load_config
@@ -536,6 +537,12 @@ class SipdCollector(Collector):
             s.challenges_failed,
         )
         yield by_label("calls_rejected", "New calls refused, by status", "status", s.rejected)
+        yield by_label(
+            "mapping_auth",
+            "Digest of mapping gateways' INVITEs (auth: digest, source+digest), by result",
+            "result",
+            d.b2bua.mapping_auth.results,
+        )
         yield by_label("switch_stops", "Why gateway switching stopped", "reason", s.stop_reasons)
         tx = GaugeMetricFamily("sipedge_transactions", "Live SIP transactions", labels=["side"])
         for side, count in tl.counts().items():
@@ -611,12 +618,18 @@ def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetric
 
 
 def carrier_passwords(config: Config) -> dict[str, str]:
-    """The routing gateways' auth_password_file contents by name, read now (CredentialError)."""
-    return {
+    """The routing gateways' auth_password_file contents by name, and the mapping gateways'
+    password_file by MAPPING_PASSWORD + name, read now (CredentialError)."""
+    out = {
         gw.name: load_password(gw.auth_password_file, f"routing_gateways[{i}].auth_password_file")
         for i, gw in enumerate(config.routing_gateways)
         if gw.auth_password_file is not None
     }
+    for i, m in enumerate(config.mapping_gateways):
+        if m.password_file is not None:
+            where = f"mapping_gateways[{i}].password_file"
+            out[MAPPING_PASSWORD + m.name] = load_password(m.password_file, where)
+    return out
 
 
 def dns_settings(sip: SipConfig) -> DnsSettings:
