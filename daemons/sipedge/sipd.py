@@ -636,12 +636,14 @@ def dns_settings(sip: SipConfig) -> DnsSettings:
     return DnsSettings(tuple(sip.dns_servers), sip.dns_timeout, sip.hosts_file)
 
 
-def gateway_names(config: Config) -> list[tuple[str, int | None]]:
+def gateway_names(config: Config) -> list[tuple[str, int | None, str]]:
     """The host names among the routing gateways and registration proxies, with their port
-    when one was given (None: NAPTR/SRV apply)."""
-    names = [(g.address, g.port if g.port_given else None) for g in config.routing_gateways]
-    names += [(r.proxy, r.port if r.port_given else None) for r in config.registrations]
-    return [(host, port) for host, port in names if not is_literal(host)]
+    when one was given (None: NAPTR/SRV apply) and their transport."""
+    names = [
+        (g.address, g.port if g.port_given else None, g.transport) for g in config.routing_gateways
+    ]
+    names += [(r.proxy, r.port if r.port_given else None, "udp") for r in config.registrations]
+    return [name for name in names if not is_literal(name[0])]
 
 
 def access_policy(api: ApiConfig) -> AccessPolicy:

@@ -72,9 +72,12 @@ PASS_THROUGH = ("Content-Type", "Allow", "Accept", "User-Agent", "Subject", "Org
 class GatewayResolver(Protocol):
     """Gateway names to addresses (`sipedge.resolver.DnsResolver` implements it)."""
 
-    def resolve(self, host: str, port: int | None, done: Callable[[Targets], None]) -> None:
-        """`host`'s targets to `done` (``port`` None: no port given, NAPTR/SRV apply); at
-        once when no query is needed. Never raises: a failure is `Targets` with an error."""
+    def resolve(
+        self, host: str, port: int | None, done: Callable[[Targets], None], transport: str = "udp"
+    ) -> None:
+        """`host`'s targets to `done` (``port`` None: no port given, NAPTR/SRV for `transport`
+        apply); at once when no query is needed. Never raises: a failure is `Targets` with an
+        error."""
 
     def knows(self, address: str) -> bool:
         """Whether a gateway name resolved to `address` (its latest good answer)."""
@@ -249,7 +252,7 @@ class B2BUA:
 
     def resolve(self, gateway: GatewayTarget, done: Callable[[Targets], None]) -> None:
         port = gateway.port if gateway.port_given else None
-        self.resolver.resolve(gateway.address, port, done)
+        self.resolver.resolve(gateway.address, port, done, gateway.config.transport)
 
     def media_for(self, call: Call) -> CallMedia:
         """The media side of a new call, with the encryption of its mapping gateway."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -397,6 +398,8 @@ class _Collector:
                 tls_cert=self.get(path, data, "tls_cert", _optional_absolute_path, None),
                 tls_key=self.get(path, data, "tls_key", _optional_absolute_path, None),
             )
+            if gw.transport == "tls" and not gw.port_given:
+                gw = replace(gw, port=5061)  # RFC 3261 19.1.2, RFC 3263 4.2
             tls_keys = [k for k in _ROUTING_KEYS[-5:] if data.get(k) is not None]
             if tls_keys and gw.transport != "tls":
                 self.problem(
