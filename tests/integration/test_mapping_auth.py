@@ -15,7 +15,9 @@ from tests.sipp.harness import Sipp, SippResult
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
 
 
-def start(sipd_factory: Any, gw_port: int, auth: str, tmp_path: Any = None) -> Any:
+def start(
+    sipd_factory: Any, gw_port: int, auth: str, tmp_path: Any = None, endpoints: bool = False
+) -> Any:
     overrides: dict[str, Any] = {"auth": auth, "username": "pbx-trunk"}
     if tmp_path is not None:
         secret = tmp_path / "mapping.secret"
@@ -27,7 +29,10 @@ def start(sipd_factory: Any, gw_port: int, auth: str, tmp_path: Any = None) -> A
     if auth == "digest":
         overrides["addresses"] = ["192.0.2.0/24"]  # not loopback: the source does not match
     return sipd_factory(
-        [gateway("gw1", gw_port)], mapping_addresses=["127.0.0.0/8"], mapping_overrides=overrides
+        [gateway("gw1", gw_port)],
+        mapping_addresses=["127.0.0.0/8"],
+        mapping_overrides=overrides,
+        extra={"endpoints": [{"account": "alice", "password": "pw"}]} if endpoints else None,
     )
 
 
@@ -66,6 +71,24 @@ def test_mapping_gateway_answers_the_challenge_and_the_call_completes(
     metrics = sipd.metrics()
     assert metrics['sipedge_mapping_auth_total{result="authenticated"}'] == 1
     assert metrics['sipedge_mapping_auth_total{result="challenged"}'] >= 1
+
+
+def test_digest_only_gateway_beside_endpoints_answers_the_registrars_challenge(
+    sipd_factory: Any,
+) -> None:
+    """With endpoint accounts, the registrar challenges an unknown source; the answer carrying
+    the gateway's user name is checked here against the same nonce (one digest server)."""
+    gw_port = free_port()
+    sipd = start(sipd_factory, gw_port, "digest", endpoints=True)
+    with Sipp("uas_answer", port=gw_port, calls=1, timeout=30) as gw:
+        result = call(sipd, "trunk-pw")
+        gw.wait(20)
+    assert result.returncode == 0, result.describe() + sipd.log()
+    cdr = sipd.cdrs(wait_for=1)[0]
+    assert cdr["mapping_gateway"] == "test-caller" and cdr["answer_time"] is not None
+    metrics = sipd.metrics()
+    assert metrics['sipedge_mapping_auth_total{result="authenticated"}'] == 1
+    assert metrics['sipedge_mapping_auth_total{result="challenged"}'] == 0  # the registrar's
 
 
 def test_mapping_gateway_with_a_wrong_password_is_refused(sipd_factory: Any) -> None:

@@ -450,6 +450,11 @@ class B2BUA:
         decision = self.mapping_auth.decide(tx, by_source, endpoints_challenge)
         if decision.action == ADMIT:
             return decision.gateway
+        if decision.action == CHECK and decision.gateway is None and self.endpoints is not None:
+            # a carrier we register to comes first (no endpoint accounts here: no challenge)
+            found = self.endpoints.admit(tx)
+            if found is not None:
+                return found
         if decision.action == CHECK:
             return self.mapping_auth.check(tx, decision.gateway) or ""
         if self.endpoints is not None:
