@@ -143,3 +143,71 @@ def test_sipedge_config_names_the_sip_tls_files(tmp_path: Path) -> None:
         timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def validate(tmp: Path, provided: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """The sipedge role's argument specs applied to `provided` by ansible-core."""
+    if not PLAYBOOK_BIN.exists():
+        pytest.skip(f"{PLAYBOOK_BIN} missing: run ./molecule/setup to check the specs")
+    spec = yaml.safe_load((ROLES / "sipedge/meta/argument_specs.yml").read_text())
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ansible.builtin.validate_argument_spec": {
+                        "argument_spec": spec["argument_specs"]["main"]["options"],
+                        "provided_arguments": provided,
+                    }
+                }
+            ],
+        }
+    ]
+    playbook = tmp / "validate.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    return subprocess.run(
+        [str(PLAYBOOK_BIN), "-i", "localhost,", str(playbook)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO / "ansible",
+    )
+
+
+def test_argument_specs_take_tls_gateways_mapping_digest_and_the_sip_tls_files(
+    tmp_path: Path,
+) -> None:
+    good = {
+        "sipedge_version": "1.0.0",
+        "sipedge_wheelhouse": "/srv/wheels",
+        "sipedge_sip_listen": ["udp://0.0.0.0:5060", "tls://0.0.0.0:5061"],
+        "sipedge_sip_tls_cert": "PEM",
+        "sipedge_sip_tls_key": "PEM",
+        "sipedge_sip_tls_ca": "PEM",
+        "sipedge_sip_tls_verify_client": True,
+        "sipedge_mapping_gateways": [
+            {
+                "name": "pbx",
+                "addresses": ["198.51.100.0/24"],
+                "auth": "source+digest",
+                "username": "pbx",
+                "password_file": "/etc/sipedge/pbx.password",
+            }
+        ],
+        "sipedge_routing_gateways": [
+            {
+                "name": "carrier",
+                "address": "sip.carrier.example",
+                "transport": "tls",
+                "tls_ca": "/etc/sipedge/carrier-ca.pem",
+                "tls_server_name": "sip.carrier.example",
+            }
+        ],
+    }
+    result = validate(tmp_path, good)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = dict(good, sipedge_mapping_gateways=[{"name": "x", "addresses": [], "auth": "token"}])
+    refused = validate(tmp_path, bad)
+    assert refused.returncode != 0 and "auth" in refused.stdout, refused.stdout
