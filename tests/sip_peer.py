@@ -13,7 +13,7 @@ import ipaddress
 import ssl
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sipedge.sip.digest import answer_challenge, pick_challenge
 from sipedge.sip.message import Request, Response, parse_message
 from sipedge.sip.transport.framing import PING, StreamParser
 
@@ -178,6 +179,16 @@ def _response(request: Request, status: int, reason: str, tag: str, contact: str
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+async def _messages(
+    reader: asyncio.StreamReader, parser: StreamParser, timeout: float
+) -> AsyncIterator[Request | Response]:
+    """The messages arriving on `reader` until it closes (each read within `timeout`)."""
+    while data := await asyncio.wait_for(reader.read(65536), timeout):
+        for event in parser.feed(data):
+            if isinstance(event, bytes):
+                yield parse_message(event)
+
+
 @dataclass
 class Peer:
     """A TCP/TLS SIP peer on its own loop thread. `received` holds every message it got."""
@@ -191,6 +202,7 @@ class Peer:
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _thread: threading.Thread | None = None
     _server: asyncio.AbstractServer | None = None
+    _flows: set[asyncio.Task[None]] = field(default_factory=set)  # registered connections
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -269,6 +281,77 @@ class Peer:
             self._writers.discard(writer)
             writer.close()
 
+    # -- as an endpoint: REGISTER over a connection, then answer what comes over it ---------
+    def register(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        user: str,
+        password: str,
+        expires: int = 600,
+    ) -> Response:
+        """Register `user` (digest) over a new connection and keep it open: INVITEs and BYEs
+        that come over it are answered as a gateway answers them (`received` holds them)."""
+        return self.run(self._register(host, port, context, user, password, expires), 30)
+
+    async def _register(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        user: str,
+        password: str,
+        expires: int,
+    ) -> Response:
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname=None if context is None else host
+        )
+        self.port = writer.get_extra_info("sockname")[1]
+        uri = f"sip:{host}:{port}"
+        parser = StreamParser(65536)
+        call_id = f"reg-{time.monotonic_ns()}"
+
+        def request(cseq: int, auth: str = "") -> bytes:
+            head = [
+                f"REGISTER {uri} SIP/2.0",
+                f"Via: SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.port};"
+                f"branch=z9hG4bKreg{cseq}{call_id[-6:]};rport",
+                "Max-Forwards: 70",
+                f"From: <sip:{user}@{host}>;tag=reg1",
+                f"To: <sip:{user}@{host}>",
+                f"Call-ID: {call_id}",
+                f"CSeq: {cseq} REGISTER",
+                f"Contact: <sip:{user}@127.0.0.1:{self.port};transport={self.transport}>",
+                f"Expires: {expires}",
+            ]
+            if auth:
+                head.append(f"Authorization: {auth}")
+            head.append("Content-Length: 0")
+            return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+        async def response() -> Response:
+            async for msg in _messages(reader, parser, 10):
+                if isinstance(msg, Response) and msg.status >= 200:
+                    return msg
+            raise ConnectionError("closed")
+
+        writer.write(request(1))
+        answer = await response()
+        if answer.status == 401:
+            challenge = pick_challenge(answer.headers.get_all("WWW-Authenticate"))
+            assert challenge is not None
+            auth = answer_challenge(
+                challenge, user=user, password=password, method="REGISTER", uri=uri
+            )
+            writer.write(request(2, auth))
+            answer = await response()
+        if answer.status == 200:
+            self._flows.add(asyncio.create_task(self._handle(reader, writer)))
+        else:
+            writer.close()
+        return answer
+
     # -- as a caller: INVITE, ACK, hold, BYE ------------------------------------------------
     def call(
         self,
@@ -311,20 +394,15 @@ class Peer:
             return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
         async def final(method: str) -> Response:
-            while True:
-                data = await asyncio.wait_for(reader.read(65536), 20)
-                if not data:
-                    raise ConnectionError("closed")
-                for event in parser.feed(data):
-                    if isinstance(event, bytes):
-                        msg = parse_message(event)
-                        self.received.append(msg)
-                        if isinstance(msg, Response):
-                            responses.append(msg)
-                            if msg.status >= 200 and msg.cseq[1] == method:
-                                return msg
-                        elif msg.method != "ACK":  # answer what sipd asks (BYE, ...)
-                            writer.write(_response(msg, 200, "OK", "caller1", scheme_contact))
+            async for msg in _messages(reader, parser, 20):
+                self.received.append(msg)
+                if isinstance(msg, Response):
+                    responses.append(msg)
+                    if msg.status >= 200 and msg.cseq[1] == method:
+                        return msg
+                elif msg.method != "ACK":  # answer what sipd asks (BYE, ...)
+                    writer.write(_response(msg, 200, "OK", "caller1", scheme_contact))
+            raise ConnectionError("closed")
 
         writer.write(request("INVITE", 1, body=SDP))
         ok = await final("INVITE")

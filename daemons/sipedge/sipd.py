@@ -51,6 +51,7 @@ from sipedge.api import (
     tls_context,
 )
 from sipedge.appliance import notify
+from sipedge.calls import MAPPING_PASSWORD
 from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import B2BUA, media_policy
 from sipedge.config import ApiConfig, Config, ConfigError, SipConfig, StorageConfig, load_config
@@ -548,6 +549,12 @@ class SipdCollector(Collector):
             s.challenges_failed,
         )
         yield by_label("calls_rejected", "New calls refused, by status", "status", s.rejected)
+        yield by_label(
+            "mapping_auth",
+            "Digest of mapping gateways' INVITEs (auth: digest, source+digest), by result",
+            "result",
+            d.b2bua.mapping_auth.results,
+        )
         yield by_label("switch_stops", "Why gateway switching stopped", "reason", s.stop_reasons)
         tx = GaugeMetricFamily("sipedge_transactions", "Live SIP transactions", labels=["side"])
         for side, count in tl.counts().items():
@@ -632,12 +639,18 @@ def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetric
 
 
 def carrier_passwords(config: Config) -> dict[str, str]:
-    """The routing gateways' auth_password_file contents by name, read now (CredentialError)."""
-    return {
+    """The routing gateways' auth_password_file contents by name, and the mapping gateways'
+    password_file by MAPPING_PASSWORD + name, read now (CredentialError)."""
+    out = {
         gw.name: load_password(gw.auth_password_file, f"routing_gateways[{i}].auth_password_file")
         for i, gw in enumerate(config.routing_gateways)
         if gw.auth_password_file is not None
     }
+    for i, m in enumerate(config.mapping_gateways):
+        if m.password_file is not None:
+            where = f"mapping_gateways[{i}].password_file"
+            out[MAPPING_PASSWORD + m.name] = load_password(m.password_file, where)
+    return out
 
 
 def cert_not_after(path: str | Path) -> float:
@@ -656,12 +669,14 @@ def dns_settings(sip: SipConfig) -> DnsSettings:
     return DnsSettings(tuple(sip.dns_servers), sip.dns_timeout, sip.hosts_file)
 
 
-def gateway_names(config: Config) -> list[tuple[str, int | None]]:
+def gateway_names(config: Config) -> list[tuple[str, int | None, str]]:
     """The host names among the routing gateways and registration proxies, with their port
-    when one was given (None: NAPTR/SRV apply)."""
-    names = [(g.address, g.port if g.port_given else None) for g in config.routing_gateways]
-    names += [(r.proxy, r.port if r.port_given else None) for r in config.registrations]
-    return [(host, port) for host, port in names if not is_literal(host)]
+    when one was given (None: NAPTR/SRV apply) and their transport."""
+    names = [
+        (g.address, g.port if g.port_given else None, g.transport) for g in config.routing_gateways
+    ]
+    names += [(r.proxy, r.port if r.port_given else None, "udp") for r in config.registrations]
+    return [name for name in names if not is_literal(name[0])]
 
 
 def access_policy(api: ApiConfig) -> AccessPolicy:

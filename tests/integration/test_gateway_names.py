@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Sipd, free_port, gateway, make_config, start_sipd
+from tests.conftest import Sipd, free_port, gateway, make_config, self_signed_cert, start_sipd
 from tests.dns_server import NXDOMAIN, SILENT, DnsTestServer, Records
 from tests.integration.test_b2bua import call, last_cdr, uas
+from tests.sipp.harness import Sipp
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
 
@@ -158,3 +159,66 @@ def test_a_name_that_does_not_resolve_fails_over_to_the_next_gateway(
     assert metrics["sipedge_attempts_unresolved_total"] == 1
     assert metrics["sipedge_attempts_total"] == 1  # one INVITE: to gw2
     assert sipd.alive() and "Traceback" not in sipd.log()
+
+
+def test_tcp_gateway_by_name_uses_sip_tcp_srv_and_fails_over_across_its_targets(
+    named_sipd: Any,
+) -> None:
+    """RFC 3263 for TCP: `_sip._tcp.<name>` (not `_sip._udp`), the priority-10 target first; it
+    refuses the connection, so the call moves at once to the priority-20 target of the same
+    gateway, which answers over TCP."""
+    dead, alive, listen = (free_port(socket.SOCK_STREAM) for _ in range(3))
+    records = {
+        "_sip._udp.pool.test": [f"SRV 10 0 {free_port()} host-a.test."],  # must not be used
+        "_sip._tcp.pool.test": [
+            f"SRV 20 0 {alive} host-a.test.",
+            f"SRV 10 0 {dead} host-a.test.",
+        ],
+        "host-a.test": ["A 127.0.0.1"],
+    }
+    sipd, dns = named_sipd(
+        records,
+        [by_name("gw1", "pool.test", None, transport="tcp")],
+        listen=[f"udp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{listen}"],
+    )
+    with Sipp("uas_answer", port=alive, calls=1, timeout=30, transport="t1") as gw:
+        result = call(sipd)
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
+    assert invite.first_line.split()[1] == "sip:4420001@pool.test;transport=tcp"
+    cdr = last_cdr(sipd)
+    assert [(a["gateway"], a["target"], a["result"]) for a in cdr["attempts"]] == [
+        ("gw1", f"127.0.0.1:{dead}", "transport: connect-failed"),
+        ("gw1", f"127.0.0.1:{alive}", "answered"),
+    ]
+    assert ("_sip._tcp.pool.test", "SRV") in dns.queries
+    assert ("_sip._udp.pool.test", "SRV") not in dns.queries
+
+
+def test_tls_gateway_by_name_asks_sips_tcp_srv(named_sipd: Any, tmp_path: Path) -> None:
+    """RFC 3263 for TLS: `_sips._tcp.<name>`; no record there, so A of the name on 5061 (the
+    call then fails over to the UDP gateway: nothing listens on 5061; only the lookup is
+    checked here, TLS calls are test_transports_tls's)."""
+    port = free_port()
+    cert, key = self_signed_cert(tmp_path, "sip")
+    sipd, dns = named_sipd(
+        {"tls.test": ["A 127.0.0.1"]},
+        [by_name("gw1", "tls.test", None, transport="tls"), gateway("gw2", port)],
+        listen=[
+            f"udp://127.0.0.1:{free_port()}",
+            f"tls://127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+        ],
+        tls_cert=str(cert),
+        tls_key=str(key),
+    )
+    with uas("uas_answer", port) as gw:
+        result = call(sipd)
+        gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    cdr = last_cdr(sipd)
+    first = cdr["attempts"][0]
+    assert first["gateway"] == "gw1" and first["target"] == "127.0.0.1:5061"
+    assert ("_sips._tcp.tls.test", "SRV") in dns.queries
+    assert ("_sip._udp.tls.test", "SRV") not in dns.queries

@@ -166,12 +166,22 @@ def test_reload_removing_an_entry_unregisters_it(sipd_factory: Any) -> None:
     assert sipd.api("/api/registrations") == []
 
 
-def test_call_through_a_registration_is_admitted_as_that_carrier(sipd_factory: Any) -> None:
+@pytest.mark.parametrize(
+    "mapping",
+    [{}, {"auth": "digest", "username": "pbx", "password": "pbx-pw"}],
+    ids=["by-address", "beside-a-digest-only-mapping-gateway"],
+)
+def test_call_through_a_registration_is_admitted_as_that_carrier(
+    sipd_factory: Any, mapping: dict[str, Any]
+) -> None:
+    """Also beside a mapping gateway that authenticates by digest alone (which challenges
+    unknown sources): the carrier's call is recognised first, never challenged."""
     port, gw_port = free_port(), free_port()
     with Sipp("uas_register_ok", port=port, calls=1, timeout=30, keys={"granted": 60}) as reg:
         sipd = sipd_factory(
             [gateway("gw1", gw_port)],
             mapping_addresses=["192.0.2.0/24"],  # the carrier is not a mapping gateway
+            mapping_overrides=mapping,
             extra={"registrations": [registration(port)]},
         )
         deadline = time.monotonic() + 10

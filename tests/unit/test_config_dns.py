@@ -100,3 +100,19 @@ def test_check_config_validates_the_dns_keys(tmp_path: Path, capsys: Any) -> Non
     err = capsys.readouterr().err
     assert "sip.dns_servers[0]: 'dns.example' is not allowed" in err
     assert "an IP address, or IP:port" in err
+
+
+def test_a_tls_gateway_without_a_port_is_on_5061() -> None:
+    """RFC 3261 19.1.2 / RFC 3263 4.2: TLS's default port; a port given stays as given."""
+    data: dict[str, Any] = {
+        "sip": {"listen": ["udp://127.0.0.1:5060", "tcp://127.0.0.1:5060", "tls://127.0.0.1:5061"]},
+        "routing_gateways": [
+            {"name": "a", "address": "tls.example", "transport": "tls"},
+            {"name": "b", "address": "tls.example", "transport": "tls", "port": 5071},
+            {"name": "c", "address": "tcp.example", "transport": "tcp"},
+        ],
+    }
+    data["sip"]["tls_cert"] = "/etc/sipedge/sip-tls.crt"
+    data["sip"]["tls_key"] = "/etc/sipedge/sip-tls.key"
+    gws = parse_config(data).routing_gateways
+    assert [(g.port, g.port_given) for g in gws] == [(5061, False), (5071, True), (5060, False)]

@@ -31,7 +31,9 @@ class FakeResolver:
         self.asked: list[tuple[str, int | None]] = []
         self.waiting: list[Callable[[], None]] = []
 
-    def resolve(self, host: str, port: int | None, done: Callable[[Targets], None]) -> None:
+    def resolve(
+        self, host: str, port: int | None, done: Callable[[Targets], None], transport: str = "udp"
+    ) -> None:
         self.asked.append((host, port))
         found = self.answers.get(host) or Targets(host, ((host, port or 5060),))
         if self.deferred:

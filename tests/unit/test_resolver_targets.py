@@ -256,3 +256,66 @@ def test_hosts_file_names_and_aliases_ipv4_only() -> None:
     assert hosts_lookup({}, "a.localhost.") == ("127.0.0.1",)
     assert hosts_lookup(hosts, "GW.example.") == ("192.0.2.5",)
     assert hosts_lookup(hosts, "other.test") is None
+
+
+# -- TCP and TLS (RFC 3263 4.1, 4.2) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("transport", "service", "srv_name"),
+    [
+        ("tcp", "SIP+D2T", "_sip._tcp.gw.test"),
+        ("tls", "SIPS+D2T", "_sips._tcp.gw.test"),
+        ("udp", "SIP+D2U", "_sip._udp.gw.test"),
+    ],
+)
+def test_the_transport_picks_the_naptr_service_and_the_srv_name(
+    transport: str, service: str, srv_name: str
+) -> None:
+    naptr = (
+        NaptrRecord(10, 10, "s", "SIP+D2U", "_sip._udp.gw.test"),
+        NaptrRecord(20, 10, "s", "SIP+D2T", "_sip._tcp.gw.test"),
+        NaptrRecord(30, 10, "s", "SIPS+D2T", "_sips._tcp.gw.test"),
+    )
+    assert naptr_services(naptr, transport) == [srv_name]
+    answers = {
+        ("gw.test", "NAPTR"): Answer(naptr, 300.0),
+        (srv_name, "SRV"): Answer(
+            (SrvRecord(20, 1, 5081, "b.test"), SrvRecord(10, 1, 5080, "a.test")), 300.0
+        ),
+        ("a.test", "A"): Answer(("192.0.2.1",), 100.0),
+        ("b.test", "A"): Answer(("192.0.2.2",), 100.0),
+    }
+    result, asked = run(Lookup("gw.test", None, transport=transport), answers)
+    assert (srv_name, "SRV") in [(q.name, q.rdtype) for q in asked]
+    assert result.ordered(random.random).addresses == (("192.0.2.1", 5080), ("192.0.2.2", 5081))
+
+
+@pytest.mark.parametrize(
+    ("transport", "srv_name", "port"),
+    [("tcp", "_sip._tcp.gw.test", 5060), ("tls", "_sips._tcp.gw.test", 5061)],
+)
+def test_no_naptr_asks_the_transport_srv_then_a_on_its_default_port(
+    transport: str, srv_name: str, port: int
+) -> None:
+    answers = {("gw.test", "A"): Answer(("192.0.2.9",), 60.0)}
+    result, asked = run(Lookup("gw.test", None, transport=transport), answers)
+    assert [(q.name, q.rdtype) for q in asked] == [
+        ("gw.test", "NAPTR"),
+        (srv_name, "SRV"),
+        ("gw.test", "A"),
+    ]
+    assert result.ordered(random.random).addresses == (("192.0.2.9", port),)
+    # a UDP-only NAPTR does not serve TCP or TLS: the transport's SRV name is asked instead
+    udp_only = {
+        ("gw.test", "NAPTR"): Answer(
+            (NaptrRecord(10, 10, "s", "SIP+D2U", "_sip._udp.gw.test"),), 60.0
+        ),
+        **answers,
+    }
+    _, asked = run(Lookup("gw.test", None, transport=transport), udp_only)
+    assert (srv_name, "SRV") in [(q.name, q.rdtype) for q in asked]
+    assert ("_sip._udp.gw.test", "SRV") not in [(q.name, q.rdtype) for q in asked]
+    assert literal("192.0.2.9", None, transport) == Resolution(
+        "192.0.2.9", (Entry(0, 0, port, ("192.0.2.9",)),), None, 3600.0, "literal"
+    )

@@ -18,7 +18,8 @@ Modules, from the leaves up (a module imports only those above it in this list):
   `media_session` (leg names, relay sessions, watch settings), `media_metrics` (counters);
 * glue: `watchdog` (RTP timeout, maximum duration), `media_reconcile` (orphans and keep-alive
   at mediad), `media_queue` (one call's mediad work in SIP order) <- `media_link` (mediad) ;
-  `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`.
+  `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`;
+  `mapping_auth` (mapping gateways' digest: the decision and the 407/403) <- `service`.
 
 A call owns its helpers (`CallMedia`, `LegTimers`, `Forwarder`); they reach it back through a
 weak reference, so that a finished call is freed by reference counting alone (no cycle for the
@@ -38,12 +39,13 @@ calls/ import each other by module path, never through this package.
 
 Public names: `B2BUA`, `EndpointHooks`, `Call`, `CallStats`, `GatewayTarget`, `MediaBackend`,
 `MediaService`, `media_metrics`, `SourceTable`, `SwitchingPolicy`, `effective_policy`,
-`switching_policy`, `ua_privacy_header`.
+`switching_policy`, `ua_privacy_header`, `MAPPING_PASSWORD`.
 """
 
 from sipedge.calls.attempt import CallStats, GatewayTarget
 from sipedge.calls.call import Call
 from sipedge.calls.identity import ua_privacy_header
+from sipedge.calls.mapping_auth import MAPPING_PASSWORD
 from sipedge.calls.media_link import MediaBackend, MediaService, media_metrics
 from sipedge.calls.routing import SourceTable
 from sipedge.calls.service import B2BUA, EndpointHooks, switching_policy
@@ -51,6 +53,7 @@ from sipedge.calls.switching import SwitchingPolicy, effective_policy
 
 __all__ = [
     "B2BUA",
+    "MAPPING_PASSWORD",
     "Call",
     "CallStats",
     "EndpointHooks",

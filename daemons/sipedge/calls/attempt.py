@@ -38,6 +38,9 @@ class GatewayTarget:
     request_uri: str = ""  # a registered endpoint's contact (else sip:callee@address:port)
     credentials: CarrierCredentials | None = None  # answers its 401/407 (carrier_auth.py)
     port_given: bool = True  # False: `address` is a name whose NAPTR/SRV give the port
+    # a registered endpoint's flow (RFC 5626-lite): the TCP/TLS connection its REGISTER came
+    # on, which every request of the attempt goes over (docs/transports.md)
+    flow: Addr | None = None
 
 
 class CallState(enum.Enum):
@@ -73,11 +76,14 @@ class Attempt:
     @property
     def destination(self) -> Addr:
         """Where the attempt's requests go: where its INVITE went (RFC 3261 18.1.1 may have
-        moved it to TCP), else its target (a gateway name's resolved address, or the gateway's
-        address) over the gateway's transport (a Destination unless UDP)."""
+        moved it to TCP), else a registered endpoint's flow, else its target (a gateway name's
+        resolved address, or the gateway's address) over the gateway's transport (a
+        Destination unless UDP)."""
         if self.tx is not None:
             return self.tx.destination
         gw = self.gateway
+        if gw.flow is not None:
+            return gw.flow
         host, port = self.targets[self.target_index] if self.targets else (gw.address, gw.port)
         return destination_for(gw.config.transport, host, port)
 

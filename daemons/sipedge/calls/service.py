@@ -31,6 +31,7 @@ from sipedge.calls.identity import (
     outgoing_identity,
     policy_from_config,
 )
+from sipedge.calls.mapping_auth import ADMIT, CHECK, MAPPING_PASSWORD, MappingAuth
 from sipedge.calls.media_link import CallMedia, MediaService
 from sipedge.calls.media_policy import MediaPolicy
 from sipedge.calls.routing import RouteTable, SourceTable
@@ -72,9 +73,12 @@ PASS_THROUGH = ("Content-Type", "Allow", "Accept", "User-Agent", "Subject", "Org
 class GatewayResolver(Protocol):
     """Gateway names to addresses (`sipedge.resolver.DnsResolver` implements it)."""
 
-    def resolve(self, host: str, port: int | None, done: Callable[[Targets], None]) -> None:
-        """`host`'s targets to `done` (``port`` None: no port given, NAPTR/SRV apply); at
-        once when no query is needed. Never raises: a failure is `Targets` with an error."""
+    def resolve(
+        self, host: str, port: int | None, done: Callable[[Targets], None], transport: str = "udp"
+    ) -> None:
+        """`host`'s targets to `done` (``port`` None: no port given, NAPTR/SRV for `transport`
+        apply); at once when no query is needed. Never raises: a failure is `Targets` with an
+        error."""
 
     def knows(self, address: str) -> bool:
         """Whether a gateway name resolved to `address` (its latest good answer)."""
@@ -154,6 +158,7 @@ class B2BUA:
         self.endpoints: EndpointHooks | None = None
         self.carrier_passwords: dict[str, str] = {}  # auth_password_file contents, by gateway
         self.carriers: CarrierEvents = NO_EVENTS  # carrier statistics: set by sipd (stats/)
+        self.mapping_auth = MappingAuth(config)  # digest of mapping gateways (their auth)
         self.transactions = TransactionLayer(
             scheduler, config.parameters.sip_resend_interval, send_bytes, self
         )
@@ -164,6 +169,7 @@ class B2BUA:
         self.config = config
         self.sources = SourceTable([(m.name, m.addresses) for m in config.mapping_gateways])
         self.mappings = {m.name: m for m in config.mapping_gateways}
+        self.mapping_auth.apply_config(config)
         # Carriers we are registered to: calls sent to them go "through an outbound
         # registration", where SS_SIP_USER_AGENT_PRIVACY applies (parameters.md).
         self.registered_carriers = frozenset((r.proxy, r.port) for r in config.registrations)
@@ -190,8 +196,13 @@ class B2BUA:
 
     def set_carrier_passwords(self, passwords: dict[str, str]) -> None:
         """The routing gateways' `auth_password_file` contents by gateway name (sipd reads the
-        files at start and on reload); new calls answer challenges with them."""
+        files at start and on reload); new calls answer challenges with them. Keys that start
+        with MAPPING_PASSWORD are mapping gateways' `password_file` contents."""
         self.carrier_passwords = dict(passwords)
+        prefix = MAPPING_PASSWORD
+        self.mapping_auth.set_passwords(
+            {k[len(prefix) :]: v for k, v in passwords.items() if k.startswith(prefix)}
+        )
         self._build_targets()
 
     def _build_targets(self) -> None:
@@ -243,7 +254,7 @@ class B2BUA:
 
     def resolve(self, gateway: GatewayTarget, done: Callable[[Targets], None]) -> None:
         port = gateway.port if gateway.port_given else None
-        self.resolver.resolve(gateway.address, port, done)
+        self.resolver.resolve(gateway.address, port, done, gateway.config.transport)
 
     def media_for(self, call: Call) -> CallMedia:
         """The media side of a new call, with the encryption of its mapping gateway."""
@@ -357,11 +368,9 @@ class B2BUA:
             self.stats.count_reject(420)
             tx.respond(response)
             return
-        mapping = self.sources.lookup(tx.source[0])
-        if mapping is None and self.endpoints is not None:
-            mapping = self.endpoints.admit(tx)  # a registration's carrier or an endpoint
-            if mapping == "":
-                return  # challenged (407) or refused (403) there
+        mapping = self._admit_source(tx)
+        if mapping == "":
+            return  # challenged (407) or refused (403)
         if mapping is None:
             self._reject(tx, 403, "Unknown Source")
             return
@@ -433,6 +442,27 @@ class B2BUA:
             log.exception("starting call %s failed", request.call_id)
             if call.state is not CallState.ENDED:
                 call.terminate("internal error")
+
+    def _admit_source(self, tx: ServerTransaction) -> str | None:
+        """Who a new INVITE is from: a mapping gateway (by address, digest or both:
+        `mapping_auth`), else a registration's carrier or an endpoint (`endpoints`); "" when
+        answered there (407, 403); None when nobody known."""
+        name = self.sources.lookup(tx.source[0])
+        by_source = self.mappings.get(name) if name is not None else None
+        endpoints_challenge = self.endpoints is not None and bool(self.config.endpoints)
+        decision = self.mapping_auth.decide(tx, by_source, endpoints_challenge)
+        if decision.action == ADMIT:
+            return decision.gateway
+        if decision.action == CHECK and decision.gateway is None and self.endpoints is not None:
+            # a carrier we register to comes first (no endpoint accounts here: no challenge)
+            found = self.endpoints.admit(tx)
+            if found is not None:
+                return found
+        if decision.action == CHECK:
+            return self.mapping_auth.check(tx, decision.gateway) or ""
+        if self.endpoints is not None:
+            return self.endpoints.admit(tx)
+        return None
 
     def build_gateway_invite(self, call: Call, gateway: GatewayTarget, target: Addr) -> Request:
         """The INVITE of one attempt: our own Call-ID, tags, Via and Contact (B2BUA); Via and

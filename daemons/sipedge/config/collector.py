@@ -15,7 +15,9 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sipedge.config.dial_plan import dial_plan
@@ -70,7 +72,12 @@ _MAPPING_KEYS = (
     "rtp_encryption",
     "max_calls",
     "max_cps",
+    "auth",
+    "username",
+    "password",
+    "password_file",
 )
+_MAPPING_AUTH = ("source", "digest", "source+digest")
 _ROUTING_KEYS = (
     "name",
     "address",
@@ -98,6 +105,7 @@ _ROUTING_KEYS = (
 )
 _AUTH_KEYS = ("auth_user", "auth_password", "auth_password_file", "auth_realm")
 _AUTH_PAIR = "auth_password or auth_password_file (one of the two)"
+_AUTH_PAIR_MAPPING = "password or password_file (one of the two) beside username"
 _REGISTRATION_KEYS = ("name", "proxy", "port", "user", "password", "realm", "register_period")
 
 
@@ -251,7 +259,10 @@ class _Collector:
             )
             self.unique(f"{path}.name", name, names, "a name no other mapping gateway has")
             networks: list[IPv4Network | IPv6Network] = []
-            if "addresses" not in data:
+            auth = self.mapping_auth(path, data)
+            if "addresses" not in data and auth["auth"] == "digest":
+                pass  # digest alone: the source address does not matter
+            elif "addresses" not in data:
                 self.problem(f"{path}.addresses", MISSING, "a list of " + ADDRESS_ALLOWED)
             else:
                 raw_addresses = data["addresses"]
@@ -290,8 +301,45 @@ class _Collector:
                 _word_or("None", _number(0.1, 10000), "None or 0.1-10000"),
                 None,
             )
-            out.append(MappingGateway(name, tuple(networks), privacy, rtp, max_calls, max_cps))
+            out.append(
+                MappingGateway(name, tuple(networks), privacy, rtp, max_calls, max_cps, **auth)
+            )
+        usernames: set[str] = set()
+        for i, gw in enumerate(out):
+            if gw.username is not None:
+                self.unique(
+                    f"mapping_gateways[{i}].username",
+                    gw.username,
+                    usernames,
+                    "a user name no other mapping gateway has",
+                )
         return tuple(out)
+
+    def mapping_auth(self, path: str, data: dict[str, object]) -> dict[str, Any]:
+        """auth (source, digest, source+digest; default source+digest when a username is
+        given, else source), username, password or password_file (one of the two)."""
+        given = {k for k in ("username", "password", "password_file") if data.get(k) is not None}
+        default = "source+digest" if "username" in given else "source"
+        auth = self.get(path, data, "auth", _words(*_MAPPING_AUTH), default)
+        user, password, password_file = self.credentials(
+            path, data, ("username", "password", "password_file")
+        )
+        if auth == "source" and given:
+            key = sorted(given)[0]
+            self.problem(f"{path}.{key}", data[key], "null unless auth is digest or source+digest")
+        elif auth != "source" and "username" not in given:
+            self.problem(f"{path}.username", MISSING, f"a user name (auth is {auth})")
+        elif auth != "source" and not given & {"password", "password_file"}:
+            self.problem(f"{path}.password", MISSING, _AUTH_PAIR_MAPPING)
+        elif {"password", "password_file"} <= given:
+            shown = str(data["password_file"])
+            self.problem(f"{path}.password_file", shown, "null when password is set")
+        return {
+            "auth": auth,
+            "username": user,
+            "password": password,
+            "password_file": password_file,
+        }
 
     def unique(self, path: str, name: str, seen: set[str], allowed: str) -> None:
         if not name:
@@ -350,6 +398,8 @@ class _Collector:
                 tls_cert=self.get(path, data, "tls_cert", _optional_absolute_path, None),
                 tls_key=self.get(path, data, "tls_key", _optional_absolute_path, None),
             )
+            if gw.transport == "tls" and not gw.port_given:
+                gw = replace(gw, port=5061)  # RFC 3261 19.1.2, RFC 3263 4.2
             tls_keys = [k for k in _ROUTING_KEYS[-5:] if data.get(k) is not None]
             if tls_keys and gw.transport != "tls":
                 self.problem(
@@ -364,11 +414,7 @@ class _Collector:
         """auth_user with auth_password or auth_password_file (one of the two), auth_realm:
         the credentials a routing gateway's 401/407 is answered with."""
         given = {key for key in _AUTH_KEYS if data.get(key) is not None}
-        user = password = None
-        if "auth_user" in given:
-            user = self.get(path, data, "auth_user", _user, None, allowed=USER_ALLOWED)
-        if "auth_password" in given:
-            password = self.secret(f"{path}.auth_password", data, required=False) or None
+        user, password, password_file = self.credentials(path, data, _AUTH_KEYS[:3])
         if given and "auth_user" not in given:
             self.problem(f"{path}.auth_user", MISSING, "a user name beside " + _AUTH_PAIR)
         elif "auth_user" in given and not given & {"auth_password", "auth_password_file"}:
@@ -379,13 +425,23 @@ class _Collector:
         return {
             "auth_user": user,
             "auth_password": password,
-            "auth_password_file": self.get(
-                path, data, "auth_password_file", _optional_absolute_path, None
-            ),
+            "auth_password_file": password_file,
             "auth_realm": self.get(
                 path, data, "auth_realm", _optional_string("null or a non-empty string"), None
             ),
         }
+
+    def credentials(
+        self, path: str, data: dict[str, object], keys: tuple[str, ...]
+    ) -> tuple[str | None, str | None, Path | None]:
+        """The user name, inline password and password file under `keys` (null: None)."""
+        user_key, password_key, file_key = keys
+        user = password = None
+        if data.get(user_key) is not None:
+            user = self.get(path, data, user_key, _user, None, allowed=USER_ALLOWED)
+        if data.get(password_key) is not None:
+            password = self.secret(f"{path}.{password_key}", data, required=False) or None
+        return user, password, self.get(path, data, file_key, _optional_absolute_path, None)
 
     def codes(self, path: str, data: dict[str, object]) -> frozenset[int]:
         path = f"{path}.stop_switching_codes"

@@ -55,6 +55,15 @@ def _cross_checks(c: _Collector, config: Config) -> None:
                 Described(f"a {size}-byte key"),
                 f"{allowed}, as gateways have rtp_encryption On ({', '.join(encrypted)})",
             )
+    accounts = {e.account for e in config.endpoints}
+    for i, m in enumerate(config.mapping_gateways):
+        if m.username is not None and m.username in accounts and clean("mapping_gateways"):
+            # one digest check serves both: the user name says whose answer it is
+            c.problem(
+                f"mapping_gateways[{i}].username",
+                m.username,
+                "a user name that is not also an endpoint account",
+            )
     if not clean("sip.listen", "media.port_range", "api.listen"):
         return
     lo_port, hi_port = config.media.port_range

@@ -152,6 +152,13 @@ class MappingGateway:
     rtp_encryption: bool = False
     max_calls: int | None = None  # calls in progress from this gateway (None: no limit)
     max_cps: float | None = None  # new calls per second from this gateway (None: no limit)
+    # how its INVITEs are admitted (docs/call-control.md): "source" (its addresses),
+    # "source+digest" (its addresses, then digest as `username`), "digest" (digest alone, from
+    # any address); the digest modes need `username` and `password` or `password_file`
+    auth: str = "source"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None  # read by sipd at start and on reload
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class RegistrarComponent:
         )
         self.endpoints = EndpointService(config, self.store, self.registrations)
         b2bua.endpoints = self.endpoints
+        b2bua.mapping_auth.share(self.endpoints.digest)  # one nonce table for both
         self.natlink = NatLinkServer(
             link_path(config.storage.path), lambda: sip_socket_fd(transport), self._nat_devices
         )

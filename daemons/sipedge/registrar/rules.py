@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sipedge.sip.transport.destination import is_reliable
 from sipedge.store import Binding
 from sipedge.typedefs import Addr
 
@@ -135,7 +136,10 @@ class BindingTable:
     def nat_devices(self, now: float) -> list[Addr]:
         """The NAT devices' public addresses, in registration order (a stable keep-alive
         order: each device gets its message at the same offset in every cycle)."""
-        live = [b for b in self.bindings.values() if b.nat and b.live(now)]
+        # a binding over TCP or TLS is kept open by its connection, not by datagrams
+        live = [
+            b for b in self.bindings.values() if b.nat and b.live(now) and not is_reliable(b.source)
+        ]
         live.sort(key=lambda b: (b.registered_at, b.account))
         seen: set[Addr] = set()
         out: list[Addr] = []

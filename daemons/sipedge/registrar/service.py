@@ -55,6 +55,12 @@ from sipedge.sip.message import (
     parse_name_addr,
     parse_uri,
 )
+from sipedge.sip.transport.destination import (
+    STREAM_TRANSPORTS,
+    TLS,
+    UDP,
+    Destination,
+)
 from sipedge.store import Binding
 from sipedge.typedefs import Addr
 
@@ -67,6 +73,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "endpoint:"
+# a connection id no connection has (they count from 1): the stream transport reports the
+# request at once as `connection-closed`
+NO_CONNECTION = -1
 REGISTRATION_PREFIX = "registration:"
 
 
@@ -85,6 +94,28 @@ class RegistrarStats:
     expired: int = 0
     invites_authenticated: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+
+
+def flow_of(binding: Binding) -> Destination | None:
+    """The connection a binding registered over TCP or TLS, to call the endpoint on (RFC 3261
+    18.2.2, RFC 5626-lite); None for UDP. No fallback: when the connection has closed the
+    attempt fails at once (`transport: connection-closed`) instead of connecting to the
+    endpoint's address, which behind a NAT takes no connection (the endpoint re-registers on a
+    new one). A binding restored from the store after a restart has no connection any more;
+    its Contact's `;transport=` says it was made over a stream, so it fails the same way."""
+    source = binding.source
+    if type(source) is Destination and source.reliable:
+        return Destination(source[0], source[1], source.transport, source.connection)
+    try:
+        contact = parse_uri(binding.contact)
+    except ParseError:
+        return None
+    transport = (contact.params.get("transport") or "").lower()
+    if contact.scheme == "sips":
+        transport = TLS
+    if transport in STREAM_TRANSPORTS:
+        return Destination(source[0], source[1], transport, NO_CONNECTION)
+    return None
 
 
 class EndpointService:
@@ -368,8 +399,12 @@ class EndpointService:
             return 480
         name = ENDPOINT_PREFIX + callee
         host, port = binding.source
-        gw = RoutingGateway(name=name, address=host, port=port)
-        return GatewayTarget(name, host, port, gw, request_uri=binding.contact), self.policy
+        flow = flow_of(binding)
+        gw = RoutingGateway(
+            name=name, address=host, port=port, transport=flow.transport if flow else UDP
+        )
+        target = GatewayTarget(name, host, port, gw, request_uri=binding.contact, flow=flow)
+        return target, self.policy
 
     def bindings(self) -> list[dict[str, object]]:
         now = self.clock()

@@ -1,10 +1,11 @@
 """The resolver's I/O half: gateway names to addresses on the event loop, never blocking it.
 
-`DnsResolver.resolve(host, port, done)` answers at once (``done`` called before it returns) for
-an IP literal, a name of the hosts file, or a name whose last answer is still within its TTL;
-otherwise it starts one task per name (callers asking for a name already being looked up wait
-for the same answer) that runs `targets.Lookup` with dnspython's asyncio resolver, caches the
-`Resolution` for its TTL and calls every ``done`` with `Targets` in a fresh RFC 2782 order.
+`DnsResolver.resolve(host, port, done, transport)` answers at once (``done`` called before it
+returns) for an IP literal, a name of the hosts file, or a name whose last answer is still
+within its TTL; otherwise it starts one task per name, port and transport (callers asking for
+one already being looked up wait for the same answer) that runs `targets.Lookup` with
+dnspython's asyncio resolver, caches the `Resolution` for its TTL and calls every ``done`` with
+`Targets` in a fresh RFC 2782 order.
 
 Nothing raises out of a lookup: a name that does not resolve, a server that does not answer, a
 bug, all end as `Targets` with an ``error`` (``dns-failure: <name>: <error>`` in the CDR).
@@ -58,6 +59,7 @@ from sipedge.resolver.targets import (
     Resolution,
     SrvRecord,
     Targets,
+    default_port,
     failure_label,
     literal,
 )
@@ -66,7 +68,8 @@ from sipedge.typedefs import Addr
 log = logging.getLogger(__name__)
 
 Done = Callable[[Targets], None]
-Key = tuple[str, int | None]
+Key = tuple[str, int | None, str]  # name, port (None: not given), transport
+Name = tuple[str, int | None] | tuple[str, int | None, str]  # as `watch` takes it
 FIXED_ANSWERS = 4096  # ready-made answers for addresses and hosts-file names (then cleared)
 
 
@@ -142,24 +145,25 @@ class DnsResolver:
         return self._dns
 
     # -- lookups ----------------------------------------------------------------------------
-    def resolve(self, host: str, port: int | None, done: Done) -> None:
-        """The targets of `host` (``port`` None: no port given, so NAPTR/SRV apply) to
-        ``done``: before returning when no query is needed, else when the lookup ends."""
-        fixed = self._fixed.get((host, port))
+    def resolve(self, host: str, port: int | None, done: Done, transport: str = "udp") -> None:
+        """The targets of `host` (``port`` None: no port given, so NAPTR/SRV apply, for
+        `transport`) to ``done``: before returning when no query is needed, else when the
+        lookup ends."""
+        fixed = self._fixed.get((host, port, transport))
         if fixed is not None:  # an address, or a hosts-file name: the same answer every time
             self.stats.hosts_hits += fixed[1]
             done(fixed[0])
             return
-        found = self.lookup_now(host, port)
+        found = self.lookup_now(host, port, transport)
         if found is not None:
             targets = found.ordered(self.rand)
             if found.source != "dns":
                 if len(self._fixed) >= FIXED_ANSWERS:
                     self._fixed.clear()
-                self._fixed[(host, port)] = (targets, int(found.source == "hosts"))
+                self._fixed[(host, port, transport)] = (targets, int(found.source == "hosts"))
             done(targets)
             return
-        key: Key = (host.rstrip(".").lower(), port)
+        key: Key = (host.rstrip(".").lower(), port, transport)
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.append(done)
@@ -174,42 +178,45 @@ class DnsResolver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def lookup_now(self, host: str, port: int | None) -> Resolution | None:
+    def lookup_now(self, host: str, port: int | None, transport: str = "udp") -> Resolution | None:
         """An answer that needs no query: IP literal, hosts file, or cached (None: ask)."""
-        found = literal(host, port)
+        found = literal(host, port, transport)
         if found is not None:
             return found
         name = host.rstrip(".").lower()
         known = hosts_lookup(self.hosts, name)
         if known is not None:
             self.stats.hosts_hits += 1
-            entry = Entry(0, 0, 5060 if port is None else port, known)
+            entry = Entry(0, 0, default_port(transport) if port is None else port, known)
             return Resolution(name, (entry,), None, MAX_TTL, "hosts")
-        cached = self.cache.get((name, port), self.clock())
+        cached = self.cache.get((name, port, transport), self.clock())
         if cached is not None:
             self.stats.cache_hits += 1
         return cached
 
-    def watch(self, names: Iterable[tuple[str, int | None]]) -> None:
-        """The gateway names of the config (start, reload): forget the addresses of names no
-        longer listed, and look the others up now, so that the guard knows them before any
-        call does."""
-        wanted = {(host.rstrip(".").lower(), port) for host, port in names}
-        keep = {name for name, _ in wanted}
+    def watch(self, names: Iterable[Name]) -> None:
+        """The gateway names of the config (start, reload), as (host, port) or (host, port,
+        transport): forget the addresses of names no longer listed, and look the others up
+        now, so that the guard knows them before any call does."""
+        wanted = {
+            (name[0].rstrip(".").lower(), name[1], name[2] if len(name) > 2 else "udp")
+            for name in names
+        }
+        keep = {key[0] for key in wanted}
         if set(self._known) - keep:
             self._known = {n: a for n, a in self._known.items() if n in keep}
             self._changed()
-        for host, port in sorted(wanted, key=lambda k: (k[0], k[1] or 0)):
-            self.resolve(host, port, _ignore)
+        for host, port, transport in sorted(wanted, key=lambda k: (k[0], k[1] or 0, k[2])):
+            self.resolve(host, port, _ignore, transport)
 
     def knows(self, address: str) -> bool:
         """Whether `address` is one that a gateway name resolved to (its latest good answer)."""
         return address in self._all_known
 
     async def _run(self, key: Key) -> None:
-        name, port = key
+        name = key[0]
         try:
-            resolution = await self._lookup(name, port)
+            resolution = await self._lookup(*key)
         except asyncio.CancelledError:
             self._waiting.pop(key, None)
             raise
@@ -223,8 +230,8 @@ class DnsResolver:
             except Exception:
                 log.exception("a caller of the DNS lookup of %s failed", name)
 
-    async def _lookup(self, name: str, port: int | None) -> Resolution:
-        lookup = Lookup(name, port, partial(hosts_lookup, self.hosts))
+    async def _lookup(self, name: str, port: int | None, transport: str) -> Resolution:
+        lookup = Lookup(name, port, partial(hosts_lookup, self.hosts), transport)
         step = lookup.start()
         while isinstance(step, Query):
             step = lookup.on_answer(step, await self._query(step))

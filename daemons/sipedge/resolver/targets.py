@@ -1,4 +1,4 @@
-"""Where a SIP gateway given by host name is, per RFC 3263 (UDP only): the pure half.
+"""Where a SIP gateway given by host name is, per RFC 3263 (UDP, TCP, TLS): the pure half.
 
 Owns: the RFC 3263 lookup as a step machine (`Lookup`: answers in, the next `Query` or the
 `Resolution` out), RFC 2782 ordering of SRV targets by priority and weight (`srv_order`), the
@@ -8,15 +8,22 @@ NAPTR selection (`naptr_services`), the records it works on (`Query`, `Answer`, 
 Must not: send a query, read a file or the clock, draw random numbers of its own (a `rand`
 is passed in), or import anything of sipedge but `typedefs`. Driven by: `resolver/client.py`.
 
-The steps (RFC 3263 4.1 and 4.2; we speak UDP only):
+The steps (RFC 3263 4.1 and 4.2). The transport is the gateway's, configured (we do not
+pick it from NAPTR): it chooses the NAPTR service, the SRV name and the default port.
+
+| transport | NAPTR service | SRV name | default port |
+|---|---|---|---|
+| udp | ``SIP+D2U`` | ``_sip._udp.<name>`` | 5060 |
+| tcp | ``SIP+D2T`` | ``_sip._tcp.<name>`` | 5060 |
+| tls | ``SIPS+D2T`` | ``_sips._tcp.<name>`` | 5061 |
 
 * an IP literal is its own target; a name in the hosts file (`hosts.py`) gives its addresses
-  at once, no DNS query (the hosts file has no SRV: port as given, else 5060);
+  at once, no DNS query (the hosts file has no SRV: port as given, else the default port);
 * a port given with the name: A only (RFC 3263 4.2: no NAPTR, no SRV);
-* no port: NAPTR of the name, keeping the ``SIP+D2U`` services with flag ``s`` in (order,
-  preference) order; no NAPTR (or none for UDP): ``_sip._udp.<name>``; each SRV name in turn
-  until one has records; then A of every SRV target (at most `MAX_SRV_TARGETS`, a target in the
-  hosts file without a query); no SRV at all: A of the name, port 5060;
+* no port: NAPTR of the name, keeping the services of the transport with flag ``s`` in (order,
+  preference) order; no NAPTR (or none for the transport): the SRV name above; each SRV name in
+  turn until one has records; then A of every SRV target (at most `MAX_SRV_TARGETS`, a target
+  in the hosts file without a query); no SRV at all: A of the name, the default port;
 * A only: AAAA is asked only when A has no record, so that the failure can say the name is
   IPv6-only (the UDP transport is IPv4 for now: IPv4 results are the ones kept).
 
@@ -44,6 +51,7 @@ __all__ = [
     "MAX_SRV_TARGETS",
     "MAX_TTL",
     "NEGATIVE_TTL",
+    "SERVICES",
     "Answer",
     "Entry",
     "Lookup",
@@ -52,6 +60,7 @@ __all__ = [
     "Resolution",
     "SrvRecord",
     "Targets",
+    "default_port",
     "failure_label",
     "is_literal",
     "literal",
@@ -60,6 +69,12 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 5060
+# per transport: the NAPTR service, the SRV prefix and the default port (RFC 3263 4.1, 4.2)
+SERVICES = {
+    "udp": ("SIP+D2U", "_sip._udp", 5060),
+    "tcp": ("SIP+D2T", "_sip._tcp", 5060),
+    "tls": ("SIPS+D2T", "_sips._tcp", 5061),
+}
 MAX_TTL = 3600.0  # a positive answer is asked again after an hour at most
 NEGATIVE_TTL = 30.0  # NXDOMAIN / no answer: at most this long (RFC 2308 SOA minimum below it)
 FAILURE_TTL = 5.0  # timeout / SERVFAIL: asked again after this long
@@ -206,13 +221,19 @@ def srv_order(entries: Sequence[Entry], rand: Callable[[], float]) -> list[Entry
     return out
 
 
-def naptr_services(records: Sequence[NaptrRecord]) -> list[str]:
-    """The SRV names of the NAPTR records for SIP over UDP (service ``SIP+D2U``, flag ``s``),
-    in (order, preference) order (RFC 3263 4.1; we support no other transport)."""
+def default_port(transport: str) -> int:
+    """The port of a name without SRV records (and without a port): 5061 for TLS, else 5060."""
+    return SERVICES.get(transport, SERVICES["udp"])[2]
+
+
+def naptr_services(records: Sequence[NaptrRecord], transport: str = "udp") -> list[str]:
+    """The SRV names of the NAPTR records for SIP over `transport` (service ``SIP+D2U``,
+    ``SIP+D2T`` or ``SIPS+D2T``, flag ``s``), in (order, preference) order (RFC 3263 4.1)."""
+    service = SERVICES[transport][0]
     wanted = [
         r
         for r in records
-        if r.service.upper() == "SIP+D2U" and r.flags.lower() == "s" and r.replacement
+        if r.service.upper() == service and r.flags.lower() == "s" and r.replacement
     ]
     wanted.sort(key=lambda r: (r.order, r.preference))
     names: list[str] = []
@@ -231,11 +252,13 @@ def _negative_ttl(answer: Answer) -> float:
 @dataclass
 class Lookup:
     """One RFC 3263 lookup of `name`: `start()`, then `on_answer()` per query until a
-    `Resolution` comes out. ``port`` None: no port was given (NAPTR and SRV apply)."""
+    `Resolution` comes out. ``port`` None: no port was given (NAPTR and SRV apply);
+    ``transport`` picks the NAPTR service, the SRV name and the default port (`SERVICES`)."""
 
     name: str
     port: int | None
     hosts: Callable[[str], tuple[str, ...] | None] = lambda name: None  # the hosts file
+    transport: str = "udp"
     _phase: str = "start"
     _ttl: float = MAX_TTL
     _srv_names: list[str] = field(default_factory=list)
@@ -258,8 +281,9 @@ class Lookup:
         if phase == "naptr":
             if answer.error is not None:
                 return self._fail(answer)
-            found = naptr_services([r for r in answer.records if isinstance(r, NaptrRecord)])
-            self._srv_names = found or [f"_sip._udp.{self.name}"]
+            naptr = [r for r in answer.records if isinstance(r, NaptrRecord)]
+            found = naptr_services(naptr, self.transport)
+            self._srv_names = found or [f"{SERVICES[self.transport][1]}.{self.name}"]
             return self._next_srv_name()
         if phase == "srv":
             return self._on_srv(answer)
@@ -271,7 +295,7 @@ class Lookup:
         if phase == "a":
             hosts = tuple(r for r in answer.records if isinstance(r, str))
             if hosts:
-                port = DEFAULT_PORT if self.port is None else self.port
+                port = default_port(self.transport) if self.port is None else self.port
                 return self._done((Entry(0, 0, port, hosts),))
             if answer.error is not None:
                 return self._fail(answer)
@@ -294,7 +318,7 @@ class Lookup:
     def _a_of_name(self) -> Query | Resolution:
         known = self.hosts(self.name)
         if known:
-            return self._done((Entry(0, 0, DEFAULT_PORT, known),))
+            return self._done((Entry(0, 0, default_port(self.transport), known),))
         return self._ask("a", Query(self.name, "A"))
 
     def _on_srv(self, answer: Answer) -> Query | Resolution:
@@ -341,9 +365,9 @@ class Lookup:
         return Resolution(self.name, (), error, _negative_ttl(answer) if ttl is None else ttl)
 
 
-def literal(host: str, port: int | None) -> Resolution | None:
+def literal(host: str, port: int | None, transport: str = "udp") -> Resolution | None:
     """An IP address is its own target (None: `host` is a name)."""
     if not is_literal(host):
         return None
-    entry = Entry(0, 0, DEFAULT_PORT if port is None else port, (host,))
+    entry = Entry(0, 0, default_port(transport) if port is None else port, (host,))
     return Resolution(host, (entry,), None, MAX_TTL, "literal")

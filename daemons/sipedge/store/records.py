@@ -9,7 +9,7 @@ views of themselves (`duration`, `live`, `to_json`); rules about them live with 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sipedge.typedefs import Addr
@@ -77,7 +77,8 @@ class Binding:
         return self.expires_at > now
 
     def to_json(self, now: float) -> dict[str, Any]:
-        out = asdict(self)
+        # not asdict: it would rebuild `source`, a transport Destination over TCP or TLS
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["source"] = f"{self.source[0]}:{self.source[1]}"
         out["expires_in"] = max(0, round(self.expires_at - now))
         return out
