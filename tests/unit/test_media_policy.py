@@ -47,9 +47,12 @@ POLICY = MediaPolicy(DEFAULT, 8)
         ("fe80::1", "IP6", "fe80::/10"),
         ("FE80::abcd", "IP6", "fe80::/10"),
         ("febf::1", "IP6", "fe80::/10"),
-        # IPv4-mapped IPv6 is checked as the IPv4 address it maps
-        ("::ffff:127.0.0.1", "IP6", "127.0.0.0/8"),
-        ("::ffff:169.254.9.9", "IP6", "169.254.0.0/16"),
+        # the IPv6 counterparts (docs/ipv6.md)
+        ("ff02::1", "IP6", "ff00::/8"),
+        ("FF0E::1234", "IP6", "ff00::/8"),
+        ("100::1", "IP6", "100::/64"),
+        ("::ffff:198.51.100.7", "IP6", "::ffff:0:0/96"),
+        ("::ffff:127.0.0.1", "IP6", "::ffff:0:0/96"),
     ],
 )
 def test_address_against_the_default_networks(
@@ -60,6 +63,29 @@ def test_address_against_the_default_networks(
         assert why is None
     else:
         assert why is not None and refused_by in why
+
+
+@pytest.mark.parametrize(
+    ("address", "refused_by"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.0/8"),
+        ("::ffff:169.254.9.9", "169.254.0.0/16"),
+        ("::ffff:198.51.100.7", None),
+    ],
+)
+def test_mapped_addresses_are_checked_as_ipv4_when_the_mapped_range_is_allowed(
+    address: str, refused_by: str | None
+) -> None:
+    """An operator who takes ::ffff:0:0/96 off the list still has the IPv4 rules apply."""
+    networks = tuple(n for n in DEFAULT if str(n) != "::ffff:0:0/96")
+    why = address_refusal(address, "IP6", networks)
+    assert (why is None) if refused_by is None else (why is not None and refused_by in why)
+
+
+def test_documentation_prefix_is_refused_only_when_configured() -> None:
+    assert address_refusal("2001:db8::5", "IP6", DEFAULT) is None
+    why = address_refusal("2001:db8::5", "IP6", (*DEFAULT, ip_network("2001:db8::/32")))
+    assert why is not None and "2001:db8::/32" in why
 
 
 @pytest.mark.parametrize(

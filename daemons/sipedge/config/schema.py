@@ -220,15 +220,22 @@ class Registration:
 
 
 # Connection addresses sipd refuses in SDP (media.refused_networks): "this network",
-# loopback, link-local, multicast, reserved, and their IPv6 counterparts.
+# loopback, link-local, multicast, reserved, and their IPv6 counterparts (unspecified,
+# loopback, IPv4-mapped: the relay sends IPv6 to IPv6 peers, never IPv4 in disguise,
+# discard-only, link-local, multicast). Documentation prefixes (2001:db8::/32) are not here:
+# tests and labs use them; an operator adds them (docs/ipv6.md).
 DEFAULT_REFUSED_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
     IPv4Network("0.0.0.0/8"),
     IPv4Network("127.0.0.0/8"),
     IPv4Network("169.254.0.0/16"),
     IPv4Network("224.0.0.0/4"),
     IPv4Network("240.0.0.0/4"),
+    IPv6Network("::/128"),
     IPv6Network("::1/128"),
+    IPv6Network("::ffff:0:0/96"),
+    IPv6Network("100::/64"),
     IPv6Network("fe80::/10"),
+    IPv6Network("ff00::/8"),
 )
 DEFAULT_RTP_TIMEOUT_FOR_IDLE = 60.0  # idle_timeout Auto: (SS_MEDIA_RTP_TIMEOUT or this) + grace
 IDLE_TIMEOUT_GRACE = 60.0

@@ -79,6 +79,7 @@ class DnsSettings:
     timeout: float = 2.0  # seconds for one query, all servers tried
     hosts_file: Path | None = Path("/etc/hosts")
     cache_size: int = 1024  # names (with their port) whose answers are kept
+    ipv6: bool = False  # AAAA too, IPv6 hosts-file lines too: sipd has an IPv6 listener
 
 
 @dataclass
@@ -123,7 +124,7 @@ class DnsResolver:
             self.hosts = {}
             return
         try:
-            self.hosts = parse_hosts(path.read_text(errors="replace"))
+            self.hosts = parse_hosts(path.read_text(errors="replace"), self.settings.ipv6)
         except OSError as err:
             log.warning("hosts file %s not read: %s", path, err)
             self.hosts = {}
@@ -224,7 +225,7 @@ class DnsResolver:
                 log.exception("a caller of the DNS lookup of %s failed", name)
 
     async def _lookup(self, name: str, port: int | None) -> Resolution:
-        lookup = Lookup(name, port, partial(hosts_lookup, self.hosts))
+        lookup = Lookup(name, port, partial(hosts_lookup, self.hosts), self.settings.ipv6)
         step = lookup.start()
         while isinstance(step, Query):
             step = lookup.on_answer(step, await self._query(step))
