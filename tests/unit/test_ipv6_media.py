@@ -98,7 +98,9 @@ def test_no_ipv6_relay_fails_the_attempt_and_the_ipv4_gateway_takes_it(tmp_path:
         edge.answer(gw4_invite, 200, GW4)
         await settle()
         assert edge.responses(200, CALLER)
-        assert edge.b2bua.media.stats.unanchored == {"address-family-unavailable": 1}
+        stats = edge.b2bua.media.stats
+        assert stats.refused == {"media-family-unavailable": 1}
+        assert stats.errors == {"address-family-unavailable": 1} and stats.unanchored == {}
         caller_bye = parse_message(
             (
                 "BYE sip:10.0.0.9:5060 SIP/2.0\r\n"

@@ -393,7 +393,7 @@ class CallMedia:
                 if exc.code == FAMILY_UNAVAILABLE:  # the receiver's family has no relay address
                     if stream.index not in session.streams:
                         self.service.reconciler.release(mediad_id)
-                    self._unanchored(exc.code)
+                    self.service.stats.count(self.service.stats.refused, MEDIA_FAMILY_UNAVAILABLE)
                     self.refusals[session.key] = MediaRefusal(
                         MEDIA_FAMILY_UNAVAILABLE,
                         f"no {receiver} relay address for the {other(leg)}",
