@@ -41,16 +41,36 @@ if not _ipv6_loopback():  # pragma: no cover - the build machines have ::1
     pytest.skip("no IPv6 loopback (::1) on this host", allow_module_level=True)
 
 
-def call(remote: str, local: str, transport: str = "u1", scenario: str = "uac_basic") -> SippResult:
+def port6(kind: int = socket.SOCK_DGRAM) -> int:
+    """`free_port` (free on 127.0.0.1, never handed out twice) that is also free on ::1 for
+    UDP and TCP: the IPv6 peers and listeners bind there."""
+    while True:
+        port = free_port(kind)
+        try:
+            for sock_type in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET6, sock_type) as s:
+                    s.bind(("::1", port))
+        except OSError:
+            continue
+        return port
+
+
+def call(
+    remote: str,
+    local: str,
+    transport: str = "u1",
+    scenario: str = "uac_basic",
+    service: str = "4420001",
+) -> SippResult:
     kind = socket.SOCK_STREAM if transport == "t1" else socket.SOCK_DGRAM
     sipp = Sipp(
         scenario,
         local=local,
-        port=free_port(kind),
+        port=port6(kind),
         remote=remote,
         calls=1,
         timeout=30,
-        service="4420001",
+        service=service,
         transport=transport,
         keys={"hold": "300"},
     )
@@ -63,7 +83,7 @@ def first(result: SippResult, start: str) -> Any:
 
 
 def test_ipv6_caller_to_ipv6_gateway_over_udp(sipd_factory: Any) -> None:
-    gw_port, listen = free_port(), free_port()
+    gw_port, listen = port6(), port6()
     sipd = sipd_factory(
         [gateway("gw6", gw_port, address="::1")],
         listen=[f"udp://[::1]:{listen}"],
@@ -77,7 +97,7 @@ def test_ipv6_caller_to_ipv6_gateway_over_udp(sipd_factory: Any) -> None:
     assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
     cdr = sipd.cdrs(wait_for=1)[0]
     assert cdr["answer_time"] is not None and cdr["routing_gateway"] == "gw6"
-    assert cdr["source"].startswith("::1:")
+    assert cdr["source"].startswith("[::1]:")  # host:port, an IPv6 host in brackets
     invite = first(gw_result, "INVITE")
     assert invite.header("Via").startswith(f"SIP/2.0/UDP [::1]:{listen};")
     assert invite.header("Contact") == f"<sip:[::1]:{listen}>"
@@ -89,10 +109,10 @@ def test_ipv6_caller_to_ipv6_gateway_over_udp(sipd_factory: Any) -> None:
 
 
 def test_ipv6_over_tcp(sipd_factory: Any) -> None:
-    gw_port, listen = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+    gw_port, listen = port6(socket.SOCK_STREAM), port6(socket.SOCK_STREAM)
     sipd = sipd_factory(
         [gateway("gw6-tcp", gw_port, address="::1", transport="tcp")],
-        listen=[f"udp://[::1]:{free_port()}", f"tcp://[::1]:{listen}"],
+        listen=[f"udp://[::1]:{port6()}", f"tcp://[::1]:{listen}"],
         mapping_addresses=MAPPING,
     )
     assert f"tcp [::1]:{listen}" in sipd.log()
@@ -113,7 +133,7 @@ def test_ipv6_over_tcp(sipd_factory: Any) -> None:
 def test_4_to_6_call_each_side_sees_its_family(sipd_factory: Any) -> None:
     """Caller on 127.0.0.1 to sipd's IPv4 listener, gateway on ::1: the INVITE leaves from
     the IPv6 listener with our IPv6 address, the caller's answers carry our IPv4 one."""
-    gw_port, listen6 = free_port(), free_port()
+    gw_port, listen6 = port6(), port6()
     sipd = sipd_factory(
         [gateway("gw6", gw_port, address="::1")],
         listen=[f"udp://[::1]:{listen6}"],
@@ -149,8 +169,8 @@ def test_4_to_6_sdp_carries_the_relay_address_of_each_family(
 ) -> None:
     """With a real mediad (userspace relay) that has an IPv4 and an IPv6 relay address: the
     IPv6 gateway's SDP says `c=IN IP6 ::1`, the IPv4 caller's `c=IN IP4 127.0.0.1`."""
-    gw_port, listen6 = free_port(), free_port()
-    low = 43960  # the media tests' fixed ranges end below 44000 (tests/conftest.py)
+    gw_port, listen6 = port6(), port6()
+    low = 47600  # a fixed range no other media test uses (tests/conftest.py FIXED_MEDIA_PORTS)
     sipd = sipd_factory(
         [gateway("gw6", gw_port, address="::1")],
         listen=[f"udp://[::1]:{listen6}"],
@@ -183,3 +203,41 @@ def test_4_to_6_sdp_carries_the_relay_address_of_each_family(
     assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
     assert "c=IN IP6 ::1" in first(gw_result, "INVITE").body
     assert "c=IN IP4 127.0.0.1" in first(result, "SIP/2.0 200").body
+
+
+def test_an_ipv6_endpoint_registers_and_an_ipv4_caller_reaches_it(sipd_factory: Any) -> None:
+    """An endpoint on ::1 registers (digest) to sipd's IPv6 listener; a call from the IPv4
+    mapping gateway reaches its Contact over IPv6, with our IPv6 address in brackets."""
+    listen6, phone_port = port6(), port6()
+    sipd = sipd_factory(
+        [gateway("gw1", port6())],
+        listen=[f"udp://[::1]:{listen6}"],
+        mapping_addresses=["127.0.0.2/32"],
+        extra={"endpoints": [{"account": "alice", "password": "secret"}]},
+    )
+    reg = Sipp(
+        "uac_register",
+        local="::1",
+        port=phone_port,
+        remote=f"[::1]:{listen6}",
+        keys={"contact_host": "[local_ip]", "contact_port": str(phone_port)},  # SIPp: [::1]
+        timeout=15,
+        # SIPp's digest uri drops the brackets of an IPv6 host unless told (ours must be the
+        # Request-URI, RFC 2617 3.2.2)
+        extra=["-auth_uri", f"[::1]:{listen6}"],
+    )
+    reg.start()
+    registered = reg.wait(20)
+    assert registered.returncode == 0, registered.describe() + sipd.log()
+    (binding,) = sipd.api("/api/endpoints")["bindings"]
+    assert binding["account"] == "alice" and "[::1]" in binding["contact"], binding
+    assert binding["source"] == f"[::1]:{phone_port}"
+    with Sipp("uas_answer", local="::1", port=phone_port, calls=1, timeout=30) as phone:
+        result = call(sipd.sip_target, "127.0.0.2", service="alice")
+        phone_result = phone.wait(20)
+    assert result.returncode == 0, result.describe() + sipd.log()
+    assert phone_result.returncode == 0, phone_result.describe()
+    invite = first(phone_result, "INVITE")
+    assert invite.first_line.startswith(f"INVITE sip:alice@[::1]:{phone_port} ")
+    assert invite.header("Via").startswith(f"SIP/2.0/UDP [::1]:{listen6};")
+    assert sipd.cdrs(wait_for=1)[0]["routing_gateway"] == "endpoint:alice"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sipedge.config import parse_config
 from sipedge.guard import GuardRules, GuardSettings, Standing, source_key
 from sipedge.media.client import _family
 from sipedge.resolver.hosts import hosts_lookup, parse_hosts
@@ -23,6 +24,7 @@ from sipedge.sip.transport.destination import Destination
 from sipedge.sip.transport.intake import stamp_via
 from sipedge.sip.transport.router import Transports
 from sipedge.sip.validation import check_request
+from tests.unit.test_config import example_data, one_problem
 from tests.unit.test_resolver_targets import run
 
 # -- RFC 5118 ------------------------------------------------------------------------------
@@ -332,3 +334,32 @@ def test_address_family_key() -> None:
     assert _family("IP6") == {"address-family": "IP6"}
     with pytest.raises(ValueError):
         _family("ip6")
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def test_ipv6_listeners_gateways_and_networks_in_the_config() -> None:
+    data = example_data()
+    data["sip"]["listen"] = ["udp://0.0.0.0:5060", "udp://[2001:DB8::10]:5060", "tcp://[::1]:5070"]
+    data["routing_gateways"][1].update(address="2001:DB8:0::20")
+    data["mapping_gateways"][0]["addresses"] = ["2001:db8:30::/48"]
+    config = parse_config(data)
+    assert [a.address for a in config.sip.listen] == [
+        ("udp", "0.0.0.0", 5060),
+        ("udp", "2001:db8::10", 5060),
+        ("tcp", "::1", 5070),
+    ]
+    # as the kernel writes source addresses, so that a gateway is recognised by its source
+    assert config.routing_gateways[1].address == "2001:db8::20"
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["udp://::1:5060", "udp://[::1]", "udp://[2001:db8:::1]:5060", "udp://[192.0.2.1]:5060"],
+)
+def test_bad_ipv6_listeners_are_refused(listen: str) -> None:
+    data = example_data()
+    data["sip"]["listen"] = ["udp://0.0.0.0:5060", listen]
+    problem = one_problem(data)
+    assert problem.path == "sip.listen[1]" and "IPv6 in brackets" in problem.allowed

@@ -411,7 +411,7 @@ class B2BUA:
             call_id=request.call_id,
             caller=caller,
             callee=callee,
-            source=f"{tx.source[0]}:{tx.source[1]}",
+            source=hostport(tx.source[0], tx.source[1]),
             mapping_gateway=mapping,
             setup_time=time.time(),
         )
@@ -524,7 +524,7 @@ def call_summary(call: Call) -> dict[str, object]:
         "state": call.state.value,
         "caller": call.caller_number,
         "callee": call.callee_number,
-        "source": f"{call.source[0]}:{call.source[1]}",
+        "source": hostport(call.source[0], call.source[1]),
         "mapping_gateway": call.mapping_gateway,
         "setup_time": call.record.setup_time,
         "answer_time": call.record.answer_time,

@@ -9,7 +9,7 @@ views of themselves (`duration`, `live`, `to_json`); rules about them live with 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sipedge.typedefs import Addr
@@ -77,7 +77,10 @@ class Binding:
         return self.expires_at > now
 
     def to_json(self, now: float) -> dict[str, Any]:
-        out = asdict(self)
-        out["source"] = f"{self.source[0]}:{self.source[1]}"
+        # not asdict(): `source` may be a transport Destination (a REGISTER that came to
+        # another UDP listener, the IPv6 one say), which asdict cannot rebuild
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        host = f"[{self.source[0]}]" if ":" in self.source[0] else self.source[0]
+        out["source"] = f"{host}:{self.source[1]}"
         out["expires_in"] = max(0, round(self.expires_at - now))
         return out
