@@ -363,3 +363,12 @@ def test_bad_ipv6_listeners_are_refused(listen: str) -> None:
     data["sip"]["listen"] = ["udp://0.0.0.0:5060", listen]
     problem = one_problem(data)
     assert problem.path == "sip.listen[1]" and "IPv6 in brackets" in problem.allowed
+
+
+def test_an_ipv6_peer_needs_an_ipv6_udp_listener() -> None:
+    data = example_data()
+    data["routing_gateways"][1].update(address="2001:db8::20")
+    problem = one_problem(data)
+    assert problem.path == "routing_gateways[1].address" and "IPv6 udp://" in problem.allowed
+    data["sip"]["listen"] = ["udp://0.0.0.0:5060", "udp://[::]:5060"]
+    assert parse_config(data).routing_gateways[1].address == "2001:db8::20"

@@ -31,7 +31,7 @@ def edge_6(tmp: Path, fake: FakeMediad, *, v4_fallback: bool = False) -> Edge:
     gateways = [gateway("gw6", GW6[1], address=GW6[0])]
     if v4_fallback:
         gateways.append(gateway("gw4", GW4[1], address=GW4[0]))
-    data = make_config(tmp, 5060, 8080, gateways)
+    data = make_config(tmp, 5060, 8080, gateways, listen=[f"udp://[{OURS_6}]:5060"])
     data["routes"] = [{"prefix": "", "gateways": [g["name"] for g in gateways]}]
     edge = Edge(tmp, data=data)
     # our address toward each peer from the listener of its family (sipd: Transports)
