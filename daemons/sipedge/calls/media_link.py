@@ -51,8 +51,6 @@ import weakref
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-__all__ = ["CallMedia", "MediaBackend", "MediaEvents", "MediaService", "media_metrics"]
-
 from sipedge.calls import watchdog
 from sipedge.calls.attempt import Attempt
 from sipedge.calls.media_backend import MediaBackend
@@ -398,7 +396,7 @@ class CallMedia:
                         MEDIA_FAMILY_UNAVAILABLE,
                         f"no {receiver} relay address for the {other(leg)}",
                         status=488,
-                        warn_code=300,
+                        warn_code=301,  # RFC 3261 20.43: incompatible network address formats
                     )
                     return None
                 if stream.index not in session.streams:
