@@ -8,6 +8,8 @@ the RFC 3263 lookup asking AAAA; the ng "address-family" key.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from sipedge.sip.sdp import RelayEndpoint, parse, rewrite
 from sipedge.sip.transport.destination import Destination
 from sipedge.sip.transport.intake import stamp_via
 from sipedge.sip.transport.router import Transports
+from sipedge.sip.transport.udp import open_udp
 from sipedge.sip.validation import check_request
 from tests.unit.test_config import example_data, one_problem
 from tests.unit.test_resolver_targets import run
@@ -372,3 +375,22 @@ def test_an_ipv6_peer_needs_an_ipv6_udp_listener() -> None:
     assert problem.path == "routing_gateways[1].address" and "IPv6 udp://" in problem.allowed
     data["sip"]["listen"] = ["udp://0.0.0.0:5060", "udp://[::]:5060"]
     assert parse_config(data).routing_gateways[1].address == "2001:db8::20"
+
+
+def test_an_ipv6_udp_listener_is_ipv6_only() -> None:
+    """udp://127.0.0.1:P and udp://[::]:P side by side: the IPv6 socket takes no IPv4
+    (IPV6_V6ONLY), so both bind and IPv4 sources never show up as ::ffff:a.b.c.d."""
+
+    async def main() -> None:
+        v4 = await open_udp("127.0.0.1", 0, lambda *a: None)
+        v6 = await open_udp("::", v4.port, lambda *a: None)
+        try:
+            assert v6.port == v4.port and v6.host == "::"
+            assert v6._transport is not None
+            sock = v6._transport.get_extra_info("socket")  # asyncio's TransportSocket
+            assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        finally:
+            v4.close()
+            v6.close()
+
+    asyncio.run(main())
