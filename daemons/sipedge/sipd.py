@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import ipaddress
 import logging
 import signal
 import ssl
@@ -198,7 +199,7 @@ class SipDaemon:
             self.config,
             loop,
             transports.send_bytes,
-            self.transport.local_host_for,
+            transports.local_host_for,
             self.transport.port,
             self.cdrs,
             self.resolver,
@@ -207,6 +208,7 @@ class SipDaemon:
         self._b2bua.carriers = self.carrier_stats
         self.resolver.watch(gateway_names(self.config))
         self._b2bua.stream_ports = transports.ports
+        self._b2bua.port_for = transports.port_for
         self._b2bua.transactions.prepare = transports.prepare
         self._apply_sip_limits(self.config)
         # Screen sources before parsing from here on, now that gateways can be recognised.
@@ -253,7 +255,7 @@ class SipDaemon:
                 udp = await open_udp_retrying(
                     listen.host, listen.port, self._on_message, self.transport_stats
                 )
-                if sip.public_address:
+                if sip.public_address and _same_family(sip.public_address, listen.host):
                     udp.advertised_host = sip.public_address
                 udps.append(udp)
         streams = None
@@ -666,7 +668,9 @@ def gateway_list(config: Config) -> tuple[list[str], list[str]]:
 
 
 def dns_settings(sip: SipConfig) -> DnsSettings:
-    return DnsSettings(tuple(sip.dns_servers), sip.dns_timeout, sip.hosts_file)
+    """AAAA records count only when there is an IPv6 listener to reach them from."""
+    ipv6 = any(":" in listen.host for listen in sip.listen)
+    return DnsSettings(tuple(sip.dns_servers), sip.dns_timeout, sip.hosts_file, ipv6=ipv6)
 
 
 def gateway_names(config: Config) -> list[tuple[str, int | None, str]]:
@@ -755,3 +759,13 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _same_family(public_address: str, host: str) -> bool:
+    """sip.public_address applies to the listeners of its family (a name: to all), so an
+    IPv6 listener does not advertise an IPv4 public address (docs/ipv6.md)."""
+    try:
+        family = ipaddress.ip_address(public_address).version
+    except ValueError:
+        return True
+    return family == (6 if ":" in host else 4)

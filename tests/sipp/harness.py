@@ -430,11 +430,12 @@ def render_scenario(text: str, keys: Mapping[str, str]) -> str:
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port that is free on ``host`` right now (and, where possible, for TCP too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # `-i ::1`: an IPv6 SIPp
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        with socket.socket(family, socket.SOCK_STREAM) as t:
             try:
                 t.bind((host, port))
             except OSError:

@@ -51,9 +51,11 @@ POLICY = MediaPolicy(DEFAULT, 8)
         ("100::1", "IP6", "100::/64"),
         ("ff02::1", "IP6", "ff00::/8"),
         ("ff0e::fb", "IP6", "ff00::/8"),
+        ("FF0E::1234", "IP6", "ff00::/8"),
         # IPv4-mapped IPv6: the whole range by default (an IPv4 peer is written IN IP4)
         ("::ffff:127.0.0.1", "IP6", "::ffff:0:0/96"),
         ("::ffff:192.0.2.7", "IP6", "::ffff:0:0/96"),
+        ("::ffff:198.51.100.7", "IP6", "::ffff:0:0/96"),
     ],
 )
 def test_address_against_the_default_networks(
@@ -72,6 +74,29 @@ def test_mapped_address_checked_as_its_ipv4_address() -> None:
     why = address_refusal("::ffff:10.1.2.3", "IP6", nets)
     assert why is not None and "10.0.0.0/8" in why
     assert address_refusal("::ffff:192.0.2.7", "IP6", nets) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "refused_by"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.0/8"),
+        ("::ffff:169.254.9.9", "169.254.0.0/16"),
+        ("::ffff:198.51.100.7", None),
+    ],
+)
+def test_mapped_addresses_are_checked_as_ipv4_when_the_mapped_range_is_allowed(
+    address: str, refused_by: str | None
+) -> None:
+    """An operator who takes ::ffff:0:0/96 off the list still has the IPv4 rules apply."""
+    networks = tuple(n for n in DEFAULT if str(n) != "::ffff:0:0/96")
+    why = address_refusal(address, "IP6", networks)
+    assert (why is None) if refused_by is None else (why is not None and refused_by in why)
+
+
+def test_documentation_prefix_is_refused_only_when_configured() -> None:
+    assert address_refusal("2001:db8::5", "IP6", DEFAULT) is None
+    why = address_refusal("2001:db8::5", "IP6", (*DEFAULT, ip_network("2001:db8::/32")))
+    assert why is not None and "2001:db8::/32" in why
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from sipedge.calls.media_policy import MediaPolicy
 from sipedge.calls.media_reconcile import TOUCH_CHUNK, Reconciler, interval_for, plan
 from sipedge.calls.service import media_policy
 from sipedge.config import MediaConfig
-from sipedge.media.client import MediaError, RelayAddress
+from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError, RelayAddress
 from sipedge.sip.message import Request, Response, make_response, parse_message
 from tests.unit.memory_cdrs import MemoryCdrs
 from tests.unit.test_session_timer_call import CALLER, GW, SDP, Edge
@@ -38,10 +38,18 @@ class FakeMediad:
         self.gate: asyncio.Event | None = None  # offers wait on it when set
         self.on_list: Any = None  # called after list is answered (for races)
         self.next_port = 30000
+        # the relay address by family (mediad's advertise_address, advertise_address_v6)
+        self.relay = {"IP4": "10.0.0.9", "IP6": "2001:db8::9"}
+        self.families: list[tuple[str, str]] = []  # (command, address-family) asked
 
     def _check(self) -> None:
         if self.down:
             raise MediaError("unreachable", "mediad down")
+
+    def _check_family(self, address_family: str) -> None:
+        """As mediad: an error when it has no relay address of the family asked for."""
+        if address_family not in self.relay:
+            raise MediaError(FAMILY_UNAVAILABLE, f"no {address_family} relay address", 400)
 
     async def offer(
         self,
@@ -53,14 +61,19 @@ class FakeMediad:
         mode: int | str | None = None,
         key: str | None = None,
         signal_address: str | None = None,
+        *,
+        address_family: str = "IP4",
     ) -> RelayAddress:
         self._check()
+        self._check_family(address_family)
         if self.gate is not None:
             await self.gate.wait()
         self.log.append(("offer", (call_id, from_tag, address, port, signal_address)))
+        self.families.append(("offer", address_family))
         self.sessions.setdefault(call_id, {"legs": []})
         self.next_port += 2
-        return RelayAddress(call_id, "10.0.0.9", self.next_port, self.next_port + 1, "userspace")
+        relay = self.relay[address_family]
+        return RelayAddress(call_id, relay, self.next_port, self.next_port + 1, "userspace")
 
     async def answer(
         self,
@@ -73,10 +86,14 @@ class FakeMediad:
         mode: int | str | None = None,
         key: str | None = None,
         signal_address: str | None = None,
+        *,
+        address_family: str = "IP4",
     ) -> RelayAddress:
         self._check()
+        self._check_family(address_family)
         self.log.append(("answer", (call_id, to_tag, address, port, signal_address)))
-        return RelayAddress(call_id, "10.0.0.9", 31000, 31001, "userspace")
+        self.families.append(("answer", address_family))
+        return RelayAddress(call_id, self.relay[address_family], 31000, 31001, "userspace")
 
     async def delete(self, call_id: str) -> dict[str, Any]:
         self._check()

@@ -11,6 +11,7 @@ RFC 4475; and check that the shortcut does take the values real traffic carries.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -114,21 +115,60 @@ PLAIN = [
     "<sip:+4940987654@192.0.2.10>",
     "sipp <sip:sipp@127.0.0.1:5061>;tag=1234SIPpTag001",
     "sip:sipp@127.0.0.1:5061",
-    "<sip:[2001:db8::1]:5060;transport=udp>",
     '"" <sip:anonymous@anonymous.invalid>;tag=x',
 ]
 PLAIN_VIAS = [
     "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK3e1f2a9c7d;rport",
     "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-1-0",
-    "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKx;received=2001:db8::2;rport=5060",
     "SIP/2.0/TCP gw.example.com;branch=z9hG4bK1",
 ]
 PLAIN_URIS = [
     "sip:+4940987654@192.0.2.10:5060",
     "sip:1000@127.0.0.1:5060;user=phone",
     "sips:gw.example.com",
-    "sip:[2001:db8::1]",
 ]
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern", "full"),
+    [
+        ("<sip:[2001:db8::1]:5060;transport=udp>", _PLAIN_ADDRESS, _address_ok_full),
+        ("<sip:caller@[2001:db8::192.0.2.1]>", _PLAIN_ADDRESS, _address_ok_full),
+        (
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKx;received=2001:db8::2;rport=5060",
+            _PLAIN_VIA,
+            _via_ok_full,
+        ),
+        (
+            "SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bK1",
+            _PLAIN_VIA,
+            _via_ok_full,
+        ),
+        ("sip:[2001:db8::1]", _PLAIN_URI, uri_ok_full),
+        ("sip:user@[2001:db8::10:5070]", _PLAIN_URI, uri_ok_full),
+    ],
+)
+def test_ipv6_references_take_the_full_parse(value: str, pattern: Any, full: Any) -> None:
+    """The brackets must hold an IPv6 address (RFC 5118 4.10), which only the full parse
+    checks: no shortcut for them, and the full parse takes the good ones."""
+    assert pattern.fullmatch(value) is None
+    assert full(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "full"),
+    [
+        ("<sip:caller@[2001:db8:::192.0.2.1]>", _address_ok_full),
+        ("<sip:caller@[2001:db8::1%eth0]>", _address_ok_full),
+        ("SIP/2.0/UDP [2001:db8:::9:1];branch=z9hG4bK1", _via_ok_full),
+        ("SIP/2.0/UDP 2001:db8::9:1;branch=z9hG4bK1", _via_ok_full),
+        ("sip:user@2001:db8::10", uri_ok_full),
+        ("sip:[198.51.100.7]", uri_ok_full),
+    ],
+)
+def test_bad_ipv6_references_are_refused(value: str, full: Any) -> None:
+    """RFC 5118 4.2 (no brackets) and 4.10 (three colons), a zone id, IPv4 in brackets."""
+    assert not full(value)
 
 
 @pytest.mark.parametrize("value", PLAIN)

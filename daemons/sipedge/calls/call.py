@@ -33,7 +33,7 @@ from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
 from sipedge.calls.identity import IncomingIdentity
 from sipedge.calls.in_dialog import Forwarder, ForwardingHost
 from sipedge.calls.media_link import CallMedia
-from sipedge.calls.media_policy import MEDIA_UNAVAILABLE, MediaRefusal
+from sipedge.calls.media_policy import MEDIA_FAMILY_UNAVAILABLE, MEDIA_UNAVAILABLE, MediaRefusal
 from sipedge.calls.media_session import CALLEE, CALLER
 from sipedge.calls.refresh import LegTimers
 from sipedge.calls.retry import retry_headers
@@ -66,6 +66,8 @@ from sipedge.store import AttemptRecord, CallRecord, OnCommitted
 from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
+# media refusals about the gateway, not the caller's SDP: the next gateway may do
+GATEWAY_REFUSALS = (MEDIA_UNAVAILABLE, MEDIA_FAMILY_UNAVAILABLE)
 
 
 class CallHost(ForwardingHost, Protocol):
@@ -201,11 +203,12 @@ class Call:
             return  # cancelled (or timed out) while mediad was asked; _end_attempt released it
         if body is None:
             refusal = self.media.refusal(attempt)
-            if refusal.reason != MEDIA_UNAVAILABLE:  # the caller's own SDP: no gateway helps
+            if refusal.reason not in GATEWAY_REFUSALS:  # the caller's own SDP: no gateway helps
                 self._end_attempt(attempt, refusal.reason, refusal.status)
                 self._reject_caller(refusal)
                 return
-            # an encrypted leg that mediad could not anchor: this gateway cannot be used
+            # an encrypted leg that mediad could not anchor, or no relay address of this
+            # gateway's family: this gateway cannot be used, another may
             self._end_attempt(attempt, refusal.reason, 503)
             self._follow(self.switcher.on_failure(attempt.tracker, 503, None))
             return

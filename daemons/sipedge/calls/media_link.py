@@ -36,9 +36,10 @@ while an attempt is in setup; the RTP timeout and the maximum call duration are 
 `sipedge.calls.watchdog` from the answer on.
 
 Owns: `MediaService` (the mediad client, counters, reconciler, background tasks), `CallMedia`
-(one call's sessions and FIFO). Must not: send SIP, decide switching, or import `calls.call` /
-`calls.service`: it reports to its call through `MediaEvents`, which `Call` implements. Nor
-hold that call strongly: the call owns its `CallMedia`, a strong link back would be a cycle.
+(one call's sessions and FIFO); what it uses of mediad's client is `media_backend.MediaBackend`.
+Must not: send SIP, decide switching, or import `calls.call` / `calls.service`: it reports to
+its call through `MediaEvents`, which `Call` implements. Nor hold that call strongly: the call
+owns its `CallMedia`, a strong link back would be a cycle.
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipedge.calls import watchdog
 from sipedge.calls.attempt import Attempt
+from sipedge.calls.media_backend import MediaBackend
 from sipedge.calls.media_metrics import MediaStats, media_metrics
 from sipedge.calls.media_policy import (
+    MEDIA_FAMILY_UNAVAILABLE,
     MEDIA_UNAVAILABLE,
     MediaPolicy,
     MediaRefusal,
@@ -63,9 +66,9 @@ from sipedge.calls.media_policy import (
 from sipedge.calls.media_queue import MediaQueue, Then
 from sipedge.calls.media_reconcile import Reconciler, is_gone
 from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
-from sipedge.media.client import MediaError, RelayAddress
+from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError
 from sipedge.ratelog import RateLimitedLog
-from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, is_sdp, parse, rewrite
+from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, family, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
     from sipedge.config import Parameters
@@ -79,6 +82,7 @@ T = TypeVar("T")
 # attempt and a log line. A reconciliation round that reaches mediad lifts the hold-off early.
 UNREACHABLE_HOLD_OFF = 1.0
 ERROR_LOG_INTERVAL = 10.0  # one mediad-failure line per (operation, code) per interval
+FAMILIES = ("IP4", "IP6")  # the c= address types anchored
 
 
 class MediaEvents(Protocol):
@@ -93,45 +97,6 @@ class MediaEvents(Protocol):
     def on_rtp_started(self, attempt_index: int) -> None: ...
 
     def terminate(self, cause: str) -> None: ...
-
-
-class MediaBackend(Protocol):
-    """What we use of `sipedge.media.client.MediaClient` (a fake in unit tests)."""
-
-    async def offer(
-        self,
-        call_id: str,
-        from_tag: str,
-        address: str,
-        port: int,
-        encryption: bool = False,
-        mode: int | str | None = None,
-        key: str | None = None,
-        signal_address: str | None = None,
-    ) -> RelayAddress: ...
-
-    async def answer(
-        self,
-        call_id: str,
-        from_tag: str,
-        to_tag: str,
-        address: str,
-        port: int,
-        encryption: bool = False,
-        mode: int | str | None = None,
-        key: str | None = None,
-        signal_address: str | None = None,
-    ) -> RelayAddress: ...
-
-    async def delete(self, call_id: str) -> dict[str, Any]: ...
-
-    async def query(self, call_id: str) -> dict[str, Any]: ...
-
-    async def list(self) -> list[dict[str, Any]]: ...
-
-    async def touch(self, call_ids: Sequence[str]) -> dict[str, Any]: ...
-
-    async def close(self) -> None: ...
 
 
 class MediaService:
@@ -231,6 +196,7 @@ class CallMedia:
         self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
         self.call_id = call.id
         self._caller_ip = ipv4_or_none(call.source[0])
+        self._caller_family = family(call.source[0])
         self.policy = service.policy  # the snapshot this call keeps
         self.refusals: dict[str, MediaRefusal] = {}  # by attempt Call-ID: why `then` got None
         self._mode = params.rtpencryptionmode
@@ -263,6 +229,11 @@ class CallMedia:
             session.signal = {
                 CALLER: self._caller_ip,
                 CALLEE: ipv4_or_none(attempt.destination[0]),
+            }
+            # the family each party speaks: the relay address in the SDP it receives
+            session.family = {
+                CALLER: self._caller_family,
+                CALLEE: family(attempt.destination[0]),
             }
             self.sessions[attempt.index] = session
         return session
@@ -395,8 +366,9 @@ class CallMedia:
         peer_crypto = session.crypto[other(leg)]
         relays: dict[int, RelayEndpoint] = {}
         failed = False
+        receiver = session.family[other(leg)]
         for stream in sdp.streams:
-            if stream.disabled or stream.address is None or stream.address_type != "IP4":
+            if stream.disabled or stream.address is None or stream.address_type not in FAMILIES:
                 continue
             mediad_id = session.mediad_id(stream.index)
             self.service.reconciler.claim(mediad_id)  # before the offer leaves: see reconcile
@@ -411,10 +383,22 @@ class CallMedia:
                         crypto.mode if crypto.encrypted else None,
                         crypto.key if crypto.encrypted else None,
                         signal,
+                        address_family=receiver,
                     )
                 )
             except MediaError as exc:
                 self._error(session, exc, "offer")
+                if exc.code == FAMILY_UNAVAILABLE:  # the receiver's family has no relay address
+                    if stream.index not in session.streams:
+                        self.service.reconciler.release(mediad_id)
+                    self.service.stats.count(self.service.stats.refused, MEDIA_FAMILY_UNAVAILABLE)
+                    self.refusals[session.key] = MediaRefusal(
+                        MEDIA_FAMILY_UNAVAILABLE,
+                        f"no {receiver} relay address for the {other(leg)}",
+                        status=488,
+                        warn_code=301,  # RFC 3261 20.43: incompatible network address formats
+                    )
+                    return None
                 if stream.index not in session.streams:
                     self.service.reconciler.release(mediad_id)  # if mediad made it: an orphan
                 cached = session.relay_for[other(leg)].get(stream.index)
@@ -451,7 +435,7 @@ class CallMedia:
         offerer = other(leg)
         relays: dict[int, RelayEndpoint] = {}
         for stream in sdp.streams:
-            if stream.disabled or stream.address is None or stream.address_type != "IP4":
+            if stream.disabled or stream.address is None or stream.address_type not in FAMILIES:
                 continue
             if stream.index not in session.streams:
                 continue  # the offer of this stream was not anchored: leave it alone
@@ -467,6 +451,7 @@ class CallMedia:
                         crypto.mode if crypto.encrypted else None,
                         crypto.key if crypto.encrypted else None,
                         signal,
+                        address_family=session.family[offerer],
                     )
                 )
             except MediaError as exc:

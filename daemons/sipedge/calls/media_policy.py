@@ -4,10 +4,12 @@ Two rules, checked on every SDP offer and answer that would be anchored:
 
 * **Refused connection addresses.** The effective `c=` of every active stream (its own, else
   the session-level one) must not lie in `media.refused_networks` (by default "this network",
-  loopback, link-local, multicast, reserved; IPv6 loopback and link-local). Otherwise a peer
-  could point the relay at the box itself or at internal hosts. An IPv4-mapped IPv6 address is
-  checked as the IPv4 address it maps. An address that is not an IP address of its `c=` type
-  (a host name, garbage, `IP4` with an IPv6 literal) is refused too: the relay only takes
+  loopback, link-local, multicast, reserved; their IPv6 counterparts: loopback, link-local,
+  multicast, IPv4-mapped `::ffff:0:0/96`, discard-only `100::/64`). Otherwise a peer could
+  point the relay at the box itself or at internal hosts. An IPv4-mapped IPv6 address is also
+  checked as the IPv4 address it maps (when the operator takes `::ffff:0:0/96` off the list).
+  An address that is not an IP address of its `c=` type (a host name, garbage, `IP4` with an
+  IPv6 literal) is refused too: the relay only takes
   literal addresses, and what we cannot check we do not forward. The hold address (`0.0.0.0`,
   `::`) is not a destination and is never refused.
 * **Stream cap.** More active `m=` lines (port not 0) than `media.max_streams_per_call` is
@@ -28,14 +30,15 @@ import ipaddress
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
-from sipedge.sip.sdp import Sdp
+from sipedge.sip.message import host_text
+from sipedge.sip.sdp import HOLD_ADDRESSES, Sdp
 
 ADDRESS_REFUSED = "media-address-refused"
 TOO_MANY_STREAMS = "too-many-streams"
 # An encrypted leg mediad could not anchor (the CDR text predates the reason codes).
 MEDIA_UNAVAILABLE = "media unavailable"
-
-HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+# mediad has no relay address of the family the receiving party speaks (IPv6, docs/ipv6.md)
+MEDIA_FAMILY_UNAVAILABLE = "media-family-unavailable"
 
 Network = IPv4Network | IPv6Network
 
@@ -59,7 +62,7 @@ class MediaRefusal:
     def warning(self, agent: str) -> str:
         """The value of a Warning header naming us as `agent`."""
         text = f"{self.reason}: {self.detail}".replace("\\", "").replace('"', "'")
-        return f'{self.warn_code} {agent} "{text}"'
+        return f'{self.warn_code} {host_text(agent)} "{text}"'
 
 
 def address_refusal(address: str, address_type: str, networks: tuple[Network, ...]) -> str | None:
@@ -110,6 +113,7 @@ def check_sdp(sdp: Sdp, policy: MediaPolicy) -> MediaRefusal | None:
 
 __all__ = [
     "ADDRESS_REFUSED",
+    "MEDIA_FAMILY_UNAVAILABLE",
     "MEDIA_UNAVAILABLE",
     "TOO_MANY_STREAMS",
     "MediaPolicy",

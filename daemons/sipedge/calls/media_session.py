@@ -55,6 +55,9 @@ class Session:
     # per leg: the source IP of the SIP message that carried its SDP (mediad "signal-address",
     # a latching candidate); IPv4 only, None when unknown
     signal: dict[str, str | None] = field(default_factory=lambda: {CALLER: None, CALLEE: None})
+    # per leg: the address family its party speaks (IP4 / IP6), so the SDP it receives carries
+    # a relay address it can reach (mediad's "address-family", docs/ipv6.md)
+    family: dict[str, str] = field(default_factory=lambda: {CALLER: "IP4", CALLEE: "IP4"})
 
     def mediad_id(self, stream: int) -> str:
         return f"{self.key}/{stream}"

@@ -45,6 +45,8 @@ from sipedge.sip.message import (
     NameAddr,
     Request,
     Response,
+    host_text,
+    hostport,
     make_response,
     new_branch,
     new_call_id,
@@ -144,6 +146,9 @@ class B2BUA:
         self.local_port = local_port
         # our TCP / TLS listeners' ports, for a Contact toward a peer on that transport (sipd)
         self.stream_ports: dict[str, int] = {}
+        # our UDP port toward a destination (the listener it leaves from: sipd sets the
+        # transports' port_for, so an IPv6 peer gets the IPv6 listener's port)
+        self.port_for: Callable[[Addr], int] = lambda _destination: self.local_port
         self.cdrs = cdrs
         self.stats = CallStats()
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID + From tag
@@ -242,12 +247,13 @@ class B2BUA:
         TLS, that listener's port and `;transport=` (docs/transports.md)."""
         if isinstance(destination, str):
             host, port = self.via_for(destination)
-            return f"<sip:{host}:{port}>"
+            return f"<sip:{hostport(host, port)}>"
         host, port = self.via_for(destination[0])
         transport = transport_of(destination)
         if transport == UDP:
-            return f"<sip:{host}:{port}>"
-        return f"<sip:{host}:{self.stream_ports.get(transport, port)};transport={transport}>"
+            return f"<sip:{hostport(host, self.port_for(destination))}>"
+        port = self.stream_ports.get(transport, port)
+        return f"<sip:{hostport(host, port)};transport={transport}>"
 
     def gateway_target(self, name: str) -> GatewayTarget:
         return self.targets[name]
@@ -416,7 +422,7 @@ class B2BUA:
             call_id=request.call_id,
             caller=caller,
             callee=callee,
-            source=f"{tx.source[0]}:{tx.source[1]}",
+            source=hostport(tx.source[0], tx.source[1]),
             mapping_gateway=mapping,
             setup_time=time.time(),
         )
@@ -471,22 +477,24 @@ class B2BUA:
         original = call.invite_tx.request
         host, port = self.via_for(target[0])
         headers = Headers()
-        headers.add("Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport")
+        headers.add("Via", f"SIP/2.0/UDP {hostport(host, port)};branch={new_branch()};rport")
         max_forwards = original.headers.get("Max-Forwards")
         headers.add("Max-Forwards", str(int(max_forwards) - 1) if max_forwards else "70")
         display = parse_name_addr(original.headers.get("From") or "").display
-        our_from = NameAddr(display, f"sip:{call.caller_number}@{host}", {"tag": new_tag()})
+        our_from = NameAddr(
+            display, f"sip:{call.caller_number}@{host_text(host)}", {"tag": new_tag()}
+        )
         headers.add("From", str(our_from))  # str() quotes and escapes the display name
-        hostport = _uri_host(gateway.address)
+        target_host = _uri_host(gateway.address)
         if gateway.port_given or is_literal(gateway.address):
-            hostport += f":{gateway.port}"
+            target_host += f":{gateway.port}"
         if gateway.config.transport != UDP:
-            hostport += f";transport={gateway.config.transport}"
-        uri = gateway.request_uri or f"sip:{call.callee_number}@{hostport}"
+            target_host += f";transport={gateway.config.transport}"
+        uri = gateway.request_uri or f"sip:{call.callee_number}@{target_host}"
         headers.add("To", f"<sip:{call.callee_number}@{_uri_host(gateway.address)}>")
         headers.add("Call-ID", new_call_id())
         headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", f"<sip:{host}:{port}>")
+        headers.add("Contact", f"<sip:{hostport(host, port)}>")
         copy_pass_through(original.headers, headers)
         for name, value in uac_headers(call.session_settings):
             headers.add(name, value)
@@ -496,7 +504,9 @@ class B2BUA:
         policy = policy_from_config(
             self.config.parameters, gateway.config, mapping, via_registration=via_registration
         )
-        apply_identity(headers, outgoing_identity(call.incoming_identity, policy, our_host=host))
+        apply_identity(
+            headers, outgoing_identity(call.incoming_identity, policy, our_host=host_text(host))
+        )
         return Request("INVITE", uri, headers, original.body)
 
     def register_dialog(self, call: Call, leg: str, dialog: Dialog) -> None:
@@ -556,7 +566,7 @@ def call_summary(call: Call) -> dict[str, object]:
         "state": call.state.value,
         "caller": call.caller_number,
         "callee": call.callee_number,
-        "source": f"{call.source[0]}:{call.source[1]}",
+        "source": hostport(call.source[0], call.source[1]),
         "mapping_gateway": call.mapping_gateway,
         "setup_time": call.record.setup_time,
         "answer_time": call.record.answer_time,
@@ -574,7 +584,7 @@ def call_summary(call: Call) -> dict[str, object]:
 
 
 def _uri_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    return host_text(host)
 
 
 def _call_key(request: Request) -> str:

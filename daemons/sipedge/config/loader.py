@@ -83,6 +83,24 @@ def _cross_checks(c: _Collector, config: Config) -> None:
                 f"udp, or {gw.transport} once sip.listen has a {gw.transport}:// address (the "
                 "gateway's requests in the dialog come back to it)",
             )
+    # an IPv6 peer needs an IPv6 UDP listener: our Via and Contact toward it (docs/ipv6.md)
+    if not any(a.transport == "udp" and ":" in a.host for a in config.sip.listen):
+        peers = [
+            (f"routing_gateways[{i}].address", g.address, "routing_gateways")
+            for i, g in enumerate(config.routing_gateways)
+        ]
+        peers += [
+            (f"registrations[{i}].proxy", r.proxy, "registrations")
+            for i, r in enumerate(config.registrations)
+        ]
+        for path, address, section in peers:
+            if ":" in address and clean(section):
+                c.problem(
+                    path,
+                    address,
+                    "an IPv4 address or a host name; an IPv6 address once sip.listen has an "
+                    "IPv6 udp:// address (udp://[...]:port)",
+                )
     for i, listen in enumerate(config.sip.listen):
         if listen.transport in ("tcp", "tls") and listen.port == config.api.port:
             same_host = listen.host == config.api.host or "0.0.0.0" in (

@@ -227,9 +227,10 @@ class Registration:
 
 
 # Connection addresses sipd refuses in SDP (media.refused_networks): "this network",
-# loopback, link-local, multicast, reserved, and their IPv6 counterparts: unspecified,
-# loopback, IPv4-mapped (an IPv4 peer is written IN IP4), discard-only (RFC 6666),
-# link-local, multicast.
+# loopback, link-local, multicast, reserved, and their IPv6 counterparts (unspecified,
+# loopback, IPv4-mapped: the relay sends IPv6 to IPv6 peers, never IPv4 in disguise,
+# discard-only, link-local, multicast). Documentation prefixes (2001:db8::/32) are not here:
+# tests and labs use them; an operator adds them (docs/ipv6.md).
 DEFAULT_REFUSED_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
     IPv4Network("0.0.0.0/8"),
     IPv4Network("127.0.0.0/8"),

@@ -180,10 +180,11 @@ def _host(value: object) -> str:
         except ValueError:
             raise _Bad(HOST_ALLOWED) from None
     try:
-        ipaddress.ip_address(host)
-        return host
+        ip = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:  # IPv6 as the kernel writes it (2001:db8::5), so it compares with source addresses
+        return str(ip) if ip.version == 6 else host
     name = host[:-1] if host.endswith(".") else host
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_HOST_LABEL_RE.match(label) for label in labels):

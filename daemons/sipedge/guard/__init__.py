@@ -22,6 +22,7 @@ from sipedge.guard.rules import (
     GuardRules,
     GuardSettings,
     Standing,
+    source_key,
 )
 from sipedge.guard.service import GuardService, GuardStats, Peers
 from sipedge.guard.tables import Ban, BanTable, RateTable
@@ -39,4 +40,5 @@ __all__ = [
     "Peers",
     "RateTable",
     "Standing",
+    "source_key",
 ]

@@ -18,11 +18,18 @@ The checks, in this order (docs/security.md):
 5. a request whose User-Agent holds a scanner's name bans its source at once (`scanner`);
 6. with `unknown_sources: drop`, a request from an unknown source is dropped (`unknown`),
    except a REGISTER while endpoint accounts exist (how an endpoint becomes known).
+
+Rates and bans count by `source_key`: an IPv4 address itself, an IPv6 address by its /64 (a
+host is normally given a whole /64 and may pick any address in it, RFC 4941/8981: counting per
+address would let one host rotate past every limit and fill the tables; docs/ipv6.md). Who is
+trusted or a gateway is still decided by the whole address.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,6 +56,23 @@ class GuardSettings:
     drop_unknown: bool = False
     register_open: bool = False  # endpoint accounts exist: an unknown source may REGISTER
     max_tracked_sources: int = 65536
+
+
+def source_key(address: str) -> str:
+    """What rates and bans count by: an IPv4 address as it is, an IPv6 address as its /64
+    (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 address as the IPv4 address it maps."""
+    return address if ":" not in address else _v6_key(address)
+
+
+@functools.lru_cache(maxsize=4096)  # a flood from one /64 costs one parse, not one per datagram
+def _v6_key(address: str) -> str:
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address  # not ours to judge here: counted as written
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 class Decision(NamedTuple):
@@ -92,12 +116,13 @@ class GuardRules:
         """Checks 1-4, which need only the source: fit to run before the datagram is parsed."""
         if standing is Standing.TRUSTED or standing is Standing.GATEWAY:
             return PASS
-        ban = self.bans.get(address, now)
+        key = source_key(address)
+        ban = self.bans.get(key, now)
         if ban is not None:
             ban.dropped += 1
             return Decision("banned")
-        if self.rates.hit(address, now) > self.settings.requests:
-            return Decision("rate", self._ban(address, "rate", now))
+        if self.rates.hit(key, now) > self.settings.requests:
+            return Decision("rate", self._ban(key, "rate", now))
         return PASS
 
     def check_request(
@@ -111,7 +136,8 @@ class GuardRules:
             agent = user_agent.lower()
             for name in s.scanner_user_agents:
                 if name in agent:
-                    return Decision("scanner", self._ban(address, "scanner", now, always=True))
+                    key = source_key(address)
+                    return Decision("scanner", self._ban(key, "scanner", now, always=True))
         if (
             s.drop_unknown
             and standing is Standing.UNKNOWN

@@ -27,6 +27,7 @@ from sipedge.guard.rules import (
     GuardRules,
     GuardSettings,
     Standing,
+    source_key,
 )
 from sipedge.ratelog import RateLimitedLog
 from sipedge.sip.message import Request, Response
@@ -106,6 +107,8 @@ class GuardService:
         trusted or gateways (they are never banned)."""
         self._fixed.clear()
         for ban in self.rules.bans.active(self.clock()):
+            if "/" in ban.address:
+                continue  # an IPv6 /64: its gateways and trusted hosts pass it anyway
             if self.standing(ban.address) in (Standing.TRUSTED, Standing.GATEWAY):
                 self.rules.bans.remove(ban.address)
 
@@ -176,7 +179,7 @@ class GuardService:
             self.log.event(
                 "ban " + ban.reason,
                 "banned %s for %d s (%s)",
-                address,
+                ban.address,
                 round(ban.until - ban.since),
                 "over the request rate" if ban.reason == "rate" else "scanner User-Agent",
             )
@@ -194,8 +197,9 @@ class GuardService:
         if address is None:
             count = self.rules.bans.clear()
         else:
-            count = 1 if self.rules.bans.remove(address) else 0
-            self.rules.rates.forget(address)
+            key = address if "/" in address else source_key(address)  # an address in a /64
+            count = 1 if self.rules.bans.remove(key) else 0
+            self.rules.rates.forget(key)
         self.stats.cleared += count
         return count
 

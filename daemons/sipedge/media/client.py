@@ -4,6 +4,7 @@ async with MediaClient("/run/sipedge-media/mediad.sock") as media:
     r = await media.offer("call-1", "tagA", "198.51.100.7", 4000, signal_address="198.51.100.7")
     # write r.address / r.port into the SDP sent to the callee
     r = await media.answer("call-1", "tagA", "tagB", "203.0.113.10", 5000)
+    r = await media.offer("call-2", "tagA", "2001:db8::7", 4000, address_family="IP6")
     # write r.address / r.port into the SDP sent back to the caller
     info = await media.query("call-1")   # info["legs"][1]["rtp-started"]
     await media.touch(["call-1"])        # reset mediad's idle clock (sipd's reconciliation)
@@ -30,6 +31,19 @@ class MediaError(Exception):
         self.code = code
         self.reason = reason
         self.status = status
+
+
+# mediad's error-code when it has no relay address of the family asked for
+FAMILY_UNAVAILABLE = "address-family-unavailable"
+ADDRESS_FAMILIES = ("IP4", "IP6")
+
+
+def _family(address_family: str) -> dict[str, str]:
+    """The "address-family" key of an offer/answer: absent for IP4 (what mediad assumes, and
+    what a mediad from before IPv6 understands), "IP6" otherwise."""
+    if address_family not in ADDRESS_FAMILIES:
+        raise ValueError(f"address_family {address_family!r}: IP4 or IP6")
+    return {} if address_family == "IP4" else {"address-family": address_family}
 
 
 @dataclass(frozen=True)
@@ -105,15 +119,6 @@ class MediaClient:
         return body
 
     @staticmethod
-    def _family(body: dict[str, Any], address_family: str) -> dict[str, Any]:
-        """Sends "address-family" only for IPv6 (absent means IPv4 to every mediad)."""
-        if address_family not in ("IP4", "IP6"):
-            raise ValueError(f"address_family must be IP4 or IP6, not {address_family!r}")
-        if address_family == "IP6":
-            body["address-family"] = "IP6"
-        return body
-
-    @staticmethod
     def _relay(data: dict[str, Any]) -> RelayAddress:
         return RelayAddress(
             call_id=str(data["call-id"]),
@@ -133,16 +138,19 @@ class MediaClient:
         mode: int | str | None = None,
         key: str | None = None,
         signal_address: str | None = None,
+        *,
         address_family: str = "IP4",
     ) -> RelayAddress:
         """Caller's SDP address/port in; the relay address/port for the callee's SDP out.
         `signal_address`: the source IP of the SIP message that carried this SDP (a latching
-        candidate at mediad), sent as "signal-address". `address_family` ("IP4"/"IP6"): the
-        family of the relay address wanted back, the callee's (MediaError
-        "address-family-unavailable" when mediad has no IPv6 relay address)."""
+        candidate at mediad), sent as "signal-address". `address_family` (IP4 / IP6): the
+        family of the relay address to return, that of the party receiving the rewritten
+        SDP (rtpengine's "address-family"); sent only when IP6, absent means IP4. mediad
+        without an IPv6 relay address answers error-code "address-family-unavailable"."""
         body = {"command": "offer", "call-id": call_id, "from-tag": from_tag}
         body.update(self._leg(address, port, encryption, mode, key, signal_address))
-        return self._relay(await self.request(self._family(body, address_family)))
+        body.update(_family(address_family))
+        return self._relay(await self.request(body))
 
     async def answer(
         self,
@@ -155,14 +163,16 @@ class MediaClient:
         mode: int | str | None = None,
         key: str | None = None,
         signal_address: str | None = None,
+        *,
         address_family: str = "IP4",
     ) -> RelayAddress:
         """Callee's SDP address/port in; the relay address/port for the caller's SDP out.
-        `signal_address` as for `offer`, of the answering party; `address_family` that of
-        the caller (the party receiving the answer)."""
+        `signal_address` as for `offer`, of the answering party; `address_family` as for
+        `offer`: the caller's family."""
         body = {"command": "answer", "call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
         body.update(self._leg(address, port, encryption, mode, key, signal_address))
-        return self._relay(await self.request(self._family(body, address_family)))
+        body.update(_family(address_family))
+        return self._relay(await self.request(body))
 
     async def delete(self, call_id: str) -> dict[str, Any]:
         """Ends the session; returns its final per-leg statistics (as query)."""

@@ -45,7 +45,11 @@ class RegistrarComponent:
         self.config = config
         self.store = open_binding_store(config.storage.path)
         self.registrations = RegistrationManager(
-            b2bua.transactions, transport.local_host_for, transport.port, b2bua.resolver
+            # our address toward a carrier from the listener of its family (IPv4 or IPv6)
+            b2bua.transactions,
+            lambda destination: b2bua.via_for(destination)[0],
+            transport.port,
+            b2bua.resolver,
         )
         self.endpoints = EndpointService(config, self.store, self.registrations)
         b2bua.endpoints = self.endpoints

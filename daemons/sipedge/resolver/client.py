@@ -82,6 +82,7 @@ class DnsSettings:
     timeout: float = 2.0  # seconds for one query, all servers tried
     hosts_file: Path | None = Path("/etc/hosts")
     cache_size: int = 1024  # names (with their port) whose answers are kept
+    ipv6: bool = False  # AAAA too, IPv6 hosts-file lines too: sipd has an IPv6 listener
 
 
 @dataclass
@@ -126,7 +127,7 @@ class DnsResolver:
             self.hosts = {}
             return
         try:
-            self.hosts = parse_hosts(path.read_text(errors="replace"))
+            self.hosts = parse_hosts(path.read_text(errors="replace"), self.settings.ipv6)
         except OSError as err:
             log.warning("hosts file %s not read: %s", path, err)
             self.hosts = {}
@@ -231,7 +232,9 @@ class DnsResolver:
                 log.exception("a caller of the DNS lookup of %s failed", name)
 
     async def _lookup(self, name: str, port: int | None, transport: str) -> Resolution:
-        lookup = Lookup(name, port, partial(hosts_lookup, self.hosts), transport)
+        lookup = Lookup(
+            name, port, partial(hosts_lookup, self.hosts), transport, ipv6=self.settings.ipv6
+        )
         step = lookup.start()
         while isinstance(step, Query):
             step = lookup.on_answer(step, await self._query(step))

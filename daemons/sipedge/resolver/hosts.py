@@ -20,9 +20,9 @@ __all__ = ["LOCALHOST", "hosts_lookup", "parse_hosts"]
 LOCALHOST = ("127.0.0.1",)
 
 
-def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
-    """Lower-case names (and aliases) to their IPv4 addresses, in file order. IPv6 lines are
-    skipped: the SIP transport is IPv4 for now."""
+def parse_hosts(text: str, ipv6: bool = False) -> dict[str, tuple[str, ...]]:
+    """Lower-case names (and aliases) to their addresses, in file order, IPv4 before IPv6.
+    IPv6 lines are skipped unless `ipv6` (sipd has an IPv6 listener, docs/ipv6.md)."""
     found: dict[str, list[str]] = {}
     for line in text.splitlines():
         fields = line.split("#", 1)[0].split()
@@ -32,13 +32,13 @@ def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
             address = ipaddress.ip_address(fields[0])
         except ValueError:
             continue
-        if address.version != 4:
+        if address.version != 4 and not ipv6:
             continue
         for name in fields[1:]:
             addresses = found.setdefault(name.lower().rstrip("."), [])
             if str(address) not in addresses:
                 addresses.append(str(address))
-    return {name: tuple(addresses) for name, addresses in found.items()}
+    return {name: tuple(sorted(a, key=lambda x: ":" in x)) for name, a in found.items()}
 
 
 def hosts_lookup(hosts: dict[str, tuple[str, ...]], name: str) -> tuple[str, ...] | None:

@@ -24,8 +24,10 @@ pick it from NAPTR): it chooses the NAPTR service, the SRV name and the default 
   preference) order; no NAPTR (or none for the transport): the SRV name above; each SRV name in
   turn until one has records; then A of every SRV target (at most `MAX_SRV_TARGETS`, a target
   in the hosts file without a query); no SRV at all: A of the name, the default port;
-* A only: AAAA is asked only when A has no record, so that the failure can say the name is
-  IPv6-only (the UDP transport is IPv4 for now: IPv4 results are the ones kept).
+* with `ipv6` (sipd has an IPv6 listener, docs/ipv6.md): A, then AAAA of every name whose
+  addresses are wanted; its IPv4 addresses come first, then its IPv6 ones (existing IPv4
+  interconnects are tried as before; IPv6 is the next target to fail over to). Without it:
+  AAAA is asked only when A has no record, so that the failure can say the name is IPv6-only.
 
 Failures end the lookup at once, except where another name is left to try: NXDOMAIN of the
 name itself (nothing below it exists either, RFC 8020), a timeout or SERVFAIL (the next query
@@ -87,7 +89,7 @@ TIMEOUT = "timeout"
 SERVFAIL = "SERVFAIL"
 NO_SERVICE = "no SIP service (SRV target '.')"
 NO_SRV_ADDRESS = "no address for the SRV targets"
-IPV6_ONLY = "no IPv4 address (AAAA only; IPv6 transport not supported yet)"
+IPV6_ONLY = "no IPv4 address (AAAA only, and sipd has no IPv6 listener)"
 ERROR = "error"
 _LABELS = {
     NXDOMAIN: "nxdomain",
@@ -259,7 +261,9 @@ class Lookup:
     port: int | None
     hosts: Callable[[str], tuple[str, ...] | None] = lambda name: None  # the hosts file
     transport: str = "udp"
+    ipv6: bool = False  # AAAA wanted too (see the module docstring)
     _phase: str = "start"
+    _v4: tuple[str, ...] = ()  # the A records of the name asked for AAAA now
     _ttl: float = MAX_TTL
     _srv_names: list[str] = field(default_factory=list)
     _srv: list[SrvRecord] = field(default_factory=list)
@@ -287,19 +291,32 @@ class Lookup:
             return self._next_srv_name()
         if phase == "srv":
             return self._on_srv(answer)
-        if phase == "srv-a":
-            hosts = tuple(r for r in answer.records if isinstance(r, str))
+        hosts = tuple(r for r in answer.records if isinstance(r, str))
+        if phase in ("srv-a", "srv-aaaa"):
+            if self.ipv6 and phase == "srv-a" and answer.error in (None, NO_ANSWER):
+                self._v4 = hosts
+                return self._ask("srv-aaaa", Query(query.name, "AAAA"))
+            hosts = (self._v4 + hosts) if phase == "srv-aaaa" else hosts
+            self._v4 = ()
             if hosts:
                 self._found[query.name] = hosts
             return self._next_srv_target()
         if phase == "a":
-            hosts = tuple(r for r in answer.records if isinstance(r, str))
+            if self.ipv6 and answer.error is None:
+                self._v4 = hosts
+                return self._ask("aaaa", Query(self.name, "AAAA"))
             if hosts:
                 port = default_port(self.transport) if self.port is None else self.port
                 return self._done((Entry(0, 0, port, hosts),))
             if answer.error is not None:
                 return self._fail(answer)
             return self._ask("aaaa", Query(self.name, "AAAA"))
+        if self.ipv6:  # phase "aaaa": the A records first, then these
+            both = self._v4 + hosts
+            if both:
+                port = DEFAULT_PORT if self.port is None else self.port
+                return self._done((Entry(0, 0, port, both),))
+            return self._fail(Answer(ttl=answer.ttl, error=answer.error or NO_ANSWER))
         # phase "aaaa": an IPv6-only name is a failure, but says so
         if answer.records:
             return self._fail(Answer(error=IPV6_ONLY), FAILURE_TTL)

@@ -13,13 +13,23 @@ imports only errors.py and headers.py: message.py builds on it, never the revers
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
 from sipedge.sip.errors import ParseError
 from sipedge.sip.headers import _TOKEN_CHARS
 
-__all__ = ["NameAddr", "SipUri", "Via", "parse_name_addr", "parse_uri", "parse_via"]
+__all__ = [
+    "NameAddr",
+    "SipUri",
+    "Via",
+    "host_text",
+    "hostport",
+    "parse_name_addr",
+    "parse_uri",
+    "parse_via",
+]
 
 
 # -- parameters and host:port ------------------------------------------------------------------
@@ -83,6 +93,16 @@ def _split_hostport(s: str) -> tuple[str, int | None]:
         if rest and not rest.startswith(":"):
             raise ParseError("Bad host")
         port_s = rest[1:] if rest else None
+        # RFC 5118 4.10 / RFC 5954: only a real IPv6 address goes in brackets (not
+        # 2001:db8:::192.0.2.1, which RFC 3261's ABNF let through); no zone id either
+        try:
+            if "%" in host:  # ipaddress takes a zone id; a SIP URI has none (RFC 3261 25.1)
+                raise ValueError(host)
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ParseError("Bad IPv6 reference") from None
+    elif s.count(":") > 1:
+        raise ParseError("IPv6 address without brackets")  # RFC 5118 4.2
     else:
         host, colon, port_s_ = s.partition(":")
         port_s = port_s_ if colon else None
@@ -99,6 +119,18 @@ def _split_hostport(s: str) -> tuple[str, int | None]:
 
 def _render_host(host: str, port: int | None) -> str:
     h = f"[{host}]" if ":" in host else host
+    return h if port is None else f"{h}:{port}"
+
+
+def host_text(host: str) -> str:
+    """`host` as it goes into a header: an IPv6 address in brackets (RFC 3261 25.1,
+    RFC 5118), anything else as it is (also a host already in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def hostport(host: str, port: int | None) -> str:
+    """`host:port` for a Via sent-by or a URI, an IPv6 host in brackets."""
+    h = host_text(host)
     return h if port is None else f"{h}:{port}"
 
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sipedge.sip.message import Headers, Request, Response, new_branch, parse_name_addr
+from sipedge.sip.message import (
+    Headers,
+    Request,
+    Response,
+    hostport,
+    new_branch,
+    parse_name_addr,
+)
 
 Addr = tuple[str, int]
 
@@ -51,7 +58,8 @@ class Dialog:
             cseq = self.next_cseq()
         headers = Headers()
         headers.add(
-            "Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={branch or new_branch()};rport"
+            "Via",
+            f"SIP/2.0/UDP {hostport(via_host, via_port)};branch={branch or new_branch()};rport",
         )
         for route in self.route_set:
             headers.add("Route", route)
@@ -61,7 +69,7 @@ class Dialog:
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{cseq} {method}")
         if method not in ("ACK", "CANCEL", "BYE"):
-            headers.add("Contact", f"<sip:{via_host}:{via_port}>")
+            headers.add("Contact", f"<sip:{hostport(via_host, via_port)}>")
         if body:
             headers.add("Content-Type", content_type or "application/sdp")
         return Request(method, self.remote_target, headers, body)
@@ -75,7 +83,7 @@ def resend_request(request: Request, via_host: str, via_port: int) -> Request:
     again.body = request.body
     again.headers.remove("Via")
     again.headers.add(
-        "Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={new_branch()};rport", first=True
+        "Via", f"SIP/2.0/UDP {hostport(via_host, via_port)};branch={new_branch()};rport", first=True
     )
     again.headers.set("CSeq", f"{request.cseq[0] + 1} {request.method}")
     return again

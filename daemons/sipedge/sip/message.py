@@ -26,6 +26,8 @@ from sipedge.sip.address import (
     SipUri,
     Via,
     _tag_of,
+    host_text,
+    hostport,
     parse_name_addr,
     parse_uri,
     parse_via,
@@ -53,6 +55,8 @@ __all__ = [
     "SipUri",
     "Via",
     "canonical_name",
+    "host_text",
+    "hostport",
     "make_response",
     "new_branch",
     "new_call_id",
@@ -321,9 +325,7 @@ _SINGLE = frozenset(
         "Retry-After",
     )
 )
-# Content-Length digits we accept: 9 covers any datagram; more is a 400, never an int() of
-# thousands of digits.
-_MAX_LENGTH_DIGITS = 9
+_MAX_LENGTH_DIGITS = 9  # covers any datagram; more is a 400, never int() of thousands of digits
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -433,8 +435,8 @@ def parse_message(data: bytes) -> Request | Response:
         names, values, split_error = _split_lists(names, values)
         error = error or split_error
 
-    # Mandatory headers. A request is answerable if its top Via and CSeq are usable: the
-    # response then reaches the sender and matches its transaction (RFC 3261 8.2.6, 17.1.3).
+    # Mandatory headers. A request is answerable if its top Via and CSeq are usable (RFC 3261
+    # 8.2.6, 17.1.3): the response then reaches the sender and matches its transaction.
     missing: str | None = None
     for h in _MANDATORY:
         if h not in names or not values[names.index(h)]:
@@ -539,8 +541,7 @@ def _duplicate_single(names: list[str]) -> str | None:
     return None
 
 
-# More parameters than this in a Via is not a Via we work with (a request with such a top Via
-# is dropped; a lower one gets a 400): every later look at the Via stays cheap.
+# More Via parameters than this: not a Via we work with (a top Via: dropped; a lower one: 400).
 MAX_VIA_PARAMS = 32
 
 

@@ -9,8 +9,14 @@ body's own line ending (CRLF, or LF from sloppy peers).
 reads the same body up to three times (the media policy's check, anchoring, the rewrite).
 
 Hold (RFC 3264 section 8.4, and the older RFC 2543 form): a stream is held when its direction is
-`sendonly`, `recvonly` or `inactive`, or its connection address is `0.0.0.0`. A `c=` of 0.0.0.0
-is kept as 0.0.0.0 when rewriting, so the far side still sees "hold", not a relay address.
+`sendonly`, `recvonly` or `inactive`, or its connection address is `0.0.0.0` (`::` in IPv6). A
+held `c=` stays a hold address when rewriting, so the far side still sees "hold", not a relay
+address.
+
+IPv6 (RFC 4566 `IN IP6`, RFC 5118 4.6-4.9): `c=` and `o=` of either family are read; a
+rewritten `c=`, `o=` and `a=rtcp` carry the family of the relay address (`IP6` when it is an
+IPv6 address), so a call can bridge an IPv4 leg and an IPv6 leg: each side gets the relay
+address of its own family (calls/media_link.py asks mediad for it, docs/ipv6.md).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _DIRECTIONS = frozenset(DIRECTIONS)
 HOLD_ADDRESS = "0.0.0.0"
+HOLD_ADDRESSES = frozenset({HOLD_ADDRESS, "::"})
 # How many bodies parse() remembers: the offer and the answer of a few calls in flight. Bounded,
 # so a stream of distinct bodies costs nothing but the misses.
 _REMEMBER = 8
@@ -49,7 +56,7 @@ class Stream:
 
     @property
     def on_hold(self) -> bool:
-        return self.direction != "sendrecv" or self.address == HOLD_ADDRESS
+        return self.direction != "sendrecv" or self.address in HOLD_ADDRESSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +189,23 @@ def _parse(body: bytes) -> Sdp:
     return Sdp(session_addr[1] if session_addr else None, tuple(streams))
 
 
+def family(address: str) -> str:
+    """The SDP address type of a literal address: IP6 or IP4."""
+    return "IP6" if ":" in address else "IP4"
+
+
+def _hold(address: str) -> str:
+    """The hold address of `address`'s family."""
+    return "::" if ":" in address else HOLD_ADDRESS
+
+
 def _c_line(value: str, address: str) -> str:
     parts = value.split()
-    if len(parts) >= 3 and parts[2].split("/", 1)[0] == HOLD_ADDRESS:
-        return "c=" + value  # keep RFC 2543 hold as it is
-    return f"c=IN IP4 {address}"
+    if len(parts) >= 3 and parts[2].split("/", 1)[0] in HOLD_ADDRESSES:
+        if family(parts[2]) == family(address):
+            return "c=" + value  # keep RFC 2543 hold as it is
+        return f"c=IN {family(address)} {_hold(address)}"  # hold, in the other leg's family
+    return f"c=IN {family(address)} {address}"
 
 
 def rewrite(body: bytes, relays: dict[int, RelayEndpoint]) -> bytes:
@@ -218,8 +237,9 @@ def rewrite(body: bytes, relays: dict[int, RelayEndpoint]) -> bytes:
             out.append("m=" + " ".join(parts))
             stream = sdp.streams[index]
             if not stream.own_connection and not rewrite_session:
-                held = stream.address == HOLD_ADDRESS
-                out.append(f"c=IN IP4 {HOLD_ADDRESS if held else relay.address}")
+                held = stream.address in HOLD_ADDRESSES
+                address = _hold(relay.address) if held else relay.address
+                out.append(f"c=IN {family(relay.address)} {address}")
             continue
         if kind == "c=":
             if index < 0 and rewrite_session:
@@ -230,14 +250,15 @@ def rewrite(body: bytes, relays: dict[int, RelayEndpoint]) -> bytes:
                 continue
         elif kind == "o=" and index < 0:
             parts = stripped[2:].split(" ")
-            if len(parts) == 6 and parts[4] == "IP4":
+            if len(parts) == 6 and parts[4] in ("IP4", "IP6"):
+                parts[4] = family(relay_address)
                 parts[5] = relay_address
                 out.append("o=" + " ".join(parts))
                 continue
         elif stripped.startswith("a=rtcp:") and relay is not None:
             arg = stripped[len("a=rtcp:") :].split()
             if len(arg) >= 4:
-                out.append(f"a=rtcp:{relay.rtcp_port} IN IP4 {relay.address}")
+                out.append(f"a=rtcp:{relay.rtcp_port} IN {family(relay.address)} {relay.address}")
             else:
                 out.append(f"a=rtcp:{relay.rtcp_port}")
             continue
@@ -245,4 +266,14 @@ def rewrite(body: bytes, relays: dict[int, RelayEndpoint]) -> bytes:
     return _join(out, eol)
 
 
-__all__ = ["RelayEndpoint", "Sdp", "SdpError", "Stream", "is_sdp", "parse", "rewrite"]
+__all__ = [
+    "HOLD_ADDRESSES",
+    "RelayEndpoint",
+    "Sdp",
+    "SdpError",
+    "Stream",
+    "family",
+    "is_sdp",
+    "parse",
+    "rewrite",
+]

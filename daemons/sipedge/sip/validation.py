@@ -44,13 +44,14 @@ BODY_TYPES = frozenset(("application/sdp",))
 
 # -- the plain shapes (see the module docstring) --------------------------------------------------
 
-_HOST = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"  # hostname, IPv4 or [IPv6]
+# hostname or IPv4: an [IPv6] reference takes the full parse, which checks it is one (RFC 5118)
+_HOST = r"[A-Za-z0-9.-]+"
 _PORT = r"(?::([0-9]{1,5}))?"  # group 1; the caller checks <= 65535
 # name-addr with an optional quoted (no escapes) or token display name, or a bare addr-spec
 # without `?` and `,` (RFC 3261 20.10 wants those inside <>).
 _PLAIN_ADDRESS = re.compile(
-    rf'(?:"[^"\\\x00-\x1f\x7f]*" ?|{_T}+(?: {_T}+)* ?)?<[^<>"\s]+>{_PARAMS}'
-    rf'|[A-Za-z][A-Za-z0-9+.-]*:[^<>"\s;?,]+{_PARAMS}'
+    rf'(?:"[^"\\\x00-\x1f\x7f]*" ?|{_T}+(?: {_T}+)* ?)?<[^<>"\s\[]+>{_PARAMS}'
+    rf'|[A-Za-z][A-Za-z0-9+.-]*:[^<>"\s;?,\[]+{_PARAMS}'
 )
 _PLAIN_VIA = re.compile(rf"SIP/2\.0/{_T}+ {_HOST}{_PORT}{_PARAMS}")
 # A sip: or sips: Request-URI in its plain shape: no password, no ?headers, no quotes.
@@ -176,6 +177,11 @@ def _address_ok_full(value: str) -> bool:
         tail = ";" + tail if tail else ""
     if tail and _has_empty_param(tail):
         return False
+    if "[" in addr.uri:  # an IPv6 reference must be one (RFC 5118 4.10: no three colons)
+        try:
+            parse_uri(addr.uri)
+        except ParseError:
+            return False
     return bool(addr.uri)
 
 

@@ -77,8 +77,11 @@ class Binding:
         return self.expires_at > now
 
     def to_json(self, now: float) -> dict[str, Any]:
-        # not asdict: it would rebuild `source`, a transport Destination over TCP or TLS
+        # not asdict(): `source` may be a transport Destination (over TCP or TLS, or a
+        # REGISTER that came to another UDP listener, the IPv6 one say), which asdict cannot
+        # rebuild
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["source"] = f"{self.source[0]}:{self.source[1]}"
+        host = f"[{self.source[0]}]" if ":" in self.source[0] else self.source[0]
+        out["source"] = f"{host}:{self.source[1]}"
         out["expires_in"] = max(0, round(self.expires_at - now))
         return out

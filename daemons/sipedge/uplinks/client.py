@@ -36,6 +36,8 @@ from sipedge.sip.message import (
     ParseError,
     Request,
     Response,
+    host_text,
+    hostport,
     new_branch,
     new_call_id,
     new_tag,
@@ -112,7 +114,7 @@ class OutboundRegistration:
 
     def contact_uri(self) -> str:
         host = self.local_host_for(self.destination[0])
-        return f"sip:{self.entry.user}@{host}:{self.local_port};line={self.line}"
+        return f"sip:{self.entry.user}@{hostport(host, self.local_port)};line={self.line}"
 
     # lifecycle
     def start(self) -> None:
@@ -209,10 +211,11 @@ class OutboundRegistration:
     def build_request(self, send: Send) -> Request:
         self.cseq += 1
         host = self.local_host_for(self.destination[0])
-        uri = f"sip:{self.domain}" + (f":{self.entry.port}" if self.entry.port != 5060 else "")
-        aor = f"<sip:{self.entry.user}@{self.domain}>"
+        domain = host_text(self.domain)
+        uri = f"sip:{domain}" + (f":{self.entry.port}" if self.entry.port != 5060 else "")
+        aor = f"<sip:{self.entry.user}@{domain}>"
         h = Headers()
-        h.add("Via", f"SIP/2.0/UDP {host}:{self.local_port};branch={new_branch()};rport")
+        h.add("Via", f"SIP/2.0/UDP {hostport(host, self.local_port)};branch={new_branch()};rport")
         h.add("Max-Forwards", "70")
         h.add("From", f"{aor};tag={self.from_tag}")
         h.add("To", aor)

@@ -4,7 +4,8 @@ A datagram (udp) and a framed stream message (stream) go through the same steps:
 an unparseable-but-answerable request once (400 naming the problem, 505 for another SIP
 version, 513 over `SipLimits.max_message_size`) through the transport's `Gate`; count and drop
 what cannot be answered; stamp `received` / `rport` on the top Via of a request (RFC 3261
-18.2.1, RFC 3581); count requests by method. What is left goes to the `MessageHandler`.
+18.2.1, RFC 3581; an IPv6 `received` in brackets, RFC 5118 4.5); count requests by method.
+What is left goes to the `MessageHandler`.
 
 Owns: `take` (those steps), `refuse_head` (a stream's header block that framing refused),
 `stamp_via`, `TransportStats` and the closed set of method labels `METHODS`.
@@ -20,7 +21,7 @@ from typing import Any
 
 from sipedge.sip.gate import Gate
 from sipedge.sip.limits import SipLimits
-from sipedge.sip.message import ParseError, Request, Response, parse_message
+from sipedge.sip.message import ParseError, Request, Response, host_text, parse_message
 from sipedge.sip.validation import Refusal
 from sipedge.typedefs import Addr
 
@@ -156,12 +157,12 @@ def stamp_via(request: Request, source: Addr) -> None:
     via = request.top_via
     changed = False
     if via.host != source[0]:
-        via.params["received"] = source[0]
+        via.params["received"] = host_text(source[0])
         changed = True
     if "rport" in via.params:
         via.params["rport"] = str(source[1])
         if "received" not in via.params:
-            via.params["received"] = source[0]
+            via.params["received"] = host_text(source[0])
         changed = True
     if changed:
         request.replace_top_via(via)  # the transaction layer reads it next: kept parsed

@@ -3,7 +3,10 @@
 The transaction layer and the call layer know one `send_bytes(data, destination)` and one
 `prepare(request, destination)`; this module maps them onto the transports. A plain
 `(host, port)` is UDP from the first UDP listener, passed straight on (the hot path: one type
-check); a `Destination` names another UDP listener or a stream (TCP, TLS), which sends over
+check), unless its address is of the other family (IPv6 toward an IPv4 first listener, or the
+reverse) and a UDP listener of that family exists: then it leaves from that one, whose address
+`local_host_for` gives for Via and Contact (docs/ipv6.md). A `Destination` names another UDP
+listener or a stream (TCP, TLS), which sends over
 the connection it names or the pooled one (stream.py).
 
 `prepare` is where a request we send gets the transport it really takes (RFC 3261 18.1.1):
@@ -49,6 +52,12 @@ class Transports:
         self.primary = self.udp[0]
         for index, listener in enumerate(self.udp):
             listener.listener = index
+        # IPv6 (docs/ipv6.md): a plain (host, port) of the other family than the first UDP
+        # listener's leaves from the first UDP listener of that family, if there is one
+        self._primary_v6 = _is_v6(self.primary.host)
+        self._other_family = next(
+            (i for i, u in enumerate(self.udp) if _is_v6(u.host) != self._primary_v6), None
+        )
         self.streams = streams
         # the port of the first listener of each stream transport (Via sent-by, Contact)
         self.ports: dict[str, int] = {}
@@ -62,8 +71,10 @@ class Transports:
     # -- sending ----------------------------------------------------------------------------
     def send_bytes(self, data: bytes, destination: Addr) -> None:
         if type(destination) is tuple:
-            self.primary.send_bytes(data, destination)
-            return
+            if self._other_family is None or (":" in destination[0]) == self._primary_v6:
+                self.primary.send_bytes(data, destination)
+                return
+            destination = self._by_family(destination)
         assert isinstance(destination, Destination)
         if destination.transport == UDP:
             listener = self.udp[destination.listener % len(self.udp)]
@@ -74,15 +85,36 @@ class Transports:
     def port_for(self, destination: Addr) -> int:
         """Our port as the sent-by of a request to `destination`."""
         if type(destination) is not Destination:
+            if self._other_family is not None and (":" in destination[0]) != self._primary_v6:
+                return self.udp[self._other_family].port
             return self.primary.port
         if destination.transport == UDP:
             return self.udp[destination.listener % len(self.udp)].port
         return self.ports.get(destination.transport, self.primary.port)
 
+    def _by_family(self, destination: Addr) -> Destination:
+        """A plain (host, port) of the other family: from that family's first UDP listener."""
+        assert self._other_family is not None
+        return Destination(destination[0], destination[1], UDP, listener=self._other_family)
+
+    def local_host_for(self, destination: str) -> str:
+        """Our address as seen from `destination` (Via, Contact), from a listener of its
+        family: an IPv4 address toward an IPv4 peer, an IPv6 one toward an IPv6 peer."""
+        listener = self.primary
+        if self._other_family is not None and (":" in destination) != self._primary_v6:
+            listener = self.udp[self._other_family]
+        return listener.local_host_for(destination)
+
     # -- preparing a request ----------------------------------------------------------------
     def prepare(self, request: Request, destination: Addr) -> tuple[Addr, bytes]:
         """Where `request` goes and its bytes, its top Via (and our Contact) saying how."""
         data = request.to_bytes()
+        if (
+            type(destination) is tuple
+            and self._other_family is not None
+            and (":" in destination[0]) != self._primary_v6
+        ):
+            destination = self._by_family(destination)
         if type(destination) is tuple:
             if len(data) <= MTU_ALLOWANCE:
                 return destination, data  # the hot path: UDP as built
@@ -141,6 +173,10 @@ class Transports:
             listener.close()
         if self.streams is not None:
             self.streams.close()
+
+
+def _is_v6(host: str) -> bool:
+    return ":" in host
 
 
 def _hostport(host: str, port: int) -> str:

@@ -192,11 +192,25 @@ async def open_udp(
 ) -> UdpTransport:
     """Bind a UDP listening socket and return its protocol object."""
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if ":" in host:
+        # IPv6 only (docs/ipv6.md: one listener per family): `[::]` must neither take IPv4 as
+        # ::ffff:a.b.c.d nor collide with a 0.0.0.0 listener on the same port (as asyncio
+        # does for TCP servers)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: UdpTransport(on_message, stats, limits), sock=sock
+        )
+        return protocol
     _, protocol = await loop.create_datagram_endpoint(
         lambda: UdpTransport(on_message, stats, limits),
         local_addr=(host, port),
-        family=family,
+        family=socket.AF_INET,
         reuse_port=False,
     )
     return protocol
