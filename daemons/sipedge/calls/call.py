@@ -207,8 +207,7 @@ class Call:
                 self._end_attempt(attempt, refusal.reason, refusal.status)
                 self._reject_caller(refusal)
                 return
-            # an encrypted leg that mediad could not anchor, or no relay address of this
-            # gateway's family: this gateway cannot be used, another may
+            # mediad could not anchor this gateway's leg (encryption, its family): try another
             self._end_attempt(attempt, refusal.reason, 503)
             self._follow(self.switcher.on_failure(attempt.tracker, 503, None))
             return
