@@ -24,7 +24,7 @@ import pytest
 
 from sipedge.sip.message import Response, parse_message
 from sipedge.store import open_cdr_reader, open_cdr_store
-from sipedge.store.sqlite.cdr import SCHEMA, SqliteCdrStore
+from sipedge.store.sqlite.cdr import MIGRATIONS, SqliteCdrStore
 from tests.unit.test_call_garbage import CALLER, GW1, Stack, answered
 from tests.unit.test_store import record
 
@@ -199,7 +199,9 @@ async def test_a_failing_table_is_logged_counted_and_the_writer_carries_on(
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "lost-1" in error.getMessage() and "lost-2" in error.getMessage()
     # the writer lives on: once the table is back, records are committed again
-    other.executescript(SCHEMA)
+    for step in MIGRATIONS:
+        for statement in step.statements:
+            other.execute(statement)
     other.close()
     done = loop.create_future()
     store.write(record("kept"), lambda: done.set_result(None))

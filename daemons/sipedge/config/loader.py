@@ -24,6 +24,7 @@ from sipedge.config.parameters import RTP_KEY_LENGTHS
 from sipedge.config.schema import Config
 from sipedge.config.security import security_section
 from sipedge.config.sip import sip_section
+from sipedge.config.storage import storage_section
 
 # -- cross-checks ---------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ def parse_config(data: object) -> Config:
         node_name=c.node_name(top.get("node")),
         sip=sip_section(c, top.get("sip")),
         api=api_section(c, top.get("api")),
-        storage=c.storage(top.get("storage")),
+        storage=storage_section(c, top.get("storage")),
         parameters=(parameters := c.parameters(top.get("parameters"))),
         mapping_gateways=c.mapping_gateways(top.get("mapping_gateways")),
         routing_gateways=routing,

@@ -1,0 +1,301 @@
+"""The PostgreSQL backend against a real server (tests/pg.py: a throw-away cluster of Debian's
+postgresql): schema migrations and their refusal, CDRs from two processes, CDRs through a
+server restart in the middle of the writes, a spool replayed twice, registrations.
+
+Every check reads the server with psql, not through the store under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sipedge.store import (
+    Binding,
+    CallRecord,
+    SchemaError,
+    migrate_databases,
+    open_binding_store,
+    open_cdr_store,
+)
+from sipedge.store.postgres.cdr import PostgresCdrStore
+from sipedge.store.postgres.settings import SPOOL
+from sipedge.store.sqlite.cdr import SqliteCdrStore
+from tests.pg import PgCluster
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    reason = PgCluster.unavailable()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        pytest.skip(reason)
+    pg = PgCluster()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def database(cluster: PgCluster) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    cluster.new_database(name)
+    return name
+
+
+def record(call_id: str, end: float | None = None) -> CallRecord:
+    now = time.time() if end is None else end
+    return CallRecord(
+        call_id=call_id,
+        caller="1001",
+        callee="2002",
+        source="127.0.0.1:5060",
+        mapping_gateway="m1",
+        setup_time=now - 3,
+        answer_time=now - 2,
+        end_time=now,
+        release_side="caller",
+        cause="normal",
+        final_status=200,
+        routing_gateway="gw1",
+    )
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cdr_counts(cluster: PgCluster, database: str) -> tuple[int, int, int]:
+    """(rows, distinct uuids, distinct call ids) on the server."""
+    out = cluster.psql(
+        "SELECT count(*), count(DISTINCT uuid), count(DISTINCT call_id) FROM cdr", database
+    )
+    rows, uuids, call_ids = (int(x) for x in out.split("|"))
+    return rows, uuids, call_ids
+
+
+def test_migrations_from_empty_then_up_to_date_then_refused_when_newer(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    done = migrate_databases(tmp_path, settings)
+    versions = {what.split(" ")[0]: (before, after) for what, before, after in done}
+    assert versions[str(tmp_path / SPOOL)] == (0, 2)
+    assert versions["PostgreSQL"] == (0, 1)
+    assert cluster.psql("SELECT version FROM schema_version ORDER BY 1", database) == "1"
+    tables = cluster.psql(
+        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
+        " WHERE schemaname = 'public'",
+        database,
+    )
+    assert tables == "bindings,cdr,schema_version"
+    again = migrate_databases(tmp_path, settings)
+    assert [(b, a) for _, b, a in again] == [(2, 2), (1, 1)]
+
+    # a newer sipedge migrated it: this one refuses, and writes nothing
+    cluster.psql("INSERT INTO schema_version VALUES (7, 'from the future')", database)
+    with pytest.raises(SchemaError, match=r"schema version 7, newer than this sipedge knows \(1\)"):
+        migrate_databases(tmp_path, settings)
+    with pytest.raises(SchemaError, match="newer than this sipedge"):
+        open_cdr_store(tmp_path / "edge", postgres=settings)
+    bindings = open_binding_store(tmp_path / "edge", settings)
+    with pytest.raises(SchemaError, match="newer than this sipedge"):
+        bindings.load(time.time())
+    bindings.close()
+    cli = subprocess.run(
+        [sys.executable, "-m", "sipedge.cli", "db", "migrate", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr  # the SQLite side alone (--storage) is fine
+    assert f"{tmp_path / 'cdr.sqlite'}: schema version 2 (migrated from 0)" in cli.stdout
+
+
+def test_migrate_on_start_off_refuses_a_database_behind(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    with pytest.raises(SchemaError, match="sipedge db migrate"):
+        open_cdr_store(tmp_path, postgres=settings, migrate=False)
+    assert cluster.psql("SELECT to_regclass('cdr') IS NULL", database) == "t"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from sipedge.store import CallRecord, PostgresSettings, open_cdr_store
+    dsn, password_file, node, directory = sys.argv[1:5]
+    store = open_cdr_store(Path(directory), postgres=PostgresSettings(
+        dsn, Path(password_file), 2, node))
+    now = time.time()
+    for i in range(150):
+        store.write(CallRecord(f"{node}-{i}", "1001", "2002", "127.0.0.1:5060", None,
+                               now - 1, now, now, "caller", "normal", 200))
+    store.close()
+    print(store.shipped, store.spooled)
+    """
+)
+
+
+def test_cdrs_from_two_processes_land_once_each(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    migrate_databases(tmp_path / "setup", settings)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                settings.dsn,
+                str(settings.password_file),
+                node,
+                str(tmp_path / node),
+                "150",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in ("edge-a", "edge-b")
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.split() == ["150", "0"], (out, err)  # all shipped at close, spool empty
+    assert cdr_counts(cluster, database) == (300, 300, 300)
+    per_node = cluster.psql("SELECT node, count(*) FROM cdr GROUP BY node ORDER BY node", database)
+    assert per_node.splitlines() == ["edge-a|150", "edge-b|150"]
+
+
+def test_a_spool_shipped_twice_is_kept_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """A crash between the server's commit and the spool's delete replays the spool."""
+    settings = cluster.settings(database)
+    spool = SqliteCdrStore(tmp_path, name=SPOOL)
+    for i in range(40):
+        spool.write(record(f"replayed-{i}"))
+    spool.close()
+    shutil.copy(tmp_path / SPOOL, tmp_path / "before-the-crash")
+    for _ in range(2):
+        store = open_cdr_store(tmp_path, postgres=settings)
+        assert isinstance(store, PostgresCdrStore)
+        wait_for(lambda s=store: s.shipped == 40, 30, "the spool to ship")
+        store.close()
+        assert cdr_counts(cluster, database) == (40, 40, 40)
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / (SPOOL + suffix)).unlink(missing_ok=True)
+        shutil.copy(tmp_path / "before-the-crash", tmp_path / SPOOL)
+    reader = open_cdr_store(tmp_path / "reader", postgres=settings)
+    try:
+        recent = reader.recent(limit=5)
+        assert [r["call_id"] for r in recent] == [f"replayed-{i}" for i in range(39, 34, -1)]
+        assert recent[0]["node"] == "edge-a" and recent[0]["attempts"] == []
+        older = reader.recent(limit=100, before=recent[-1]["id"])
+        assert len(older) == 35
+        exported = list(reader.export(0.0))
+        assert len(exported) == 40 and len({r["uuid"] for r in exported}) == 40
+    finally:
+        reader.close()
+
+
+async def test_server_stopped_and_restarted_during_200_writes_every_cdr_arrives_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    store = open_cdr_store(tmp_path, postgres=settings, durable=True)
+    assert isinstance(store, PostgresCdrStore)
+    loop = asyncio.get_running_loop()
+    committed: list[str] = []
+    restart: subprocess.Popen[bytes] | None = None
+    longest = 0.0
+    try:
+        for i in range(200):
+            if i == 40:  # the server goes away for ~2 s while the calls go on
+                restart = subprocess.Popen(cluster.stop_command(2.0))
+            started = loop.time()
+            call_id = f"restart-{i}"
+            store.write(record(call_id), lambda c=call_id: committed.append(c))
+            longest = max(longest, loop.time() - started)
+            await asyncio.sleep(0.02)
+        assert restart is not None
+        assert await asyncio.to_thread(restart.wait, 60) == 0
+        deadline = loop.time() + 60
+        while (store.shipped < 200 or store.spooled) and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        # every call's end was released by the local commit, in order, server or not
+        assert committed == [f"restart-{i}" for i in range(200)]
+        assert longest < 0.05, f"write() took {longest * 1000:.1f} ms on the event loop"
+        assert store.ship_failures > 0, "the shipper never saw the server down"
+        assert store.shipped == 200 and store.spooled == 0
+        metrics = {m.name: m.value for m in store.backend_metrics()}
+        assert metrics["postgres_up"] == 1 and metrics["cdr_spooled"] == 0
+    finally:
+        if restart is not None and restart.poll() is None:
+            restart.wait(60)
+        await asyncio.to_thread(store.close)
+    assert cdr_counts(cluster, database) == (200, 200, 200)
+
+
+def test_registrations_stored_and_read_back_per_node(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database, node="edge-a")
+    now = time.time()
+
+    def binding(account: str, expires_in: float) -> Binding:
+        return Binding(
+            account=account,
+            contact=f"sip:{account}@192.0.2.7:5062;transport=udp",
+            source=("192.0.2.7", 5062),
+            nat=True,
+            expires_at=now + expires_in,
+            call_id=f"reg-{account}",
+            cseq=7,
+            registered_at=now,
+            user_agent="test phone",
+        )
+
+    store = open_binding_store(tmp_path, settings)
+    assert store.load(now) == []
+    for account, expires_in in (("1001", 600), ("1002", 600), ("1003", 600), ("1004", 1)):
+        store.put(binding(account, expires_in))
+    store.delete("1003")
+    assert store.flush() == 4
+    store.put(binding("1002", 900))  # a refresh while the first flush may be in flight
+    store.close()
+    assert cluster.psql("SELECT count(*) FROM bindings", database) == "3"
+
+    again = open_binding_store(tmp_path, settings)
+    loaded = {b.account: b for b in again.load(now + 10)}  # 1004 expired meanwhile
+    again.close()
+    assert sorted(loaded) == ["1001", "1002"]
+    assert loaded["1001"] == binding("1001", 600)
+    assert loaded["1002"] == binding("1002", 900)
+    assert cluster.psql("SELECT count(*) FROM bindings", database) == "2"
+    other = open_binding_store(tmp_path, cluster.settings(database, node="edge-b"))
+    assert other.load(now) == []  # another edge's bindings are its own
+    other.close()
