@@ -10,6 +10,7 @@ import anything from sipedge outside config/.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -214,5 +215,12 @@ def check_config_main(path: str) -> int:
         _count(len(config.endpoints), "endpoint"),
         _count(len(config.registrations), "registration"),
     ]
+    if config.storage.backend == "postgresql":
+        # the password file is read by sipd at start; a missing one is worth saying now
+        pw = config.storage.password_file
+        unreadable = pw is not None and not os.access(pw, os.R_OK)
+        parts.append(
+            "storage PostgreSQL" + (f" (password_file {pw} unreadable here)" if unreadable else "")
+        )
     print(f"OK: {path}: {', '.join(parts)}")
     return 0
