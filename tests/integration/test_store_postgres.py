@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sipedge.store import (
     Binding,
@@ -30,7 +32,9 @@ from sipedge.store import (
 from sipedge.store.postgres.cdr import PostgresCdrStore
 from sipedge.store.postgres.settings import SPOOL
 from sipedge.store.sqlite.cdr import SqliteCdrStore
+from tests.conftest import Sipd, free_port, gateway, make_config, start_sipd
 from tests.pg import PgCluster
+from tests.sipp.harness import Sipp
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -299,3 +303,105 @@ def test_registrations_stored_and_read_back_per_node(
     other = open_binding_store(tmp_path, cluster.settings(database, node="edge-b"))
     assert other.load(now) == []  # another edge's bindings are its own
     other.close()
+
+
+@pytest.mark.sipp
+def test_two_sipd_edges_share_the_database_each_call_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """Two sipd processes (edge-a, edge-b) with storage.backend postgresql, SIPp calls through
+    each: every call's CDR is on the server once, under its edge's name, and either edge's
+    API reads both edges' CDRs."""
+    calls = 8
+    edges: list[tuple[Sipd, Sipp]] = []
+    try:
+        for node in ("edge-a", "edge-b"):
+            gw_port = free_port()
+            directory = tmp_path / node
+            directory.mkdir()
+            settings = cluster.settings(database)
+            config = make_config(
+                directory, free_port(), free_port(socket.SOCK_STREAM), [gateway("gw1", gw_port)]
+            )
+            config["node"] = {"name": node}
+            config["storage"].update(
+                backend="postgresql",
+                dsn=settings.dsn,
+                password_file=str(settings.password_file),
+                pool_size=2,
+            )
+            sipd = start_sipd(directory, config, name=node)
+            uas = Sipp("uas_answer", port=gw_port, calls=calls, timeout=40)
+            uas.start()
+            edges.append((sipd, uas))
+        results = []
+        for sipd, _ in edges:
+            caller = Sipp(
+                "uac_basic",
+                port=free_port(),
+                remote=sipd.sip_target,
+                calls=calls,
+                rate=10,
+                timeout=40,
+                service="1000",
+            )
+            caller.start()
+            results.append(caller)
+        finished: dict[str, set[str]] = {}
+        for caller, node in zip(results, ("edge-a", "edge-b"), strict=True):
+            result = caller.wait(45)
+            assert result.returncode == 0 and result.successful == calls, result.describe()
+            finished[node] = {m.call_id for m in result.sent("INVITE")}
+        for sipd, _ in edges:
+            wait_for(
+                lambda s=sipd: s.metrics().get("sipedge_cdr_shipped_total") == calls,
+                20,
+                "the edge's CDRs on the server",
+            )
+            assert sipd.metrics()["sipedge_postgres_up"] == 1
+        from_a = {r["call_id"]: r["node"] for r in edges[0][0].cdrs(wait_for=2 * calls)}
+    finally:
+        for sipd, uas in edges:
+            sipd.stop()
+            uas.stop()
+    assert from_a == {c: n for n, ids in finished.items() for c in ids}
+    assert cdr_counts(cluster, database) == (2 * calls, 2 * calls, 2 * calls)
+    for node, ids in finished.items():
+        on_server = cluster.psql(f"SELECT call_id FROM cdr WHERE node = '{node}'", database)
+        assert set(on_server.splitlines()) == ids
+
+
+def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    gateways = [gateway("gw1", free_port())]
+    config = make_config(tmp_path, free_port(), free_port(socket.SOCK_STREAM), gateways)
+    config["storage"].update(
+        backend="postgresql", dsn=settings.dsn, password_file=str(settings.password_file)
+    )
+    config_path = tmp_path / "sipedge.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    def db_migrate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sipedge.cli", "db", "migrate", "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = db_migrate()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"{tmp_path / 'state' / SPOOL}: schema version 2 (migrated from 0)",
+        f"PostgreSQL ({settings.dsn}): schema version 1 (migrated from 0)",
+    ]
+    assert "up to date" in db_migrate().stdout
+    cluster.psql("INSERT INTO schema_version VALUES (2, 'from the future')", database)
+    refused = db_migrate()
+    assert refused.returncode == 1
+    assert "schema version 2, newer than this sipedge knows (1)" in refused.stderr
+    with pytest.raises(RuntimeError, match="exited") as info:
+        start_sipd(tmp_path, config)
+    assert "cannot start" in str(info.value) and "newer than this sipedge" in str(info.value)
