@@ -29,6 +29,7 @@ from sipedge.store import (
     open_binding_store,
     open_cdr_store,
 )
+from sipedge.store.postgres.bindings import PostgresBindingStore
 from sipedge.store.postgres.cdr import PostgresCdrStore
 from sipedge.store.postgres.settings import SPOOL
 from sipedge.store.sqlite.cdr import SqliteCdrStore
@@ -264,6 +265,20 @@ async def test_server_stopped_and_restarted_during_200_writes_every_cdr_arrives_
     assert cdr_counts(cluster, database) == (200, 200, 200)
 
 
+def a_binding(account: str, expires_at: float, now: float) -> Binding:
+    return Binding(
+        account=account,
+        contact=f"sip:{account}@192.0.2.7:5062;transport=udp",
+        source=("192.0.2.7", 5062),
+        nat=True,
+        expires_at=expires_at,
+        call_id=f"reg-{account}",
+        cseq=7,
+        registered_at=now,
+        user_agent="test phone",
+    )
+
+
 def test_registrations_stored_and_read_back_per_node(
     cluster: PgCluster, database: str, tmp_path: Path
 ) -> None:
@@ -271,17 +286,7 @@ def test_registrations_stored_and_read_back_per_node(
     now = time.time()
 
     def binding(account: str, expires_in: float) -> Binding:
-        return Binding(
-            account=account,
-            contact=f"sip:{account}@192.0.2.7:5062;transport=udp",
-            source=("192.0.2.7", 5062),
-            nat=True,
-            expires_at=now + expires_in,
-            call_id=f"reg-{account}",
-            cseq=7,
-            registered_at=now,
-            user_agent="test phone",
-        )
+        return a_binding(account, now + expires_in, now)
 
     store = open_binding_store(tmp_path, settings)
     assert store.load(now) == []
@@ -405,3 +410,33 @@ def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
     with pytest.raises(RuntimeError, match="exited") as info:
         start_sipd(tmp_path, config)
     assert "cannot start" in str(info.value) and "newer than this sipedge" in str(info.value)
+
+
+def test_registration_changes_during_an_outage_are_written_when_the_server_returns(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    now = time.time()
+    store = open_binding_store(tmp_path, cluster.settings(database))
+    assert isinstance(store, PostgresBindingStore)
+    store.load(now)  # migrates the empty database
+    store.put(a_binding("2001", now + 600, now))
+    store.put(a_binding("2002", now + 600, now))
+    cluster.stop()
+    try:
+        started = time.monotonic()
+        assert store.flush() == 2
+        assert time.monotonic() - started < 0.05  # handed over, not waited for
+        wait_for(lambda: store.failures == 1 and store.pending == 2, 30, "a failed flush")
+        store.delete("2001")  # newer than the failed upsert: it must win
+        assert store.flush() == 2
+        wait_for(lambda: store.failures == 2 and store.pending == 2, 30, "another failure")
+    finally:
+        cluster.start()
+    deadline = time.monotonic() + 30
+    while store.pending and time.monotonic() < deadline:
+        store.flush()
+        time.sleep(0.1)
+    store.close()
+    assert store.writes == 2 and store.pending == 0
+    rows = cluster.psql("SELECT account, expires_at FROM bindings", database)
+    assert [row.split("|")[0] for row in rows.splitlines()] == ["2002"]
