@@ -8,6 +8,7 @@ Every check reads the server with psql, not through the store under test.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -403,6 +404,22 @@ def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
         f"PostgreSQL ({settings.dsn}): schema version 1 (migrated from 0)",
     ]
     assert "up to date" in db_migrate().stdout
+    cluster.psql(
+        "INSERT INTO cdr (uuid, node, call_id, caller, callee, source, setup_time, end_time,"
+        " duration, release_side, cause, final_status, attempts) VALUES ('u1', 'edge-z',"
+        " 'from-another-edge', '1', '2', 'x', 1, 2, 0, 'callee', 'normal', 200, '[]')",
+        database,
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "sipedge.cli", "cdr", "--config", str(config_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["call_id"], r["node"]) for r in json.loads(listed.stdout)] == [
+        ("from-another-edge", "edge-z")
+    ]
     cluster.psql("INSERT INTO schema_version VALUES (2, 'from the future')", database)
     refused = db_migrate()
     assert refused.returncode == 1
