@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from sipedge.store import (
+    AttemptRecord,
     Binding,
     CallRecord,
     SchemaError,
@@ -308,7 +309,15 @@ def test_registrations_stored_and_read_back_per_node(
     assert cluster.psql("SELECT count(*) FROM bindings", database) == "2"
     other = open_binding_store(tmp_path, cluster.settings(database, node="edge-b"))
     assert other.load(now) == []  # another edge's bindings are its own
+    hostile = binding("1005", 600)
+    hostile.user_agent = "evil\x00phone"  # PostgreSQL refuses NUL: it must not wedge the flush
+    other.put(hostile)
+    other.put(binding("1006", 600))
     other.close()
+    rows = cluster.psql(
+        "SELECT account, user_agent FROM bindings WHERE node = 'edge-b' ORDER BY 1", database
+    )
+    assert rows.splitlines() == ["1005|evil\ufffdphone", "1006|test phone"]
 
 
 @pytest.mark.sipp
@@ -457,3 +466,25 @@ def test_registration_changes_during_an_outage_are_written_when_the_server_retur
     assert store.writes == 2 and store.pending == 0
     rows = cluster.psql("SELECT account, expires_at FROM bindings", database)
     assert [row.split("|")[0] for row in rows.splitlines()] == ["2002"]
+
+
+def test_a_nul_from_the_network_does_not_block_the_spool(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """SQLite keeps NUL characters, PostgreSQL refuses them in text and jsonb: a hostile
+    caller must not wedge the spool (every CDR after it would wait forever)."""
+    store = open_cdr_store(tmp_path, postgres=cluster.settings(database))
+    assert isinstance(store, PostgresCdrStore)
+    hostile = record("hostile")
+    hostile.caller = "10\x0001"
+    hostile.attempts.append(AttemptRecord("gw1", 1.0, 2.0, result="503 \x00", status=503))
+    store.write(hostile)
+    store.write(record("after-it"))
+    try:
+        wait_for(lambda: store.shipped == 2, 30, "both CDRs on the server")
+    finally:
+        store.close()
+    out = cluster.psql(
+        "SELECT call_id, caller, attempts->0->>'result' FROM cdr ORDER BY id", database
+    )
+    assert out.splitlines() == ["hostile|10\ufffd01|503 \ufffd", "after-it|1001|"]

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 
 import asyncpg
 
-from sipedge.store.postgres.runner import PgRunner
+from sipedge.store.postgres.runner import PgRunner, storable
 from sipedge.store.postgres.schema import migrate
 from sipedge.store.postgres.settings import PostgresSettings
 from sipedge.store.records import Binding
@@ -101,12 +101,12 @@ class PostgresBindingStore:
         dirty, self._dirty = self._dirty, {}
         node = self.node
         upserts = [
-            (node, b.account, b.contact, b.source[0], b.source[1], b.nat, b.expires_at,
-             b.call_id, b.cseq, b.registered_at, b.user_agent)
+            tuple(map(storable, (node, b.account, b.contact, b.source[0], b.source[1], b.nat,
+                                 b.expires_at, b.call_id, b.cseq, b.registered_at, b.user_agent)))
             for b in dirty.values()
             if b is not None
         ]  # fmt: skip
-        deletes = [(node, a) for a, b in dirty.items() if b is None]
+        deletes = [(node, storable(a)) for a, b in dirty.items() if b is None]
 
         async def work(pool: asyncpg.Pool) -> None:
             async with pool.acquire() as conn, conn.transaction():

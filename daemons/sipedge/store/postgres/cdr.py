@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from sipedge.store.base import StoreMetric
-from sipedge.store.postgres.runner import PgRunner
+from sipedge.store.postgres.runner import PgRunner, storable
 from sipedge.store.postgres.schema import migrate
 from sipedge.store.postgres.settings import SPOOL, PostgresSettings
 from sipedge.store.schema import SchemaError
@@ -153,7 +153,7 @@ class PostgresCdrStore(_ServerReads, SqliteCdrStore):
         rows = await asyncio.to_thread(self._spool_batch)
         if not rows:
             return 0
-        values = [(row[1], self.node, *row[2:]) for row in rows]
+        values = [(row[1], self.node, *map(storable, row[2:])) for row in rows]
         async with self._runner.pool.acquire() as conn, conn.transaction():
             await conn.executemany(INSERT, values)
         await asyncio.to_thread(self._forget, int(rows[-1][0]))

@@ -10,7 +10,7 @@ The pool is created with min_size=0: opening a store never needs the server (an 
 while PostgreSQL is down; its CDRs spool), and a connection broken by a restart of the server
 is replaced at the next acquire.
 
-Owns: the thread, its loop and the pool.
+Owns: the thread, its loop and the pool, and `storable` (text PostgreSQL accepts).
 Must not: know any table (the callers' coroutines do), or be called from its own loop's
 coroutines through `run` (that would wait for itself).
 """
@@ -32,6 +32,15 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 5.0  # seconds to open one connection
 COMMAND_TIMEOUT = 30.0  # seconds one statement may take
 CLOSE_TIMEOUT = 5.0
+
+
+def storable(value: Any) -> Any:
+    """PostgreSQL refuses NUL in text and in jsonb (SQLite keeps it): a caller, a SIP reason
+    or a User-Agent from the network carrying one must not block the spool or the bindings
+    forever; it becomes U+FFFD (in the attempts' JSON it is escaped as \\u0000)."""
+    if isinstance(value, str) and ("\x00" in value or "\\u0000" in value):
+        return value.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd")
+    return value
 
 
 Work = Callable[[asyncpg.Pool], Awaitable[T]]
