@@ -46,6 +46,7 @@ SHIP_BATCH = 500  # rows per server transaction
 SHIP_INTERVAL = 0.2  # seconds between looks at an empty spool
 RETRY_FIRST = 0.5  # seconds after a failed shipment, doubling up to RETRY_MAX
 RETRY_MAX = 10.0
+COUNT_INTERVAL = 1.0  # seconds between counts of the spool (the cdr_spooled gauge)
 DRAIN_TIMEOUT = 5.0  # seconds close() keeps shipping; what is left waits for the next start
 PRUNE_BATCH = 1000
 EXPORT_BATCH = 1000
@@ -106,7 +107,8 @@ class PostgresCdrStore(_ServerReads, SqliteCdrStore):
         self.ship_failures = 0  # failed shipments (each retried: nothing is dropped)
         self.spooled = 0  # rows waiting in the spool (as of the shipper's last look)
         self.server_up = False
-        self._draining: asyncio.Event | None = None
+        self._draining = asyncio.Event()  # bound to the runner's loop at its first wait
+        self._counted = 0.0  # when the spool's rows were last counted (monotonic)
         self._closed = False
         self._shipper = self._runner.spawn(self._ship_loop())
 
@@ -140,7 +142,9 @@ class PostgresCdrStore(_ServerReads, SqliteCdrStore):
 
     # -- the shipper (on the runner's loop) -----------------------------------------------
     def _spool_batch(self) -> list[tuple[Any, ...]]:
-        self.spooled = int(self._ship_db.execute("SELECT count(*) FROM cdr").fetchone()[0])
+        if time.monotonic() - self._counted >= COUNT_INTERVAL:  # a full scan: not every batch
+            self.spooled = int(self._ship_db.execute("SELECT count(*) FROM cdr").fetchone()[0])
+            self._counted = time.monotonic()
         return self._ship_db.execute(
             f"SELECT id, uuid, {COLUMNS} FROM cdr ORDER BY id LIMIT ?", (SHIP_BATCH,)
         ).fetchall()
@@ -163,7 +167,6 @@ class PostgresCdrStore(_ServerReads, SqliteCdrStore):
         return len(rows)
 
     async def _ship_loop(self) -> None:
-        self._draining = asyncio.Event()
         pause = RETRY_FIRST
         deadline: float | None = None
         while True:
@@ -201,7 +204,6 @@ class PostgresCdrStore(_ServerReads, SqliteCdrStore):
                 await self._sleep(SHIP_INTERVAL)
 
     async def _sleep(self, seconds: float) -> None:
-        assert self._draining is not None
         try:
             await asyncio.wait_for(self._draining.wait(), seconds)
         except TimeoutError:
@@ -235,9 +237,7 @@ class PostgresCdrStore(_ServerReads, SqliteCdrStore):
             return
         self._closed = True
         super().close(timeout)
-        draining = self._draining
-        if draining is not None:
-            self._runner.loop.call_soon_threadsafe(draining.set)
+        self._runner.loop.call_soon_threadsafe(self._draining.set)
         try:
             self._shipper.result(DRAIN_TIMEOUT + 2 * RETRY_MAX)
         except Exception:
