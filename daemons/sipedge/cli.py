@@ -1,4 +1,5 @@
-"""`sipedge`: the operator's command line (check-config, cdr, cdr export, token show)."""
+"""`sipedge`: the operator's command line (check-config, cdr, cdr export, token show,
+db migrate)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sipedge import __version__
 
 if TYPE_CHECKING:
-    from sipedge.store import CdrReader
+    from sipedge.store import CdrReader, PostgresSettings
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -23,16 +24,20 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return check_config_main(args.file)
 
 
-def _storage(args: argparse.Namespace) -> Path | None:
+def _storage(args: argparse.Namespace) -> tuple[Path, PostgresSettings | None] | None:
+    """The storage directory and, when the config picks PostgreSQL, its settings (--storage:
+    that SQLite directory, whatever the config says)."""
     from sipedge.config import ConfigError, load_config
+    from sipedge.store import PostgresSettings
 
-    if args.storage:
-        return Path(args.storage)
+    if getattr(args, "storage", None):
+        return Path(args.storage), None
     try:
-        return load_config(args.config).storage.path
+        config = load_config(args.config)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return None
+    return config.storage.path, PostgresSettings.of(config.storage, config.node_name)
 
 
 def parse_when(text: str) -> float:
@@ -62,11 +67,11 @@ def _reader(args: argparse.Namespace) -> CdrReader | int:
     """The CDR reader of the config's (or --storage's) directory, or the exit code."""
     from sipedge.store import open_cdr_reader
 
-    directory = _storage(args)
-    if directory is None:
+    storage = _storage(args)
+    if storage is None:
         return 2
     try:
-        return open_cdr_reader(directory)
+        return open_cdr_reader(*storage)
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 1
@@ -166,6 +171,28 @@ def _cmd_token_show(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_db_migrate(args: argparse.Namespace) -> int:
+    """Every database of the configured backend to the latest schema; exit 1 on a refusal
+    (a database newer than this sipedge) or an unreachable server."""
+    from sipedge.store import SchemaError, migrate_databases
+
+    storage = _storage(args)
+    if storage is None:
+        return 2
+    try:
+        done = migrate_databases(*storage)
+    except (SchemaError, OSError, TimeoutError) as err:
+        print(f"sipedge db migrate: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # the server's refusals (asyncpg's errors): the message says why
+        print(f"sipedge db migrate: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    for what, before, after in done:
+        state = "up to date" if before == after else f"migrated from {before}"
+        print(f"{what}: schema version {after} ({state})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sipedge", description="sipedge operator tools")
     parser.add_argument("--version", action="version", version=__version__)
@@ -202,6 +229,15 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--config", default="/etc/sipedge/sipedge.yaml")
     show.add_argument("--scope", choices=("admin", "read"), help="print only this token's value")
     show.set_defaults(func=_cmd_token_show)
+
+    db = sub.add_parser("db", help="the databases of storage.backend")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser(
+        "migrate", help="apply the schema migrations this sipedge has (SQLite and PostgreSQL)"
+    )
+    migrate.add_argument("--config", default="/etc/sipedge/sipedge.yaml")
+    migrate.add_argument("--storage", help="a SQLite storage directory (instead of the config)")
+    migrate.set_defaults(func=_cmd_db_migrate)
 
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

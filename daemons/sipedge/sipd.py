@@ -79,7 +79,13 @@ from sipedge.sip.transport import (
 )
 from sipedge.sip.transport.metrics import transport_metrics
 from sipedge.stats import CarrierStats
-from sipedge.store import CdrStore, open_cdr_reader, open_cdr_store
+from sipedge.store import (
+    CdrStore,
+    PostgresSettings,
+    SchemaError,
+    open_cdr_reader,
+    open_cdr_store,
+)
 from sipedge.typedefs import Addr
 
 log = logging.getLogger("sipedge.sipd")
@@ -190,7 +196,12 @@ class SipDaemon:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.cdrs = open_cdr_store(self.storage.path, durable=self.storage.cdr_durable)
+        self.cdrs = open_cdr_store(
+            self.storage.path,
+            durable=self.storage.cdr_durable,
+            postgres=PostgresSettings.of(self.storage, self.config.node_name),
+            migrate=self.storage.migrate_on_start,
+        )
         self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
         transports = self.transports = await self._open_transports()
         self.transport = transports.primary
@@ -409,7 +420,10 @@ class SipDaemon:
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
     ) -> list[dict[str, Any]]:
-        """In a worker thread, on a read-only connection of its own (never the writer's)."""
+        """In a worker thread, on a read-only connection of its own (never the writer's); with
+        PostgreSQL through the store's own pool."""
+        if self.cdrs is not None and self.storage.backend == "postgresql":
+            return self.cdrs.recent(limit, call_id, before)
         try:
             reader = open_cdr_reader(self.storage.path)
         except FileNotFoundError:
@@ -512,6 +526,11 @@ class SipdCollector(Collector):
                 "sipedge_cdr_db_bytes", "Bytes the CDRs take on disk", value=d.cdrs.size_bytes()
             )
             yield counter("cdr_pruned", "CDRs removed by retention", d.cdr_pruned)
+            for m in d.cdrs.backend_metrics():
+                if m.kind == "counter":
+                    yield counter(m.name, m.doc, m.value)
+                else:
+                    yield GaugeMetricFamily(f"sipedge_{m.name}", m.doc, value=m.value)
             yield GaugeMetricFamily(
                 "sipedge_cdr_durable",
                 "1: each CDR commit (a batch) is fsynced (storage.cdr_durable, synchronous=FULL)",
@@ -715,7 +734,7 @@ async def serve(config_path: Path) -> int:
     loop = asyncio.get_running_loop()
     try:
         await daemon.start()
-    except OSError as err:
+    except (OSError, SchemaError) as err:  # SchemaError: the database is ahead or behind
         log.error("cannot start: %s", err)
         await daemon.stop(0)
         return 1

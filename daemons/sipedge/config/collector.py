@@ -30,7 +30,6 @@ from sipedge.config.schema import (
     Registration,
     Route,
     RoutingGateway,
-    StorageConfig,
 )
 from sipedge.config.values import (
     ADDRESS_ALLOWED,
@@ -40,7 +39,6 @@ from sipedge.config.values import (
     PASSWORD_ALLOWED,
     RESEND_ALLOWED,
     USER_ALLOWED,
-    _absolute_path,
     _as_number,
     _checked_name,
     _default_on_off,
@@ -50,7 +48,6 @@ from sipedge.config.values import (
     _integer,
     _network,
     _number,
-    _off_or,
     _on_off,
     _optional_absolute_path,
     _optional_host,
@@ -185,29 +182,6 @@ class _Collector:
     def node_name(self, raw: object) -> str:
         data = self.mapping("node", raw, ("name",))
         return self.get("node", data, "name", _checked_name, "sipedge")
-
-    def storage(self, raw: object) -> StorageConfig:
-        keys = ("path", "cdr_durable", "cdr_retention_days", "cdr_max_mib")
-        data = self.mapping("storage", raw, keys)
-        d = StorageConfig()
-        return StorageConfig(
-            path=self.get("storage", data, "path", _absolute_path, d.path),
-            cdr_durable=self.get("storage", data, "cdr_durable", _on_off, d.cdr_durable),
-            cdr_retention_days=self.get(
-                "storage",
-                data,
-                "cdr_retention_days",
-                _off_or(_integer(1, 3650), "Off or 1-3650 (days)"),
-                d.cdr_retention_days,
-            ),
-            cdr_max_mib=self.get(
-                "storage",
-                data,
-                "cdr_max_mib",
-                _off_or(_integer(1, 1048576), "Off or 1-1048576 (MiB)"),
-                d.cdr_max_mib,
-            ),
-        )
 
     def parameters(self, raw: object) -> Parameters:
         data = self.mapping("parameters", raw, PARAMETER_NAMES)

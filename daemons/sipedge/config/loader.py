@@ -10,6 +10,7 @@ import anything from sipedge outside config/.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sipedge.config.parameters import RTP_KEY_LENGTHS
 from sipedge.config.schema import Config
 from sipedge.config.security import security_section
 from sipedge.config.sip import sip_section
+from sipedge.config.storage import storage_section
 
 # -- cross-checks ---------------------------------------------------------------------------
 
@@ -150,7 +152,7 @@ def parse_config(data: object) -> Config:
         node_name=c.node_name(top.get("node")),
         sip=sip_section(c, top.get("sip")),
         api=api_section(c, top.get("api")),
-        storage=c.storage(top.get("storage")),
+        storage=storage_section(c, top.get("storage")),
         parameters=(parameters := c.parameters(top.get("parameters"))),
         mapping_gateways=c.mapping_gateways(top.get("mapping_gateways")),
         routing_gateways=routing,
@@ -240,5 +242,12 @@ def check_config_main(path: str) -> int:
         _count(len(config.endpoints), "endpoint"),
         _count(len(config.registrations), "registration"),
     ]
+    if config.storage.backend == "postgresql":
+        # the password file is read by sipd at start; a missing one is worth saying now
+        pw = config.storage.password_file
+        unreadable = pw is not None and not os.access(pw, os.R_OK)
+        parts.append(
+            "storage PostgreSQL" + (f" (password_file {pw} unreadable here)" if unreadable else "")
+        )
     print(f"OK: {path}: {', '.join(parts)}")
     return 0

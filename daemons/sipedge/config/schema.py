@@ -81,12 +81,20 @@ class ApiConfig:
         return self.token is not None or self.token_file is not None
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
 @dataclass(frozen=True)
 class StorageConfig:
-    path: Path = Path("/var/lib/sipedge")
+    path: Path = Path("/var/lib/sipedge")  # SQLite files; the PostgreSQL backend's CDR spool
     cdr_durable: bool = True  # synchronous=FULL: a finished call's CDR survives a power cut
     cdr_retention_days: int | None = 90  # None: Off (kept forever)
-    cdr_max_mib: int | None = 128  # None: Off (no size limit)
+    cdr_max_mib: int | None = 128  # None: Off (no size limit; not applied to PostgreSQL)
+    backend: str = "sqlite"  # BACKENDS
+    dsn: str | None = None  # postgresql://user@host:port/db, never with the password
+    password_file: Path | None = None  # the PostgreSQL password, read at start
+    pool_size: int = 4  # PostgreSQL connections per store at most
+    migrate_on_start: bool = True  # off: a database behind the code stops sipd (db migrate)
 
 
 DEFAULT_RESEND_INTERVAL: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)

@@ -5,7 +5,7 @@ and stops at shutdown, so the daemon needs only a few lines for all of it:
 
 * `EndpointService` (registrar, endpoint calls) hooked into the B2BUA as ``b2bua.endpoints``;
 * `RegistrationManager` (we register to carriers);
-* `BindingStore` (SQLite under storage.path), flushed and swept every 0.5 s;
+* `BindingStore` (SQLite under storage.path, or PostgreSQL), flushed and swept every 0.5 s;
 * `NatLinkServer` (``<storage.path>/natd.sock``) for sipedge-natd;
 * the API routes ``/api/registrations`` and ``/api/endpoints`` and their metrics.
 
@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sipedge.natd import NatLinkServer, link_path, sip_socket_fd
 from sipedge.registrar.service import EndpointService
-from sipedge.store import open_binding_store
+from sipedge.store import PostgresSettings, open_binding_store
 from sipedge.uplinks import RegistrationManager, RegState
 
 if TYPE_CHECKING:
@@ -43,7 +43,11 @@ TICK = 0.5
 class RegistrarComponent:
     def __init__(self, config: Config, b2bua: B2BUA, transport: UdpTransport) -> None:
         self.config = config
-        self.store = open_binding_store(config.storage.path)
+        self.store = open_binding_store(
+            config.storage.path,
+            PostgresSettings.of(config.storage, config.node_name),
+            migrate=config.storage.migrate_on_start,
+        )
         self.registrations = RegistrationManager(
             # our address toward a carrier from the listener of its family (IPv4 or IPv6)
             b2bua.transactions,

@@ -3,7 +3,7 @@ backend. SQLite (`sipedge.store.sqlite`) is the first backend; a fleet backend i
 same Protocols.
 
 Owns: the `CdrStore`, `CdrReader` and `BindingStore` Protocols, the `OnCommitted` callback
-type and the `Unsupported` error.
+type, `StoreMetric` and the `Unsupported` error.
 Must not: import a database driver or anything from sipedge outside store/ (but the
 leaf `sipedge.typedefs`).
 """
@@ -11,13 +11,24 @@ leaf `sipedge.typedefs`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from sipedge.store.records import Binding, CallRecord
 
 
 class Unsupported(Exception):
     """A backend cannot do what was asked; it says so rather than behaving differently."""
+
+
+@dataclass(frozen=True)
+class StoreMetric:
+    """One metric a backend adds to sipd's (`sipedge_<name>`)."""
+
+    kind: Literal["counter", "gauge"]
+    name: str
+    doc: str
+    value: float
 
 
 OnCommitted = Callable[[], object]
@@ -99,6 +110,10 @@ class CdrStore(CdrReader, Protocol):
 
     def size_bytes(self) -> int:
         """Bytes the records take on disk (a metric; what retention by size compares)."""
+        ...
+
+    def backend_metrics(self) -> list[StoreMetric]:
+        """What only this backend measures (PostgreSQL: its spool and shipments)."""
         ...
 
     def prune(self, now: float, max_age: float | None, max_bytes: int | None) -> int:

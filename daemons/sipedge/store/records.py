@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
+from uuid import uuid4
 
 from sipedge.typedefs import Addr
 
@@ -53,6 +54,9 @@ class CallRecord:
     routing_gateway: str | None = None
     switch_stop_reason: str = ""
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # The CDR's idempotent key, made when the call is: a backend that may be handed the same
+    # record twice (the PostgreSQL spool after a crash) keeps it once.
+    uuid: str = field(default_factory=lambda: str(uuid4()))
 
     @property
     def duration(self) -> float:

@@ -12,8 +12,14 @@ import sqlite3
 from pathlib import Path
 
 from sipedge.store.records import Binding
+from sipedge.store.schema import Migration, migrate_sqlite
 
-SCHEMA = """
+MIGRATIONS = (
+    Migration(
+        1,
+        "the bindings table",
+        (
+            """
 CREATE TABLE IF NOT EXISTS bindings (
     account TEXT PRIMARY KEY,
     contact TEXT NOT NULL,
@@ -25,18 +31,24 @@ CREATE TABLE IF NOT EXISTS bindings (
     cseq INTEGER NOT NULL,
     registered_at REAL NOT NULL,
     user_agent TEXT NOT NULL DEFAULT ''
+)""",
+        ),
+    ),
 )
-"""
 
 
 class SqliteBindingStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, migrate: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "registrations.sqlite"
         self.db = sqlite3.connect(str(self.path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(SCHEMA)
+        try:
+            migrate_sqlite(self.db, str(self.path), MIGRATIONS, apply=migrate)
+        except BaseException:
+            self.db.close()
+            raise
         self._dirty: dict[str, Binding | None] = {}
         self.writes = 0
 

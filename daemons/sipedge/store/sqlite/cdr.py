@@ -26,16 +26,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sipedge.store.base import OnCommitted
+from sipedge.store.base import OnCommitted, StoreMetric
 from sipedge.store.records import CallRecord
+from sipedge.store.schema import Migration, migrate_sqlite
 from sipedge.store.sqlite.writer import BATCH, CAPACITY, CLOSE_TIMEOUT, GroupWriter
 
-SCHEMA = """
+MIGRATIONS = (
+    Migration(
+        1,
+        "the CDR table",
+        (
+            """
 CREATE TABLE IF NOT EXISTS cdr (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     call_id TEXT NOT NULL,
@@ -53,15 +59,26 @@ CREATE TABLE IF NOT EXISTS cdr (
     routing_gateway TEXT,
     switch_stop_reason TEXT,
     attempts TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cdr_end_time ON cdr(end_time);
-"""
+)""",
+            "CREATE INDEX IF NOT EXISTS cdr_end_time ON cdr(end_time)",
+        ),
+    ),
+    Migration(
+        2,
+        "an idempotent key per CDR (uuid; NULL in the records written before)",
+        (
+            "ALTER TABLE cdr ADD COLUMN uuid TEXT",
+            "CREATE UNIQUE INDEX cdr_uuid ON cdr(uuid)",
+        ),
+    ),
+)
 
+# A record handed over twice (a spool replayed after a crash) is kept once.
 INSERT = (
     "INSERT INTO cdr (call_id, caller, callee, source, mapping_gateway, setup_time,"
     " answer_time, end_time, duration, release_side, cause, final_status,"
-    " routing_gateway, switch_stop_reason, attempts)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " routing_gateway, switch_stop_reason, attempts, uuid)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(uuid) DO NOTHING"
 )
 
 PRUNE_BATCH = 1000  # rows per prune() call: a few ms of the writer thread
@@ -90,6 +107,7 @@ def row_of(record: CallRecord) -> tuple[Any, ...]:
         record.routing_gateway,
         record.switch_stop_reason,
         attempts,
+        record.uuid,
     )
 
 
@@ -110,15 +128,21 @@ class SqliteCdrStore:
         durable: bool = False,
         batch: int = WRITE_BATCH,
         capacity: int = WRITE_QUEUE,
+        name: str = "cdr.sqlite",
+        migrate: bool = True,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "cdr.sqlite"
+        self.path = directory / name
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new database
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        db.executescript(SCHEMA)
+        try:
+            migrate_sqlite(db, str(self.path), MIGRATIONS, apply=migrate)
+        except BaseException:
+            db.close()
+            raise
         self._db = db  # the writer's from here on: touched only through self._writer
         self._read = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._read.execute("PRAGMA query_only=ON")
@@ -129,6 +153,9 @@ class SqliteCdrStore:
     @property
     def written(self) -> int:
         return self._writer.written
+
+    def backend_metrics(self) -> list[StoreMetric]:
+        return []
 
     @property
     def queued(self) -> int:
@@ -202,7 +229,8 @@ def _delete(db: sqlite3.Connection, select: str, args: tuple[Any, ...]) -> int:
     return int(cur.rowcount)
 
 
-def _decode(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+def decode_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Rows (SQLite's or asyncpg's: mappings) as dicts, their attempts decoded."""
     result = []
     for row in rows:
         item = dict(row)
@@ -218,21 +246,32 @@ def read_cdrs(
     before: int | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, attempts decoded; `before` is the cursor (an id: older records only)."""
+    sql, args = recent_query(limit, call_id, before)
+    cur = db.cursor()
+    cur.row_factory = sqlite3.Row
+    return decode_rows(cur.execute(sql, args).fetchall())
+
+
+def recent_query(
+    limit: int, call_id: str | None, before: int | None, postgres: bool = False
+) -> tuple[str, list[Any]]:
+    """The query of `CdrReader.recent` and its arguments (PostgreSQL numbers its placeholders:
+    the PostgreSQL backend shares it)."""
     where: list[str] = []
     args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}" if postgres else "?"
+
     if call_id is not None:
-        where.append("call_id = ?")
-        args.append(call_id)
+        where.append(f"call_id = {arg(call_id)}")
     if before is not None:
-        where.append("id < ?")
-        args.append(before)
+        where.append(f"id < {arg(before)}")
     sql = "SELECT * FROM cdr"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
-    cur = db.cursor()
-    cur.row_factory = sqlite3.Row
-    return _decode(cur.execute(sql, (*args, limit)).fetchall())
+    return f"{sql} ORDER BY id DESC LIMIT {arg(limit)}", args
 
 
 def export_cdrs(
@@ -251,7 +290,7 @@ def export_cdrs(
         rows = cur.execute(sql + " ORDER BY id LIMIT ?", (*args, EXPORT_BATCH)).fetchall()
         if not rows:
             return
-        yield from _decode(rows)
+        yield from decode_rows(rows)
         after = int(rows[-1]["id"])
 
 

@@ -1,0 +1,490 @@
+"""The PostgreSQL backend against a real server (tests/pg.py: a throw-away cluster of Debian's
+postgresql): schema migrations and their refusal, CDRs from two processes, CDRs through a
+server restart in the middle of the writes, a spool replayed twice, registrations.
+
+Every check reads the server with psql, not through the store under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sipedge.store import (
+    AttemptRecord,
+    Binding,
+    CallRecord,
+    SchemaError,
+    migrate_databases,
+    open_binding_store,
+    open_cdr_store,
+)
+from sipedge.store.postgres.bindings import PostgresBindingStore
+from sipedge.store.postgres.cdr import PostgresCdrStore
+from sipedge.store.postgres.settings import SPOOL
+from sipedge.store.sqlite.cdr import SqliteCdrStore
+from tests.conftest import Sipd, free_port, gateway, make_config, start_sipd
+from tests.pg import PgCluster
+from tests.sipp.harness import Sipp
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    reason = PgCluster.unavailable()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        pytest.skip(reason)
+    pg = PgCluster()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def database(cluster: PgCluster) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    cluster.new_database(name)
+    return name
+
+
+def record(call_id: str, end: float | None = None) -> CallRecord:
+    now = time.time() if end is None else end
+    return CallRecord(
+        call_id=call_id,
+        caller="1001",
+        callee="2002",
+        source="127.0.0.1:5060",
+        mapping_gateway="m1",
+        setup_time=now - 3,
+        answer_time=now - 2,
+        end_time=now,
+        release_side="caller",
+        cause="normal",
+        final_status=200,
+        routing_gateway="gw1",
+    )
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cdr_counts(cluster: PgCluster, database: str) -> tuple[int, int, int]:
+    """(rows, distinct uuids, distinct call ids) on the server."""
+    out = cluster.psql(
+        "SELECT count(*), count(DISTINCT uuid), count(DISTINCT call_id) FROM cdr", database
+    )
+    rows, uuids, call_ids = (int(x) for x in out.split("|"))
+    return rows, uuids, call_ids
+
+
+def test_migrations_from_empty_then_up_to_date_then_refused_when_newer(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    done = migrate_databases(tmp_path, settings)
+    versions = {what.split(" ")[0]: (before, after) for what, before, after in done}
+    assert versions[str(tmp_path / SPOOL)] == (0, 2)
+    assert versions["PostgreSQL"] == (0, 1)
+    assert cluster.psql("SELECT version FROM schema_version ORDER BY 1", database) == "1"
+    tables = cluster.psql(
+        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
+        " WHERE schemaname = 'public'",
+        database,
+    )
+    assert tables == "bindings,cdr,schema_version"
+    again = migrate_databases(tmp_path, settings)
+    assert [(b, a) for _, b, a in again] == [(2, 2), (1, 1)]
+
+    # a newer sipedge migrated it: this one refuses, and writes nothing
+    cluster.psql("INSERT INTO schema_version VALUES (7, 'from the future')", database)
+    with pytest.raises(SchemaError, match=r"schema version 7, newer than this sipedge knows \(1\)"):
+        migrate_databases(tmp_path, settings)
+    with pytest.raises(SchemaError, match="newer than this sipedge"):
+        open_cdr_store(tmp_path / "edge", postgres=settings)
+    bindings = open_binding_store(tmp_path / "edge", settings)
+    with pytest.raises(SchemaError, match="newer than this sipedge"):
+        bindings.load(time.time())
+    bindings.close()
+    cli = subprocess.run(
+        [sys.executable, "-m", "sipedge.cli", "db", "migrate", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr  # the SQLite side alone (--storage) is fine
+    assert f"{tmp_path / 'cdr.sqlite'}: schema version 2 (migrated from 0)" in cli.stdout
+
+
+def test_migrate_on_start_off_refuses_a_database_behind(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    with pytest.raises(SchemaError, match="sipedge db migrate"):
+        open_cdr_store(tmp_path, postgres=settings, migrate=False)
+    assert cluster.psql("SELECT to_regclass('cdr') IS NULL", database) == "t"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from sipedge.store import CallRecord, PostgresSettings, open_cdr_store
+    dsn, password_file, node, directory = sys.argv[1:5]
+    store = open_cdr_store(Path(directory), postgres=PostgresSettings(
+        dsn, Path(password_file), 2, node))
+    now = time.time()
+    for i in range(150):
+        store.write(CallRecord(f"{node}-{i}", "1001", "2002", "127.0.0.1:5060", None,
+                               now - 1, now, now, "caller", "normal", 200))
+    store.close()
+    print(store.shipped, store.spooled)
+    """
+)
+
+
+def test_cdrs_from_two_processes_land_once_each(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    migrate_databases(tmp_path / "setup", settings)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                settings.dsn,
+                str(settings.password_file),
+                node,
+                str(tmp_path / node),
+                "150",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in ("edge-a", "edge-b")
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.split() == ["150", "0"], (out, err)  # all shipped at close, spool empty
+    assert cdr_counts(cluster, database) == (300, 300, 300)
+    per_node = cluster.psql("SELECT node, count(*) FROM cdr GROUP BY node ORDER BY node", database)
+    assert per_node.splitlines() == ["edge-a|150", "edge-b|150"]
+
+
+def test_a_spool_shipped_twice_is_kept_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """A crash between the server's commit and the spool's delete replays the spool."""
+    settings = cluster.settings(database)
+    spool = SqliteCdrStore(tmp_path, name=SPOOL)
+    for i in range(40):
+        spool.write(record(f"replayed-{i}"))
+    spool.close()
+    shutil.copy(tmp_path / SPOOL, tmp_path / "before-the-crash")
+    for _ in range(2):
+        store = open_cdr_store(tmp_path, postgres=settings)
+        assert isinstance(store, PostgresCdrStore)
+        wait_for(lambda s=store: s.shipped == 40, 30, "the spool to ship")
+        store.close()
+        assert cdr_counts(cluster, database) == (40, 40, 40)
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / (SPOOL + suffix)).unlink(missing_ok=True)
+        shutil.copy(tmp_path / "before-the-crash", tmp_path / SPOOL)
+    reader = open_cdr_store(tmp_path / "reader", postgres=settings)
+    try:
+        recent = reader.recent(limit=5)
+        assert [r["call_id"] for r in recent] == [f"replayed-{i}" for i in range(39, 34, -1)]
+        assert recent[0]["node"] == "edge-a" and recent[0]["attempts"] == []
+        older = reader.recent(limit=100, before=recent[-1]["id"])
+        assert len(older) == 35
+        exported = list(reader.export(0.0))
+        assert len(exported) == 40 and len({r["uuid"] for r in exported}) == 40
+    finally:
+        reader.close()
+
+
+async def test_server_stopped_and_restarted_during_200_writes_every_cdr_arrives_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    store = open_cdr_store(tmp_path, postgres=settings, durable=True)
+    assert isinstance(store, PostgresCdrStore)
+    loop = asyncio.get_running_loop()
+    committed: list[str] = []
+    restart: subprocess.Popen[bytes] | None = None
+    longest = 0.0
+    try:
+        for i in range(200):
+            if i == 40:  # the server goes away for ~2 s while the calls go on
+                restart = subprocess.Popen(cluster.stop_command(2.0))
+            started = loop.time()
+            call_id = f"restart-{i}"
+            store.write(record(call_id), lambda c=call_id: committed.append(c))
+            longest = max(longest, loop.time() - started)
+            await asyncio.sleep(0.02)
+        assert restart is not None
+        assert await asyncio.to_thread(restart.wait, 60) == 0
+        deadline = loop.time() + 60
+        while (store.shipped < 200 or store.spooled) and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        # every call's end was released by the local commit, in order, server or not
+        assert committed == [f"restart-{i}" for i in range(200)]
+        assert longest < 0.05, f"write() took {longest * 1000:.1f} ms on the event loop"
+        assert store.ship_failures > 0, "the shipper never saw the server down"
+        assert store.shipped == 200 and store.spooled == 0
+        metrics = {m.name: m.value for m in store.backend_metrics()}
+        assert metrics["postgres_up"] == 1 and metrics["cdr_spooled"] == 0
+    finally:
+        if restart is not None and restart.poll() is None:
+            restart.wait(60)
+        await asyncio.to_thread(store.close)
+    assert cdr_counts(cluster, database) == (200, 200, 200)
+
+
+def a_binding(account: str, expires_at: float, now: float) -> Binding:
+    return Binding(
+        account=account,
+        contact=f"sip:{account}@192.0.2.7:5062;transport=udp",
+        source=("192.0.2.7", 5062),
+        nat=True,
+        expires_at=expires_at,
+        call_id=f"reg-{account}",
+        cseq=7,
+        registered_at=now,
+        user_agent="test phone",
+    )
+
+
+def test_registrations_stored_and_read_back_per_node(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database, node="edge-a")
+    now = time.time()
+
+    def binding(account: str, expires_in: float) -> Binding:
+        return a_binding(account, now + expires_in, now)
+
+    store = open_binding_store(tmp_path, settings)
+    assert store.load(now) == []
+    for account, expires_in in (("1001", 600), ("1002", 600), ("1003", 600), ("1004", 1)):
+        store.put(binding(account, expires_in))
+    store.delete("1003")
+    assert store.flush() == 4
+    store.put(binding("1002", 900))  # a refresh while the first flush may be in flight
+    store.close()
+    assert cluster.psql("SELECT count(*) FROM bindings", database) == "3"
+
+    again = open_binding_store(tmp_path, settings)
+    loaded = {b.account: b for b in again.load(now + 10)}  # 1004 expired meanwhile
+    again.close()
+    assert sorted(loaded) == ["1001", "1002"]
+    assert loaded["1001"] == binding("1001", 600)
+    assert loaded["1002"] == binding("1002", 900)
+    assert cluster.psql("SELECT count(*) FROM bindings", database) == "2"
+    other = open_binding_store(tmp_path, cluster.settings(database, node="edge-b"))
+    assert other.load(now) == []  # another edge's bindings are its own
+    hostile = binding("1005", 600)
+    hostile.user_agent = "evil\x00phone"  # PostgreSQL refuses NUL: it must not wedge the flush
+    other.put(hostile)
+    other.put(binding("1006", 600))
+    other.close()
+    rows = cluster.psql(
+        "SELECT account, user_agent FROM bindings WHERE node = 'edge-b' ORDER BY 1", database
+    )
+    assert rows.splitlines() == ["1005|evil\ufffdphone", "1006|test phone"]
+
+
+@pytest.mark.sipp
+def test_two_sipd_edges_share_the_database_each_call_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """Two sipd processes (edge-a, edge-b) with storage.backend postgresql, SIPp calls through
+    each: every call's CDR is on the server once, under its edge's name, and either edge's
+    API reads both edges' CDRs."""
+    calls = 8
+    edges: list[tuple[Sipd, Sipp]] = []
+    try:
+        for node in ("edge-a", "edge-b"):
+            gw_port = free_port()
+            directory = tmp_path / node
+            directory.mkdir()
+            settings = cluster.settings(database)
+            config = make_config(
+                directory, free_port(), free_port(socket.SOCK_STREAM), [gateway("gw1", gw_port)]
+            )
+            config["node"] = {"name": node}
+            config["storage"].update(
+                backend="postgresql",
+                dsn=settings.dsn,
+                password_file=str(settings.password_file),
+                pool_size=2,
+            )
+            sipd = start_sipd(directory, config, name=node)
+            uas = Sipp("uas_answer", port=gw_port, calls=calls, timeout=40)
+            uas.start()
+            edges.append((sipd, uas))
+        results = []
+        for sipd, _ in edges:
+            caller = Sipp(
+                "uac_basic",
+                port=free_port(),
+                remote=sipd.sip_target,
+                calls=calls,
+                rate=10,
+                timeout=40,
+                service="1000",
+            )
+            caller.start()
+            results.append(caller)
+        finished: dict[str, set[str]] = {}
+        for caller, node in zip(results, ("edge-a", "edge-b"), strict=True):
+            result = caller.wait(45)
+            assert result.returncode == 0 and result.successful == calls, result.describe()
+            finished[node] = {m.call_id for m in result.sent("INVITE")}
+        for sipd, _ in edges:
+            wait_for(
+                lambda s=sipd: s.metrics().get("sipedge_cdr_shipped_total") == calls,
+                20,
+                "the edge's CDRs on the server",
+            )
+            assert sipd.metrics()["sipedge_postgres_up"] == 1
+        from_a = {r["call_id"]: r["node"] for r in edges[0][0].cdrs(wait_for=2 * calls)}
+    finally:
+        for sipd, uas in edges:
+            sipd.stop()
+            uas.stop()
+    assert from_a == {c: n for n, ids in finished.items() for c in ids}
+    assert cdr_counts(cluster, database) == (2 * calls, 2 * calls, 2 * calls)
+    for node, ids in finished.items():
+        on_server = cluster.psql(f"SELECT call_id FROM cdr WHERE node = '{node}'", database)
+        assert set(on_server.splitlines()) == ids
+
+
+def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    settings = cluster.settings(database)
+    gateways = [gateway("gw1", free_port())]
+    config = make_config(tmp_path, free_port(), free_port(socket.SOCK_STREAM), gateways)
+    config["storage"].update(
+        backend="postgresql", dsn=settings.dsn, password_file=str(settings.password_file)
+    )
+    config_path = tmp_path / "sipedge.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    def db_migrate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sipedge.cli", "db", "migrate", "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = db_migrate()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"{tmp_path / 'state' / SPOOL}: schema version 2 (migrated from 0)",
+        f"PostgreSQL ({settings.dsn}): schema version 1 (migrated from 0)",
+    ]
+    assert "up to date" in db_migrate().stdout
+    cluster.psql(
+        "INSERT INTO cdr (uuid, node, call_id, caller, callee, source, setup_time, end_time,"
+        " duration, release_side, cause, final_status, attempts) VALUES ('u1', 'edge-z',"
+        " 'from-another-edge', '1', '2', 'x', 1, 2, 0, 'callee', 'normal', 200, '[]')",
+        database,
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "sipedge.cli", "cdr", "--config", str(config_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["call_id"], r["node"]) for r in json.loads(listed.stdout)] == [
+        ("from-another-edge", "edge-z")
+    ]
+    cluster.psql("INSERT INTO schema_version VALUES (2, 'from the future')", database)
+    refused = db_migrate()
+    assert refused.returncode == 1
+    assert "schema version 2, newer than this sipedge knows (1)" in refused.stderr
+    with pytest.raises(RuntimeError, match="exited") as info:
+        start_sipd(tmp_path, config)
+    assert "cannot start" in str(info.value) and "newer than this sipedge" in str(info.value)
+
+
+def test_registration_changes_during_an_outage_are_written_when_the_server_returns(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    now = time.time()
+    store = open_binding_store(tmp_path, cluster.settings(database))
+    assert isinstance(store, PostgresBindingStore)
+    store.load(now)  # migrates the empty database
+    store.put(a_binding("2001", now + 600, now))
+    store.put(a_binding("2002", now + 600, now))
+    cluster.stop()
+    try:
+        started = time.monotonic()
+        assert store.flush() == 2
+        assert time.monotonic() - started < 0.05  # handed over, not waited for
+        wait_for(lambda: store.failures == 1 and store.pending == 2, 30, "a failed flush")
+        store.delete("2001")  # newer than the failed upsert: it must win
+        assert store.flush() == 2
+        wait_for(lambda: store.failures == 2 and store.pending == 2, 30, "another failure")
+    finally:
+        cluster.start()
+    deadline = time.monotonic() + 30
+    while store.pending and time.monotonic() < deadline:
+        store.flush()
+        time.sleep(0.1)
+    store.close()
+    assert store.writes == 2 and store.pending == 0
+    rows = cluster.psql("SELECT account, expires_at FROM bindings", database)
+    assert [row.split("|")[0] for row in rows.splitlines()] == ["2002"]
+
+
+def test_a_nul_from_the_network_does_not_block_the_spool(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """SQLite keeps NUL characters, PostgreSQL refuses them in text and jsonb: a hostile
+    caller must not wedge the spool (every CDR after it would wait forever)."""
+    store = open_cdr_store(tmp_path, postgres=cluster.settings(database))
+    assert isinstance(store, PostgresCdrStore)
+    hostile = record("hostile")
+    hostile.caller = "10\x0001"
+    hostile.attempts.append(AttemptRecord("gw1", 1.0, 2.0, result="503 \x00", status=503))
+    store.write(hostile)
+    store.write(record("after-it"))
+    try:
+        wait_for(lambda: store.shipped == 2, 30, "both CDRs on the server")
+    finally:
+        store.close()
+    out = cluster.psql(
+        "SELECT call_id, caller, attempts->0->>'result' FROM cdr ORDER BY id", database
+    )
+    assert out.splitlines() == ["hostile|10\ufffd01|503 \ufffd", "after-it|1001|"]
