@@ -652,7 +652,7 @@ def sipd_target(sipd: Any, gateway_port: int) -> Target:
     )
 
 
-# What a sipd target reads from its /metrics (sipd.py's SipdCollector).
+# What a sipd target reads from its /metrics (sipd/metrics.py's SipdCollector).
 SIPD_METRICS: dict[str, Any] = {
     "live": ("sipedge_calls_active", "sipedge_transactions"),
     "answered": "sipedge_calls_answered_total",

@@ -157,7 +157,7 @@ class B2BUA:
         self.clock: Callable[[], float] = time.monotonic  # for the calls-per-second buckets
         self.caps = CallCaps(config.parameters.sip_max_calls, {}, self.clock())
         self.refusals = RateLimitedLog(log, config.security.log_interval)
-        # media anchoring: off until the daemon gives it a mediad client (sipd.py)
+        # media anchoring: off until the daemon gives it a mediad client (sipd/daemon.py)
         self.media = MediaService(None)
         # registrar and outbound registrations: set by the daemon (registrar/component.py)
         self.endpoints: EndpointHooks | None = None

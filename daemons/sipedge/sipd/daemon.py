@@ -1,44 +1,22 @@
-"""sipedge-sipd: the SIP daemon (transport, transactions, B2BUA, CDRs, management API).
-
-Runs in the foreground, logs to stderr, tells systemd when it is ready (Type=notify), reloads
-its config on SIGHUP, and on SIGTERM stops taking calls, ends the calls in progress with BYE
-(or 503 during setup), writes their CDRs and exits. It refuses to start (exit 2) on a config
-that fails validation (an API off loopback without an admin token among others) or whose token
-files, API certificate or SIP TLS certificates cannot be used.
+"""The sipd daemon without its /metrics collector: `sipedge.sipd.SipDaemon` adds it.
 
 Owns: the composition of sipd (the transports of every sip.listen address, B2BUA, stores,
-registrations, media link, API) and its lifecycle. `SipDaemon` implements
-`sipedge.api.Managed` for the management API. Once it has started, the garbage collector is
-tuned (`sipedge.gcwatch.tune`: start-up objects frozen, full collections only when memory
-grows, `gcwatch.valve`) and every collection's pause is exported in /metrics.
-Must not: be imported by anything but the entry points (it is the composition root).
-Longer than 600 lines because it is the composition root: it converts each config section for
-the packages that may not read config/ (the SIP limits, the listeners and their TLS contexts,
-the API's credentials) and exports every package's counters; each conversion is a few lines
-beside the wiring that uses it.
+registrations, media link, API) and its lifecycle; `SipDaemon` implements `sipedge.api.Managed`.
+Must not: import `sipd.metrics` (the collector reads this class, so the class cannot import it).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
-import gc
-import ipaddress
 import logging
-import signal
 import ssl
-import sys
 import time
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from cryptography import x509
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
 
 from sipedge import __version__
 from sipedge.api import (
@@ -46,22 +24,19 @@ from sipedge.api import (
     CredentialError,
     accepted_hosts,
     build_app,
-    load_password,
-    load_token,
     reload_tls,
     tls_context,
 )
 from sipedge.appliance import notify
-from sipedge.calls import MAPPING_PASSWORD
-from sipedge.calls.media_link import MediaService, media_metrics
+from sipedge.calls.media_link import MediaService
 from sipedge.calls.service import B2BUA, media_policy
-from sipedge.config import ApiConfig, Config, ConfigError, SipConfig, StorageConfig, load_config
-from sipedge.gcwatch import FullCollectionValve, GcWatch, run_valve, tune
+from sipedge.config import ApiConfig, Config, ConfigError, StorageConfig, load_config
+from sipedge.gcwatch import GcWatch
 from sipedge.guard import GuardService
 from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
 from sipedge.registrar import RegistrarComponent
-from sipedge.resolver import DnsResolver, DnsSettings, is_literal
+from sipedge.resolver import DnsResolver
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport import (
@@ -77,12 +52,19 @@ from sipedge.sip.transport import (
     client_context,
     server_context,
 )
-from sipedge.sip.transport.metrics import transport_metrics
+from sipedge.sipd.settings import (
+    access_policy,
+    carrier_passwords,
+    cert_not_after,
+    dns_settings,
+    gateway_list,
+    gateway_names,
+    same_family,
+)
 from sipedge.stats import CarrierStats
 from sipedge.store import (
     CdrStore,
     PostgresSettings,
-    SchemaError,
     open_cdr_reader,
     open_cdr_store,
 )
@@ -94,7 +76,7 @@ RETENTION_BATCHES = 1000  # prune() calls per pass at most (each a bounded batch
 MIB = 1 << 20
 
 
-class SipDaemon:
+class SipDaemonBase:
     def __init__(self, config_path: Path, config: Config) -> None:
         self.config_path = config_path
         self.config = config
@@ -134,7 +116,6 @@ class SipDaemon:
         self.carrier_stats = CarrierStats()  # ASR/ACD/PDD per gateway (docs/monitoring.md)
         self.carrier_stats.configure(*gateway_list(config))
         self.metrics_registry = CollectorRegistry()
-        self.metrics_registry.register(SipdCollector(self))
 
     @property
     def b2bua(self) -> B2BUA:
@@ -266,7 +247,7 @@ class SipDaemon:
                 udp = await open_udp_retrying(
                     listen.host, listen.port, self._on_message, self.transport_stats
                 )
-                if sip.public_address and _same_family(sip.public_address, listen.host):
+                if sip.public_address and same_family(sip.public_address, listen.host):
                     udp.advertised_host = sip.public_address
                 udps.append(udp)
         streams = None
@@ -472,319 +453,3 @@ class SipDaemon:
         if self.cdrs is not None:
             self.cdrs.close()  # commits the CDRs still queued (bounded wait), stops the writer
         self.gc_watch.uninstall()
-
-
-Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
-
-
-class SipdCollector(Collector):
-    """Reads the daemon's plain counters at scrape time: the SIP hot path never touches a lock."""
-
-    def __init__(self, daemon: SipDaemon) -> None:
-        self.daemon = daemon
-
-    def collect(self) -> Iterator[Family]:
-        d = self.daemon
-        t = d.transport_stats
-        yield from d.gc_watch.metrics()
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(f"sipedge_{name}", doc, value=value)
-
-        yield counter("sip_messages_in", "SIP messages received (UDP, TCP, TLS)", t.messages_in)
-        yield counter("sip_messages_out", "SIP messages sent (UDP, TCP, TLS)", t.messages_out)
-        yield counter("sip_parse_errors", "Datagrams that failed to parse", t.parse_errors)
-        yield counter("sip_dropped", "Unparseable datagrams dropped", t.dropped)
-        yield counter("sip_bad_requests", "Requests answered with 400", t.bad_requests_answered)
-        methods = CounterMetricFamily(
-            "sipedge_sip_requests_in", "Requests received by method", labels=["method"]
-        )
-        for method, count in sorted(t.by_method_in.items()):
-            methods.add_metric([method], count)
-        yield methods
-        if d.cdrs is not None:
-            yield counter("cdrs_written", "CDRs committed", d.cdrs.written)
-            yield GaugeMetricFamily(
-                "sipedge_cdr_queued", "CDRs waiting for the writer's commit", value=d.cdrs.queued
-            )
-            yield counter(
-                "cdr_batches",
-                "CDR transactions committed (group commit: one fsync each when durable)",
-                d.cdrs.batches,
-            )
-            yield counter(
-                "cdr_sync_writes",
-                "CDRs committed on the event loop because the writer's queue was full",
-                d.cdrs.sync_writes,
-            )
-            yield counter(
-                "cdr_write_failures",
-                "CDRs that could not be committed after a retry (logged with their call ids)",
-                d.cdrs.write_failures,
-            )
-            yield GaugeMetricFamily(
-                "sipedge_cdr_db_bytes", "Bytes the CDRs take on disk", value=d.cdrs.size_bytes()
-            )
-            yield counter("cdr_pruned", "CDRs removed by retention", d.cdr_pruned)
-            for m in d.cdrs.backend_metrics():
-                if m.kind == "counter":
-                    yield counter(m.name, m.doc, m.value)
-                else:
-                    yield GaugeMetricFamily(f"sipedge_{m.name}", m.doc, value=m.value)
-            yield GaugeMetricFamily(
-                "sipedge_cdr_durable",
-                "1: each CDR commit (a batch) is fsynced (storage.cdr_durable, synchronous=FULL)",
-                value=1 if d.storage.cdr_durable else 0,
-            )
-        if d._b2bua is None:
-            return
-        s = d.b2bua.stats
-        tl = d.b2bua.transactions
-        yield counter("calls", "Calls admitted", s.calls)
-        yield counter("calls_answered", "Calls answered", s.answered)
-        yield counter("calls_failed", "Calls that ended without an answer", s.failed)
-        yield counter("attempts", "INVITE attempts to routing gateways", s.attempts)
-        yield counter(
-            "attempts_unresolved", "Attempts whose gateway name did not resolve", s.unresolved
-        )
-        yield counter(
-            "late_answers", "2xx from abandoned attempts (ACKed and BYEd)", s.late_answers
-        )
-        yield counter(
-            "session_timer_ends",
-            "Calls ended because a leg was not refreshed (RFC 4028)",
-            s.session_timer_ends,
-        )
-        yield GaugeMetricFamily(
-            "sipedge_calls_active", "Calls in progress", value=len(d.b2bua.calls)
-        )
-        yield counter(
-            "carrier_challenges_answered",
-            "Routing gateways' 401/407 answered with credentials",
-            s.challenges_answered,
-        )
-        yield by_label(
-            "carrier_challenges_failed",
-            "Routing gateways' 401/407 that ended the attempt, by reason",
-            "reason",
-            s.challenges_failed,
-        )
-        yield by_label("calls_rejected", "New calls refused, by status", "status", s.rejected)
-        yield by_label(
-            "mapping_auth",
-            "Digest of mapping gateways' INVITEs (auth: digest, source+digest), by result",
-            "result",
-            d.b2bua.mapping_auth.results,
-        )
-        yield by_label("switch_stops", "Why gateway switching stopped", "reason", s.stop_reasons)
-        tx = GaugeMetricFamily("sipedge_transactions", "Live SIP transactions", labels=["side"])
-        for side, count in tl.counts().items():
-            tx.add_metric([side], count)
-        yield tx
-        yield counter("transactions_created", "SIP transactions created", tl.created)
-        yield counter("retransmissions", "SIP retransmissions sent", tl.retransmissions)
-        yield counter("transaction_timeouts", "Transactions that timed out", tl.timeouts)
-        yield counter("transactions_stateless", "Finals sent once, nothing kept", tl.stateless)
-        yield counter(
-            "sip_tu_errors", "Requests whose handling raised (answered 500)", tl.tu_errors
-        )
-        yield counter("sip_unanswered", "Requests the call layer never answered", tl.unanswered)
-        yield counter("sip_screened", "Datagrams dropped unparsed by the guard", t.screened)
-        refused = CounterMetricFamily(
-            "sipedge_sip_refused", "Requests refused by the SIP stack, by status", labels=["status"]
-        )
-        dropped = CounterMetricFamily(
-            "sipedge_sip_drops",
-            "Messages dropped by the SIP stack, by reason",
-            labels=["reason"],
-        )
-        gates = [tl.gate]
-        if d.transports is not None:
-            gates += [u.gate for u in d.transports.udp]
-            if d.transports.streams is not None:
-                gates.append(d.transports.streams.gate)
-        for status in sorted({s for g in gates for s in g.refused}):
-            refused.add_metric([str(status)], sum(g.refused.get(status, 0) for g in gates))
-        for reason in sorted({r for g in gates for r in g.dropped}):
-            dropped.add_metric([reason], sum(g.dropped.get(reason, 0) for g in gates))
-        yield refused
-        yield dropped
-        if d.transports is not None:
-            yield from transport_metrics(d.transports, tl.transport_failures)
-        expiry = GaugeMetricFamily(
-            "sipedge_sip_tls_cert_expiry_days",
-            "Days until the certificate of a tls:// listener expires (negative: expired)",
-            labels=["listener"],
-        )
-        for listener, not_after in sorted(d.tls_not_after.items()):
-            expiry.add_metric([listener], (not_after - time.time()) / 86400)
-        yield expiry
-        yield from d.guard.metrics()
-        yield from d.resolver.metrics()
-        yield from capacity_metrics(d.b2bua)
-        yield from d.carrier_stats.metrics()
-        yield counter("config_reloads", "Successful config reloads", d.reloads)
-        yield counter("config_reload_failures", "Refused config reloads", d.reload_failures)
-        yield from media_metrics(d.b2bua.media.stats)
-        if d.registrar is not None:
-            yield from d.registrar.metrics()
-
-
-def by_label(
-    name: str, doc: str, label: str, counts: Mapping[str, int] | Mapping[int, int]
-) -> CounterMetricFamily:
-    """A counter family `sipedge_<name>` with one sample per key of `counts`, sorted."""
-    family = CounterMetricFamily(f"sipedge_{name}", doc, labels=[label])
-    for key, count in sorted(counts.items()):
-        family.add_metric([str(key)], count)
-    return family
-
-
-def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-    over = CounterMetricFamily(
-        "sipedge_calls_over_capacity",
-        "New calls refused with 503 by a call limit",
-        labels=["limit"],
-    )
-    for limit, count in b2bua.caps.rejected.items():
-        over.add_metric([limit], count)
-    yield over
-    per_gateway = GaugeMetricFamily(
-        "sipedge_gateway_calls_active",
-        "Calls in progress per mapping gateway",
-        labels=["gateway"],
-    )
-    for name in sorted(b2bua.caps.limits):
-        per_gateway.add_metric([name], b2bua.caps.active.get(name, 0))
-    yield per_gateway
-
-
-def carrier_passwords(config: Config) -> dict[str, str]:
-    """The routing gateways' auth_password_file contents by name, and the mapping gateways'
-    password_file by MAPPING_PASSWORD + name, read now (CredentialError)."""
-    out = {
-        gw.name: load_password(gw.auth_password_file, f"routing_gateways[{i}].auth_password_file")
-        for i, gw in enumerate(config.routing_gateways)
-        if gw.auth_password_file is not None
-    }
-    for i, m in enumerate(config.mapping_gateways):
-        if m.password_file is not None:
-            where = f"mapping_gateways[{i}].password_file"
-            out[MAPPING_PASSWORD + m.name] = load_password(m.password_file, where)
-    return out
-
-
-def cert_not_after(path: str | Path) -> float:
-    """When the first certificate of a PEM file (the leaf) expires, as a Unix time; the file
-    was just loaded by `server_context`, so it parses."""
-    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    return cert.not_valid_after_utc.timestamp()
-
-
-def gateway_list(config: Config) -> tuple[list[str], list[str]]:
-    """The names of the routing and the mapping gateways: what the carrier statistics track."""
-    return [g.name for g in config.routing_gateways], [m.name for m in config.mapping_gateways]
-
-
-def dns_settings(sip: SipConfig) -> DnsSettings:
-    """AAAA records count only when there is an IPv6 listener to reach them from."""
-    ipv6 = any(":" in listen.host for listen in sip.listen)
-    return DnsSettings(tuple(sip.dns_servers), sip.dns_timeout, sip.hosts_file, ipv6=ipv6)
-
-
-def gateway_names(config: Config) -> list[tuple[str, int | None, str]]:
-    """The host names among the routing gateways and registration proxies, with their port
-    when one was given (None: NAPTR/SRV apply) and their transport."""
-    names = [
-        (g.address, g.port if g.port_given else None, g.transport) for g in config.routing_gateways
-    ]
-    names += [(r.proxy, r.port if r.port_given else None, "udp") for r in config.registrations]
-    return [name for name in names if not is_literal(name[0])]
-
-
-def access_policy(api: ApiConfig) -> AccessPolicy:
-    """The API's policy: inline tokens, or the token files read now (CredentialError)."""
-    admin = api.token or (load_token(api.token_file, "api.token_file") if api.token_file else None)
-    read = api.read_token or (
-        load_token(api.read_token_file, "api.read_token_file") if api.read_token_file else None
-    )
-    if admin is not None and admin == read:
-        raise CredentialError("api.read_token_file: holds the admin token (use another one)")
-    return AccessPolicy(
-        admin_tokens=(admin,) if admin else (),
-        read_tokens=(read,) if read else (),
-        hosts=accepted_hosts(api.host, api.hosts),
-        metrics_open=api.metrics_open,
-    )
-
-
-async def serve(config_path: Path) -> int:
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        log.error("invalid config %s:\n%s", config_path, err)
-        return 2
-    daemon = SipDaemon(config_path, config)
-    try:
-        daemon.load_credentials()
-        daemon.load_sip_tls()
-    except (CredentialError, TlsError) as err:
-        log.error("cannot start: %s", err)
-        return 2
-    loop = asyncio.get_running_loop()
-    try:
-        await daemon.start()
-    except (OSError, SchemaError) as err:  # SchemaError: the database is ahead or behind
-        log.error("cannot start: %s", err)
-        await daemon.stop(0)
-        return 1
-    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-    # Everything start-up builds exists now: freeze it and make full collections rare; then
-    # time every collection from here on (tune's own full collection is start-up's).
-    frozen = tune()
-    daemon.gc_watch.install()
-    valve = loop.create_task(run_valve(FullCollectionValve()))  # the only full collections
-    log.info(
-        "garbage collector: %d start-up objects frozen, thresholds %s", frozen, gc.get_threshold()
-    )
-    notify("READY=1")
-    await daemon.run_until_stopped()
-    valve.cancel()
-    log.info("stopping")
-    await daemon.stop()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sipedge-sipd", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="path of sipedge.yaml")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but run without it anyway
-        pass
-    sys.exit(asyncio.run(serve(args.config)))
-
-
-if __name__ == "__main__":
-    main()
-
-
-def _same_family(public_address: str, host: str) -> bool:
-    """sip.public_address applies to the listeners of its family (a name: to all), so an
-    IPv6 listener does not advertise an IPv4 public address (docs/ipv6.md)."""
-    try:
-        family = ipaddress.ip_address(public_address).version
-    except ValueError:
-        return True
-    return family == (6 if ":" in host else 4)

@@ -1,0 +1,5 @@
+"""`python -m sipedge.sipd`: the same as `sipedge-sipd`."""
+
+from sipedge.sipd import main
+
+main()
