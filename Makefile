@@ -15,16 +15,17 @@ run: setup
 ## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP), Molecule.
 ## pytest and Molecule run side by side: pytest mostly waits on SIP timers (about a tenth of
 ## the two cores), and its workers are done before Molecule reaches the CPU-bound `vm`
-## scenario (QEMU TCG). Lines of the two stay whole (--output-sync=line).
+## scenario (QEMU TCG). Molecule's output streams; pytest's comes as one block when it ends.
 test: setup lint
-	$(MAKE) --no-print-directory -j2 --output-sync=line pytest molecule
+	./.ci/side-by-side "$(PYTEST)" "./molecule/run"
 
 ## pytest-xdist: 4 workers on 2 cores, since most integration tests wait on SIP timers; worksteal
 ## keeps the minute-long tests from piling up on one worker at the end. PYTEST_WORKERS=0 runs them
 ## in one process (for debugging a test that needs the whole machine).
 PYTEST_WORKERS ?= 4
+PYTEST = $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 pytest: setup
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
+	$(PYTEST)
 
 ## Molecule scenarios: install, configure, upgrade N -> N+1 (podman systemd containers), then the
 ## appliance image under QEMU (build, boot, A/B update, rollback; about 12 min under TCG).

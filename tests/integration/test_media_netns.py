@@ -1,7 +1,7 @@
 """Media anchoring end to end in network namespaces, on the XDP fast path.
 
     A (SIPp caller, 10.77.1.2) -- veth -- R (sipd + mediad, XDP on ra/rb) -- veth -- B (SIPp
-    gateway with -rtp_echo, 10.77.2.2)
+    gateway with -rtp_echo, 10.77.2.2), and the same over IPv6 (fd00:77:1::2 ... fd00:77:2::2)
 
 The caller's RTP (a UDP socket in A, sent to the relay address from the 200's SDP) crosses the
 relay on the XDP path to the gateway, which echoes it back through the relay: both directions,
@@ -56,7 +56,17 @@ def rtp(seq: int) -> bytes:
     return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0xA11CE) + bytes([seq % 256]) * 160
 
 
-def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+@pytest.mark.parametrize("family", ["IP4", "IP6"])
+def test_call_media_on_the_xdp_path(
+    topo: Topology, tmp_path: Path, bpffs: Path, family: str
+) -> None:
+    """The call and its RTP in one family: IPv4 end to end, or IPv6 end to end (SIP over IPv6,
+    `c=IN IP6`, the XDP program's IPv6 path)."""
+    v6 = family == "IP6"
+    a_ip, b_ip, ra_ip = (
+        (topo.a_ip6, topo.b_ip6, topo.ra_ip6) if v6 else (topo.a_ip, topo.b_ip, topo.ra_ip)
+    )
+    sip_ra = f"[{ra_ip}]" if v6 else ra_ip
     sock = tmp_path / "mediad.sock"
     mediad = Mediad(
         sock,
@@ -73,6 +83,7 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
             str(bpffs / "pins"),
             "--state",
             str(tmp_path / "state.json"),
+            *(["--bind6", topo.ra_ip6] if v6 else []),
         ],
         tmp_path / "mediad.log",
         netns=topo.r,
@@ -82,10 +93,10 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
         tmp_path,
         5060,
         api_port,
-        [gateway("gw1", 5060, address=topo.b_ip)],
-        mapping_addresses=[f"{topo.a_ip}/32"],
+        [gateway("gw1", 5060, address=b_ip)],
+        mapping_addresses=[f"{a_ip}/{128 if v6 else 32}"],
     )
-    config["sip"]["listen"] = ["udp://0.0.0.0:5060"]
+    config["sip"]["listen"] = ["udp://[::]:5060" if v6 else "udp://0.0.0.0:5060"]
     config["media"]["control_socket"] = str(sock)
     config_path = tmp_path / "sipd.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -117,7 +128,7 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
                 time.sleep(0.1)
         gw = Sipp(
             "uas_answer",
-            local=topo.b_ip,
+            local=b_ip,
             port=5060,
             netns=topo.b,
             timeout=40,
@@ -126,9 +137,9 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
         )
         caller = Sipp(
             "uac_basic",
-            local=topo.a_ip,
+            local=a_ip,
             port=5060,
-            remote=f"{topo.ra_ip}:5060",
+            remote=f"{sip_ra}:5060",
             netns=topo.a,
             timeout=40,
             service="4420001",
@@ -146,11 +157,11 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
                 time.sleep(0.05)
             assert calls and calls[0]["answered"], log_path.read_text() + mediad.log()
             relay_a, relay_b = calls[0]["ports"]
-            s = ns_socket(topo.a, (topo.a_ip, 0))
+            s = ns_socket(topo.a, (a_ip, 0))
             s.settimeout(0.5)
             got = 0
             for seq in range(100):
-                s.sendto(rtp(seq), (topo.ra_ip, relay_a))
+                s.sendto(rtp(seq), (ra_ip, relay_a))
                 time.sleep(0.005)
             end = time.monotonic() + 2
             while time.monotonic() < end and got < 100:
@@ -159,7 +170,7 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
                 except TimeoutError:
                     break
                 assert (
-                    src == (topo.ra_ip, relay_a)
+                    src[:2] == (ra_ip, relay_a)
                     and data[12:] == rtp(struct.unpack("!H", data[2:4])[0])[12:]
                 )
                 got += 1
@@ -175,9 +186,9 @@ def test_call_media_on_the_xdp_path(topo: Topology, tmp_path: Path, bpffs: Path)
         # everything but the latching first packet of each leg went through XDP
         assert legs["caller"]["packets-xdp"] >= 95 and legs["callee"]["packets-xdp"] >= 95, q
         invite = next(m for m in gw_result.messages if m.first_line.startswith("INVITE"))
-        assert f"c=IN IP4 {topo.ra_ip}" in invite.text and f"m=audio {relay_b} " in invite.text
+        assert f"c=IN {family} {ra_ip}" in invite.text and f"m=audio {relay_b} " in invite.text
         ok = next(m for m in result.messages if m.direction == "received" and m.status == 200)
-        assert f"c=IN IP4 {topo.ra_ip}" in ok.text and f"m=audio {relay_a} " in ok.text
+        assert f"c=IN {family} {ra_ip}" in ok.text and f"m=audio {relay_a} " in ok.text
         deadline = time.monotonic() + 5
         while mediad.ok({"command": "list"})["count"] and time.monotonic() < deadline:
             time.sleep(0.05)
