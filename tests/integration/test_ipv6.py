@@ -3,22 +3,19 @@
 sipd listens on 127.0.0.1 (the first UDP listener, as every test config has) and on [::1]:
 an IPv6 caller reaches an IPv6 gateway over UDP and over TCP (`-t t1`), and a 4-to-6 call
 (caller on 127.0.0.1, gateway on ::1) completes with each side seeing sipd's address of its
-own family, in brackets where IPv6 (Via, Contact, Request-URI). Media anchoring is off here
-(no mediad: calls go unanchored), so the SDP passes as the parties wrote it; the test of the
-SDP families with a real mediad needs mediad's IPv6 relay (the v6media work): it runs when the
-config knows `media.bind_address_v6` and says why it skips otherwise.
+own family, in brackets where IPv6 (Via, Contact, Request-URI). Media anchoring is off in
+those (no mediad: calls go unanchored), so the SDP passes as the parties wrote it; the last
+test runs a real mediad with an IPv4 and an IPv6 relay address and checks the SDP families.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sipedge.config import MediaConfig
 from tests.conftest import free_port, gateway
 from tests.media.netns import Mediad
 from tests.sipp.harness import Sipp, SippResult
@@ -156,14 +153,6 @@ def test_4_to_6_call_each_side_sees_its_family(sipd_factory: Any) -> None:
     assert cdr["answer_time"] is not None and cdr["routing_gateway"] == "gw6"
 
 
-MEDIAD_V6 = "bind_address_v6" in {f.name for f in dataclasses.fields(MediaConfig)}
-
-
-@pytest.mark.skipif(
-    not MEDIAD_V6,
-    reason="needs mediad's IPv6 relay (media.bind_address_v6 / advertise_address_v6, the "
-    "v6media work): runs once that is merged",
-)
 def test_4_to_6_sdp_carries_the_relay_address_of_each_family(
     sipd_factory: Any, tmp_path: Path
 ) -> None:
