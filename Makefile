@@ -16,7 +16,10 @@ run: setup
 ## pytest and Molecule run side by side: pytest mostly waits on SIP timers (about a tenth of
 ## the two cores), and its workers are done before Molecule reaches the CPU-bound `vm`
 ## scenario (QEMU TCG). Molecule's output streams; pytest's comes as one block when it ends.
+## ./molecule/setup first: pytest's role-rendering tests use its Ansible venv, and would skip
+## if pytest reached them before molecule/run had made it.
 test: setup lint
+	./molecule/setup
 	./.ci/side-by-side "$(PYTEST)" "./molecule/run"
 
 ## pytest-xdist: 4 workers on 2 cores, since most integration tests wait on SIP timers; worksteal
