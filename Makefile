@@ -15,7 +15,9 @@ run: setup
 ## The whole test suite: lint, types, unit, integration (SIPp, namespaces, XDP), Molecule.
 ## pytest and Molecule run side by side: pytest mostly waits on SIP timers (about a tenth of
 ## the two cores), and its workers are done before Molecule reaches the CPU-bound `vm`
-## scenario (QEMU TCG). Molecule's output streams; pytest's comes as one block when it ends.
+## scenario (QEMU TCG). Molecule's `default` and `upgrade` scenarios also run at the same time
+## (molecule/run), and vm's image is built in the background after `default`.
+## Molecule's output streams; pytest's (and `default`'s) comes as one block when it ends.
 ## ./molecule/setup first: pytest's role-rendering tests use its Ansible venv, and would skip
 ## if pytest reached them before molecule/run had made it.
 test: setup lint

@@ -136,9 +136,3 @@ def check_image(
     if got != expected:
         raise BadImage(f"{image}: sha256 {got}, expected {expected}")
     return done
-
-
-def drop_caches(device: Path) -> None:
-    # Read the slot back from the disk, not from the page cache.
-    with contextlib.suppress(OSError), device.open("rb") as f:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
