@@ -41,7 +41,9 @@ def _percent(value: object) -> str:
 
 
 def _seconds(value: object) -> str:
-    return f"{value:.1f} s" if isinstance(value, int | float) else NONE
+    if not isinstance(value, int | float):
+        return NONE
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
 
 
 def _utc(value: object) -> str:
