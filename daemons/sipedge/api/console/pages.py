@@ -1,7 +1,8 @@
 """The console's pages: live calls, gateways, registrations, bans, the CDR search and its CSV.
 
-Owns: one handler per page, each rendering `templates/<page>.html` (or, for console.js's
-polling, only `templates/parts/<page>.html`), and `cdrs_csv`, the search as a download.
+Owns: one handler per page, each rendering `templates/page.html` around `parts/<page>.html`
+(or, for console.js's polling, only `part.html`: the status line and `parts/<page>.html`), and
+`cdrs_csv`, the search as a download.
 Must not: reach past `Managed` and `RegistrarView` into the daemon, read CDRs on the event loop
 (searches run in a worker thread, at most `SEARCHES` at a time), or change anything (the admin
 actions are `access.py`'s).
@@ -58,9 +59,9 @@ def _render(
         **context,
     }
     if PART_HEADER in request.headers:
-        return aiohttp_jinja2.render_template(f"parts/{page}.html", request, full, status=status)
+        return aiohttp_jinja2.render_template("part.html", request, full, status=status)
     full["notice"], session.notice = session.notice, ""
-    response = aiohttp_jinja2.render_template(f"{page}.html", request, full, status=status)
+    response = aiohttp_jinja2.render_template("page.html", request, full, status=status)
     response.headers["Vary"] = PART_HEADER
     return response
 
