@@ -59,9 +59,10 @@ def _render(
         **context,
     }
     if PART_HEADER in request.headers:
-        return aiohttp_jinja2.render_template("part.html", request, full, status=status)
-    full["notice"], session.notice = session.notice, ""
-    response = aiohttp_jinja2.render_template("page.html", request, full, status=status)
+        response = aiohttp_jinja2.render_template("part.html", request, full, status=status)
+    else:
+        full["notice"], session.notice = session.notice, ""
+        response = aiohttp_jinja2.render_template("page.html", request, full, status=status)
     response.headers["Vary"] = PART_HEADER
     return response
 
