@@ -34,7 +34,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 ADMIN = "admin-" + "a" * 40
 READ = "read-" + "r" * 40
 ANSWERED, REFUSED = 3, 1
-HOLD_MS = 9000  # long enough for the live-calls page to poll while the calls are up
+HOLD_MS = 12000  # long enough for the live-calls page to poll while the calls are up (under load)
 
 
 def _need_browser() -> None:
@@ -204,7 +204,7 @@ def test_console_in_chromium(sipd_factory: Any, browser: Any, artifacts: Path) -
         )
         callers.start()
         # no reload: console.js polls the page's live part
-        rows = wait_for("a live call", lambda: ui.find("#calls tbody tr"), timeout=HOLD_MS / 1000)
+        rows = wait_for("a live call", lambda: ui.find("#calls tbody tr"), timeout=HOLD_MS / 1500)
         ui.shot("live-call")
         text = rows[0].text
         assert "4420001" in text and "gw-answer" in text, text
