@@ -121,6 +121,12 @@ async def test_login_sets_a_strict_http_only_cookie_and_a_wrong_token_gets_none(
     assert "not accepted" in await r.text()
     r = await c.post("/console/login", data={"token": "x" * 100_000}, allow_redirects=False)
     assert r.status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"token=" + READ.encode()
+
+    r = await c.post("/console/login", data=chunks(), allow_redirects=False)
+    assert r.status == 411 and "Set-Cookie" not in r.headers
     r = await c.post("/console/login", data={"token": READ}, allow_redirects=False)
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie

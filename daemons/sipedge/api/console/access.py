@@ -72,8 +72,11 @@ async def secure(request: web.Request, response: web.StreamResponse) -> None:
 async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "POST" and not _same_origin(request):
         raise web.HTTPForbidden(text="cross-origin request refused")
-    if request.method == "POST" and (request.content_length or 0) > MAX_FORM:
-        raise web.HTTPRequestEntityTooLarge(MAX_FORM, request.content_length or 0)
+    if request.method == "POST":
+        if request.content_length is None and request.body_exists:
+            raise web.HTTPLengthRequired(text="a form needs a Content-Length")
+        if (request.content_length or 0) > MAX_FORM:
+            raise web.HTTPRequestEntityTooLarge(MAX_FORM, request.content_length or 0)
     if _public(request.path):
         return await handler(request)
     table = request.app[SESSIONS_KEY]
