@@ -208,6 +208,7 @@ def test_console_in_chromium(sipd_factory: Any, browser: Any, artifacts: Path) -
         ui.shot("live-call")
         text = rows[0].text
         assert "4420001" in text and "gw-answer" in text, text
+        assert "direct (not relayed)" in text  # no mediad here: the media path says so
         failing = Sipp(
             "uac_expect_fail",
             port=free_port(),
