@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sipedge import __version__
 
@@ -56,13 +56,6 @@ def parse_when(text: str) -> float:
     return when.timestamp()
 
 
-CSV_COLUMNS = (
-    "id", "call_id", "caller", "callee", "source", "mapping_gateway", "setup_time",
-    "answer_time", "end_time", "duration", "release_side", "cause", "final_status",
-    "routing_gateway", "switch_stop_reason", "attempts",
-)  # fmt: skip
-
-
 def _reader(args: argparse.Namespace) -> CdrReader | int:
     """The CDR reader of the config's (or --storage's) directory, or the exit code."""
     from sipedge.store import open_cdr_reader
@@ -87,11 +80,12 @@ def _cmd_cdr_export(args: argparse.Namespace) -> int:
     try:
         records = reader.export(args.since, args.until)
         if args.format == "csv":
+            from sipedge.api.console import CSV_COLUMNS, csv_row
+
             writer = csv.writer(out)
             writer.writerow(CSV_COLUMNS)
             for r in records:
-                row: list[Any] = [r.get(c) for c in CSV_COLUMNS[:-1]]
-                writer.writerow([*row, json.dumps(r["attempts"], separators=(",", ":"))])
+                writer.writerow(csv_row(r))
                 count += 1
         else:  # one JSON array, written record by record
             out.write("[")

@@ -153,6 +153,7 @@ def test_sdp_rewritten_and_rtp_relayed_both_ways(sipd_factory: Any, mediad: Medi
                 pass
         sock.close()
         q = mediad.ok({"command": "query", "call-id": calls[0]["call-id"]})
+        live = sipd.api("/api/calls")  # the media path, as the operator console shows it
         result = c.wait(40)
         gw_result = gw.wait(20)
     assert result.returncode == 0, result.describe() + sipd.log()
@@ -170,6 +171,14 @@ def test_sdp_rewritten_and_rtp_relayed_both_ways(sipd_factory: Any, mediad: Medi
     answer = first(result, "received", "SIP/2.0 200")
     assert sdp_media(answer) == ("127.0.0.1", relay_a)
     assert legs["callee"]["remote-port"] == gw_media
+    assert len(live) == 1 and live[0]["media"] == {
+        "relayed": True,
+        "caller_sends_to": [f"127.0.0.1:{relay_a}"],
+        "callee_sends_to": [f"127.0.0.1:{relay_b}"],
+        "encrypted": [],
+        "on_hold": False,
+    }
+    assert live[0]["current_attempt"]["gateway_address"] == f"127.0.0.1:{gw_port}"
     assert_no_leak(mediad)
     m = sipd.metrics()
     assert m["sipedge_media_relay_sessions_created_total"] == 1

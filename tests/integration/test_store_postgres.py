@@ -225,6 +225,11 @@ def test_a_spool_shipped_twice_is_kept_once(
         assert len(older) == 35
         exported = list(reader.export(0.0))
         assert len(exported) == 40 and len({r["uuid"] for r in exported}) == 40
+        # the console's search: the SQL (LIKE ... ESCAPE, bound arguments) is SQLite's too
+        assert len(reader.recent(100, filters={"caller": "00", "gateway": "m1"})) == 40
+        assert reader.recent(100, filters={"caller": "_"}) == []  # a literal underscore
+        assert reader.recent(100, filters={"answered": False}) == []
+        assert len(reader.recent(100, filters={"gateway": "gw1", "answered": True})) == 40
     finally:
         reader.close()
 

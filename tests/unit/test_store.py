@@ -101,6 +101,33 @@ def test_the_cursor_pages_through_every_record_once(tmp_path: Path, backend: str
     store.close()
 
 
+def test_a_search_filters_by_number_gateway_time_and_answer(tmp_path: Path, backend: str) -> None:
+    store = BACKENDS[backend][0](tmp_path)
+    for i, (caller, callee) in enumerate([("1001", "442001"), ("1%_1", "2002"), ("777", "99_5")]):
+        r = record(f"c{i}", answered=i != 1, end_time=200.0 + i)
+        r.caller, r.callee = caller, callee
+        store.write(r)
+
+    def ids(**filters: str | float | bool) -> list[str]:
+        return [r["call_id"] for r in store.recent(10, filters=filters)]
+
+    assert ids() == ["c2", "c1", "c0"]
+    assert ids(callee="4420") == ["c0"]  # contains
+    assert ids(caller="%") == ["c1"]  # LIKE wildcards are literal
+    assert ids(callee="9_") == ["c2"]
+    assert ids(caller="_") == ["c1"]
+    assert ids(gateway="customer") == ids(gateway="carrier-b") == ["c2", "c1", "c0"]
+    assert ids(gateway="carrier-a") == []  # an attempt's gateway is not the call's
+    assert ids(since=201.0) == ["c2", "c1"]
+    assert ids(since=200.0, until=201.0) == ["c0"]
+    assert ids(answered=True) == ["c2", "c0"]
+    assert ids(answered=False) == ["c1"]
+    assert ids(caller="1", answered=True) == ["c0"]
+    with pytest.raises(ValueError):
+        store.recent(10, filters={"caller; DROP TABLE cdr": "x"})
+    assert [r["call_id"] for r in store.recent(1, before=3, filters={"answered": True})] == ["c0"]
+
+
 def test_export_streams_a_time_window_oldest_first(tmp_path: Path, backend: str) -> None:
     store = BACKENDS[backend][0](tmp_path)
     for n in range(2500):  # more than one export batch

@@ -14,6 +14,9 @@ Rules (docs/security.md, "Management API"):
   each with or without a port. Anything else, or no Host at all: 421.
 * With no token configured (loopback only, the config guarantees it) everything is open.
 * `/healthz` is open; what it shows depends on the token (the route asks `granted`).
+* `/console` and below pass here on the Host check alone: a browser sends no bearer token, so
+  the operator console exchanges one for a session cookie and checks that itself
+  (`api/console/access.py`, docs/console.md).
 * `GET /metrics` is open with `metrics_open`, else read scope like every other GET (and HEAD).
 * Any other method (POST, DELETE: drain, undrain, reload, bans) needs the admin scope.
 * No or an unknown token: 401 with `WWW-Authenticate: Bearer`; a read token on an admin route:
@@ -32,6 +35,7 @@ READ = "read"
 ADMIN = "admin"
 REALM = 'Bearer realm="sipedge"'
 BUILTIN_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+CONSOLE = "/console"
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,8 @@ def host_allowed(policy: AccessPolicy, header: str | None) -> bool:
 
 
 def required_scope(method: str, path: str, metrics_open: bool) -> str:
-    if path == "/healthz":
-        return OPEN
+    if path == "/healthz" or path == CONSOLE or path.startswith(CONSOLE + "/"):
+        return OPEN  # the console checks its own session cookie (api/console/access.py)
     if method in ("GET", "HEAD"):
         return OPEN if path == "/metrics" and metrics_open else READ
     return ADMIN

@@ -7,6 +7,7 @@ Must not: import sipd, calls/ or store/ (the routes see the daemon only through 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -43,11 +44,21 @@ class Managed(Protocol):
         per window, and current calls (`sipedge.stats.CarrierStats.snapshot`)."""
         ...
 
+    def gateway_series(self, window: str) -> dict[str, object]:
+        """Per gateway, the buckets of one window (`5m`, `1h`, `24h`) oldest first as
+        [attempts, answered] (`sipedge.stats.CarrierStats.series`; the console's charts)."""
+        ...
+
     def read_cdrs(
-        self, limit: int, call_id: str | None, before: int | None
+        self,
+        limit: int,
+        call_id: str | None,
+        before: int | None,
+        filters: Mapping[str, str | float | bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest CDRs (older than the id `before` when given), newest first, each with
-        its `id`; empty without a CDR store. Blocking: the route runs it in a worker thread, so
+        """The newest CDRs (older than the id `before` when given, matching `filters`, see
+        `sipedge.store.CdrFilters`), newest first, each with its `id`; empty without a CDR
+        store. Blocking: the route runs it in a worker thread, so
         it must read through a connection of its own and touch nothing of the event loop."""
         ...
 

@@ -36,6 +36,7 @@ from sipedge.calls.media_link import CallMedia, MediaService
 from sipedge.calls.media_policy import MediaPolicy
 from sipedge.calls.routing import RouteTable, SourceTable
 from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
+from sipedge.calls.summary import call_summary
 from sipedge.calls.switching import CallSwitcher, SwitchingPolicy, effective_policy
 from sipedge.ratelog import RateLimitedLog
 from sipedge.resolver import DnsResolver, Targets, is_literal
@@ -557,30 +558,6 @@ class B2BUA:
     def terminate_all(self, cause: str) -> None:
         for call in list(self.calls.values()):
             call.terminate(cause)
-
-
-def call_summary(call: Call) -> dict[str, object]:
-    current = call.current
-    return {
-        "call_id": call.id,
-        "state": call.state.value,
-        "caller": call.caller_number,
-        "callee": call.callee_number,
-        "source": hostport(call.source[0], call.source[1]),
-        "mapping_gateway": call.mapping_gateway,
-        "setup_time": call.record.setup_time,
-        "answer_time": call.record.answer_time,
-        "attempts": len(call.attempts),
-        "current_attempt": None
-        if current is None
-        else {
-            "index": current.index,
-            "gateway": current.gateway.name,
-            "phase": current.tracker.phase.value,
-            "sdp_seen": current.tracker.sdp_seen,
-            "rtp_started": current.tracker.rtp_started,
-        },
-    }
 
 
 def _uri_host(host: str) -> str:

@@ -95,19 +95,25 @@ class RegistrarComponent:
         self.store.close()
 
     # -- API ---------------------------------------------------------------------------------
+    def registration_summaries(self) -> list[dict[str, object]]:
+        """Our registrations to carriers (`/api/registrations`, the console)."""
+        return self.registrations.summaries()
+
+    def endpoint_summary(self) -> dict[str, object]:
+        """Endpoints registered to us (`/api/endpoints`, the console)."""
+        now = self.endpoints.clock()
+        return {
+            "bindings": self.endpoints.bindings(),
+            "suspended": self.endpoints.guard.suspended_now(now),
+            "nat_devices": len(self.endpoints.nat_devices()),
+        }
+
     def add_routes(self, app: web.Application) -> None:
         async def registrations(request: web.Request) -> web.Response:
-            return web.json_response(self.registrations.summaries())
+            return web.json_response(self.registration_summaries())
 
         async def endpoints(request: web.Request) -> web.Response:
-            now = self.endpoints.clock()
-            return web.json_response(
-                {
-                    "bindings": self.endpoints.bindings(),
-                    "suspended": self.endpoints.guard.suspended_now(now),
-                    "nat_devices": len(self.endpoints.nat_devices()),
-                }
-            )
+            return web.json_response(self.endpoint_summary())
 
         app.router.add_get("/api/registrations", registrations)
         app.router.add_get("/api/endpoints", endpoints)

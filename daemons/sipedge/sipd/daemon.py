@@ -27,6 +27,7 @@ from sipedge.api import (
     reload_tls,
     tls_context,
 )
+from sipedge.api.console import add_console
 from sipedge.appliance import notify
 from sipedge.calls.media_link import MediaService
 from sipedge.calls.service import B2BUA, media_policy
@@ -63,6 +64,7 @@ from sipedge.sipd.settings import (
 )
 from sipedge.stats import CarrierStats
 from sipedge.store import (
+    CdrFilters,
     CdrStore,
     PostgresSettings,
     open_cdr_reader,
@@ -222,6 +224,7 @@ class SipDaemonBase:
         await self.registrar.start()
         app = build_app(self)
         self.registrar.add_routes(app)
+        add_console(app, self.registrar)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         api = self.api_config
@@ -398,19 +401,26 @@ class SipDaemonBase:
     def gateway_stats(self) -> dict[str, object]:
         return self.carrier_stats.snapshot()
 
+    def gateway_series(self, window: str) -> dict[str, object]:
+        return self.carrier_stats.series(window)
+
     def read_cdrs(
-        self, limit: int, call_id: str | None, before: int | None
+        self,
+        limit: int,
+        call_id: str | None,
+        before: int | None,
+        filters: CdrFilters | None = None,
     ) -> list[dict[str, Any]]:
         """In a worker thread, on a read-only connection of its own (never the writer's); with
         PostgreSQL through the store's own pool."""
         if self.cdrs is not None and self.storage.backend == "postgresql":
-            return self.cdrs.recent(limit, call_id, before)
+            return self.cdrs.recent(limit, call_id, before, filters)
         try:
             reader = open_cdr_reader(self.storage.path)
         except FileNotFoundError:
             return []
         try:
-            return reader.recent(limit, call_id, before)
+            return reader.recent(limit, call_id, before, filters)
         finally:
             reader.close()
 

@@ -2,8 +2,9 @@
 each routing and mapping gateway over the windows of `windows.WINDOWS` (docs/monitoring.md).
 
 Owns: `CarrierStats`, which implements `sipedge.calls.carrier_events.CarrierEvents` (the
-calls code reports each attempt and call to it), its JSON snapshot (`/api/gateways/stats`) and
-its Prometheus families (`sipedge_carrier_*`).
+calls code reports each attempt and call to it), its JSON snapshot (`/api/gateways/stats`), its
+per-bucket `series` (the operator console's charts) and its Prometheus families
+(`sipedge_carrier_*`).
 Must not: import calls/ or config/ (it sees gateways as names and events as plain values), read
 the wall clock (its injected `clock` is monotonic), or keep anything per call: a gateway holds
 a fixed ring of buckets per window and one gauge, whatever the traffic.
@@ -36,6 +37,7 @@ from sipedge.stats.windows import WINDOWS, Totals, Window, count_reason
 ROUTING = "routing"
 MAPPING = "mapping"
 DNS_FAILURE = "dns-failure"
+_NAMES = {spec.name: i for i, spec in enumerate(WINDOWS)}
 
 
 class GatewayStats:
@@ -151,6 +153,19 @@ class CarrierStats:
                     "current_calls": gw.current,
                     "windows": {w: t.as_dict() for w, t in gw.totals(now).items()},
                 }
+                for name, gw in sorted(gateways.items())
+            }
+        return out
+
+    def series(self, window: str) -> dict[str, object]:
+        """Per gateway, the `window`'s buckets oldest first as [attempts, answered] (the
+        console's charts); `bucket_seconds` is their width. KeyError: no such window."""
+        index = _NAMES[window]
+        now = self.clock()
+        out: dict[str, object] = {"window": window, "bucket_seconds": WINDOWS[index].width}
+        for kind, gateways in self.gateways.items():
+            out[f"{kind}_gateways"] = {
+                name: [list(pair) for pair in gw.windows[index].series(now)]
                 for name, gw in sorted(gateways.items())
             }
         return out

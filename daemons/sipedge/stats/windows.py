@@ -1,8 +1,9 @@
 """Sliding windows of fixed time buckets: counts and sums over the last 5 min, 1 h and 24 h.
 
-Owns: `Window` (one ring of buckets: a fixed number of slots of a fixed width), `Bucket` (what
-one slot counts) and `Totals` (a window summed, with its ASR, ACD and PDD), and `WINDOWS`, the
-three windows every gateway keeps.
+Owns: `Window` (one ring of buckets: a fixed number of slots of a fixed width, summed by
+`totals` or listed slot by slot by `series`), `Bucket` (what one slot counts) and `Totals` (a
+window summed, with its ASR, ACD and PDD), and `WINDOWS`, the three windows every gateway
+keeps.
 Must not: read the clock (every call takes `now`, in seconds of one monotonic clock), allocate
 per event (a slot is reset and reused when time moves past it), or know what a gateway is.
 
@@ -147,6 +148,16 @@ class Window:
             out.duration_n += b.duration_n
             for reason, n in b.reasons.items():
                 out.reasons[reason] = out.reasons.get(reason, 0) + n
+        return out
+
+    def series(self, now: float) -> list[tuple[int, int]]:
+        """(attempts, answered) of each of the last `slots` epochs up to `now`'s, oldest first;
+        a slot nothing happened in is (0, 0)."""
+        newest = int(now // self.spec.width)
+        out = [(0, 0)] * self.spec.slots
+        for b in self._ring:
+            if b is not None and newest - self.spec.slots < b.epoch <= newest:
+                out[self.spec.slots - 1 - (newest - b.epoch)] = (b.attempts, b.answered)
         return out
 
 

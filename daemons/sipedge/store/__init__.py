@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sipedge.store.base import (
     BindingStore,
+    CdrFilters,
     CdrReader,
     CdrStore,
     OnCommitted,
@@ -36,6 +37,7 @@ __all__ = [
     "Binding",
     "BindingStore",
     "CallRecord",
+    "CdrFilters",
     "CdrReader",
     "CdrStore",
     "OnCommitted",

@@ -10,7 +10,7 @@ leaf `sipedge.typedefs`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -36,14 +36,26 @@ OnCommitted = Callable[[], object]
 returns is ignored."""
 
 
+CdrFilters = Mapping[str, str | float | bool]
+"""A CDR search (`CdrReader.recent`), every key optional: `caller` and `callee` (the number
+contains the text), `gateway` (the routing or the mapping gateway is this one), `since` and
+`until` (end time, epoch seconds, [since, until)), `answered` (True: answered calls only, False:
+unanswered only). Any other key is a ValueError."""
+
+
 class CdrReader(Protocol):
     """Reading CDRs: the API's `/api/cdrs` and `sipedge cdr`."""
 
     def recent(
-        self, limit: int = 50, call_id: str | None = None, before: int | None = None
+        self,
+        limit: int = 50,
+        call_id: str | None = None,
+        before: int | None = None,
+        filters: CdrFilters | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first, each a JSON-ready dict with its attempts decoded and its `id`, the
-        cursor: `before=id` continues with the records older than that one."""
+        cursor: `before=id` continues with the records older than that one. `filters`: see
+        `CdrFilters` (the operator console's search)."""
         ...
 
     def export(self, since: float, until: float | None = None) -> Iterator[dict[str, Any]]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from sipedge.store.base import StoreMetric
+from sipedge.store.base import CdrFilters, StoreMetric
 from sipedge.store.postgres.runner import PgRunner, storable
 from sipedge.store.postgres.schema import migrate
 from sipedge.store.postgres.settings import SPOOL, PostgresSettings
@@ -68,9 +68,13 @@ class _ServerReads:
     _runner: PgRunner
 
     def recent(
-        self, limit: int = 50, call_id: str | None = None, before: int | None = None
+        self,
+        limit: int = 50,
+        call_id: str | None = None,
+        before: int | None = None,
+        filters: CdrFilters | None = None,
     ) -> list[dict[str, Any]]:
-        return recent(self._runner, limit, call_id, before)
+        return recent(self._runner, limit, call_id, before, filters)
 
     def export(self, since: float, until: float | None = None) -> Iterator[dict[str, Any]]:
         return export(self._runner, since, until)
@@ -258,9 +262,13 @@ class PostgresCdrReader(_ServerReads):
 
 
 def recent(
-    runner: PgRunner, limit: int, call_id: str | None, before: int | None
+    runner: PgRunner,
+    limit: int,
+    call_id: str | None,
+    before: int | None,
+    filters: CdrFilters | None = None,
 ) -> list[dict[str, Any]]:
-    sql, args = recent_query(limit, call_id, before, postgres=True)
+    sql, args = recent_query(limit, call_id, before, postgres=True, filters=filters)
 
     async def work(pool: asyncpg.Pool) -> list[asyncpg.Record]:
         return list(await pool.fetch(sql, *args))

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sipedge.store.base import OnCommitted, StoreMetric
+from sipedge.store.base import CdrFilters, OnCommitted, StoreMetric
 from sipedge.store.records import CallRecord
 from sipedge.store.schema import Migration, migrate_sqlite
 from sipedge.store.sqlite.writer import BATCH, CAPACITY, CLOSE_TIMEOUT, GroupWriter
@@ -177,9 +177,13 @@ class SqliteCdrStore:
         self._writer.submit(row_of(record), record.call_id, on_committed)
 
     def recent(
-        self, limit: int = 50, call_id: str | None = None, before: int | None = None
+        self,
+        limit: int = 50,
+        call_id: str | None = None,
+        before: int | None = None,
+        filters: CdrFilters | None = None,
     ) -> list[dict[str, Any]]:
-        return read_cdrs(self._read, limit, call_id, before)
+        return read_cdrs(self._read, limit, call_id, before, filters)
 
     def export(self, since: float, until: float | None = None) -> Iterator[dict[str, Any]]:
         return export_cdrs(self._read, since, until)
@@ -244,19 +248,30 @@ def read_cdrs(
     limit: int = 50,
     call_id: str | None = None,
     before: int | None = None,
+    filters: CdrFilters | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, attempts decoded; `before` is the cursor (an id: older records only)."""
-    sql, args = recent_query(limit, call_id, before)
+    sql, args = recent_query(limit, call_id, before, filters=filters)
     cur = db.cursor()
     cur.row_factory = sqlite3.Row
     return decode_rows(cur.execute(sql, args).fetchall())
 
 
+def _contains(text: str) -> str:
+    """A LIKE pattern that matches `text` anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def recent_query(
-    limit: int, call_id: str | None, before: int | None, postgres: bool = False
+    limit: int,
+    call_id: str | None,
+    before: int | None,
+    postgres: bool = False,
+    filters: CdrFilters | None = None,
 ) -> tuple[str, list[Any]]:
     """The query of `CdrReader.recent` and its arguments (PostgreSQL numbers its placeholders:
-    the PostgreSQL backend shares it)."""
+    the PostgreSQL backend shares it). Values only ever travel as arguments."""
     where: list[str] = []
     args: list[Any] = []
 
@@ -266,6 +281,19 @@ def recent_query(
 
     if call_id is not None:
         where.append(f"call_id = {arg(call_id)}")
+    for key, value in (filters or {}).items():
+        if key in ("caller", "callee"):
+            where.append(f"{key} LIKE {arg(_contains(str(value)))} ESCAPE '\\'")
+        elif key == "gateway":
+            where.append(f"(routing_gateway = {arg(value)} OR mapping_gateway = {arg(value)})")
+        elif key == "since":
+            where.append(f"end_time >= {arg(float(value))}")
+        elif key == "until":
+            where.append(f"end_time < {arg(float(value))}")
+        elif key == "answered":
+            where.append("answer_time IS NOT NULL" if value else "answer_time IS NULL")
+        else:
+            raise ValueError(f"unknown CDR filter {key!r}")
     if before is not None:
         where.append(f"id < {arg(before)}")
     sql = "SELECT * FROM cdr"
@@ -304,9 +332,13 @@ class SqliteCdrReader:
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
     def recent(
-        self, limit: int = 50, call_id: str | None = None, before: int | None = None
+        self,
+        limit: int = 50,
+        call_id: str | None = None,
+        before: int | None = None,
+        filters: CdrFilters | None = None,
     ) -> list[dict[str, Any]]:
-        return read_cdrs(self._db, limit, call_id, before)
+        return read_cdrs(self._db, limit, call_id, before, filters)
 
     def export(self, since: float, until: float | None = None) -> Iterator[dict[str, Any]]:
         return export_cdrs(self._db, since, until)
