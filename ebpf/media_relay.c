@@ -74,7 +74,7 @@ struct relay_key {
 
 struct relay_entry {
     __be32 dst_addr[4]; /* peer of the other leg; 0 = unknown (pass) */
-    __be32 src_addr[4]; /* our source address (the bind address, = the key's address) */
+    __be32 src_addr[4]; /* our source address: the bind address of dst_addr's family */
     __be32 peer_addr[4]; /* expected source of packets to this port (ignored with F_LATCH); 0 = unknown (pass) */
     __be16 dst_port;
     __be16 src_port; /* the other leg's relay port */
@@ -86,7 +86,8 @@ struct relay_entry {
     __u8 out_keylen;
     __u8 in_rc4_j; /* RC4: j after the first (keylen & ~7) key-schedule steps */
     __u8 out_rc4_j;
-    __u8 family; /* 4 or 6: of every address above and of the packets relayed */
+    __u8 family; /* 4 or 6: of dst_addr and src_addr, the header written (peer_addr and the
+                  * key are of the packets' arrival family, 4 <-> 6 when the two differ) */
     __u8 pad[2];
     __u32 slot; /* index of this port's counters in `stats` (userspace allocates it) */
     __u32 pad2; /* the key windows start 8-byte aligned */
