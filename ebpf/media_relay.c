@@ -125,6 +125,9 @@ struct relay_stats {
 struct scratch {
     __u32 len; /* payload length; loops re-read it so the verifier never narrows a live register */
     __u32 ulen; /* UDP length (IPv6 checksum), re-read the same way */
+    __u32 out6; /* the packet leaves over IPv6: read after the cipher, not kept in a register
+                 * (one live across the cipher loops would double the verifier's states) */
+    __u32 pad;
     __u8 s[512 + 8]; /* RC4 state in s[0..256); the rest absorbs the key schedule's spare rounds */
     __u8 kx[KX_SIZE];
     __u8 buf[BUF_SIZE];
@@ -625,10 +628,14 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
 
     /* the payload, at its offset in the packet as it leaves */
     int zero = 0;
-    struct scratch *sc = scratch_map.lookup(&zero);
-    if (!sc)
-        return verdict(R_DROP, XDP_DROP);
-    if (crypt && n > 0) {
+    struct scratch *sc = 0;
+    if (out6 || (crypt && n > 0)) {
+        sc = scratch_map.lookup(&zero);
+        if (!sc)
+            return verdict(R_DROP, XDP_DROP);
+        sc->out6 = out6;
+    }
+    if (sc && crypt && n > 0) {
         if (n > MAX_PAYLOAD || n == 0)
             return verdict(R_DROP, XDP_DROP);
         sc->len = n;
@@ -654,7 +661,7 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
         }
     }
 
-    if (e->family == 6) { /* re-read: a register live across the cipher doubles its states */
+    if (sc && *(volatile __u32 *)&sc->out6) {
         sc->ulen = udp_len;
         if (udp6_checksum(ctx, sc) < 0)
             return verdict(R_DROP, XDP_DROP);
