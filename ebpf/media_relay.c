@@ -427,8 +427,8 @@ static __always_inline int udp6_checksum(struct xdp_md *ctx, struct scratch *sc)
 }
 
 /* one packet in over IPv4 (v6 = 0) or IPv6 (v6 = 1), out over the entry's family: one copy of
- * the code for the four combinations (this machine's kernel takes at most 4096 instructions
- * per program) */
+ * the code for the four combinations (the verifier's budget of 1,000,000 processed
+ * instructions is what binds: docs/performance.md, "XDP program size and load time") */
 static __always_inline int relay(struct xdp_md *ctx, int v6)
 {
     void *data = (void *)(long)ctx->data;
