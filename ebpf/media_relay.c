@@ -6,11 +6,15 @@
  * no wildcard address: a packet to an address the box does not own is never relayed) and
  * whose source is the leg's latched peer is rewritten and sent on toward the other leg's peer:
  * MAC from bpf_fib_lookup (cached per port and CPU for up to 1 s), IP source/destination (TTL
- * or hop limit 64; IPv4 header checksum updated incrementally), UDP ports (IPv4: UDP checksum
- * zero; IPv6: UDP checksum recomputed over the pseudo-header and the whole datagram, as IPv6
- * requires one). IPv4 and IPv6 share one table: addresses are 16 bytes (IPv4 mapped as
- * ::ffff:a.b.c.d) and an entry's `family` says which header it relays; an entry never mixes
- * families (a 4 <-> 6 leg stays in userspace). The RTP payload is
+ * or hop limit 64; IPv4 header checksum recomputed), UDP ports (IPv4: UDP checksum zero; IPv6:
+ * UDP checksum recomputed over the pseudo-header and the whole datagram, as IPv6 requires
+ * one). IPv4 and IPv6 share one table: addresses are 16 bytes (IPv4 mapped as ::ffff:a.b.c.d);
+ * the key and the peer are of the family packets arrive in, and an entry's `family` is the one
+ * of the header the program writes (destination and source address). When the two differ (a
+ * leg bridging IPv4 and IPv6) bpf_xdp_adjust_head grows or shrinks the packet by 20 bytes in
+ * front, so the UDP header and payload stay where they are, and the program writes a whole new
+ * IP header (IPv4: DF, ID 0, the TOS from the IPv6 traffic class; IPv6: the traffic class from
+ * the TOS, flow label 0). The RTP payload is
  * decrypted with the receiving leg's cipher and encrypted with the sending leg's (XOR, RC4;
  * byte layout in docs/media.md). A packet from any other source than the latched peer is
  * dropped (XDP_DROP) and counted (per port: stats.dropped; verdict R_FOREIGN_SOURCE). Anything
@@ -70,7 +74,7 @@ struct relay_key {
 
 struct relay_entry {
     __be32 dst_addr[4]; /* peer of the other leg; 0 = unknown (pass) */
-    __be32 src_addr[4]; /* our source address (the bind address, = the key's address) */
+    __be32 src_addr[4]; /* our source address: the bind address of dst_addr's family */
     __be32 peer_addr[4]; /* expected source of packets to this port (ignored with F_LATCH); 0 = unknown (pass) */
     __be16 dst_port;
     __be16 src_port; /* the other leg's relay port */
@@ -82,7 +86,8 @@ struct relay_entry {
     __u8 out_keylen;
     __u8 in_rc4_j; /* RC4: j after the first (keylen & ~7) key-schedule steps */
     __u8 out_rc4_j;
-    __u8 family; /* 4 or 6: of every address above and of the packets relayed */
+    __u8 family; /* 4 or 6: of dst_addr and src_addr, the header written (peer_addr and the
+                  * key are of the packets' arrival family, 4 <-> 6 when the two differ) */
     __u8 pad[2];
     __u32 slot; /* index of this port's counters in `stats` (userspace allocates it) */
     __u32 pad2; /* the key windows start 8-byte aligned */
@@ -120,6 +125,9 @@ struct relay_stats {
 struct scratch {
     __u32 len; /* payload length; loops re-read it so the verifier never narrows a live register */
     __u32 ulen; /* UDP length (IPv6 checksum), re-read the same way */
+    __u32 out6; /* the packet leaves over IPv6: read after the cipher, not kept in a register
+                 * (one live across the cipher loops would double the verifier's states) */
+    __u32 pad;
     __u8 s[512 + 8]; /* RC4 state in s[0..256); the rest absorbs the key schedule's spare rounds */
     __u8 kx[KX_SIZE];
     __u8 buf[BUF_SIZE];
@@ -155,8 +163,12 @@ static __always_inline int verdict(int reason, int action)
     return action;
 }
 
-static __always_inline __u16 csum_fold(__u32 sum)
+/* the Internet checksum of a sum of native u32 words (RFC 1071: the one's complement sum does
+ * not depend on byte order, so the result is stored as is) */
+static __always_inline __u16 csum_fold(__u64 sum)
 {
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     return (__u16)~sum;
@@ -409,15 +421,14 @@ static __always_inline int udp6_checksum(struct xdp_md *ctx, struct scratch *sc)
         last |= (__u64)*b << (8 * t);
     }
     sum += (last & 0xffffffff) + (last >> 32);
-    sum = (sum & 0xffffffff) + (sum >> 32);
-    sum = (sum & 0xffffffff) + (sum >> 32);
-    __u16 check = csum_fold((__u32)sum);
+    __u16 check = csum_fold(sum);
     udp->check = check ? check : 0xffff; /* 0 means "no checksum", forbidden over IPv6 */
     return 0;
 }
 
-/* one packet over IPv4 (v6 = 0) or IPv6 (v6 = 1): one copy of the code for both families
- * (this machine's kernel takes at most 4096 instructions per program) */
+/* one packet in over IPv4 (v6 = 0) or IPv6 (v6 = 1), out over the entry's family: one copy of
+ * the code for the four combinations (the verifier's budget of 1,000,000 processed
+ * instructions is what binds: docs/performance.md, "XDP program size and load time") */
 static __always_inline int relay(struct xdp_md *ctx, int v6)
 {
     void *data = (void *)(long)ctx->data;
@@ -430,7 +441,7 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
     struct udphdr *udp;
     struct relay_key key = {};
     __be32 src_ip[4] = {};
-    __u8 tos = 0;
+    __u8 tos;
     if (v6) {
         if ((void *)(ip6 + 1) > data_end)
             return verdict(R_NOT_UDP, XDP_PASS);
@@ -439,6 +450,7 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
         udp = (void *)(ip6 + 1);
         addr_copy(key.addr, (__be32 *)&ip6->daddr);
         addr_copy(src_ip, (__be32 *)&ip6->saddr);
+        tos = (ntohl(*(__be32 *)ip6) >> 20) & 0xff; /* traffic class */
     } else {
         if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
             return verdict(R_NOT_UDP, XDP_PASS);
@@ -459,15 +471,17 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
     struct relay_entry *e = sessions.lookup(&key);
     if (!e)
         return verdict(R_NO_SESSION, XDP_PASS);
-    if ((e->flags & F_LATCH) || e->family != (v6 ? 6 : 4) || addr_zero(e->peer_addr, v6) ||
-        addr_zero(e->dst_addr, v6) || e->dst_port == 0)
+    int out6 = e->family == 6; /* the header written: 4 <-> 6 when out6 != v6 */
+    if ((e->flags & F_LATCH) || addr_zero(e->peer_addr, v6) || addr_zero(e->dst_addr, out6) ||
+        e->dst_port == 0)
         return verdict(R_LATCH, XDP_PASS);
     __u32 slot = e->slot;
     struct relay_stats *st = stats.lookup(&slot); /* counters and next-hop cache */
+    if (!st) /* a slot beyond the array: never (userspace allocates below MAX_SESSIONS) */
+        return verdict(R_LATCH, XDP_PASS);
     /* strict source: only the latched peer's (address, port) */
     if (!addr_eq(src_ip, e->peer_addr) || udp->source != e->peer_port) {
-        if (st)
-            st->dropped += 1;
+        st->dropped += 1;
         return verdict(R_FOREIGN_SOURCE, XDP_DROP);
     }
 
@@ -481,12 +495,14 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
     udp_len &= 0xffff;
     if (v6) {
         /* payload_len counts the UDP datagram (no extension header); ip_len = whole packet */
-        if (udp_len < 8 || ip_len != udp_len || udp_len > MAX_UDP6)
+        if (udp_len < 8 || ip_len != udp_len)
             return verdict(R_BAD_LEN, XDP_PASS);
         ip_len = udp_len + sizeof(struct ipv6hdr);
     } else if (udp_len < 8 || ip_len != udp_len + 20) {
         return verdict(R_BAD_LEN, XDP_PASS);
     }
+    if ((v6 | out6) && udp_len > MAX_UDP6) /* in or out over IPv6: the checksum's bound */
+        return verdict(R_BAD_LEN, XDP_PASS);
     if ((void *)eth + sizeof(*eth) + ip_len > data_end)
         return verdict(R_BAD_LEN, XDP_PASS);
 
@@ -514,27 +530,28 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
         n = rtp_len - off;
         if (n > MAX_PAYLOAD)
             return verdict(R_BAD_LEN, XDP_PASS);
-        pay_off = sizeof(*eth) + (v6 ? sizeof(*ip6) : sizeof(*ip)) + sizeof(*udp) + off;
+        pay_off = sizeof(*udp) + off; /* from the UDP header, which never moves */
     }
 
     __be32 saddr[4], daddr[4];
     addr_copy(saddr, e->src_addr);
     addr_copy(daddr, e->dst_addr);
+    __u32 out_len = udp_len + (out6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
     __u64 now = bpf_ktime_get_coarse_ns(); /* CLOCK_MONOTONIC_COARSE: a tick is enough */
     __u32 in_ifindex = ctx->ingress_ifindex, out_ifindex;
     __u8 dmac[ETH_ALEN], smac[ETH_ALEN];
-    if (st && st->fib_time && now - st->fib_time < FIB_TTL_NS && addr_eq(st->fib_dst, daddr) &&
+    if (st->fib_time && now - st->fib_time < FIB_TTL_NS && addr_eq(st->fib_dst, daddr) &&
         addr_eq(st->fib_src, saddr) && st->fib_in_ifindex == in_ifindex && st->fib_tos == tos &&
-        ip_len <= st->fib_max_len) {
+        out_len <= st->fib_max_len) {
         out_ifindex = st->fib_out_ifindex;
         __builtin_memcpy(dmac, st->fib_dmac, ETH_ALEN);
         __builtin_memcpy(smac, st->fib_smac, ETH_ALEN);
     } else {
         struct bpf_fib_lookup fib = {};
         fib.l4_protocol = IPPROTO_UDP;
-        fib.tot_len = ip_len;
+        fib.tot_len = out_len; /* the MTU check, on the packet as it leaves */
         fib.ifindex = in_ifindex;
-        if (v6) {
+        if (out6) {
             fib.family = AF_INET6;
             addr_copy(fib.ipv6_src, saddr);
             addr_copy(fib.ipv6_dst, daddr);
@@ -549,51 +566,74 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
         out_ifindex = fib.ifindex;
         __builtin_memcpy(dmac, fib.dmac, ETH_ALEN);
         __builtin_memcpy(smac, fib.smac, ETH_ALEN);
-        if (st) {
-            st->fib_time = now;
-            addr_copy(st->fib_dst, daddr);
-            addr_copy(st->fib_src, saddr);
-            st->fib_in_ifindex = in_ifindex;
-            st->fib_out_ifindex = out_ifindex;
-            st->fib_max_len = ip_len;
-            st->fib_tos = tos;
-            __builtin_memcpy(st->fib_dmac, dmac, ETH_ALEN);
-            __builtin_memcpy(st->fib_smac, smac, ETH_ALEN);
-        }
+        st->fib_time = now;
+        addr_copy(st->fib_dst, daddr);
+        addr_copy(st->fib_src, saddr);
+        st->fib_in_ifindex = in_ifindex;
+        st->fib_out_ifindex = out_ifindex;
+        st->fib_max_len = out_len;
+        st->fib_tos = tos;
+        __builtin_memcpy(st->fib_dmac, dmac, ETH_ALEN);
+        __builtin_memcpy(st->fib_smac, smac, ETH_ALEN);
     }
 
-    /* headers */
-    __builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, smac, ETH_ALEN);
-    if (v6) {
+    /* headers: 4 <-> 6 moves the packet's start by the 20 bytes the IP header grows or shrinks,
+     * so the UDP header and payload stay in place; every pointer is derived anew */
+    int grow = (out6 - v6) * 20;
+    if (grow && bpf_xdp_adjust_head(ctx, -grow))
+        return verdict(R_DROP, XDP_DROP);
+    data = (void *)(long)ctx->data;
+    data_end = (void *)(long)ctx->data_end;
+    eth = data;
+    ip = (void *)(eth + 1);
+    ip6 = (void *)(eth + 1);
+    if (out6) {
+        udp = (void *)(ip6 + 1);
+        if ((void *)(udp + 1) > data_end)
+            return verdict(R_DROP, XDP_DROP);
+        if (grow) {
+            *(__be32 *)ip6 = htonl(0x60000000 | (__u32)tos << 20); /* version, class, flow 0 */
+            ip6->payload_len = htons(udp_len);
+            ip6->nexthdr = IPPROTO_UDP;
+        }
         addr_copy((__be32 *)&ip6->saddr, saddr);
         addr_copy((__be32 *)&ip6->daddr, daddr);
         ip6->hop_limit = 64;
+        eth->h_proto = htons(ETH_P_IPV6);
     } else {
-        /* IP checksum updated incrementally (RFC 1624): source, destination, TTL change */
-        __u32 s4 = saddr[3], d4 = daddr[3];
-        __u32 old_s = ip->saddr, old_d = ip->daddr;
-        __u32 old_t = *(__u16 *)&ip->ttl; /* TTL and protocol word */
-        ip->saddr = s4;
-        ip->daddr = d4;
+        udp = (void *)(ip + 1);
+        if ((void *)(udp + 1) > data_end)
+            return verdict(R_DROP, XDP_DROP);
+        if (grow) {
+            *(__be16 *)ip = htons(0x4500 | tos); /* version 4, IHL 5, TOS */
+            ip->tot_len = htons(udp_len + sizeof(struct iphdr));
+            ip->id = 0;
+            ip->frag_off = htons(0x4000); /* DF: an atomic datagram (RFC 6864) */
+            ip->protocol = IPPROTO_UDP;
+        }
+        ip->saddr = saddr[3];
+        ip->daddr = daddr[3];
         ip->ttl = 64;
-        __u32 new_t = *(__u16 *)&ip->ttl;
-        __u32 sum = (__u16)~ip->check;
-        sum += (~old_s & 0xffff) + (~old_s >> 16) + (s4 & 0xffff) + (s4 >> 16);
-        sum += (~old_d & 0xffff) + (~old_d >> 16) + (d4 & 0xffff) + (d4 >> 16);
-        sum += (~old_t & 0xffff) + new_t;
-        ip->check = csum_fold(sum);
+        ip->check = 0;
+        __u32 *w = (void *)ip;
+        ip->check = csum_fold((__u64)w[0] + w[1] + w[2] + w[3] + w[4]);
+        eth->h_proto = htons(ETH_P_IP);
     }
+    __builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, smac, ETH_ALEN);
     udp->source = e->src_port;
     udp->dest = e->dst_port;
     udp->check = 0;
+    pay_off += sizeof(*eth) + (out6 ? sizeof(*ip6) : sizeof(*ip));
 
+    /* the payload, at its offset in the packet as it leaves */
     int zero = 0;
     struct scratch *sc = 0;
-    if (v6 || (crypt && n > 0)) {
+    if (out6 || (crypt && n > 0)) {
         sc = scratch_map.lookup(&zero);
         if (!sc)
             return verdict(R_DROP, XDP_DROP);
+        sc->out6 = out6;
     }
     if (sc && crypt && n > 0) {
         if (n > MAX_PAYLOAD || n == 0)
@@ -620,17 +660,16 @@ static __always_inline int relay(struct xdp_md *ctx, int v6)
                 return verdict(R_DROP, XDP_DROP);
         }
     }
-    if (v6 && sc) {
+
+    if (sc && *(volatile __u32 *)&sc->out6) {
         sc->ulen = udp_len;
         if (udp6_checksum(ctx, sc) < 0)
             return verdict(R_DROP, XDP_DROP);
     }
 
-    if (st) {
-        st->packets += 1;
-        st->bytes += udp_len - 8;
-        st->last_seen = now;
-    }
+    st->packets += 1;
+    st->bytes += udp_len - 8;
+    st->last_seen = now;
 
     if (out_ifindex == in_ifindex)
         return verdict(R_RELAYED, XDP_TX);

@@ -8,8 +8,9 @@ arrive, because natd's keep-alives (sent from sipd's SIP socket, period 10 s) ke
 binding open. With SS_SIP_NAT_KEEP_ALIVE_MESSAGE empty (the negative control) the same call
 fails: the binding expired and the INVITE dies at the router.
 
-Loopback: the keep-alive leaves from sipd's SIP address and port; natd follows a sipd restart
-(re-fetches the socket and the device list); sipd does not need natd.
+Loopback: the keep-alive leaves from sipd's SIP address and port (an IPv6 device's from sipd's
+IPv6 listener); natd follows a sipd restart (re-fetches the socket and the device list); sipd
+does not need natd.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest
 import yaml
 
 from tests.conftest import BIN, free_port, gateway, make_config, start_sipd
+from tests.integration.test_ipv6 import port6
 from tests.media.netns import in_ns, sh
 from tests.sipp.harness import Sipp
 
@@ -288,6 +290,62 @@ def test_keepalive_source_is_the_sip_socket_and_natd_follows_a_sipd_restart(
         assert ns_get(None, f"http://127.0.0.1:{api_port}/healthz")["status"] == "ok"
     finally:
         device.close()
+        if natd is not None:
+            natd.stop()
+        sipd.stop()
+
+
+@pytest.mark.sipp
+@pytest.mark.slow
+def test_keepalive_to_an_ipv6_device_leaves_from_the_ipv6_listener(tmp_path: Path) -> None:
+    """sipd listens on 127.0.0.1 and [::1]: a phone registered over IPv4 and one over IPv6
+    each get the keep-alive from sipd's listener of their family (the NAT binding of an IPv6
+    device is the flow to the IPv6 listener), and natd counts no send error."""
+    sip_port, api_port, natd_api = port6(), free_port(socket.SOCK_STREAM), port6(socket.SOCK_STREAM)
+    config = make_config(
+        tmp_path, sip_port, api_port, [gateway("gw1", free_port())],
+        parameters={"SS_SIP_NAT_KEEP_ALIVE_PERIOD": PERIOD,
+                    "SS_SIP_NAT_KEEP_ALIVE_MESSAGE": "KEEPALIVE"},
+        mapping_addresses=["127.0.0.2/32"],
+        extra={"endpoints": [{"account": "alice", "password": "secret"},
+                             {"account": "bob", "password": "secret"}]},
+    )  # fmt: skip
+    config["sip"]["listen"] = [f"udp://127.0.0.1:{sip_port}", f"udp://[::1]:{sip_port}"]
+    sipd = start_sipd(tmp_path, config)
+    natd = None
+    devices: list[tuple[socket.socket, str]] = []
+    try:
+        # Contacts at a private address, not the source: both phones are "behind NAT" (SIPp
+        # reads a bracketed IPv6 key value as a keyword, so both Contacts are IPv4)
+        for user, local, remote in (
+            ("alice", "127.0.0.1", f"127.0.0.1:{sip_port}"),
+            ("bob", "::1", f"[::1]:{sip_port}"),
+        ):
+            port = port6()
+            keys = {"user": user, "contact_host": "10.0.0.5", "contact_port": 5060}
+            # the digest uri must be the Request-URI (test_ipv6.py says why SIPp needs this)
+            extra = ["-auth_uri", remote]
+            reg = Sipp("uac_register", local=local, port=port, remote=remote, timeout=10,
+                       keys=keys, extra=extra)  # fmt: skip
+            reg.start()
+            assert reg.wait(15).returncode == 0, sipd.log()
+            device = socket.socket(socket.AF_INET6 if ":" in local else socket.AF_INET,
+                                   socket.SOCK_DGRAM)  # fmt: skip
+            devices.append((device, local))
+            device.bind((local, port))
+            device.settimeout(PERIOD + 5)
+        natd = Proc(natd_cmd(sipd.config_path, natd_api), tmp_path / "natd.log")
+        for device, local in devices:
+            data, source = device.recvfrom(100)
+            assert (data, source[:2]) == (b"KEEPALIVE", (local, sip_port)), natd.log()
+        status = ns_get(None, f"http://127.0.0.1:{natd_api}/healthz")
+        assert status["devices"] == 2, status
+        assert status["sip_sockets"] == [["127.0.0.1", sip_port], ["::1", sip_port]], status
+        metrics = ns_get(None, f"http://127.0.0.1:{natd_api}/metrics")
+        assert "sipedge_natd_send_errors_total 0.0" in metrics, metrics
+    finally:
+        for device, _ in devices:
+            device.close()
         if natd is not None:
             natd.stop()
         sipd.stop()

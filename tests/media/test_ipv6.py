@@ -1,8 +1,9 @@
 """IPv6 through sipedge-mediad in network namespaces (A -- R -- B, tests/media/netns.py):
 v6<->v6 calls relayed by the userspace relay and by XDP (native and generic) with every
-cipher XDP applies, byte-exact against tests/media/reference.py; a call bridging an IPv4 leg
-to an IPv6 leg both ways (userspace by design, counted); the strict source rule for IPv6
-sources in both paths; and the ng `address-family` contract."""
+cipher XDP applies, byte-exact against tests/media/reference.py; calls bridging an IPv4 leg
+to an IPv6 leg (4-to-6 and 6-to-4 in each, the caller on either family) on the same three
+paths; the strict source rule for IPv6 sources in both paths; and the ng `address-family`
+contract."""
 
 from __future__ import annotations
 
@@ -99,6 +100,23 @@ def metric(text: str, name: str) -> float:
     return float(found.group(1))
 
 
+def assert_checksums(topo: Topology, udp6: tuple[str, ...], ip4: tuple[str, ...] = ()) -> None:
+    """Every checksum the relay wrote was right: the receiving stacks (namespaces `udp6`: UDP
+    over IPv6; `ip4`: IPv4 headers) counted no checksum error and received datagrams."""
+    for ns in udp6:
+        snmp6 = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp6")
+        assert re.search(r"^Udp6InCsumErrors\s+0$", snmp6, re.M), snmp6
+        assert re.search(r"^Udp6InDatagrams\s+([1-9]\d*)$", snmp6, re.M), snmp6
+    for ns in ip4:
+        lines = [
+            line.split()
+            for line in sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").splitlines()
+        ]
+        ip = dict(zip(lines[0][1:], lines[1][1:], strict=True))
+        assert ip["InHdrErrors"] == "0", ip  # a bad header checksum counts here
+        assert int(ip["InDelivers"]) > 0, ip
+
+
 @pytest.mark.root
 @pytest.mark.xdp
 @pytest.mark.slow
@@ -133,10 +151,7 @@ def test_ipv6_call_paths(topo: Topology, tmp_path: Path, bpffs: Path, path: str)
         if path.startswith("xdp"):
             assert pinned_entries(pin) == []
         # every checksum the program wrote was right (the stacks of A and B verify them)
-        for ns in (topo.a, topo.b):
-            snmp6 = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp6")
-            assert re.search(r"^Udp6InCsumErrors\s+0$", snmp6, re.M), snmp6
-            assert re.search(r"^Udp6InDatagrams\s+([1-9]\d*)$", snmp6, re.M), snmp6
+        assert_checksums(topo, (topo.a, topo.b))
     finally:
         m.stop()
     assert m.log().count("Traceback") == 0, m.log()
@@ -145,29 +160,47 @@ def test_ipv6_call_paths(topo: Topology, tmp_path: Path, bpffs: Path, path: str)
 @pytest.mark.root
 @pytest.mark.xdp
 @pytest.mark.slow
-@pytest.mark.parametrize("path", ["xdp-native", "userspace"])
-def test_ipv4_leg_to_ipv6_leg(topo: Topology, tmp_path: Path, bpffs: Path, path: str) -> None:
-    """A on IPv4, B on IPv6: B is given the IPv6 relay address, A the IPv4 one; RTP goes both
-    ways byte-exact with each cipher, in userspace even with XDP loaded (documented), and the
-    packets are counted as cross-family."""
-    m = mediad6(topo, tmp_path, path, bpffs / f"x-{path}").start()
+@pytest.mark.parametrize("caller", ["IP4", "IP6"])
+@pytest.mark.parametrize("path", ["xdp-native", "xdp-generic", "userspace"])
+def test_ipv4_leg_to_ipv6_leg(
+    topo: Topology, tmp_path: Path, bpffs: Path, path: str, caller: str
+) -> None:
+    """A on one family, B on the other, each given the relay address of its own: every call
+    relays 4-to-6 one way and 6-to-4 the other, byte-exact with each cipher. On the XDP paths
+    the program rewrites the IP header (bpf_xdp_adjust_head), so all but the latching packets
+    are counted as XDP (AES128 stays in userspace); the userspace relay counts only what it
+    relayed across families itself."""
+    pin = bpffs / f"x-{path}-{caller}"
+    m = mediad6(topo, tmp_path, path, pin).start()
+    a6 = caller == "IP6"
+    callee = "IP4" if a6 else "IP6"
     try:
+        userspace = 0
         for n, mode in enumerate((0, 1, 2, 3)):
-            sa = ns_socket(topo.a, (topo.a_ip, 5100 + 2 * n))
-            sb = ns_socket(topo.b, (topo.b_ip6, 6100 + 2 * n))
+            sa = ns_socket(topo.a, (topo.a_ip6 if a6 else topo.a_ip, 5100 + 2 * n))
+            sb = ns_socket(topo.b, (topo.b_ip if a6 else topo.b_ip6, 6100 + 2 * n))
             call_id = f"x-{mode}"
-            q = relay_call(m, call_id, sa, sb, mode, ("IP6", "IP4"), 40)
-            assert q["path"] == "userspace", q
+            q = relay_call(m, call_id, sa, sb, mode, (callee, caller), 40)
+            expected = path if path != "userspace" and mode != 3 else "userspace"
+            assert q["path"] == expected, q
             leg_a, leg_b = q["legs"]
-            assert leg_b["remote-address"] == topo.b_ip6
-            assert leg_a["packets-xdp"] == 0 and leg_b["packets-xdp"] == 0
+            assert leg_b["remote-address"] == sb.getsockname()[0]
+            if expected.startswith("xdp"):
+                # the first packet of each leg latches it in userspace
+                assert leg_a["packets-xdp"] >= 36 and leg_b["packets-xdp"] >= 36, q
+            else:
+                assert leg_a["packets-xdp"] == 0 and leg_b["packets-xdp"] == 0, q
+            # + the RTCP packet, which latches its port in userspace
+            userspace += leg_a["packets-userspace"] + leg_b["packets-userspace"] + 1
             m.ok({"command": "delete", "call-id": call_id})
             sa.close()
             sb.close()
         text = m.get("/metrics")[1]
-        # 4 calls x (40 + 40 RTP + 1 RTCP)
-        assert metric(text, "sipedge_media_cross_family_packets_total") == 4 * 81
+        assert metric(text, "sipedge_media_cross_family_packets_total") == userspace
         assert_no_leak(m)
+        if path.startswith("xdp"):
+            assert userspace < 4 * 81 and pinned_entries(pin) == []
+        assert_checksums(topo, (topo.a if a6 else topo.b,), (topo.b if a6 else topo.a,))
     finally:
         m.stop()
     assert m.log().count("Traceback") == 0, m.log()

@@ -1,11 +1,13 @@
 """IPv6 in mediad's pure parts (no root, no namespace): addresses in one normal form, the
 ng `address-family`, leg families and cross-family routes, the strict source rule on exact
-IPv6 (address, port), the journal form, the 16-byte map addresses, the relay address checks,
+IPv6 (address, port), the journal form, the 16-byte map addresses, the family of an XDP
+entry (the one it writes) and the entries of a cross-family call, the relay address checks,
 and the client's `address_family` on a real unix socket."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from sipedge.media import MediaClient, MediaError
 from sipedge.media.crypto import Mode
+from sipedge.media.kernel import KernelTable
 from sipedge.media.ports import PortAllocator
 from sipedge.media.report import leg_info
 from sipedge.media.session import (
@@ -30,7 +33,8 @@ from sipedge.media.session import (
     normal_ip,
 )
 from sipedge.media.settings import MediaSettings, ipv6_relay_problem
-from sipedge.media.xdp import Entry, XdpPath, _ip16, _un16
+from sipedge.media.tally import XdpTally
+from sipedge.media.xdp import Entry, XdpPath, _ip16, _un16, out_family
 
 A6, B6, A4 = "2001:db8:a::7", "2001:db8:b::9", "198.51.100.7"
 
@@ -139,8 +143,22 @@ def test_map_addresses_are_16_bytes() -> None:
     xdp = XdpPath(["lo"])  # not loaded: put checks before it touches a map
     with pytest.raises(ValueError, match="::"):
         xdp.put("::", 30000, Entry(B6, 5000, 30002, A6, A6, 4000))
-    with pytest.raises(ValueError, match="one family"):
+    with pytest.raises(ValueError, match="source is of its destination's family"):
         xdp.put("2001:db8::1", 30000, Entry(A4, 5000, 30002, "2001:db8::1", A6, 4000))
+
+
+def test_entry_family_is_the_one_written() -> None:
+    """An entry's family byte is its destination's (the header the program writes); its peer
+    is of the key's family (the packets it receives): 4-to-6 and 6-to-4 entries are valid."""
+    assert out_family("192.0.2.1", Entry(B6, 5000, 30002, "2001:db8::1", A4, 4000)) == 6
+    assert out_family("2001:db8::1", Entry(A4, 5000, 30002, "192.0.2.1", B6, 4000)) == 4
+    assert out_family("2001:db8::1", Entry(B6, 5000, 30002, "2001:db8::1", A6, 4000)) == 6
+    # not latched yet: the peer is "::" of the key's family
+    assert out_family("2001:db8::1", Entry(A4, 5000, 30002, "192.0.2.1", "::")) == 4
+    with pytest.raises(ValueError, match="peer is of its local address's family"):
+        out_family("192.0.2.1", Entry(B6, 5000, 30002, "2001:db8::1", A6, 4000))
+    with pytest.raises(ValueError, match="source is of its destination's family"):
+        out_family("192.0.2.1", Entry(B6, 5000, 30002, "192.0.2.1", A4, 4000))
 
 
 @pytest.mark.parametrize(
@@ -210,3 +228,28 @@ def test_client_sends_address_family_only_for_ipv6(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert [b.get("address-family") for b in seen] == ["IP6", None, None, "IP6"]
+
+
+def test_kernel_entries_of_a_cross_family_call() -> None:
+    """A 4-to-6 call's directions each get an entry under the bind address of the family they
+    arrive in, sending from the bind address of the family they leave in."""
+    t = table()
+    session, _ = t.offer(offer(address=A4, **{"address-family": "IP6"}))
+    t.answer(answer(**{"address-family": "IP4"}))
+    t.receive(t.by_port[session.a.port], (A4, 4000))  # A latches
+    kernel = KernelTable(XdpPath(["lo"]), "192.0.2.1", XdpTally(), time.time, "2001:db8::1")
+    a_to_b = Route(session, session.a, session.b, rtcp=False)
+    b_to_a = Route(session, session.b, session.a, rtcp=False)
+    assert (kernel.in_family(a_to_b), kernel.out_family(a_to_b)) == (4, 6)
+    assert (kernel.in_family(b_to_a), kernel.out_family(b_to_a)) == (6, 4)
+    entry = kernel.entry(a_to_b)
+    assert (entry.src_addr, entry.dst_addr, entry.peer_addr) == ("2001:db8::1", B6, A4)
+    assert not entry.latch and out_family("192.0.2.1", entry) == 6
+    back = kernel.entry(b_to_a)  # B not latched yet: its peer is "::", packets go up
+    assert (back.src_addr, back.dst_addr, back.peer_addr, back.latch) == (
+        "192.0.2.1",
+        A4,
+        "::",
+        True,
+    )
+    assert out_family("2001:db8::1", back) == 4

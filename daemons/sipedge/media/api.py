@@ -39,7 +39,7 @@ class UserspaceCounters:
     packets_in: int
     packets_out: int
     dropped: int
-    cross_family: int = 0  # relayed from IPv4 to IPv6 or back (never on the XDP path)
+    cross_family: int = 0  # relayed by userspace from IPv4 to IPv6 or back
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class MediaCollector:
             )
             yield CounterMetricFamily(
                 "sipedge_media_cross_family_packets",
-                "Packets relayed from IPv4 to IPv6 or back (userspace only)",
+                "Packets the userspace relay relayed from IPv4 to IPv6 or back",
                 value=relay.cross_family,
             )
         yield CounterMetricFamily(

@@ -340,7 +340,7 @@ class MediaDaemon:
     # -- kernel table --------------------------------------------------------------------
 
     def session_path(self, session: Session) -> str:
-        if self.xdp is None or session.needs_userspace or session.cross_family:
+        if self.xdp is None or session.needs_userspace:
             return "userspace"
         return self.path
 

@@ -3,8 +3,10 @@
 Every key is (bind address, relay port): packets to an address the box does not own at a relay
 port match nothing. With IPv6, each direction has one entry, under the bind address of the
 family its packets arrive in (the latched peer's, else the family of the relay address the leg
-was given); the key of the other family is removed. A cross-family direction (IPv4 in, IPv6
-out or back) has no entry: it stays in the userspace relay (header growth is not done in XDP).
+was given); the key of the other family is removed. Packets leave in the family of the
+destination, from the bind address of that family: a cross-family direction (IPv4 in, IPv6
+out or back) is an entry like any other, and the program rewrites the IP header. A direction
+whose family has no bind address (no media.bind_address_v6) has no entry.
 Each entry carries the bind address as source of the relayed packet and,
 once the leg is latched (or with latching off, from the start), the peer its packets must come
 from; an unlatched entry carries F_LATCH so packets go up to the userspace relay, which applies
@@ -61,6 +63,12 @@ class KernelTable:
         peer = route.peer
         return family(peer[0]) if peer else route.src_leg.af
 
+    def out_family(self, route: Route) -> int:
+        """The family packets from the route's port leave in (the destination's; the
+        incoming one while the destination is unknown)."""
+        dest = route.destination
+        return family(dest[0]) if dest else self.in_family(route)
+
     def entry(self, route: Route) -> Entry:
         af = self.in_family(route)
         none = "::" if af == 6 else "0.0.0.0"
@@ -71,7 +79,7 @@ class KernelTable:
             dst_addr=dest[0],
             dst_port=dest[1],
             src_port=route.out_port,
-            src_addr=self.binds[af],
+            src_addr=self.binds[self.out_family(route)],
             peer_addr=peer[0] if peer else none,
             peer_port=peer[1] if peer else 0,
             latch=peer is None,
@@ -83,19 +91,23 @@ class KernelTable:
         )
 
     def sync(self, session: Session) -> None:
-        """Write the session's four directions (AES128 sessions and cross-family directions:
-        take them out)."""
-        if session.needs_userspace or session.cross_family:
+        """Write the session's four directions (AES128 sessions: take them out)."""
+        if session.needs_userspace:
             self.refresh(session)  # count what XDP relayed before its slots are zeroed
         for src in session.legs:
             dst = session.other(src)
             for rtcp in (False, True):
                 route = Route(session, src, dst, rtcp)
                 af = self.in_family(route)
+                put = (
+                    not session.needs_userspace
+                    and af in self.binds
+                    and self.out_family(route) in self.binds
+                )
                 for other, bind in self.binds.items():
-                    if other != af or session.needs_userspace or route.cross_family:
+                    if other != af or not put:
                         self.xdp.remove(bind, route.in_port)
-                if af in self.binds and not session.needs_userspace and not route.cross_family:
+                if put:
                     self.xdp.put(self.binds[af], route.in_port, self.entry(route))
 
     def remove(self, session: Session) -> None:

@@ -9,10 +9,10 @@ Every socket is bound to the relay's bind address (never 0.0.0.0), so every pack
 leaves from the address in the SDP, as on the XDP path. With an IPv6 bind address too, every
 relay port is held in both families (an IPv4 and an IPv6 socket, IPV6_V6ONLY): a peer reaches
 its leg over either, a packet leaves from the socket of its destination's family, and a leg
-can move between families on a re-offer without a new port. Packets relayed from one family
-to the other are counted (`cross_family`): XDP leaves them to userspace. The source rule of
-session.py is
-applied to every packet of a burst (`SessionTable.receive`); drops are counted per leg and
+can move between families on a re-offer without a new port. Packets this relay sends from one
+family to the other are counted (`cross_family`; with XDP loaded only those the program passes
+up, e.g. a leg's latching packet). The source rule of session.py is applied to every packet of
+a burst (`SessionTable.receive`); drops are counted per leg and
 reason there.
 
 Owns: the relay sockets and the packet loop. Must not: decide who may send (session.py does),

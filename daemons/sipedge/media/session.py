@@ -213,7 +213,7 @@ class Session:
 
     @property
     def cross_family(self) -> bool:
-        """A leg's packets arrive over IPv4 and leave over IPv6 or back (userspace only)."""
+        """A leg's packets arrive over IPv4 and leave over IPv6 or back."""
         return any(Route(self, src, self.other(src), False).cross_family for src in self.legs)
 
     def other(self, leg: Leg) -> Leg:

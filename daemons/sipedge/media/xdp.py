@@ -8,8 +8,9 @@ Pinned maps of another layout or size are unpinned at load (the caller re-puts i
 Owns: the userspace mirror of the program's map layout (`struct relay_entry`, `relay_stats`,
 the verdict names) and the per-leg values the program needs precomputed (key windows, the RC4
 key-schedule prefix). Keys are exact (local address, port): no wildcard address. Addresses are
-16 bytes in the maps: IPv6 as is, IPv4 as IPv4-mapped (::ffff:a.b.c.d), and an entry's
-`family` byte says which header the program parses and writes.
+16 bytes in the maps: IPv6 as is, IPv4 as IPv4-mapped (::ffff:a.b.c.d). The key and the peer
+are of the family packets arrive in; the entry's `family` byte is the one of its destination
+and source, i.e. of the header the program writes (4 <-> 6 when the two differ).
 Must not: decide latching or sources (mediad's session code does; an entry only carries them).
 Driven by: media/daemon.py (load as root, then put/get/remove/stats with CAP_BPF only).
 """
@@ -71,8 +72,9 @@ class Entry:
     """One direction of one stream, as the kernel table holds it: packets to the key's (local
     address, port) from (peer_addr, peer_port) leave from (src_addr, src_port) toward
     (dst_addr, dst_port). While `latch` is set, or with no peer (0.0.0.0 or ::), they go to
-    userspace; otherwise packets from any other source are dropped in the kernel. All four
-    addresses are of one family (cross-family directions are not put in the table)."""
+    userspace; otherwise packets from any other source are dropped in the kernel. The peer is
+    of the key's family (packets in), the source and destination of one family (packets out):
+    when the two differ the program rewrites IPv4 to IPv6 or back."""
 
     dst_addr: str
     dst_port: int
@@ -172,6 +174,18 @@ def _is_zero(addr: str) -> bool:
 
 def _family(addr: str) -> int:
     return 6 if ":" in addr else 4
+
+
+def out_family(local_addr: str, entry: Entry) -> int:
+    """The family of the packets the entry sends (its `family` byte): that of its destination
+    and source. The peer must be of the local address's family (the packets it receives).
+    Raises ValueError otherwise."""
+    if _family(entry.peer_addr) != _family(local_addr):
+        raise ValueError("an XDP entry's peer is of its local address's family")
+    af = _family(entry.dst_addr)
+    if _family(entry.src_addr) != af:
+        raise ValueError("an XDP entry's source is of its destination's family")
+    return af
 
 
 def _set16(field: Any, addr: str) -> None:
@@ -417,20 +431,19 @@ class XdpPath:
 
     def put(self, local_addr: str, port: int, entry: Entry) -> None:
         """Write the entry for packets to (local_addr, port). Raises ValueError for the
-        wildcard address, a source address 0.0.0.0/::, addresses of two families or a
-        cipher/key the program cannot apply."""
+        wildcard address, a source address 0.0.0.0/::, a peer of another family than the
+        local address, a source of another family than the destination, or a cipher/key the
+        program cannot apply."""
         if _is_zero(local_addr) or _is_zero(entry.src_addr):
             raise ValueError("XDP entries need a real local and source address, not 0.0.0.0 or ::")
-        af = _family(local_addr)
-        if {_family(a) for a in (entry.src_addr, entry.dst_addr, entry.peer_addr)} != {af}:
-            raise ValueError("an XDP entry holds addresses of one family (no 4 <-> 6)")
+        af = out_family(local_addr, entry)
         _check_cipher(entry.in_mode, entry.in_key)
         _check_cipher(entry.out_mode, entry.out_key)
         leaf = self._sessions.Leaf()
         _set16(leaf.dst_addr, entry.dst_addr)
         _set16(leaf.src_addr, entry.src_addr)
         _set16(leaf.peer_addr, entry.peer_addr)
-        leaf.family = af
+        leaf.family = af  # of the header written
         leaf.dst_port = _port(entry.dst_port)
         leaf.src_port = _port(entry.src_port)
         leaf.peer_port = _port(entry.peer_port)

@@ -54,8 +54,10 @@ class KeepAliveDaemon:
     config: Config
     stats: NatdStats = field(default_factory=NatdStats)
     link: socket.socket | None = None
-    udp: socket.socket | None = None
+    udp: socket.socket | None = None  # sipd's primary UDP listener
     local: Addr | None = None
+    by_family: dict[int, socket.socket] = field(default_factory=dict)  # 4/6 -> listener
+    listeners: list[Addr] = field(default_factory=list)  # every socket's local address
     version: int | None = None
     devices: list[Addr] = field(default_factory=list)
     reloads: int = 0
@@ -73,18 +75,19 @@ class KeepAliveDaemon:
     # link ------------------------------------------------------------------------------------
     async def _connect(self) -> bool:
         try:
-            link, udp, local = await asyncio.to_thread(fetch_socket, self.path)
-        except (OSError, ValueError, KeyError) as err:
+            link, socks, locals_ = await asyncio.to_thread(fetch_socket, self.path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
             log.debug("sipd not reachable at %s: %s", self.path, err)
             return False
-        self.link, self.udp, self.local = link, udp, local
+        self.link, self.udp, self.local, self.listeners = link, socks[0], locals_[0], locals_
+        self.by_family = {6 if s.family == socket.AF_INET6 else 4: s for s in reversed(socks)}
         self.version = None
         self.devices = []
         self.stats.link_up = True
         self.stats.link_connects += 1
         link.setblocking(False)
         asyncio.get_running_loop().add_reader(link.fileno(), self._on_link_readable)
-        log.info("got sipd's SIP socket %s:%s", *local)
+        log.info("got sipd's SIP sockets %s", ", ".join(f"{h}:{p}" for h, p in locals_))
         return True
 
     def _on_link_readable(self) -> None:
@@ -105,8 +108,9 @@ class KeepAliveDaemon:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.link.fileno())
             self.link.close()
-        if self.udp is not None:
-            self.udp.close()
+        for udp in self.by_family.values():
+            udp.close()
+        self.by_family = {}
         self.link = self.udp = None
         self.stats.link_up = False
         self._wake.set()
@@ -126,9 +130,12 @@ class KeepAliveDaemon:
         self.stats.devices = len(self.devices)
 
     def _send(self, data: bytes, addr: Addr) -> None:
-        if self.udp is None:
+        """From sipd's listener of the device's family (IPv6 devices registered over IPv6),
+        else the primary one (the kernel refuses a family it cannot send: a send error)."""
+        udp = self.by_family.get(6 if ":" in addr[0] else 4, self.udp)
+        if udp is None:
             raise OSError("no socket")
-        self.udp.sendto(data, addr)
+        udp.sendto(data, addr)
 
     # main loop -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -183,6 +190,7 @@ class KeepAliveDaemon:
             "enabled": s.enabled,
             "link_up": st.link_up,
             "sip_socket": list(self.local) if self.local else None,
+            "sip_sockets": [list(a) for a in self.listeners],
             "devices": st.devices,
             "capacity_per_cycle": s.capacity,
             "sent": st.sent,

@@ -7,12 +7,15 @@ the same flow (our SIP address and port <-> the device's public address and port
 Socket: ``<storage.path>/natd.sock`` (mode 0600: only sipd's user, i.e. natd, may connect).
 Protocol: one JSON request line, one JSON answer line.
 
-* ``{"op": "socket"}`` -> ``{"ok": true, "local": [host, port], "pid": sipd's pid}`` with the
-  UDP socket's file descriptor attached (SCM_RIGHTS). natd keeps this connection open and
-  idle: when sipd exits or restarts, the connection reaches EOF and natd closes its copy of
-  the descriptor at once (so the new sipd can bind the port), reconnects and asks again.
-  sipd also retries its bind for a few seconds at start (`open_udp_retrying`), which covers the
-  moment between the old sipd's exit and natd's close.
+* ``{"op": "socket"}`` -> ``{"ok": true, "local": [host, port], "locals": [[host, port], ...],
+  "pid": sipd's pid}`` with the UDP sockets' file descriptors attached (SCM_RIGHTS), in the
+  order of `locals`: the first UDP listener's, then the first one of the other family if sipd
+  listens on both (`local` is the first: a natd that knows one socket reads only that one), so
+  a device registered over IPv6 is kept alive from the IPv6 listener. natd keeps this
+  connection open and idle: when sipd exits or restarts, the connection reaches EOF and natd
+  closes its copies of the descriptors at once (so the new sipd can bind the port),
+  reconnects and asks again. sipd also retries its bind for a few seconds at start
+  (`open_udp_retrying`), which covers the moment between the old sipd's exit and natd's close.
 * ``{"op": "devices", "version": N}`` -> ``{"version": M, "devices": [[host, port], ...]}``, or
   ``{"version": M, "unchanged": true}`` when the set has not changed since version N.
 
@@ -58,16 +61,17 @@ def sip_socket_fd(transport: UdpTransport) -> int | None:
 
 
 class NatLinkServer:
-    """sipd's side. `devices()` gives (version, list); `udp_socket()` the signaling socket."""
+    """sipd's side. `devices()` gives (version, list); `udp_fds()` the descriptors of the UDP
+    listeners, the primary first (one per family is handed over)."""
 
     def __init__(
         self,
         path: Path,
-        udp_fd: Callable[[], int | None],
+        udp_fds: Callable[[], list[int]],
         devices: Callable[[], tuple[int, list[Addr]]],
     ) -> None:
         self.path = path
-        self.udp_fd = udp_fd
+        self.udp_fds = udp_fds
         self.devices = devices
         self._server: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -128,19 +132,13 @@ class NatLinkServer:
         request = json.loads(line)
         op = request.get("op") if isinstance(request, dict) else None
         if op == "socket":
-            fd = self.udp_fd()
-            if fd is None:
+            fds, locals_ = one_per_family(self.udp_fds())
+            if not fds:
                 await loop.sock_sendall(conn, b'{"ok": false}\n')
                 return
-            # a throw-away view of the descriptor, just to read its address (closed: detach)
-            view = socket.socket(fileno=fd)
-            try:
-                host, port = view.getsockname()[:2]
-            finally:
-                view.detach()
-            answer = json.dumps({"ok": True, "local": [host, port], "pid": os.getpid()}) + "\n"
-            # a short message with one descriptor: fits the empty send buffer of a new stream
-            socket.send_fds(conn, [answer.encode()], [fd])
+            handover = {"ok": True, "local": locals_[0], "locals": locals_, "pid": os.getpid()}
+            # a short message with two descriptors at most: fits the empty send buffer
+            socket.send_fds(conn, [json.dumps(handover).encode() + b"\n"], fds)
             self.handovers += 1
         elif op == "devices":
             version, devices = self.devices()
@@ -211,24 +209,53 @@ def _read_line(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
     return b"".join(chunks).split(b"\n", 1)[0]
 
 
-def fetch_socket(path: Path, timeout: float = 5.0) -> tuple[socket.socket, socket.socket, Addr]:
-    """(the open link, our copy of sipd's signaling socket, its local address)."""
+def one_per_family(fds: list[int]) -> tuple[list[int], list[list[object]]]:
+    """The first descriptor of each family, in order, and their local [host, port]."""
+    chosen: list[int] = []
+    locals_: list[list[object]] = []
+    families: set[int] = set()
+    for fd in fds:
+        # a throw-away view of the descriptor, just to read it (closed: detach)
+        view = socket.socket(fileno=fd)
+        try:
+            family, (host, port) = view.family, view.getsockname()[:2]
+        finally:
+            view.detach()
+        if family not in families:
+            families.add(family)
+            chosen.append(fd)
+            locals_.append([host, port])
+    return chosen, locals_
+
+
+def fetch_socket(
+    path: Path, timeout: float = 5.0
+) -> tuple[socket.socket, list[socket.socket], list[Addr]]:
+    """(the open link, our copies of sipd's signaling sockets, their local addresses): one
+    socket per family sipd listens on over UDP, the primary first."""
     link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     link.settimeout(timeout)
+    socks: list[socket.socket] = []
     try:
         link.connect(str(path))
         link.sendall(b'{"op": "socket"}\n')
-        msg, fds, _, _ = socket.recv_fds(link, 4096, 1)
-        if not fds:
+        msg, fds, _, _ = socket.recv_fds(link, 4096, 2)
+        # every descriptor received is ours to close, whatever the answer says
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        if not socks:
             raise ConnectionError(f"sipd handed over no socket: {msg!r}")
         answer = json.loads(msg.split(b"\n", 1)[0])
-        udp = socket.socket(fileno=fds[0])
-        # The descriptor shares sipd's open file: O_NONBLOCK must stay set (sipd's event loop
-        # needs it), and we never block on a send anyway.
-        udp.setblocking(False)
-        local = answer["local"]
-        return link, udp, (str(local[0]), int(local[1]))
+        raw = answer.get("locals") or [answer["local"]]  # a sipd from before IPv6: one
+        if len(raw) != len(socks):
+            raise ConnectionError(f"{len(socks)} sockets for {len(raw)} addresses")
+        for udp in socks:
+            # The descriptor shares sipd's open file: O_NONBLOCK must stay set (sipd's event
+            # loop needs it), and we never block on a send anyway.
+            udp.setblocking(False)
+        return link, socks, [(str(a[0]), int(a[1])) for a in raw]
     except BaseException:
+        for udp in socks:
+            udp.close()
         link.close()
         raise
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -41,7 +41,15 @@ TICK = 0.5
 
 
 class RegistrarComponent:
-    def __init__(self, config: Config, b2bua: B2BUA, transport: UdpTransport) -> None:
+    def __init__(
+        self,
+        config: Config,
+        b2bua: B2BUA,
+        transport: UdpTransport,
+        listeners: Sequence[UdpTransport] = (),
+    ) -> None:
+        """`transport` is the primary UDP listener; `listeners` all of them (natd is handed
+        the first of each family)."""
         self.config = config
         self.store = open_binding_store(
             config.storage.path,
@@ -58,9 +66,12 @@ class RegistrarComponent:
         self.endpoints = EndpointService(config, self.store, self.registrations)
         b2bua.endpoints = self.endpoints
         b2bua.mapping_auth.share(self.endpoints.digest)  # one nonce table for both
-        self.natlink = NatLinkServer(
-            link_path(config.storage.path), lambda: sip_socket_fd(transport), self._nat_devices
-        )
+
+        def udp_fds() -> list[int]:
+            fds = (sip_socket_fd(t) for t in (transport, *listeners))
+            return [fd for fd in fds if fd is not None]
+
+        self.natlink = NatLinkServer(link_path(config.storage.path), udp_fds, self._nat_devices)
         self._tick_task: asyncio.Task[None] | None = None
 
     def _nat_devices(self) -> tuple[int, list[tuple[str, int]]]:

@@ -220,7 +220,9 @@ class SipDaemonBase:
             idle_timeout=media.idle_timeout,
         )
         self._b2bua.media.start()
-        self.registrar = RegistrarComponent(self.config, self._b2bua, self.transport)
+        self.registrar = RegistrarComponent(
+            self.config, self._b2bua, self.transport, transports.udp
+        )
         await self.registrar.start()
         app = build_app(self)
         self.registrar.add_routes(app)
