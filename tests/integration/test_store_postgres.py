@@ -27,9 +27,11 @@ from sipedge.store import (
     Binding,
     CallRecord,
     SchemaError,
+    Unsupported,
     migrate_databases,
     open_binding_store,
     open_cdr_store,
+    open_fleet_view,
 )
 from sipedge.store.postgres.bindings import PostgresBindingStore
 from sipedge.store.postgres.cdr import PostgresCdrStore
@@ -318,6 +320,47 @@ def test_registrations_stored_and_read_back_per_node(
         "SELECT account, user_agent FROM bindings WHERE node = 'edge-b' ORDER BY 1", database
     )
     assert rows.splitlines() == ["1005|evil\ufffdphone", "1006|test phone"]
+
+
+def test_the_fleet_view_reads_the_other_edges_live_bindings(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """docs/fleet.md: each edge's heartbeat in `nodes`, the others' live bindings of its own
+    accounts joined with their edge's address; a closed view withdraws its edge."""
+    now = time.time()
+    a_settings = cluster.settings(database, node="edge-a")
+    a = open_binding_store(tmp_path, a_settings)
+    a.load(now)  # migrates
+    for account, expires_in in (("1001", 600), ("1002", -1), ("9999", 600)):
+        a.put(a_binding(account, now + expires_in, now))
+    a.close()
+    view_a = open_fleet_view(a_settings, "10.0.0.1", 5060)
+    view_b = open_fleet_view(cluster.settings(database, node="edge-b"), "10.0.0.2", 5070)
+    try:
+        for view in (view_a, view_b):  # one after the other: edge-b reads edge-a's heartbeat
+            assert view.refresh(now, ["1001", "1002"])
+            wait_for(lambda: view.up, 10, "a refresh")  # noqa: B023 (waited for at once)
+        assert view_a.lookup("1001") == []  # its own binding is not the fleet's
+        (row,) = view_b.lookup("1001")
+        assert (row.node, row.node_host, row.node_port, row.node_seen_at) == (
+            "edge-a",
+            "10.0.0.1",
+            5060,
+            now,
+        )
+        assert (
+            row.contact == "sip:1001@192.0.2.7:5062;transport=udp" and row.expires_at == now + 600
+        )
+        # expired, and an account edge-b does not have, are not read
+        assert view_b.lookup("1002") == [] and view_b.lookup("9999") == [] and view_b.size() == 1
+        rows = cluster.psql("SELECT name, sip_host, sip_port FROM nodes ORDER BY 1", database)
+        assert rows.splitlines() == ["edge-a|10.0.0.1|5060", "edge-b|10.0.0.2|5070"]
+    finally:
+        view_b.close()
+        view_a.close()
+    assert cluster.psql("SELECT count(*) FROM nodes", database) == "0"
+    with pytest.raises(Unsupported, match="postgresql"):
+        open_fleet_view(None, "10.0.0.1", 5060)
 
 
 @pytest.mark.sipp

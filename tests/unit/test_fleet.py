@@ -61,6 +61,8 @@ def test_the_binding_registered_last_on_a_live_peer_wins() -> None:
         ([row(expires_at=NOW)], "not_registered"),  # expired at this very second
         ([row(node_seen_at=NOW - 10.5)], "node_down"),
         ([row(host="203.0.113.9")], "not_peer"),  # a row must not send calls elsewhere
+        ([row(node_port=0)], "not_peer"),
+        ([row(host="not-an-address")], "not_peer"),
         ([row(host="203.0.113.9"), row(node_seen_at=NOW - 60)], "not_peer"),
         ([row(node_seen_at=NOW - 60), row(host="203.0.113.9")], "not_peer"),
     ],

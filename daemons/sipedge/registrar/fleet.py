@@ -7,8 +7,9 @@ The rules, in order, for the other edges' bindings of one account (`choose`):
 1. an expired binding is skipped (`expired`);
 2. a binding whose edge has not said it is alive for `node_timeout` seconds is skipped
    (`node_down`): that edge is down or cut off, and the phone's NAT binding is with it;
-3. a binding whose edge's address is not one of this edge's `fleet.peers` is skipped
-   (`not_peer`): a row in the shared database must not be able to send calls anywhere else;
+3. a binding whose edge's address is not one of this edge's `fleet.peers` (or whose port is
+   no port) is skipped (`not_peer`): a row in the shared database must not be able to send
+   calls anywhere else;
 4. of the rest, the binding registered last wins (the device the phone registered most
    recently, as `SS_ENDPOINT_REGISTER_REPLACE` does on one edge).
 
@@ -54,7 +55,7 @@ def choose(
         if now - row.node_seen_at > node_timeout:
             why = "node_down" if why == "not_registered" else why
             continue
-        if not is_peer(row.node_host):
+        if not (0 < row.node_port < 65536 and is_peer(row.node_host)):
             why = "not_peer"
             continue
         if best is None or row.registered_at > best.registered_at:
