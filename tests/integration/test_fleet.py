@@ -29,7 +29,7 @@ from tests.media.netns import Topology, sh
 from tests.pg import PgCluster
 from tests.sipp.harness import Sipp
 
-pytestmark = [pytest.mark.postgres, pytest.mark.sipp, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.postgres, pytest.mark.sipp, pytest.mark.slow]
 
 SIP_PORT, API_PORT = 5060, 18080  # inside each edge's own namespace
 PHONE_PORT, CALLER_PORT = 5070, 5080  # the phone's and the caller's, in R
