@@ -423,8 +423,8 @@ class EndpointService:
         binding = self.table.get(callee, now)
         if binding is None:
             return self._fleet_route(callee, now) if onward else 480
-        if onward:
-            self.stats.fleet["local"] += self.fleet is not None
+        if onward and self.fleet is not None:
+            self.stats.fleet["local"] += 1
         name = ENDPOINT_PREFIX + callee
         host, port = binding.source
         flow = flow_of(binding)
