@@ -117,16 +117,18 @@ class RegistrarComponent:
         self.registrations.apply_config(config.registrations, config.parameters)
 
     async def stop(self) -> None:
-        """Un-register (bounded, 2 s), close the natd link, write the bindings."""
-        await self.registrations.stop(self.config.parameters.sip_user_agent_send_unregister)
-        await self.natlink.close()
+        """Withdraw from the fleet, un-register (bounded, 2 s), close the natd link, write the
+        bindings."""
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
-        self.store.close()
         if self.fleet is not None:
-            self.fleet.close()  # withdraws this edge: the others stop sending to it
+            # first, so the other edges stop sending calls here (bounded, on a worker thread)
+            await asyncio.to_thread(self.fleet.close)
+        await self.registrations.stop(self.config.parameters.sip_user_agent_send_unregister)
+        await self.natlink.close()
+        self.store.close()
 
     # -- API ---------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:

@@ -118,6 +118,8 @@ class PostgresFleetView:
                 await conn.execute("DELETE FROM nodes WHERE name = $1", node)
 
         try:
+            if self._in_flight is not None:  # its heartbeat must not land after the withdrawal
+                self._in_flight.result(CLOSE_TIMEOUT)
             self._runner.run(withdraw, timeout=CLOSE_TIMEOUT)
         except Exception as err:
             log.warning("fleet: this edge not withdrawn from PostgreSQL (%s)", err)
