@@ -6,6 +6,11 @@ PostgreSQL refuses to run as root: as root (CI) the cluster belongs to the `post
 Clients authenticate with a password over TCP (scram-sha-256, like a real deployment with
 storage.password_file); the socket trusts its own user (the tests' checks through psql).
 
+`PgCluster(listen=..., netns=..., clients=...)` runs the server inside a network namespace the
+test made, listening on that namespace's addresses and accepting password logins from the
+`clients` network (tests/integration/test_fleet.py: edges in other namespaces share it); the
+checks still reach it over its unix socket, which no namespace hides.
+
 `PgCluster.unavailable()` says why there is none (tests skip with that reason).
 """
 
@@ -33,7 +38,9 @@ def _bin_dir() -> Path | None:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(
+        self, listen: str = "127.0.0.1", netns: str | None = None, clients: str | None = None
+    ) -> None:
         bin_dir = _bin_dir()
         assert bin_dir is not None, PgCluster.unavailable()
         self.bin = bin_dir
@@ -42,6 +49,8 @@ class PgCluster:
         self.log = self.dir / "server.log"
         self.port = free_port(socket.SOCK_STREAM)
         self.run_as: str | None = None
+        self.netns = netns
+        self.listen = listen
         if os.geteuid() == 0:
             self.run_as = "postgres"
             pw = pwd.getpwnam("postgres")
@@ -53,10 +62,13 @@ class PgCluster:
         )  # fmt: skip
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"listen_addresses = '{listen}'\nport = {self.port}\n"
                 f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
                 "max_connections = 60\n"
             )
+        if clients is not None:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {clients} scram-sha-256\n")
         self.password_file = self.dir / "password"
         self.password_file.write_text(PASSWORD + "\n")
         self.start()
@@ -75,8 +87,12 @@ class PgCluster:
 
     def _server(self, tool: str, *args: str, timeout: float = 60) -> str:
         cmd = [str(self.bin / tool), *args]
+        user = self.run_as
+        if self.netns is not None:  # the server (pg_ctl start) lives in the namespace
+            cmd = ["ip", "netns", "exec", self.netns, *self._as_owner(), *cmd]
+            user = None
         result = subprocess.run(
-            cmd, user=self.run_as, capture_output=True, text=True, timeout=timeout, cwd=self.dir
+            cmd, user=user, capture_output=True, text=True, timeout=timeout, cwd=self.dir
         )
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr}{self.tail()}")
@@ -99,8 +115,11 @@ class PgCluster:
         script = (
             f"{ctl} -m fast -w -t 30 stop && sleep {pause} && {ctl} -l {self.log} -w -t 30 start"
         )
-        prefix = ["runuser", "-u", self.run_as, "--"] if self.run_as else []
-        return [*prefix, "sh", "-c", script]
+        netns = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return [*netns, *self._as_owner(), "sh", "-c", script]
+
+    def _as_owner(self) -> list[str]:
+        return ["runuser", "-u", self.run_as, "--"] if self.run_as else []
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run `sql` as the superuser over the socket; the rows, '|'-separated."""
@@ -112,8 +131,11 @@ class PgCluster:
     def new_database(self, name: str) -> None:
         self.psql(f"CREATE DATABASE {name} OWNER {USER}")
 
+    def dsn(self, database: str, host: str = "127.0.0.1") -> str:
+        return f"postgresql://{USER}@{host}:{self.port}/{database}"
+
     def settings(self, database: str, node: str = "edge-a", pool_size: int = 4) -> PostgresSettings:
-        dsn = f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+        dsn = self.dsn(database, self.listen.split(",")[0])
         return PostgresSettings(dsn, self.password_file, pool_size, node)
 
     def destroy(self) -> None:

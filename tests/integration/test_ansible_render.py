@@ -134,15 +134,20 @@ def test_sipedge_config_names_the_sip_tls_files(tmp_path: Path) -> None:
     shutil.copy(cert, etc / "sip-tls.crt")
     shutil.copy(key, etc / "sip-tls.key")
     shutil.copy(cert, etc / "sip-tls-ca.crt")
-    rendered = tmp_path / "sipedge.yaml"
+    check = check_config(tmp_path, text)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def check_config(tmp: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """`sipedge check-config` of a rendered config."""
+    rendered = tmp / "sipedge.yaml"
     rendered.write_text(text)
-    check = subprocess.run(
+    return subprocess.run(
         [str(BIN / "sipedge"), "check-config", str(rendered)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def validate(tmp: Path, provided: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -211,3 +216,39 @@ def test_argument_specs_take_tls_gateways_mapping_digest_and_the_sip_tls_files(
     bad = dict(good, sipedge_mapping_gateways=[{"name": "x", "addresses": [], "auth": "token"}])
     refused = validate(tmp_path, bad)
     assert refused.returncode != 0 and "auth" in refused.stdout, refused.stdout
+
+
+def test_sipedge_config_writes_the_fleet_section(tmp_path: Path) -> None:
+    fleet = {
+        "sipedge_fleet_address": "10.20.0.11",
+        "sipedge_fleet_port": 5070,
+        "sipedge_fleet_peers": ["10.20.0.0/24"],
+        "sipedge_fleet_node_timeout": 15,
+    }
+    extra: dict[str, Any] = {
+        "sipedge_config_path": str(tmp_path / "sipedge.yaml"),
+        "sipedge_version": "test",
+        "sipedge_storage_backend": "postgresql",
+        "sipedge_storage_dsn": "postgresql://sipedge@db.example.net/sipedge",
+        "_sipedge_api_files": True,
+        "_sipedge_mediad_has_run_as": True,
+        "_sipedge_api_hosts": [],
+        **fleet,
+    }
+    text = render(tmp_path, "sipedge", "sipedge.yaml.j2", extra)
+    assert yaml.safe_load(text)["fleet"] == {
+        "address": "10.20.0.11", "port": 5070, "peers": ["10.20.0.0/24"], "node_timeout": 15,
+    }  # fmt: skip
+    check = check_config(tmp_path, text)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "fleet at 10.20.0.11 with 1 peer" in check.stdout
+    # without an address: no fleet section at all
+    extra["sipedge_fleet_address"] = ""
+    assert "fleet" not in yaml.safe_load(render(tmp_path, "sipedge", "sipedge.yaml.j2", extra))
+    required = {"sipedge_version": "1.0.0", "sipedge_wheelhouse": "/srv/wheels"}
+    specs = validate(tmp_path, {**required, **fleet})
+    assert specs.returncode == 0, specs.stdout[-3000:] + specs.stderr
+    refused = validate(tmp_path, {**required, "sipedge_fleet_port": "five"})
+    assert refused.returncode != 0 and "sipedge_fleet_port" in refused.stdout, refused.stdout[
+        -3000:
+    ]

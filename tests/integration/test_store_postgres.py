@@ -27,9 +27,11 @@ from sipedge.store import (
     Binding,
     CallRecord,
     SchemaError,
+    Unsupported,
     migrate_databases,
     open_binding_store,
     open_cdr_store,
+    open_fleet_view,
 )
 from sipedge.store.postgres.bindings import PostgresBindingStore
 from sipedge.store.postgres.cdr import PostgresCdrStore
@@ -107,20 +109,20 @@ def test_migrations_from_empty_then_up_to_date_then_refused_when_newer(
     done = migrate_databases(tmp_path, settings)
     versions = {what.split(" ")[0]: (before, after) for what, before, after in done}
     assert versions[str(tmp_path / SPOOL)] == (0, 2)
-    assert versions["PostgreSQL"] == (0, 1)
-    assert cluster.psql("SELECT version FROM schema_version ORDER BY 1", database) == "1"
+    assert versions["PostgreSQL"] == (0, 2)
+    assert cluster.psql("SELECT version FROM schema_version ORDER BY 1", database) == "1\n2"
     tables = cluster.psql(
         "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
         " WHERE schemaname = 'public'",
         database,
     )
-    assert tables == "bindings,cdr,schema_version"
+    assert tables == "bindings,cdr,nodes,schema_version"
     again = migrate_databases(tmp_path, settings)
-    assert [(b, a) for _, b, a in again] == [(2, 2), (1, 1)]
+    assert [(b, a) for _, b, a in again] == [(2, 2), (2, 2)]
 
     # a newer sipedge migrated it: this one refuses, and writes nothing
     cluster.psql("INSERT INTO schema_version VALUES (7, 'from the future')", database)
-    with pytest.raises(SchemaError, match=r"schema version 7, newer than this sipedge knows \(1\)"):
+    with pytest.raises(SchemaError, match=r"schema version 7, newer than this sipedge knows \(2\)"):
         migrate_databases(tmp_path, settings)
     with pytest.raises(SchemaError, match="newer than this sipedge"):
         open_cdr_store(tmp_path / "edge", postgres=settings)
@@ -325,6 +327,47 @@ def test_registrations_stored_and_read_back_per_node(
     assert rows.splitlines() == ["1005|evil\ufffdphone", "1006|test phone"]
 
 
+def test_the_fleet_view_reads_the_other_edges_live_bindings(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """docs/fleet.md: each edge's heartbeat in `nodes`, the others' live bindings of its own
+    accounts joined with their edge's address; a closed view withdraws its edge."""
+    now = time.time()
+    a_settings = cluster.settings(database, node="edge-a")
+    a = open_binding_store(tmp_path, a_settings)
+    a.load(now)  # migrates
+    for account, expires_in in (("1001", 600), ("1002", -1), ("9999", 600)):
+        a.put(a_binding(account, now + expires_in, now))
+    a.close()
+    view_a = open_fleet_view(a_settings, "10.0.0.1", 5060)
+    view_b = open_fleet_view(cluster.settings(database, node="edge-b"), "10.0.0.2", 5070)
+    try:
+        for view in (view_a, view_b):  # one after the other: edge-b reads edge-a's heartbeat
+            assert view.refresh(now, ["1001", "1002"])
+            wait_for(lambda: view.up, 10, "a refresh")  # noqa: B023 (waited for at once)
+        assert view_a.lookup("1001") == []  # its own binding is not the fleet's
+        (row,) = view_b.lookup("1001")
+        assert (row.node, row.node_host, row.node_port, row.node_seen_at) == (
+            "edge-a",
+            "10.0.0.1",
+            5060,
+            now,
+        )
+        assert (
+            row.contact == "sip:1001@192.0.2.7:5062;transport=udp" and row.expires_at == now + 600
+        )
+        # expired, and an account edge-b does not have, are not read
+        assert view_b.lookup("1002") == [] and view_b.lookup("9999") == [] and view_b.size() == 1
+        rows = cluster.psql("SELECT name, sip_host, sip_port FROM nodes ORDER BY 1", database)
+        assert rows.splitlines() == ["edge-a|10.0.0.1|5060", "edge-b|10.0.0.2|5070"]
+    finally:
+        view_b.close()
+        view_a.close()
+    assert cluster.psql("SELECT count(*) FROM nodes", database) == "0"
+    with pytest.raises(Unsupported, match="postgresql"):
+        open_fleet_view(None, "10.0.0.1", 5060)
+
+
 @pytest.mark.sipp
 def test_two_sipd_edges_share_the_database_each_call_once(
     cluster: PgCluster, database: str, tmp_path: Path
@@ -415,7 +458,7 @@ def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         f"{tmp_path / 'state' / SPOOL}: schema version 2 (migrated from 0)",
-        f"PostgreSQL ({settings.dsn}): schema version 1 (migrated from 0)",
+        f"PostgreSQL ({settings.dsn}): schema version 2 (migrated from 0)",
     ]
     assert "up to date" in db_migrate().stdout
     cluster.psql(
@@ -434,10 +477,10 @@ def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
     assert [(r["call_id"], r["node"]) for r in json.loads(listed.stdout)] == [
         ("from-another-edge", "edge-z")
     ]
-    cluster.psql("INSERT INTO schema_version VALUES (2, 'from the future')", database)
+    cluster.psql("INSERT INTO schema_version VALUES (3, 'from the future')", database)
     refused = db_migrate()
     assert refused.returncode == 1
-    assert "schema version 2, newer than this sipedge knows (1)" in refused.stderr
+    assert "schema version 3, newer than this sipedge knows (2)" in refused.stderr
     with pytest.raises(RuntimeError, match="exited") as info:
         start_sipd(tmp_path, config)
     assert "cannot start" in str(info.value) and "newer than this sipedge" in str(info.value)

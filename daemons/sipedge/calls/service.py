@@ -96,8 +96,11 @@ class EndpointHooks(Protocol):
         """Mapping name for a new INVITE not from a mapping gateway; "" when answered there
         (407, 403); None when it is nobody known (the B2BUA answers 403)."""
 
-    def route(self, callee: str) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
-        """Where a call to `callee` goes if it is an endpoint account (480: not registered)."""
+    def route(
+        self, callee: str, mapping: str | None = None
+    ) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
+        """Where a call to `callee` from `mapping` goes if it is an endpoint account (480: not
+        registered; 404: a fleet peer's call to no account, docs/fleet.md)."""
 
 
 def switching_policy(p: Parameters, gw: RoutingGateway | None = None) -> SwitchingPolicy:
@@ -394,7 +397,7 @@ class B2BUA:
         # user-part parameters (";npdi", ";isub=") are not part of the number
         callee = callee.split(";", 1)[0]
         caller = caller.split(";", 1)[0]
-        to_endpoint = self.endpoints.route(callee) if self.endpoints is not None else None
+        to_endpoint = self.endpoints.route(callee, mapping) if self.endpoints else None
         if isinstance(to_endpoint, int):
             self._reject(tx, to_endpoint)  # 480: an account with no live registration
             return

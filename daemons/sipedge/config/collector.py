@@ -160,6 +160,15 @@ class _Collector:
             return []
         return raw
 
+    def networks(self, path: str, raw: object) -> tuple[IPv4Network | IPv6Network, ...]:
+        """A list of networks or single addresses, each once (security.trusted, fleet.peers)."""
+        found: list[IPv4Network | IPv6Network] = []
+        for j, entry in enumerate(self.sequence(path, raw, "a list of " + ADDRESS_ALLOWED)):
+            net = self.value(f"{path}[{j}]", entry, _network, None)
+            if net is not None and net not in found:
+                found.append(net)
+        return tuple(found)
+
     def get(
         self,
         path: str,

@@ -20,6 +20,7 @@ import yaml
 from sipedge.config.api import api_section
 from sipedge.config.collector import _Collector
 from sipedge.config.errors import ConfigError, ConfigProblem, Described
+from sipedge.config.fleet import fleet_section
 from sipedge.config.media import media_section
 from sipedge.config.parameters import RTP_KEY_LENGTHS
 from sipedge.config.schema import Config
@@ -58,6 +59,7 @@ def _cross_checks(c: _Collector, config: Config) -> None:
                 f"{allowed}, as gateways have rtp_encryption On ({', '.join(encrypted)})",
             )
     accounts = {e.account for e in config.endpoints}
+    _fleet_checks(c, config, clean("fleet", "storage", "sip.listen"))
     for i, m in enumerate(config.mapping_gateways):
         if m.username is not None and m.username in accounts and clean("mapping_gateways"):
             # one digest check serves both: the user name says whose answer it is
@@ -118,6 +120,26 @@ def _cross_checks(c: _Collector, config: Config) -> None:
                 )
 
 
+def _fleet_checks(c: _Collector, config: Config, clean: bool) -> None:
+    """A fleet shares its bindings in PostgreSQL and relays calls over UDP (docs/fleet.md)."""
+    fleet = config.fleet
+    if not fleet.enabled or not clean:
+        return
+    if config.storage.backend != "postgresql":
+        c.problem(
+            "fleet.address",
+            fleet.address,
+            "null, or storage.backend postgresql (a shared database)",
+        )
+    if not any(listen.transport == "udp" for listen in config.sip.listen):
+        c.problem("fleet.address", fleet.address, "null, or a udp:// listener in sip.listen")
+    for j, peer in enumerate(fleet.peers):
+        for m in config.mapping_gateways:
+            if any(peer.version == net.version and peer.overlaps(net) for net in m.addresses):
+                # its calls would be admitted as that gateway's and routed to gateways
+                c.problem(f"fleet.peers[{j}]", str(peer), f"no address of mapping gateway {m.name}")
+
+
 # -- entry points ---------------------------------------------------------------------------
 
 _TOP_KEYS = (
@@ -125,6 +147,7 @@ _TOP_KEYS = (
     "sip",
     "api",
     "storage",
+    "fleet",
     "parameters",
     "mapping_gateways",
     "routing_gateways",
@@ -153,6 +176,7 @@ def parse_config(data: object) -> Config:
         sip=sip_section(c, top.get("sip")),
         api=api_section(c, top.get("api")),
         storage=storage_section(c, top.get("storage")),
+        fleet=fleet_section(c, top.get("fleet")),
         parameters=(parameters := c.parameters(top.get("parameters"))),
         mapping_gateways=c.mapping_gateways(top.get("mapping_gateways")),
         routing_gateways=routing,
@@ -248,6 +272,10 @@ def check_config_main(path: str) -> int:
         unreadable = pw is not None and not os.access(pw, os.R_OK)
         parts.append(
             "storage PostgreSQL" + (f" (password_file {pw} unreadable here)" if unreadable else "")
+        )
+    if config.fleet.enabled:
+        parts.append(
+            f"fleet at {config.fleet.address} with {_count(len(config.fleet.peers), 'peer')}"
         )
     print(f"OK: {path}: {', '.join(parts)}")
     return 0

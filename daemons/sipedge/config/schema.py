@@ -2,8 +2,8 @@
 
 Owns: the dataclasses (`Config`, `SipConfig`, `ApiConfig`, `StorageConfig`, `Parameters`,
 `MappingGateway`, `RoutingGateway`, `DialPlanRule`, `Route`, `Endpoint`, `Registration`,
-`MediaConfig`, `ListenAddress`, `SecurityConfig`, `RateLimit`) and their defaults, which are
-the defaults of `parameters.md`.
+`MediaConfig`, `ListenAddress`, `SecurityConfig`, `RateLimit`, `FleetConfig`) and their
+defaults, which are the defaults of `parameters.md`.
 
 Must not: validate or parse anything (that is `values`, `collector` and `loader`), open files,
 or import anything from sipedge (not even the rest of config/).
@@ -95,6 +95,20 @@ class StorageConfig:
     password_file: Path | None = None  # the PostgreSQL password, read at start
     pool_size: int = 4  # PostgreSQL connections per store at most
     migrate_on_start: bool = True  # off: a database behind the code stops sipd (db migrate)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Shared registrations across the edges of a fleet (docs/fleet.md)."""
+
+    address: str | None = None  # where the other edges send calls for our phones; None: off
+    port: int | None = None  # None: the first udp:// listener's port
+    peers: tuple[IPv4Network | IPv6Network, ...] = ()  # the other edges: relayed for, sent to
+    node_timeout: float = 10.0  # an edge silent this long is taken as down
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
 
 
 DEFAULT_RESEND_INTERVAL: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)
@@ -320,6 +334,7 @@ class Config:
     sip: SipConfig = field(default_factory=SipConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     parameters: Parameters = field(default_factory=Parameters)
     mapping_gateways: tuple[MappingGateway, ...] = ()
     routing_gateways: tuple[RoutingGateway, ...] = ()

@@ -7,14 +7,10 @@ Must not: read files, check across sections, or import anything from sipedge out
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network
-
 from sipedge.config.collector import _Collector
 from sipedge.config.schema import RateLimit, SecurityConfig
 from sipedge.config.values import (
-    ADDRESS_ALLOWED,
     _integer,
-    _network,
     _number,
     _scanner,
     _words,
@@ -36,13 +32,7 @@ _RATE_KEYS = ("requests", "window", "ban")
 def security_section(c: _Collector, raw: object) -> SecurityConfig:
     data = c.mapping("security", raw, _SECURITY_KEYS)
     d = SecurityConfig()
-    trusted: list[IPv4Network | IPv6Network] = []
-    if "trusted" in data:
-        entries = c.sequence("security.trusted", data["trusted"], "a list of " + ADDRESS_ALLOWED)
-        for j, entry in enumerate(entries):
-            net = c.value(f"security.trusted[{j}]", entry, _network, None)
-            if net is not None and net not in trusted:
-                trusted.append(net)
+    trusted = c.networks("security.trusted", data.get("trusted"))
     rate = d.rate_limit
     if "rate_limit" in data:
         r = c.mapping("security.rate_limit", data["rate_limit"], _RATE_KEYS)
@@ -66,7 +56,7 @@ def security_section(c: _Collector, raw: object) -> SecurityConfig:
     if "digest_algorithms" in data:
         algorithms = c.digest_algorithms("security.digest_algorithms", data["digest_algorithms"])
     return SecurityConfig(
-        trusted=tuple(trusted),
+        trusted=trusted,
         rate_limit=rate,
         unknown_sources=c.get(
             "security", data, "unknown_sources", _words("answer", "drop"), d.unknown_sources

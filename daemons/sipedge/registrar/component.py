@@ -7,9 +7,11 @@ and stops at shutdown, so the daemon needs only a few lines for all of it:
 * `RegistrationManager` (we register to carriers);
 * `BindingStore` (SQLite under storage.path, or PostgreSQL), flushed and swept every 0.5 s;
 * `NatLinkServer` (``<storage.path>/natd.sock``) for sipedge-natd;
+* with `fleet.address`, the `FleetView` (the other edges' bindings, this edge's heartbeat),
+  refreshed every second (docs/fleet.md);
 * the API routes ``/api/registrations`` and ``/api/endpoints`` and their metrics.
 
-Owns: `RegistrarComponent`, the lifetime of those four and the housekeeping tick.
+Owns: `RegistrarComponent`, the lifetime of those five and the housekeeping tick.
 Must not: hold registrar rules or SIP handling itself (that is `rules` and `service`), or be
 imported by calls/: the B2BUA knows only the `EndpointHooks` it is given.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,8 +29,9 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sipedge.natd import NatLinkServer, link_path, sip_socket_fd
+from sipedge.registrar.fleet import OUTCOMES
 from sipedge.registrar.service import EndpointService
-from sipedge.store import PostgresSettings, open_binding_store
+from sipedge.store import FleetView, PostgresSettings, open_binding_store, open_fleet_view
 from sipedge.uplinks import RegistrationManager, RegState
 
 if TYPE_CHECKING:
@@ -38,6 +42,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK = 0.5
+FLEET_REFRESH = 1.0  # seconds between two reads of the other edges' bindings (and heartbeats)
+
+
+def fleet_port(config: Config) -> int:
+    """Where the other edges send calls for our phones: fleet.port, else the first UDP
+    listener's port."""
+    if config.fleet.port is not None:
+        return config.fleet.port
+    return next(a.port for a in config.sip.listen if a.transport == "udp")
 
 
 class RegistrarComponent:
@@ -63,7 +76,15 @@ class RegistrarComponent:
             transport.port,
             b2bua.resolver,
         )
-        self.endpoints = EndpointService(config, self.store, self.registrations)
+        self.fleet: FleetView | None = None
+        if config.fleet.address is not None:
+            self.fleet = open_fleet_view(
+                PostgresSettings.of(config.storage, config.node_name),
+                config.fleet.address,
+                fleet_port(config),
+            )
+        self._fleet_at = 0.0
+        self.endpoints = EndpointService(config, self.store, self.registrations, fleet=self.fleet)
         b2bua.endpoints = self.endpoints
         b2bua.mapping_auth.share(self.endpoints.digest)  # one nonce table for both
 
@@ -87,22 +108,37 @@ class RegistrarComponent:
             await asyncio.sleep(TICK)
             try:
                 self.endpoints.tick()
+                self._refresh_fleet()
             except Exception:
                 log.exception("registrar housekeeping failed")
 
+    def _refresh_fleet(self) -> None:
+        now = time.monotonic()
+        if self.fleet is None or now - self._fleet_at < FLEET_REFRESH:
+            return
+        if self.fleet.refresh(self.endpoints.clock(), self.endpoints.passwords.keys()):
+            self._fleet_at = now
+
     def apply_config(self, config: Config) -> None:
+        before = (self.config.fleet.address, self.config.fleet.port)
+        if (config.fleet.address, config.fleet.port) != before:
+            log.warning("fleet.address and fleet.port take effect at the next restart")
         self.config = config
         self.endpoints.apply_config(config)
         self.registrations.apply_config(config.registrations, config.parameters)
 
     async def stop(self) -> None:
-        """Un-register (bounded, 2 s), close the natd link, write the bindings."""
-        await self.registrations.stop(self.config.parameters.sip_user_agent_send_unregister)
-        await self.natlink.close()
+        """Withdraw from the fleet, un-register (bounded, 2 s), close the natd link, write the
+        bindings."""
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
+        if self.fleet is not None:
+            # first, so the other edges stop sending calls here (bounded, on a worker thread)
+            await asyncio.to_thread(self.fleet.close)
+        await self.registrations.stop(self.config.parameters.sip_user_agent_send_unregister)
+        await self.natlink.close()
         self.store.close()
 
     # -- API ---------------------------------------------------------------------------------
@@ -177,6 +213,8 @@ class RegistrarComponent:
             "INVITEs from endpoints admitted",
             s.invites_authenticated,
         )
+        if self.fleet is not None:
+            yield from self._fleet_metrics()
         r = self.registrations.stats
         yield counter("registration_requests", "Outbound REGISTERs sent", r.sent)
         yield counter("registration_successes", "Outbound registrations granted", r.registered)
@@ -192,3 +230,29 @@ class RegistrarComponent:
         yield GaugeMetricFamily(
             "sipedge_natd_link_connected", "natd connections to sipd", value=self.natlink.connected
         )
+
+    def _fleet_metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        assert self.fleet is not None
+        yield GaugeMetricFamily(
+            "sipedge_fleet_up",
+            "1 when the last read of the other edges' bindings reached the database",
+            value=1 if self.fleet.up else 0,
+        )
+        yield GaugeMetricFamily(
+            "sipedge_fleet_remote_bindings",
+            "Other edges' live bindings of our accounts, as last read",
+            value=self.fleet.size(),
+        )
+        yield CounterMetricFamily(
+            "sipedge_fleet_refresh_failures",
+            "Reads of the other edges' bindings that failed (the last view is kept)",
+            value=self.fleet.failures,
+        )
+        routes = CounterMetricFamily(
+            "sipedge_fleet_routes",
+            "Calls to endpoint accounts by where they went (docs/fleet.md)",
+            labels=["result"],
+        )
+        for outcome in OUTCOMES:
+            routes.add_metric([outcome], self.endpoints.stats.fleet[outcome])
+        yield routes

@@ -8,9 +8,12 @@
   the contact of one of our outbound registrations, it is that carrier's call
   (``registration:<name>``); otherwise it must be an endpoint's: digest (407), suspension,
   and the From user must be the authenticated account (``endpoint:<account>``).
-* ``route(callee)``: a call to an endpoint account goes to its registered contact (Request-URI)
-  at the address its REGISTER came from (through its NAT); an account with no live binding
-  gets 480.
+* ``route(callee, mapping)``: a call to an endpoint account goes to its registered contact
+  (Request-URI) at the address its REGISTER came from (through its NAT); with a fleet
+  (docs/fleet.md), an account registered on another edge goes to that edge, which relays it
+  over its own flow to the phone (`registrar/fleet.py` chooses); an account with no live
+  binding gets 480. A call a fleet peer relayed to us (admitted as ``fleet:<its IP>``) only
+  ever goes to our own binding: 404 for a name that is no account, 480 without a binding.
 
 Authentication (`_authenticate`) looks the same from outside for an unknown account, a wrong
 password and a suspended account or source: a request without usable credentials gets a
@@ -35,9 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sipedge.calls import GatewayTarget, SwitchingPolicy, switching_policy
+from sipedge.calls import GatewayTarget, SourceTable, SwitchingPolicy, switching_policy
 from sipedge.config import RoutingGateway
 from sipedge.ratelog import RateLimitedLog
+from sipedge.registrar.fleet import (
+    FLEET_PREFIX,
+    OUTCOMES,
+    choose,
+    relay_allowed,
+    relay_uri,
+)
 from sipedge.registrar.rules import (
     MIN_EXPIRES,
     AuthGuard,
@@ -67,7 +77,7 @@ from sipedge.typedefs import Addr
 if TYPE_CHECKING:
     from sipedge.config import Config
     from sipedge.sip.transaction import ServerTransaction
-    from sipedge.store import BindingStore
+    from sipedge.store import BindingStore, FleetView
     from sipedge.uplinks import RegistrationManager
 
 log = logging.getLogger(__name__)
@@ -94,6 +104,7 @@ class RegistrarStats:
     expired: int = 0
     invites_authenticated: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    fleet: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
 
 
 def flow_of(binding: Binding) -> Destination | None:
@@ -125,9 +136,11 @@ class EndpointService:
         store: BindingStore | None,
         registrations: RegistrationManager | None = None,
         clock: Callable[[], float] = time.time,
+        fleet: FleetView | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
+        self.fleet = fleet
         self.registrations = registrations
         self.table = BindingTable()
         self.stats = RegistrarStats()
@@ -166,6 +179,7 @@ class EndpointService:
         self.digest.configure(config.node_name, security.digest_algorithms, security.max_nonces)
         self.refusals.interval = security.log_interval
         self.policy: SwitchingPolicy = switching_policy(p)
+        self.fleet_peers = SourceTable([("fleet", config.fleet.peers)])
         # accounts removed from the config lose their bindings
         for account in [a for a in self.table.bindings if a not in self.passwords]:
             self._remove(account)
@@ -374,6 +388,9 @@ class EndpointService:
         """Mapping name for a new INVITE not from a mapping gateway; "" when answered here;
         None when it is nobody we know (the B2BUA answers 403)."""
         request = tx.request
+        if self.fleet is not None and self.is_fleet_peer(tx.source[0]):
+            self.stats.fleet["relayed_in"] += 1
+            return FLEET_PREFIX + tx.source[0]  # only to our own bindings: route()
         if self.registrations is not None:
             name = self.registrations.match(request, tx.source)
             if name is not None:
@@ -390,13 +407,24 @@ class EndpointService:
         self.stats.invites_authenticated += 1
         return ENDPOINT_PREFIX + account
 
-    def route(self, callee: str) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
-        """Where a call to `callee` goes if it is an endpoint account (480: not registered)."""
+    def is_fleet_peer(self, address: str) -> bool:
+        """Another edge of the fleet (`fleet.peers`): we relay its calls to our phones."""
+        return self.fleet is not None and self.fleet_peers.lookup(address) is not None
+
+    def route(
+        self, callee: str, mapping: str | None = None
+    ) -> tuple[GatewayTarget, SwitchingPolicy] | int | None:
+        """Where a call to `callee` goes if it is an endpoint account (480: not registered);
+        `mapping`: who the call came from (a fleet peer's calls go to our bindings only)."""
+        onward = relay_allowed(mapping)
         if callee not in self.passwords:
-            return None
-        binding = self.table.get(callee, self.clock())
+            return None if onward else 404  # a peer's call never reaches our gateways
+        now = self.clock()
+        binding = self.table.get(callee, now)
         if binding is None:
-            return 480
+            return self._fleet_route(callee, now) if onward else 480
+        if onward and self.fleet is not None:
+            self.stats.fleet["local"] += 1
         name = ENDPOINT_PREFIX + callee
         host, port = binding.source
         flow = flow_of(binding)
@@ -404,6 +432,22 @@ class EndpointService:
             name=name, address=host, port=port, transport=flow.transport if flow else UDP
         )
         target = GatewayTarget(name, host, port, gw, request_uri=binding.contact, flow=flow)
+        return target, self.policy
+
+    def _fleet_route(self, callee: str, now: float) -> tuple[GatewayTarget, SwitchingPolicy] | int:
+        """Through the edge that owns the phone's binding (and its NAT flow), or 480."""
+        if self.fleet is None:
+            return 480
+        timeout = self.config.fleet.node_timeout
+        choice = choose(self.fleet.lookup(callee), now, timeout, self.is_fleet_peer)
+        self.stats.fleet[choice.outcome] += 1
+        remote = choice.binding
+        if remote is None:
+            return 480
+        name = f"{ENDPOINT_PREFIX}{callee}@{remote.node}"
+        host, port = remote.node_host, remote.node_port
+        gw = RoutingGateway(name=name, address=host, port=port, transport=UDP)
+        target = GatewayTarget(name, host, port, gw, request_uri=relay_uri(callee, remote))
         return target, self.policy
 
     def bindings(self) -> list[dict[str, object]]:

@@ -310,6 +310,9 @@ class SipDaemonBase:
 
     # -- sipedge.guard.Peers -------------------------------------------------------------------
     def is_gateway(self, address: str) -> bool:
+        # a fleet peer relays calls to our phones: never rate-limited or banned (docs/fleet.md)
+        if self.registrar is not None and self.registrar.endpoints.is_fleet_peer(address):
+            return True
         return self._b2bua is not None and self._b2bua.is_gateway(address)
 
     def is_endpoint(self, address: str) -> bool:

@@ -1,11 +1,12 @@
 """Persistent state: CDRs and registrations, behind one interface with backends behind it.
 
-Public names: the records (`CallRecord`, `AttemptRecord`, `Binding`), the Protocols
-(`CdrStore`, `CdrReader`, `BindingStore`), `OnCommitted` (what `CdrStore.write` calls back once
-a CDR is committed), `StoreMetric`, `Unsupported`, `SchemaError` (a database this code must not
-use as it is), `PostgresSettings`, the openers below, which pick the backend (SQLite under
-`storage.path`, its CDRs group-committed by a writer thread; or PostgreSQL, its CDRs through a
-local spool), and `migrate_databases` (`sipedge db migrate`). docs/storage.md.
+Public names: the records (`CallRecord`, `AttemptRecord`, `Binding`, `RemoteBinding`), the
+Protocols (`CdrStore`, `CdrReader`, `BindingStore`, `FleetView`), `OnCommitted` (what
+`CdrStore.write` calls back once a CDR is committed), `StoreMetric`, `Unsupported`,
+`SchemaError` (a database this code must not use as it is), `PostgresSettings`, the openers
+below, which pick the backend (SQLite under `storage.path`, its CDRs group-committed by a
+writer thread; or PostgreSQL, its CDRs through a local spool), and `migrate_databases`
+(`sipedge db migrate`). docs/storage.md.
 
 Dependency direction: calls/, registrar/, api/, sipd and the CLI import store/; store/
 imports nothing else from sipedge. Only store/ talks to a database driver.
@@ -20,12 +21,13 @@ from sipedge.store.base import (
     CdrFilters,
     CdrReader,
     CdrStore,
+    FleetView,
     OnCommitted,
     StoreMetric,
     Unsupported,
 )
 from sipedge.store.postgres.settings import SPOOL, PostgresSettings
-from sipedge.store.records import AttemptRecord, Binding, CallRecord
+from sipedge.store.records import AttemptRecord, Binding, CallRecord, RemoteBinding
 from sipedge.store.schema import Migration, SchemaError, migrate_sqlite
 from sipedge.store.sqlite import bindings as sqlite_bindings
 from sipedge.store.sqlite import cdr as sqlite_cdr
@@ -40,8 +42,10 @@ __all__ = [
     "CdrFilters",
     "CdrReader",
     "CdrStore",
+    "FleetView",
     "OnCommitted",
     "PostgresSettings",
+    "RemoteBinding",
     "SchemaError",
     "StoreMetric",
     "Unsupported",
@@ -49,6 +53,7 @@ __all__ = [
     "open_binding_store",
     "open_cdr_reader",
     "open_cdr_store",
+    "open_fleet_view",
 ]
 
 
@@ -87,6 +92,16 @@ def open_binding_store(
 
         return PostgresBindingStore(postgres, migrate_on_start=migrate)
     return SqliteBindingStore(directory, migrate=migrate)
+
+
+def open_fleet_view(postgres: PostgresSettings | None, host: str, port: int) -> FleetView:
+    """The other edges' bindings and this edge's heartbeat (`host`, `port`: where the others
+    send calls for this edge's phones); only a shared database has a fleet."""
+    if postgres is None:
+        raise Unsupported("a fleet needs storage.backend postgresql (SQLite is one edge's)")
+    from sipedge.store.postgres.fleet import PostgresFleetView
+
+    return PostgresFleetView(postgres, host, port)
 
 
 def migrate_databases(

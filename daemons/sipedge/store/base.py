@@ -2,19 +2,19 @@
 backend. SQLite (`sipedge.store.sqlite`) is the first backend; a fleet backend implements the
 same Protocols.
 
-Owns: the `CdrStore`, `CdrReader` and `BindingStore` Protocols, the `OnCommitted` callback
-type, `StoreMetric` and the `Unsupported` error.
+Owns: the `CdrStore`, `CdrReader`, `BindingStore` and `FleetView` Protocols, the `OnCommitted`
+callback type, `StoreMetric` and the `Unsupported` error.
 Must not: import a database driver or anything from sipedge outside store/ (but the
 leaf `sipedge.typedefs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sipedge.store.records import Binding, CallRecord
+from sipedge.store.records import Binding, CallRecord, RemoteBinding
 
 
 class Unsupported(Exception):
@@ -169,4 +169,38 @@ class BindingStore(Protocol):
 
     def close(self) -> None:
         """Flush, then release the backend."""
+        ...
+
+
+class FleetView(Protocol):
+    """The other edges' live bindings, as this edge last read them from the shared database
+    (docs/fleet.md). Reads never wait for the database: `refresh()` starts a read (and this
+    edge's heartbeat) in the background; `lookup()` answers from the last completed one."""
+
+    @property
+    def up(self) -> bool:
+        """The last refresh reached the database."""
+        ...
+
+    @property
+    def failures(self) -> int:
+        """Refreshes that failed (a metric)."""
+        ...
+
+    def refresh(self, now: float, accounts: Collection[str]) -> bool:
+        """Say this edge is alive at `now` and read the others' live bindings of `accounts`;
+        False (nothing started) while the previous refresh is still in flight."""
+        ...
+
+    def lookup(self, account: str) -> list[RemoteBinding]:
+        """The other edges' bindings of `account` from the last refresh (maybe stale: the
+        caller checks `expires_at` and `node_seen_at`)."""
+        ...
+
+    def size(self) -> int:
+        """Remote bindings held (a gauge)."""
+        ...
+
+    def close(self) -> None:
+        """Withdraw this edge (the others stop sending to it at once), release the backend."""
         ...

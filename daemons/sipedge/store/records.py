@@ -1,7 +1,8 @@
 """The records every store backend keeps: plain dataclasses, no I/O.
 
-Owns: `CallRecord` and `AttemptRecord` (one CDR and its attempts) and `Binding` (one
-registration of an endpoint account).
+Owns: `CallRecord` and `AttemptRecord` (one CDR and its attempts), `Binding` (one
+registration of an endpoint account) and `RemoteBinding` (another edge's, read from a shared
+database: docs/fleet.md).
 Must not: import anything from sipedge, open files or sockets. The records carry only trivial
 views of themselves (`duration`, `live`, `to_json`); rules about them live with their users
 (`sipedge.calls`, `sipedge.registrar`).
@@ -89,3 +90,18 @@ class Binding:
         out["source"] = f"{host}:{self.source[1]}"
         out["expires_in"] = max(0, round(self.expires_at - now))
         return out
+
+
+@dataclass(frozen=True)
+class RemoteBinding:
+    """A live binding another edge of the fleet owns, with how to reach that edge: its fleet
+    address (`fleet.address`, `fleet.port`) and when it last said it is alive (wall clock)."""
+
+    node: str
+    account: str
+    contact: str
+    expires_at: float
+    registered_at: float
+    node_host: str
+    node_port: int
+    node_seen_at: float

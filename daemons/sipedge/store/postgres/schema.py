@@ -1,4 +1,4 @@
-"""The PostgreSQL schema (CDRs and bindings of every edge in one database) and its runner.
+"""The PostgreSQL schema (CDRs, bindings and the edges of the fleet, in one database).
 
 Steps are applied under a transaction-level advisory lock, each in its own transaction with
 its `schema_version` row, so two edges (or `sipedge db migrate` and a starting daemon)
@@ -60,6 +60,19 @@ CREATE TABLE bindings (
     PRIMARY KEY (node, account)
 )""",
             "CREATE INDEX bindings_account ON bindings (account)",
+        ),
+    ),
+    Migration(
+        2,
+        "the edges of the fleet: where each is reached, when it was last alive",
+        (
+            """
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    sip_host TEXT NOT NULL,
+    sip_port INTEGER NOT NULL,
+    seen_at DOUBLE PRECISION NOT NULL
+)""",
         ),
     ),
 )
