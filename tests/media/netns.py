@@ -163,7 +163,9 @@ class Mediad:
     proc: subprocess.Popen[bytes] | None = None
     logs: list[str] = field(default_factory=list)
 
-    def start(self, timeout: float = 60) -> Mediad:
+    def start(self, timeout: float = 60, wait_xdp: bool = True) -> Mediad:
+        """Start and wait for /healthz; with `wait_xdp`, also for the XDP loader to report
+        (mediad is ready in userspace before the program is attached)."""
         cmd = [str(BIN / "sipedge-mediad"), "--control-socket", str(self.sock), *self.args]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
@@ -176,7 +178,8 @@ class Mediad:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mediad exited {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.get("/healthz")[0] == 200:
+                status, health = self.get("/healthz")
+                if status == 200 and not (wait_xdp and health.get("xdp_loader")):
                     return self
             except OSError:
                 pass

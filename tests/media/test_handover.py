@@ -1,0 +1,198 @@
+"""The boot hand-over: mediad is ready in userspace before its XDP program is compiled, RTP that
+flows while the loader child compiles and attaches loses no packet, and the leg's counters move
+from packets-userspace to packets-xdp. Also the loader's failure (media.fast_path auto stays in
+userspace with the reason; a strict value stops mediad), and the map layer (bpfmap.MapFd over
+the fds the loader hands over) against bcc's own tables of the compiled program."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipedge.media.bpfmap import MapFd, decode
+from sipedge.media.xdp import Entry, XdpPath
+from tests.media import reference
+from tests.media.netns import Mediad, Topology, ns_socket, recv_all
+from tests.media.test_relay import KEYS, SO_RCVBUFFORCE, call, ns_mediad, xdp_attached
+from tests.media.test_xdp_strict import Bench, bench  # noqa: F401 (fixture)
+
+MAX_PACKETS = 20000  # 40 s at one packet per 2 ms: bounded even if XDP never attaches
+AFTER = 600  # packets sent once the hand-over is seen
+
+
+def _leg_a(m: Mediad) -> dict[str, Any]:
+    return dict(m.ok({"command": "query", "call-id": "ho"})["legs"][0])
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_rtp_during_xdp_load_loses_nothing(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+    pin = bpffs / "handover"
+    m = ns_mediad(topo, tmp_path, "xdp-native", pin)
+    t0 = time.monotonic()
+    m.start(wait_xdp=False)
+    ready_after = time.monotonic() - t0
+    health = m.get("/healthz")[1]
+    if health["xdp_loader"] is None and health["path"] == "userspace":
+        m.stop()
+        pytest.skip(f"XDP cannot load here: {health['path_reason']}")
+    # ready (READY=1, /healthz) in userspace while the program is still being compiled
+    assert health["path"] == "userspace" and health["xdp_loader"] == "loading", health
+    assert health["path_reason"] == "XDP loading" and health["xdp_ready_seconds"] is None
+    assert not xdp_attached(topo, "ra")
+    sa = ns_socket(topo.a, (topo.a_ip, 5200))
+    sb = ns_socket(topo.b, (topo.b_ip, 6200))
+    sb.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    key = KEYS[2].encode()
+    received: list[bytes] = []
+    stop_rx = threading.Event()
+
+    def rx() -> None:
+        while not stop_rx.is_set():
+            received.extend(d for d, _ in recv_all(sb, 1000, timeout=0.5))
+
+    receiver = threading.Thread(target=rx)
+    try:
+        offer, answer = call(m, "ho", sa.getsockname(), sb.getsockname(), 2)
+        assert answer["path"] == "userspace"
+        relay_a = (offer["address"], answer["port"])
+        receiver.start()
+        sent: list[bytes] = []
+        before: dict[str, Any] | None = None
+        handed_at: int | None = None
+        while len(sent) < MAX_PACKETS:
+            i = len(sent)
+            pkt = reference.rtp(i, ts=i * 160, ssrc=9, payload=bytes([i % 251]) * 160)
+            sa.sendto(reference.encrypt(2, key, pkt), relay_a)
+            sent.append(pkt)
+            time.sleep(0.002)
+            if i == 200:
+                before = _leg_a(m)
+            if i % 100 == 99 and handed_at is None and i > 200:
+                h = m.get("/healthz")[1]
+                if h["path"] == "xdp-native":
+                    handed_at = i
+                assert h["xdp_loader"] == "loading" or h["path"] == "xdp-native", h
+            if handed_at is not None and i >= handed_at + AFTER:
+                break
+        assert handed_at is not None, f"no hand-over after {len(sent)} packets\n{m.log()}"
+        deadline = time.monotonic() + 30
+        while len(received) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop_rx.set()
+        receiver.join()
+        # every packet, byte for byte (order may differ at the hand-over: sort by RTP seq)
+        got = sorted(received, key=lambda d: int.from_bytes(d[2:4], "big"))
+        assert len(got) == len(sent), f"lost {len(sent) - len(got)} of {len(sent)}\n{m.log()}"
+        assert got == sent
+        # the leg's counters: userspace first, then XDP
+        assert before is not None
+        assert before["packets-userspace"] > 200 and before["packets-xdp"] == 0, before
+        after = _leg_a(m)
+        assert after["packets-xdp"] >= AFTER - 100, after
+        assert after["packets-userspace"] + after["packets-xdp"] == len(sent), after
+        assert after["packets"] == len(sent)
+        # more packets now: only the XDP counter moves
+        for i in range(len(sent), len(sent) + 100):
+            pkt = reference.rtp(i, ts=i * 160, ssrc=9, payload=b"x" * 160)
+            sa.sendto(reference.encrypt(2, key, pkt), relay_a)
+            time.sleep(0.002)
+        assert len(recv_all(sb, 100, timeout=5)) == 100
+        last = _leg_a(m)
+        assert last["packets-userspace"] == after["packets-userspace"], (after, last)
+        assert last["packets-xdp"] == after["packets-xdp"] + 100, (after, last)
+        health = m.get("/healthz")[1]
+        assert health["path"] == "xdp-native" and health["xdp_loader"] is None
+        assert ready_after < health["xdp_ready_seconds"], (ready_after, health)
+        assert health["xdp_verdicts"]["relayed"] >= AFTER
+        assert "sipedge_media_xdp_ready_seconds" in m.get("/metrics")[1]
+        assert "sessions moved" in m.log()
+        m.ok({"command": "delete", "call-id": "ho"})
+        assert m.stop() == 0
+        assert not xdp_attached(topo, "ra") and not (pin / "sessions").exists()
+    finally:
+        stop_rx.set()
+        if receiver.is_alive():
+            receiver.join()
+        m.stop()
+        sa.close()
+        sb.close()
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_loader_failure(topo: Topology, tmp_path: Path) -> None:
+    """The loader child fails (its pin folder cannot be made): with media.fast_path auto mediad
+    relays on in userspace and says why; with xdp-native it was ready, then stops with 1."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    pin = blocker / "pins"  # mkdir fails in the child, after the quick checks passed
+    m = ns_mediad(topo, tmp_path, "auto", pin).start()
+    sa = ns_socket(topo.a, (topo.a_ip, 5300))
+    sb = ns_socket(topo.b, (topo.b_ip, 6300))
+    try:
+        health = m.get("/healthz")[1]
+        assert health["path"] == "userspace" and health["xdp_loader"] is None, health
+        assert health["path_reason"].startswith("XDP unavailable:"), health
+        assert "not-a-dir" in health["path_reason"], health
+        offer, answer = call(m, "fail", sa.getsockname(), sb.getsockname(), 0)
+        assert answer["path"] == "userspace"
+        for i in range(20):
+            sa.sendto(reference.rtp(i, payload=b"u" * 40), (offer["address"], answer["port"]))
+        assert len(recv_all(sb, 20)) == 20
+        assert m.ok({"command": "query", "call-id": "fail"})["legs"][0]["packets-xdp"] == 0
+    finally:
+        m.stop()
+        sa.close()
+        sb.close()
+    strict = ns_mediad(topo, tmp_path / "strict", "xdp-native", pin)
+    (tmp_path / "strict").mkdir()
+    try:
+        strict.start(wait_xdp=False)
+    except RuntimeError as exc:  # the loader failed before /healthz was polled
+        assert "exited 1" in str(exc)
+    assert strict.proc is not None
+    assert strict.proc.wait(timeout=120) == 1
+    log = strict.log()
+    assert log.index("mediad ready: path userspace (XDP loading)") < log.index("stopping"), log
+    assert "media.fast_path xdp-native" in log and "not-a-dir" in log
+    strict.proc = None
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_map_fds_match_bcc_tables(bench: Bench) -> None:  # noqa: F811
+    """What the loader hands over, read and written through bpfmap.MapFd, is what bcc's own
+    tables of the compiled program read and write (same layout, same per-CPU values)."""
+    xdp = bench.xdp
+    descs, fds = bench.run(xdp.handover)
+    maps = {
+        d["name"]: MapFd(os.dup(fd), decode(d["key"]), decode(d["leaf"]), d["percpu"])
+        for d, fd in zip(descs, fds, strict=True)
+    }
+    t = bench.topo
+    other = XdpPath(list(t.r_ifs), "native", xdp.pin_dir, max_sessions=xdp.max_sessions)
+    rc4 = Entry(t.b_ip, 6000, 47002, t.ra_ip, t.a_ip, 5000, in_mode=2, in_key=b"k" * 17)
+    xor = Entry(t.a_ip, 5000, 47000, t.rb_ip, latch=True, rtcp=True, out_mode=1, out_key=b"x")
+    try:
+        bench.run(xdp.put, t.ra_ip, 47000, rc4)  # bcc writes, MapFd reads
+        other.adopt_maps("native", True, maps)  # learns the counter slot bcc's side took
+        other.put(t.rb_ip, 47003, xor)  # MapFd writes, bcc reads
+        assert other.get(t.ra_ip, 47000) == rc4
+        assert bench.run(xdp.get, t.rb_ip, 47003) == xor
+        assert sorted(other.keys()) == sorted(bench.run(lambda: list(xdp.keys())))
+        assert other.stats(t.ra_ip, 47000) == bench.run(xdp.stats, t.ra_ip, 47000)
+        assert other.verdicts() == bench.run(xdp.verdicts)
+        other.remove(t.rb_ip, 47003)
+        assert bench.run(xdp.get, t.rb_ip, 47003) is None
+    finally:
+        other.close()
