@@ -19,15 +19,26 @@ from sipedge.media.bpfmap import MapFd, decode
 from sipedge.media.xdp import Entry, XdpPath
 from tests.media import reference
 from tests.media.netns import Mediad, Topology, ns_socket, recv_all
-from tests.media.test_relay import KEYS, SO_RCVBUFFORCE, call, ns_mediad, xdp_attached
+from tests.media.test_relay import (
+    KEYS,
+    SO_RCVBUFFORCE,
+    call,
+    ns_mediad,
+    pinned_entries,
+    xdp_attached,
+)
 from tests.media.test_xdp_strict import Bench, bench  # noqa: F401 (fixture)
 
 MAX_PACKETS = 20000  # 40 s at one packet per 2 ms: bounded even if XDP never attaches
 AFTER = 600  # packets sent once the hand-over is seen
 
 
+def _leg_a_of(m: Mediad, call_id: str) -> dict[str, Any]:
+    return dict(m.ok({"command": "query", "call-id": call_id})["legs"][0])
+
+
 def _leg_a(m: Mediad) -> dict[str, Any]:
-    return dict(m.ok({"command": "query", "call-id": "ho"})["legs"][0])
+    return _leg_a_of(m, "ho")
 
 
 @pytest.mark.root
@@ -196,3 +207,55 @@ def test_map_fds_match_bcc_tables(bench: Bench) -> None:  # noqa: F811
         assert bench.run(xdp.get, t.rb_ip, 47003) is None
     finally:
         other.close()
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_restart_keeps_the_previous_maps_in_step(
+    topo: Topology, tmp_path: Path, bpffs: Path
+) -> None:
+    """A restart with calls live: the previous program relays on while the new one compiles,
+    and the new mediad keeps its pinned maps in step from the start (a call ended in that
+    window leaves no entry behind; a leg that latches in it goes to XDP at once)."""
+    pin = bpffs / "window"
+    m = ns_mediad(topo, tmp_path, "xdp-native", pin).start()
+    sa = ns_socket(topo.a, (topo.a_ip, 5400))
+    sb = ns_socket(topo.b, (topo.b_ip, 6400))
+    try:
+        offer, answer = call(m, "keep", sa.getsockname(), sb.getsockname(), 1)
+        call(m, "gone", (topo.a_ip, 5402), (topo.b_ip, 6402), 0)
+        assert len(pinned_entries(pin)) == 8  # two calls, four directions each
+        m.stop()  # calls live: the program stays attached, the maps pinned
+        assert xdp_attached(topo, "ra")
+        m.start(wait_xdp=False)
+        health = m.get("/healthz")[1]
+        assert health["xdp_loader"] == "loading", health
+        assert health["path"] == "xdp-native", health
+        assert health["path_reason"].startswith("previous XDP program"), health
+        m.ok({"command": "delete", "call-id": "gone"})
+        assert len(pinned_entries(pin)) == 4  # at once, not at the hand-over
+        key = KEYS[1].encode()
+        relay_a = (offer["address"], answer["port"])
+        sent = [reference.rtp(i, payload=bytes([i]) * 80) for i in range(50)]
+        for pkt in sent:
+            sa.sendto(reference.encrypt(1, key, pkt), relay_a)
+            time.sleep(0.002)
+        assert [d for d, _ in recv_all(sb, 50)] == sent
+        leg = _leg_a_of(m, "keep")
+        assert leg["packets-xdp"] > 0 and m.get("/healthz")[1]["xdp_loader"] == "loading", leg
+        deadline = time.monotonic() + 300
+        while m.get("/healthz")[1]["xdp_loader"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = m.get("/healthz")[1]
+        assert health["path"] == "xdp-native" and health["path_reason"].startswith("attached")
+        assert len(pinned_entries(pin)) == 4
+        assert _leg_a_of(m, "keep")["packets"] == 50
+        m.ok({"command": "delete", "call-id": "keep"})
+        assert pinned_entries(pin) == []
+        assert m.stop() == 0
+        assert not xdp_attached(topo, "ra")
+    finally:
+        m.stop()
+        sa.close()
+        sb.close()

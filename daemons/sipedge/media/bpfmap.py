@@ -7,6 +7,9 @@ file descriptors and bcc's type descriptions of their keys and values to mediad,
 classes are decoded from the compiled program's own descriptions (`decode`), so the structs in
 ebpf/media_relay.c stay the only layout definition.
 
+`open_pinned` gives root mediad (before its drop) the maps a previous mediad left pinned, so
+that it keeps them in step while its own program is still being compiled.
+
 Owns: the subset of bcc's table interface that xdp.XdpPath uses (`Key`, `Leaf`, `[]`, `del`,
 `keys`, `items`, `getvalue`; per-CPU values as one `Leaf` array over the possible CPUs, as bcc
 does). Must not: compile, attach, pin or unpin anything.
@@ -41,6 +44,14 @@ def _libbpf() -> Any:
             ctypes.c_uint64,
         ]
         lib.libbpf_num_possible_cpus.restype = ctypes.c_int
+        lib.bpf_obj_get.restype = ctypes.c_int
+        lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+        lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
+        lib.bpf_obj_get_info_by_fd.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_uint32),
+        ]
         _lib = lib
     return _lib
 
@@ -57,6 +68,27 @@ def decode(desc: Any) -> Any:
     from bcc import BPF
 
     return BPF._decode_table_type(desc)
+
+
+class _MapInfo(ctypes.Structure):
+    """The head of the kernel's struct bpf_map_info (it copies what fits)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+    ]
+
+
+def open_pinned(path: str) -> int:
+    """A new fd of the map pinned at `path` (needs the pin's file permissions: root)."""
+    fd = int(_libbpf().bpf_obj_get(path.encode()))
+    if fd < 0:
+        raise _err(fd, f"bpf_obj_get {path}")
+    return fd
 
 
 def _err(rc: int, what: str) -> OSError:
@@ -77,6 +109,20 @@ class MapFd:
             self.Leaf = leaf * possible_cpus()
         else:
             self.Leaf = leaf
+
+    def check(self, max_entries: int) -> None:
+        """Raise ValueError unless the map's key, value and size are what this object
+        reads and writes."""
+        info = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        rc = _libbpf().bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
+        if rc < 0:
+            raise _err(rc, "bpf_obj_get_info_by_fd")
+        value = ctypes.sizeof(self.Leaf) // (possible_cpus() if self.percpu else 1)
+        want = (ctypes.sizeof(self.Key), value, max_entries)
+        have = (info.key_size, info.value_size, info.max_entries)
+        if have != want:
+            raise ValueError(f"map key/value/entries {have}, not {want}")
 
     def close(self) -> None:
         if self.fd >= 0:

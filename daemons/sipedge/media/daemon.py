@@ -131,7 +131,12 @@ class MediaDaemon:
         try:
             self.kernel = handover.take(self.xdp, result, self.table, *args)
         except XdpUnavailable as exc:
-            self.xdp = None
+            if self.settings.fast_path == "auto" and self.xdp.loaded:
+                self.path_reason = f"previous XDP program (a new one did not load: {exc})"
+                log.warning("new XDP program not loaded, the previous one relays on: %s", exc)
+                return
+            self.xdp = self.kernel = None
+            self.path = "userspace"
             self.path_reason = f"XDP unavailable: {exc}"
             if self.settings.fast_path != "auto":
                 log.error("media.fast_path %s: %s: stopping", self.settings.fast_path, exc)
@@ -140,6 +145,7 @@ class MediaDaemon:
             else:
                 log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
             return
+        handover.save_layout(self.settings.state_path.parent, result)
         self.xdp_ready = round(time.time() - self.started, 3)
         self.path = f"xdp-{result.mode}"
         self.path_reason = f"attached {result.mode} on {','.join(self.xdp.interfaces)}"
@@ -176,6 +182,12 @@ class MediaDaemon:
             if not self._token:
                 raise ValueError(f"media.metrics_token_file {s.metrics_token_file} is empty")
         self.xdp, self.loader, self.path_reason = handover.begin(s)
+        if self.xdp is not None:  # a restart: the previous program relays on meanwhile
+            args = (self.bind, self.bind6, self.tally, self.clock)
+            self.kernel = handover.reopen(self.xdp, s.state_path.parent, *args)
+            if self.kernel is not None:
+                self.path = f"xdp-{self.xdp.attached_mode}"
+                self.path_reason = "previous XDP program (the new one is loading)"
         if s.metrics_listen:
             host, port = split_listen(s.metrics_listen)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET

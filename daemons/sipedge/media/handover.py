@@ -5,7 +5,10 @@ XDP from then on, so none is lost).
 
 `begin` (as root, in `prepare()`): the quick checks (interfaces, root, kernel headers, bcc),
 then the loader child. `take` (in the event loop, when the child reports): the maps, the kernel
-table, every session synced and stale entries pruned.
+table, every session synced and stale entries pruned; `save_layout` then writes the maps' types
+to the state folder. At a restart the previous program is still attached and relays with the
+pinned maps: `reopen` (as root, before the drop) opens them with the saved types, so mediad
+keeps them in step from its first moment (a call ended meanwhile leaves no entry behind).
 
 Owns: which checks run before READY and how a report becomes a `KernelTable`. Must not: decide
 what a failure means for the daemon (media.fast_path auto stays in userspace, the strict
@@ -14,9 +17,14 @@ values stop mediad: daemon.py), or compile anything itself (loader.py's child do
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
+from sipedge.media.bpfmap import MapFd, decode, open_pinned
 from sipedge.media.kernel import KernelTable
 from sipedge.media.loader import Loader, LoadResult, spawn
 from sipedge.media.session import Session
@@ -27,6 +35,9 @@ from sipedge.media.xdp import XdpPath, XdpUnavailable
 log = logging.getLogger("sipedge.media")
 
 LOADING = "XDP loading"  # path_reason while the loader runs
+LAYOUT = "xdp-maps.json"  # in the state folder: the pinned maps' types, for `reopen`
+PINNED = ("sessions", "stats")
+MAX_LAYOUT = 1 << 18
 
 
 def begin(settings: MediaSettings) -> tuple[XdpPath | None, Loader | None, str]:
@@ -71,3 +82,60 @@ def take(
         xdp.close()
         raise XdpUnavailable(f"taking the XDP maps: {exc}") from None
     return kernel
+
+
+def save_layout(state_dir: Path, result: LoadResult) -> None:
+    """Remember the pinned maps' types and the program's mode for the next mediad's `reopen`
+    (written by mediad as run_as into its private state folder)."""
+    pinned = [d for d in result.layout if d.get("name") in PINNED]
+    data = json.dumps({"version": 1, "mode": result.mode, "maps": pinned})
+    tmp = state_dir / (LAYOUT + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(tmp, state_dir / LAYOUT)
+    except OSError as exc:
+        log.warning("cannot save the XDP map layout (a restart re-syncs later): %s", exc)
+
+
+def reopen(
+    xdp: XdpPath,
+    state_dir: Path,
+    bind: str,
+    bind6: str | None,
+    tally: XdpTally,
+    clock: Callable[[], float],
+) -> KernelTable | None:
+    """As root, at a restart: the maps the previous mediad left pinned (its program still
+    relays with them) when the saved layout and the maps agree, as a kernel table, so that
+    what changes while the new program compiles (ends, answers, latching) reaches the kernel
+    at once; None otherwise (the sessions reach the kernel at the hand-over)."""
+    if not all((xdp.pin_dir / name).exists() for name in PINNED):
+        return None
+    maps: dict[str, Any] = {}
+    try:
+        saved = json.loads((state_dir / LAYOUT).read_bytes()[:MAX_LAYOUT])
+        if saved.get("version") != 1 or saved.get("mode") not in ("native", "generic"):
+            raise ValueError(f"unknown layout {saved.get('version')!r}")
+        for d in saved["maps"]:
+            name = d["name"]
+            if name not in PINNED or name in maps:
+                raise ValueError(f"unexpected map {name!r}")
+            fd = open_pinned(str(xdp.pin_dir / name))
+            maps[name] = MapFd(fd, decode(d["key"]), decode(d["leaf"]), name == "stats")
+            maps[name].check(xdp.max_sessions)
+        xdp.adopt_maps(
+            saved["mode"],
+            True,
+            {"sessions": maps["sessions"], "stats": maps["stats"], "verdicts": None},
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, LookupError, TypeError, AttributeError, OSError, XdpUnavailable) as exc:
+        for m in maps.values():
+            m.close()
+        log.info("the previous XDP maps are not re-used until the new program loads: %s", exc)
+        return None
+    log.info("re-using the previous XDP program's maps (%s) while the new one loads", saved["mode"])
+    return KernelTable(xdp, bind, tally, clock, bind6)

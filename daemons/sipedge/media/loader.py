@@ -52,6 +52,7 @@ class LoadResult:
     adopted: bool = False  # the pinned maps of a previous mediad were reused
     seconds: float = 0.0  # the child's compile + attach time
     maps: dict[str, MapFd] = field(default_factory=dict)
+    layout: list[dict[str, Any]] = field(default_factory=list)  # the report's "maps"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
@@ -106,7 +107,7 @@ def parse(data: bytes, fds: list[int]) -> LoadResult:
             raise ValueError(f"unexpected maps {sorted(maps)}")
         return LoadResult(
             True, mode=str(msg["mode"]), adopted=bool(msg["adopted"]),
-            seconds=float(msg["seconds"]), maps=maps,
+            seconds=float(msg["seconds"]), maps=maps, layout=list(descs),
         )  # fmt: skip
     except (ValueError, LookupError, TypeError, OSError, AttributeError) as exc:
         for fd in fds:

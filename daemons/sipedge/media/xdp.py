@@ -399,8 +399,10 @@ class XdpPath:
         return descs, fds
 
     def adopt_maps(self, mode: str, adopted: bool, maps: dict[str, Any]) -> None:
-        """Use maps another process loaded (bpfmap.MapFd objects by name; see `handover`):
-        the program is attached in `mode` and stays so after that process exits."""
+        """Use maps another process loaded (bpfmap.MapFd objects by name; see `handover`;
+        "verdicts" may be None): the program is attached in `mode` and stays so after that
+        process exits. Handles held before are closed."""
+        self.close()
         self.attached_mode = mode
         self.adopted = adopted
         self._sessions, self._stats, self._verdicts = (
@@ -565,6 +567,8 @@ class XdpPath:
         failed payload copy; foreign_source: not from the latched peer), or why they went to
         userspace."""
         table = self._verdicts
+        if table is None:  # a previous mediad's maps, re-opened while ours loads
+            return dict.fromkeys(VERDICTS, 0)
         out = {}
         for i, name in enumerate(VERDICTS):
             out[name] = int(sum(table.getvalue(table.Key(i))))
@@ -572,24 +576,3 @@ class XdpPath:
 
     def count(self) -> int:
         return len(list(self._sessions.keys()))
-
-
-def prog_stats(interface: str) -> tuple[int, int] | None:
-    """(run_time_ns, run_cnt) of the XDP program on `interface` (kernel.bpf_stats_enabled)."""
-    out = subprocess.run(
-        ["bpftool", "-j", "net", "show", "dev", interface], capture_output=True, text=True
-    )
-    try:
-        info = json.loads(out.stdout)
-        xdp = info[0]["xdp"][0]
-        prog_id = int(xdp["id"])
-    except (ValueError, LookupError, TypeError):
-        return None
-    res = subprocess.run(
-        ["bpftool", "-j", "prog", "show", "id", str(prog_id)], capture_output=True, text=True
-    )
-    try:
-        prog = json.loads(res.stdout)
-    except ValueError:
-        return None
-    return int(prog.get("run_time_ns", 0)), int(prog.get("run_cnt", 0))
