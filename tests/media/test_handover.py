@@ -58,6 +58,7 @@ def test_rtp_during_xdp_load_loses_nothing(topo: Topology, tmp_path: Path, bpffs
     assert health["path"] == "userspace" and health["xdp_loader"] == "loading", health
     assert health["path_reason"] == "XDP loading" and health["xdp_ready_seconds"] is None
     assert not xdp_attached(topo, "ra")
+    assert "sipedge_media_xdp_loading 1.0" in m.get("/metrics")[1]
     sa = ns_socket(topo.a, (topo.a_ip, 5200))
     sb = ns_socket(topo.b, (topo.b_ip, 6200))
     sb.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
@@ -123,7 +124,9 @@ def test_rtp_during_xdp_load_loses_nothing(topo: Topology, tmp_path: Path, bpffs
         assert health["path"] == "xdp-native" and health["xdp_loader"] is None
         assert ready_after < health["xdp_ready_seconds"], (ready_after, health)
         assert health["xdp_verdicts"]["relayed"] >= AFTER
-        assert "sipedge_media_xdp_ready_seconds" in m.get("/metrics")[1]
+        metrics = m.get("/metrics")[1]
+        assert "sipedge_media_xdp_ready_seconds" in metrics
+        assert "sipedge_media_xdp_loading 0.0" in metrics
         assert "sessions moved" in m.log()
         m.ok({"command": "delete", "call-id": "ho"})
         assert m.stop() == 0

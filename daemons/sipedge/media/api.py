@@ -63,6 +63,7 @@ class MediaCounters:
     dropped: dict[str, int]  # packets dropped by reason (DROP_REASONS), monotonic
     expired: int  # sessions deleted for idleness, monotonic
     xdp_ready_seconds: float | None = None  # start to the hand-over to XDP (None: not yet)
+    xdp_loading: bool = False  # the XDP loader child still compiles and attaches
 
 
 class MediaControl(Protocol):
@@ -162,6 +163,11 @@ class MediaCollector:
         for name in ("xdp-native", "xdp-generic", "userspace"):
             path.add_metric([name], 1.0 if c.path == name else 0.0)
         yield path
+        yield GaugeMetricFamily(
+            "sipedge_media_xdp_loading",
+            "1 while the XDP program is being compiled and attached (relaying in userspace)",
+            value=1.0 if c.xdp_loading else 0.0,
+        )
         if c.xdp_ready_seconds is not None:
             yield GaugeMetricFamily(
                 "sipedge_media_xdp_ready_seconds",

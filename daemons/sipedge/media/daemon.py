@@ -127,7 +127,7 @@ class MediaDaemon:
         (media.fast_path auto) or stops (xdp-native/xdp-generic demand XDP)."""
         self.loader = None
         assert self.xdp is not None
-        args = (self.bind, self.bind6, self.tally, self.clock)
+        args = (self.bind, self.bind6, self.tally, self.clock, self.settings.state_path.parent)
         try:
             self.kernel = handover.take(self.xdp, result, self.table, *args)
         except XdpUnavailable as exc:
@@ -145,14 +145,9 @@ class MediaDaemon:
             else:
                 log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
             return
-        handover.save_layout(self.settings.state_path.parent, result)
         self.xdp_ready = round(time.time() - self.started, 3)
         self.path = f"xdp-{result.mode}"
         self.path_reason = f"attached {result.mode} on {','.join(self.xdp.interfaces)}"
-        log.info(
-            "XDP %s attached (compiled in %.1f s, %.1f s after start): %d sessions moved",
-            result.mode, result.seconds, self.xdp_ready, len(self.table),
-        )  # fmt: skip
 
     def prepare(self) -> None:
         """What needs root (before any thread or event loop): resolve addresses, make the
@@ -544,6 +539,7 @@ class MediaDaemon:
             },
             expired=self.totals.expired,
             xdp_ready_seconds=self.xdp_ready,
+            xdp_loading=self.loader is not None,
         )
 
     def health(self) -> dict[str, Any]:

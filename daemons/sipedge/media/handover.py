@@ -66,9 +66,11 @@ def take(
     bind6: str | None,
     tally: XdpTally,
     clock: Callable[[], float],
+    state_dir: Path,
 ) -> KernelTable:
-    """The kernel table over the maps the loader handed over, with every session in it;
-    raises XdpUnavailable (with the loader's reason) when there is none."""
+    """The kernel table over the maps the loader handed over, with every session in it (the
+    layout saved for the next start); raises XdpUnavailable (with the loader's reason) when
+    there is none."""
     if not result.ok:
         raise XdpUnavailable(result.error)
     live = list(sessions)
@@ -81,6 +83,11 @@ def take(
     except (OSError, ValueError, RuntimeError) as exc:
         xdp.close()
         raise XdpUnavailable(f"taking the XDP maps: {exc}") from None
+    save_layout(state_dir, result)
+    log.info(
+        "XDP %s attached on %s (compiled in %.1f s): %d sessions moved onto it",
+        result.mode, ",".join(xdp.interfaces), result.seconds, len(live),
+    )  # fmt: skip
     return kernel
 
 
