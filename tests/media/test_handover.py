@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 from sipedge.media.bpfmap import MapFd, decode
+from sipedge.media.handover import reopen
+from sipedge.media.loader import parse
+from sipedge.media.tally import XdpTally
 from sipedge.media.xdp import Entry, XdpPath
 from tests.media import reference
 from tests.media.netns import Mediad, Topology, ns_socket, recv_all
@@ -262,3 +265,68 @@ def test_restart_keeps_the_previous_maps_in_step(
         m.stop()
         sa.close()
         sb.close()
+
+
+def _loaders(pin: Path) -> list[int]:
+    """Pids of loader children working for `pin`."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"sipedge.media.loader" in cmdline and str(pin).encode() in cmdline:
+            out.append(int(proc.name))
+    return out
+
+
+@pytest.mark.root
+@pytest.mark.xdp
+@pytest.mark.slow
+def test_stop_while_loading_ends_the_loader(topo: Topology, tmp_path: Path, bpffs: Path) -> None:
+    pin = bpffs / "early"
+    m = ns_mediad(topo, tmp_path, "xdp-native", pin).start(wait_xdp=False)
+    try:
+        if m.get("/healthz")[1]["xdp_loader"] != "loading":
+            pytest.skip("the loader was done before the test could stop mediad")
+        assert _loaders(pin), "no loader child while /healthz says loading"
+        assert m.stop() == 0
+        deadline = time.monotonic() + 10
+        while _loaders(pin) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _loaders(pin) == []
+    finally:
+        m.stop()
+
+
+def test_loader_report_refusals() -> None:
+    """mediad's reading of the child's report: a failure keeps its reason, a malformed or
+    inconsistent report is refused and the fds that came with it are closed."""
+    assert parse(b'{"ok": false, "error": "verifier said no"}', []).error == "verifier said no"
+    assert not parse(b"not json", []).ok
+    r, w = os.pipe()
+    os.close(w)
+    bad = parse(b'{"ok": true, "mode": "native", "adopted": false, "seconds": 1, "maps": []}', [r])
+    assert not bad.ok and "1 map fds for 0 maps" in bad.error
+    with pytest.raises(OSError):
+        os.fstat(r)  # closed by the refusal
+
+
+def test_layout_file_refusals(tmp_path: Path) -> None:
+    """`reopen` uses the saved layout only when it is a regular file (no link, no FIFO) and
+    the pins exist; anything else means: wait for the loader."""
+    pin = tmp_path / "pins"
+    pin.mkdir()
+    xdp = XdpPath(["lo"], "native", pin, max_sessions=8)
+    args = ("127.0.0.1", None, XdpTally(), time.time)
+    assert reopen(xdp, tmp_path, *args) is None  # no pins
+    for name in ("sessions", "stats"):
+        (pin / name).write_text("")
+    assert reopen(xdp, tmp_path, *args) is None  # no layout saved
+    os.mkfifo(tmp_path / "xdp-maps.json")
+    assert reopen(xdp, tmp_path, *args) is None  # a FIFO: refused, not waited on
+    (tmp_path / "xdp-maps.json").unlink()
+    (tmp_path / "elsewhere.json").write_text('{"version": 1}')
+    (tmp_path / "xdp-maps.json").symlink_to(tmp_path / "elsewhere.json")
+    assert reopen(xdp, tmp_path, *args) is None
+    assert not xdp.loaded

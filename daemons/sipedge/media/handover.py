@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,18 @@ def save_layout(state_dir: Path, result: LoadResult) -> None:
         log.warning("cannot save the XDP map layout (a restart re-syncs later): %s", exc)
 
 
+def _read_regular(path: Path) -> bytes:
+    """At most MAX_LAYOUT bytes of a regular file, read as root from run_as's folder: no
+    link followed, no FIFO waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        return os.read(fd, MAX_LAYOUT)
+    finally:
+        os.close(fd)
+
+
 def reopen(
     xdp: XdpPath,
     state_dir: Path,
@@ -122,7 +135,7 @@ def reopen(
         return None
     maps: dict[str, Any] = {}
     try:
-        saved = json.loads((state_dir / LAYOUT).read_bytes()[:MAX_LAYOUT])
+        saved = json.loads(_read_regular(state_dir / LAYOUT))
         if saved.get("version") != 1 or saved.get("mode") not in ("native", "generic"):
             raise ValueError(f"unknown layout {saved.get('version')!r}")
         for d in saved["maps"]:
