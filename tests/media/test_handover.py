@@ -6,6 +6,7 @@ the fds the loader hands over) against bcc's own tables of the compiled program.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import threading
@@ -15,11 +16,17 @@ from typing import Any
 
 import pytest
 
-from sipedge.media.bpfmap import MapFd, decode
+from sipedge.media.bpfmap import MapFd, decode, possible_cpus
 from sipedge.media.handover import reopen
 from sipedge.media.loader import parse
 from sipedge.media.tally import XdpTally
-from sipedge.media.xdp import Entry, XdpPath
+from sipedge.media.xdp import (
+    SESSIONS_KEY_SIZE,
+    SESSIONS_VALUE_SIZE,
+    STATS_VALUE_SIZE,
+    Entry,
+    XdpPath,
+)
 from tests.media import reference
 from tests.media.netns import Mediad, Topology, ns_socket, recv_all
 from tests.media.test_relay import (
@@ -32,7 +39,7 @@ from tests.media.test_relay import (
 )
 from tests.media.test_xdp_strict import Bench, bench  # noqa: F401 (fixture)
 
-MAX_PACKETS = 20000  # 40 s at one packet per 2 ms: bounded even if XDP never attaches
+MAX_PACKETS = 60000  # 2 min or more at one packet per 2 ms (RTP seq < 65536): bounded
 AFTER = 600  # packets sent once the hand-over is seen
 
 
@@ -200,6 +207,9 @@ def test_map_fds_match_bcc_tables(bench: Bench) -> None:  # noqa: F811
     other = XdpPath(list(t.r_ifs), "native", xdp.pin_dir, max_sessions=xdp.max_sessions)
     rc4 = Entry(t.b_ip, 6000, 47002, t.ra_ip, t.a_ip, 5000, in_mode=2, in_key=b"k" * 17)
     xor = Entry(t.a_ip, 5000, 47000, t.rb_ip, latch=True, rtcp=True, out_mode=1, out_key=b"x")
+    assert ctypes.sizeof(maps["sessions"].Leaf) == SESSIONS_VALUE_SIZE
+    assert ctypes.sizeof(maps["sessions"].Key) == SESSIONS_KEY_SIZE
+    assert ctypes.sizeof(maps["stats"].Leaf) == STATS_VALUE_SIZE * possible_cpus()
     try:
         bench.run(xdp.put, t.ra_ip, 47000, rc4)  # bcc writes, MapFd reads
         other.adopt_maps("native", True, maps)  # learns the counter slot bcc's side took

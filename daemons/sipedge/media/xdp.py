@@ -11,7 +11,9 @@ key-schedule prefix). Keys are exact (local address, port): no wildcard address.
 16 bytes in the maps: IPv6 as is, IPv4 as IPv4-mapped (::ffff:a.b.c.d), and an entry's
 `family` byte says which header the program parses and writes.
 Must not: decide latching or sources (mediad's session code does; an entry only carries them).
-Driven by: media/daemon.py (load as root, then put/get/remove/stats with CAP_BPF only).
+Driven by: media/loader.py's child (`load` as root, then `handover`: the map fds and bcc's
+type descriptions) and media/daemon.py (`adopt_maps` over bpfmap.MapFd, then
+put/get/remove/stats with CAP_BPF only).
 """
 
 from __future__ import annotations
@@ -410,8 +412,6 @@ class XdpPath:
             maps["stats"],
             maps["verdicts"],
         )
-        if ctypes.sizeof(self._sessions.Leaf) != SESSIONS_VALUE_SIZE:
-            raise XdpUnavailable(f"struct relay_entry is not {SESSIONS_VALUE_SIZE} bytes")
         self._adopt_slots()
 
     @property
