@@ -151,8 +151,9 @@ class MediaDaemon:
 
     def prepare(self) -> None:
         """What needs root (before any thread or event loop): resolve addresses, make the
-        private directories, read the token, load XDP, bind the metrics listener, then drop to
-        `run_as`. Raises PrivilegeError, JournalError, XdpUnavailable, OSError, ValueError."""
+        private directories, read the token, start the XDP loader child (and re-open a previous
+        mediad's pinned maps), bind the metrics listener, then drop to `run_as`.
+        Raises PrivilegeError, JournalError, XdpUnavailable, OSError, ValueError."""
         if self._prepared:
             return
         s = self.settings

@@ -51,12 +51,18 @@ def begin(settings: MediaSettings) -> tuple[XdpPath | None, Loader | None, str]:
     xdp = XdpPath(settings.interfaces, mode, settings.pin_dir, max_sessions=settings.port_count)
     try:
         xdp.precheck()
+        loader = spawn(xdp.interfaces, mode, xdp.pin_dir, xdp.max_sessions)
+    except OSError as exc:  # the child could not start (no fork, no memory)
+        if fp != "auto":
+            raise XdpUnavailable(f"the XDP loader did not start: {exc}") from None
+        log.warning("the XDP loader did not start, relaying in userspace: %s", exc)
+        return None, None, f"the XDP loader did not start: {exc}"
     except XdpUnavailable as exc:
         if fp != "auto":
             raise
         log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
         return None, None, str(exc)
-    return xdp, spawn(xdp.interfaces, mode, xdp.pin_dir, xdp.max_sessions), LOADING
+    return xdp, loader, LOADING
 
 
 def take(
