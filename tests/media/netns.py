@@ -163,7 +163,10 @@ class Mediad:
     proc: subprocess.Popen[bytes] | None = None
     logs: list[str] = field(default_factory=list)
 
-    def start(self, timeout: float = 60) -> Mediad:
+    def start(self, timeout: float = 60, wait_xdp: bool = True, xdp_timeout: float = 240) -> Mediad:
+        """Start and wait for /healthz (`timeout`); with `wait_xdp`, also for the XDP loader
+        to report (`xdp_timeout` more: mediad is ready in userspace before bcc has compiled
+        the program, which takes long on a busy machine)."""
         cmd = [str(BIN / "sipedge-mediad"), "--control-socket", str(self.sock), *self.args]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
@@ -172,12 +175,16 @@ class Mediad:
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
+        ready = False
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mediad exited {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.get("/healthz")[0] == 200:
+                status, health = self.get("/healthz")
+                if status == 200 and not (wait_xdp and health.get("xdp_loader")):
                     return self
+                if status == 200 and not ready:
+                    ready, deadline = True, time.monotonic() + xdp_timeout
             except OSError:
                 pass
             time.sleep(0.05)

@@ -12,6 +12,9 @@ thread shows exactly that. ctypes over libc `prctl`/`capset`; uid and gid calls 
 only when it is owned by one of `owners` and writable by its owner alone; as root it may hand
 a root-owned one to the daemon's user with `fchown` on a descriptor (never a path).
 
+`bind_unix(path, mode)`: a listening Unix socket born with `mode` (umask around bind, never a
+chmod on a path).
+
 Owns: the syscalls and the /proc parsing of process privileges. Must not: import anything of
 sipedge or know which capabilities a daemon needs (callers pass them).
 """
@@ -22,6 +25,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import socket
 import stat
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -258,3 +262,22 @@ def hand_file_to(path: Path, uid: int, gid: int) -> None:
         os.fchown(fd, uid, gid)
     finally:
         os.close(fd)
+
+
+def bind_unix(path: Path, mode: int) -> socket.socket:
+    """A listening, non-blocking Unix stream socket at `path` (a stale one is replaced), born
+    with `mode` (umask around bind; no chmod on a path someone could swap)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock

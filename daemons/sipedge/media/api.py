@@ -62,6 +62,8 @@ class MediaCounters:
     errors: dict[str, int]  # refused control requests by error code
     dropped: dict[str, int]  # packets dropped by reason (DROP_REASONS), monotonic
     expired: int  # sessions deleted for idleness, monotonic
+    xdp_ready_seconds: float | None = None  # start to the hand-over to XDP (None: not yet)
+    xdp_loading: bool = False  # the XDP loader child still compiles and attaches
 
 
 class MediaControl(Protocol):
@@ -161,6 +163,17 @@ class MediaCollector:
         for name in ("xdp-native", "xdp-generic", "userspace"):
             path.add_metric([name], 1.0 if c.path == name else 0.0)
         yield path
+        yield GaugeMetricFamily(
+            "sipedge_media_xdp_loading",
+            "1 while the XDP program is being compiled and attached (relaying in userspace)",
+            value=1.0 if c.xdp_loading else 0.0,
+        )
+        if c.xdp_ready_seconds is not None:
+            yield GaugeMetricFamily(
+                "sipedge_media_xdp_ready_seconds",
+                "Seconds from mediad's start until its sessions moved onto the XDP path",
+                value=c.xdp_ready_seconds,
+            )
         relay = c.userspace
         if relay is not None:
             yield CounterMetricFamily(

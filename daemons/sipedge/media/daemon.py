@@ -1,9 +1,10 @@
 """sipedge-mediad: RTP relay sessions over an XDP fast path with a userspace fallback.
 
-Owns: the daemon's lifecycle (as root: XDP load, private directories, the metrics listener,
-then the drop to `run_as` with CAP_BPF or nothing; then the journal, the control socket, idle
-expiry), the ng commands, and keeping the kernel table and the journal in step with the
-sessions. `MediaDaemon` implements `api.MediaControl` for the control API.
+Owns: the daemon's lifecycle (as root: private directories, starting the XDP loader child, the
+metrics listener, then the drop to `run_as` with CAP_BPF or nothing; then the journal, the
+control socket, idle expiry, READY at once in userspace, and the hand-over of every session to
+the XDP path when the loader reports), the ng commands, and keeping the kernel table and the
+journal in step with the sessions. `MediaDaemon` implements `api.MediaControl` for the API.
 Must not: be imported by the other modules of media/ (they call back through Protocols and
 callbacks), or import the SIP side (sipd, calls/, sip/).
 """
@@ -27,11 +28,13 @@ from sipedge.appliance.privileges import (
     CAP_BPF,
     PrivilegeError,
     User,
+    bind_unix,
     drop_privileges,
     hand_file_to,
     lookup_user,
     private_dir,
 )
+from sipedge.media import handover
 from sipedge.media.api import (
     MediaCounters,
     UserspaceCounters,
@@ -43,6 +46,7 @@ from sipedge.media.crypto import rc4_backend
 from sipedge.media.expiry import IdleSweeper
 from sipedge.media.journal import Journal, JournalError
 from sipedge.media.kernel import KernelTable, cleanup
+from sipedge.media.loader import Loader, LoadResult
 from sipedge.media.ports import PortAllocator
 from sipedge.media.relay import Relay
 from sipedge.media.report import leg_info
@@ -84,6 +88,8 @@ class MediaDaemon:
         self.xdp: XdpPath | None = None
         self.kernel: KernelTable | None = None  # the XDP table, once XDP is loaded
         self.relay: Relay | None = None
+        self.loader: Loader | None = None  # the XDP loader child, while it runs
+        self.xdp_ready: float | None = None  # seconds from start to the hand-over to XDP
         self.table = SessionTable(
             PortAllocator(*settings.port_range),
             settings.mode,
@@ -107,6 +113,7 @@ class MediaDaemon:
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self._prepared = False
+        self.failed = ""  # why mediad stops on its own (XDP demanded but not loaded)
         self._metrics_sock: socket.socket | None = None
         self._token = ""
         self._runners: list[web.AppRunner] = []
@@ -115,35 +122,38 @@ class MediaDaemon:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _load_xdp(self) -> None:
-        fp = self.settings.fast_path
-        if fp == "userspace":
-            self.path_reason = "media.fast_path is userspace"
-            return
-        mode = {"xdp-native": "native", "xdp-generic": "generic"}.get(fp, "auto")
-        xdp = XdpPath(
-            self.settings.interfaces,
-            mode,
-            self.settings.pin_dir,
-            max_sessions=self.settings.port_count,
-        )
+    def _on_loaded(self, result: LoadResult) -> None:
+        """The loader reported: every session moves onto XDP, or mediad stays in userspace
+        (media.fast_path auto) or stops (xdp-native/xdp-generic demand XDP)."""
+        self.loader = None
+        assert self.xdp is not None
+        args = (self.bind, self.bind6, self.tally, self.clock, self.settings.state_path.parent)
         try:
-            attached = xdp.load()
+            self.kernel = handover.take(self.xdp, result, self.table, *args)
         except XdpUnavailable as exc:
-            if fp != "auto":
-                raise
-            self.path_reason = str(exc)
-            log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
+            if self.settings.fast_path == "auto" and self.xdp.loaded:
+                self.path_reason = f"previous XDP program (a new one did not load: {exc})"
+                log.warning("new XDP program not loaded, the previous one relays on: %s", exc)
+                return
+            self.xdp = self.kernel = None
+            self.path = "userspace"
+            self.path_reason = f"XDP unavailable: {exc}"
+            if self.settings.fast_path != "auto":
+                log.error("media.fast_path %s: %s: stopping", self.settings.fast_path, exc)
+                self.failed = str(exc)
+                self.request_stop()
+            else:
+                log.warning("XDP fast path unavailable, relaying in userspace: %s", exc)
             return
-        self.xdp = xdp
-        self.kernel = KernelTable(xdp, self.bind, self.tally, self.clock, self.bind6)
-        self.path = f"xdp-{attached}"
-        self.path_reason = f"attached {attached} on {','.join(self.settings.interfaces)}"
+        self.xdp_ready = round(time.time() - self.started, 3)
+        self.path = f"xdp-{result.mode}"
+        self.path_reason = f"attached {result.mode} on {','.join(self.xdp.interfaces)}"
 
     def prepare(self) -> None:
         """What needs root (before any thread or event loop): resolve addresses, make the
-        private directories, read the token, load XDP, bind the metrics listener, then drop to
-        `run_as`. Raises PrivilegeError, JournalError, XdpUnavailable, OSError, ValueError."""
+        private directories, read the token, start the XDP loader child (and re-open a previous
+        mediad's pinned maps), bind the metrics listener, then drop to `run_as`.
+        Raises PrivilegeError, JournalError, XdpUnavailable, OSError, ValueError."""
         if self._prepared:
             return
         s = self.settings
@@ -167,7 +177,13 @@ class MediaDaemon:
             self._token = s.metrics_token_file.read_text().strip()
             if not self._token:
                 raise ValueError(f"media.metrics_token_file {s.metrics_token_file} is empty")
-        self._load_xdp()
+        self.xdp, self.loader, self.path_reason = handover.begin(s)
+        if self.xdp is not None:  # a restart: the previous program relays on meanwhile
+            args = (self.bind, self.bind6, self.tally, self.clock)
+            self.kernel = handover.reopen(self.xdp, s.state_path.parent, *args)
+            if self.kernel is not None:
+                self.path = f"xdp-{self.xdp.attached_mode}"
+                self.path_reason = "previous XDP program (the new one is loading)"
         if s.metrics_listen:
             host, port = split_listen(s.metrics_listen)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -178,7 +194,7 @@ class MediaDaemon:
             sock.setblocking(False)
             self._metrics_sock = sock
         if user is not None:
-            keep = (CAP_BPF,) if self.xdp is not None else ()
+            keep = (CAP_BPF,) if self.loader is not None else ()
             drop_privileges(user, keep)
             self.user = user
             log.info(
@@ -189,34 +205,18 @@ class MediaDaemon:
             )
         self._prepared = True
 
-    def _bind_control(self) -> socket.socket:
-        """The control socket, born 0660 (umask around bind; no chmod on a path)."""
-        path = self.settings.control_socket
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o117)
-        try:
-            sock.bind(str(path))
-        except OSError:
-            sock.close()
-            raise
-        finally:
-            os.umask(old)
-        sock.listen(128)
-        sock.setblocking(False)
-        return sock
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.prepare()
         self.relay = Relay(loop, self.bind, self.table, self._on_latch, self.bind6)
         self.table.probe = self.relay.open_pair
         self._readopt()
+        if self.loader is not None:
+            self.loader.watch(loop, self._on_loaded)
         runner = web.AppRunner(build_app(self), access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, self._bind_control()).start()
+        await web.SockSite(runner, bind_unix(self.settings.control_socket, 0o660)).start()
         if self.settings.http_listen:
             host, port = split_listen(self.settings.http_listen)
             await web.TCPSite(runner, host, port).start()
@@ -259,9 +259,12 @@ class MediaDaemon:
         self._runners.clear()
         with contextlib.suppress(FileNotFoundError):
             self.settings.control_socket.unlink()
+        if self.loader is not None:
+            self.loader.stop()
+            self.loader = None
         if self.relay is not None:
             self.relay.close()
-        if self.xdp is not None:
+        if self.xdp is not None and self.xdp.loaded:
             if len(self.table) == 0 and self.user is None:
                 log.info("no calls: detaching XDP and removing pinned maps")
                 self.xdp.detach()
@@ -286,6 +289,8 @@ class MediaDaemon:
             await self._stop.wait()
         finally:
             await self.stop()
+        if self.failed:
+            raise XdpUnavailable(self.failed)
 
     # -- journal -------------------------------------------------------------------------
 
@@ -534,6 +539,8 @@ class MediaDaemon:
                 NO_SESSION: drops[NO_SESSION],
             },
             expired=self.totals.expired,
+            xdp_ready_seconds=self.xdp_ready,
+            xdp_loading=self.loader is not None,
         )
 
     def health(self) -> dict[str, Any]:
@@ -546,7 +553,9 @@ class MediaDaemon:
             "max_sessions": self.table.max_sessions,
             "ports_in_use": 2 * self.table.ports.used,
             "uptime": round(time.time() - self.started, 3),
-            "xdp_verdicts": self.xdp.verdicts() if self.xdp is not None else None,
+            "xdp_loader": "loading" if self.loader is not None else None,
+            "xdp_ready_seconds": self.xdp_ready,
+            "xdp_verdicts": self.kernel.xdp.verdicts() if self.kernel is not None else None,
             "rc4_userspace": rc4_backend(),
             "user": self.user.name if self.user else None,
         }

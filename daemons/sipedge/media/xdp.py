@@ -12,7 +12,9 @@ key-schedule prefix). Keys are exact (local address, port): no wildcard address.
 are of the family packets arrive in; the entry's `family` byte is the one of its destination
 and source, i.e. of the header the program writes (4 <-> 6 when the two differ).
 Must not: decide latching or sources (mediad's session code does; an entry only carries them).
-Driven by: media/daemon.py (load as root, then put/get/remove/stats with CAP_BPF only).
+Driven by: media/loader.py's child (`load` as root, then `handover`: the map fds and bcc's
+type descriptions) and media/daemon.py (`adopt_maps` over bpfmap.MapFd, then
+put/get/remove/stats with CAP_BPF only).
 """
 
 from __future__ import annotations
@@ -236,8 +238,8 @@ class XdpPath:
 
     # -- load / attach -------------------------------------------------------------------
 
-    def load(self) -> str:
-        """Compile, attach to every interface; returns "native" or "generic"."""
+    def precheck(self) -> None:
+        """What load() needs, checked without compiling; raises XdpUnavailable."""
         if not self.interfaces:
             raise XdpUnavailable("media.interfaces is empty")
         if os.geteuid() != 0:
@@ -252,9 +254,15 @@ class XdpPath:
             except OSError:
                 raise XdpUnavailable(f"interface {dev!r} does not exist") from None
         try:
-            from bcc import BPF
+            import bcc  # noqa: F401
         except ImportError as exc:
             raise XdpUnavailable(f"bcc is not importable ({exc})") from None
+
+    def load(self) -> str:
+        """Compile, attach to every interface; returns "native" or "generic"."""
+        self.precheck()
+        from bcc import BPF
+
         self._enable_forwarding()
         ensure_bpffs(self.pin_dir)
         self.pin_dir.mkdir(parents=True, exist_ok=True)
@@ -387,18 +395,54 @@ class XdpPath:
                 except OSError as exc:
                     log.warning("cannot enable %s forwarding on %s: %s", ipv, dev, exc)
 
+    def handover(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The loaded maps for `adopt_maps` in another process: bcc's descriptions of their
+        key and value types, and their fds (in the same order)."""
+        from bcc.libbcc import lib
+
+        descs, fds = [], []
+        tables = (
+            ("sessions", self._sessions),
+            ("stats", self._stats),
+            ("verdicts", self._verdicts),
+        )
+        for name, table in tables:
+            d: dict[str, Any] = {"name": name, "percpu": name != "sessions"}
+            for part, get in (("key", lib.bpf_table_key_desc), ("leaf", lib.bpf_table_leaf_desc)):
+                d[part] = json.loads(get(self._bpf.module, name.encode()).decode())
+            descs.append(d)
+            fds.append(table.map_fd)
+        return descs, fds
+
+    def adopt_maps(self, mode: str, adopted: bool, maps: dict[str, Any]) -> None:
+        """Use maps another process loaded (bpfmap.MapFd objects by name; see `handover`;
+        "verdicts" may be None): the program is attached in `mode` and stays so after that
+        process exits. Handles held before are closed."""
+        self.close()
+        self.attached_mode = mode
+        self.adopted = adopted
+        self._sessions, self._stats, self._verdicts = (
+            maps["sessions"],
+            maps["stats"],
+            maps["verdicts"],
+        )
+        self._adopt_slots()
+
     @property
     def loaded(self) -> bool:
-        return self._bpf is not None
+        return self._sessions is not None
 
     def detach(self) -> None:
-        """Remove the program from the interfaces and the pinned maps (clean stop, no calls)."""
-        if self._bpf is None:
+        """Remove the program from the interfaces and the pinned maps (clean stop, no calls;
+        needs CAP_NET_ADMIN)."""
+        if not self.loaded:
             return
+        from bcc import BPF
+
         flags = XDP_FLAGS_DRV_MODE if self.attached_mode == "native" else XDP_FLAGS_SKB_MODE
         for dev in self.interfaces:
             try:
-                self._bpf.remove_xdp(dev, flags)
+                BPF.remove_xdp(dev, flags)
             except Exception as exc:  # pragma: no cover - interface gone
                 log.warning("removing XDP from %s: %s", dev, exc)
         for name in ("sessions", "stats"):
@@ -416,6 +460,10 @@ class XdpPath:
         """Drop our handles; the program stays attached and the maps stay pinned."""
         if self._bpf is not None:
             self._bpf.cleanup()
+        else:  # adopted maps (bpfmap.MapFd): our fds only
+            for table in (self._sessions, self._stats, self._verdicts):
+                if table is not None:
+                    table.close()
         self._bpf = self._sessions = self._stats = self._verdicts = None
         self._slots = {}
         self._free = []
@@ -532,6 +580,8 @@ class XdpPath:
         failed payload copy; foreign_source: not from the latched peer), or why they went to
         userspace."""
         table = self._verdicts
+        if table is None:  # a previous mediad's maps, re-opened while ours loads
+            return dict.fromkeys(VERDICTS, 0)
         out = {}
         for i, name in enumerate(VERDICTS):
             out[name] = int(sum(table.getvalue(table.Key(i))))
@@ -539,24 +589,3 @@ class XdpPath:
 
     def count(self) -> int:
         return len(list(self._sessions.keys()))
-
-
-def prog_stats(interface: str) -> tuple[int, int] | None:
-    """(run_time_ns, run_cnt) of the XDP program on `interface` (kernel.bpf_stats_enabled)."""
-    out = subprocess.run(
-        ["bpftool", "-j", "net", "show", "dev", interface], capture_output=True, text=True
-    )
-    try:
-        info = json.loads(out.stdout)
-        xdp = info[0]["xdp"][0]
-        prog_id = int(xdp["id"])
-    except (ValueError, LookupError, TypeError):
-        return None
-    res = subprocess.run(
-        ["bpftool", "-j", "prog", "show", "id", str(prog_id)], capture_output=True, text=True
-    )
-    try:
-        prog = json.loads(res.stdout)
-    except ValueError:
-        return None
-    return int(prog.get("run_time_ns", 0)), int(prog.get("run_cnt", 0))
