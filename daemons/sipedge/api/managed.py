@@ -43,6 +43,12 @@ class Managed(Protocol):
         per window, and current calls (`sipedge.stats.CarrierStats.snapshot`)."""
         ...
 
+    async def fleet_gateway_stats(self) -> dict[str, object] | None:
+        """The same from every edge's CDRs in the shared PostgreSQL (`sipedge.stats.fleet`);
+        None when the backend is not postgresql; ConnectionError when PostgreSQL does not
+        answer. Never blocks the event loop."""
+        ...
+
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
     ) -> list[dict[str, Any]]:
