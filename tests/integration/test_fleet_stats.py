@@ -25,7 +25,7 @@ import pytest
 from sipedge.sipd.fleet import FleetStats
 from sipedge.store import AttemptRecord, CallRecord, migrate_databases, open_cdr_store
 from tests.conftest import Sipd, free_port, gateway, make_config, start_sipd
-from tests.pg import PgCluster
+from tests.pg import PgCluster, fresh_database, throwaway_cluster, wait_until
 from tests.sipp.harness import Sipp
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -36,31 +36,12 @@ WINDOWS = ("5m", "1h", "24h")
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    reason = PgCluster.unavailable()
-    if reason is not None:
-        print(f"skipped: {reason}")
-        pytest.skip(reason)
-    pg = PgCluster()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
+    yield from throwaway_cluster()
 
 
 @pytest.fixture
 def database(cluster: PgCluster) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    cluster.new_database(name)
-    return name
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return fresh_database(cluster)
 
 
 def start_edge(
@@ -166,7 +147,7 @@ def test_the_fleet_view_is_the_sum_of_two_edges_views(
             assert answering.wait(20).returncode == 0
             assert rejecting.wait(20).returncode == 0
         for sipd, (calls, failing) in zip(edges, plan.values(), strict=True):
-            wait_for(
+            wait_until(
                 lambda s=sipd, n=calls + failing: s.metrics().get("sipedge_cdr_shipped_total") == n,
                 20,
                 "the edge's CDRs on the server",
