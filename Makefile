@@ -65,7 +65,7 @@ test-image: setup
 	./molecule/run vm
 
 bench: setup
-	$(PY) -m tests.bench.sip_cps
+	$(PY) -m tests.bench.sip_cps $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

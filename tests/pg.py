@@ -23,7 +23,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from sipedge.store import PostgresSettings
 from tests.conftest import free_port
@@ -39,8 +44,14 @@ def _bin_dir() -> Path | None:
 
 class PgCluster:
     def __init__(
-        self, listen: str = "127.0.0.1", netns: str | None = None, clients: str | None = None
+        self,
+        listen: str = "127.0.0.1",
+        netns: str | None = None,
+        clients: str | None = None,
+        fsync: bool = False,
     ) -> None:
+        """`fsync` off (the tests' default: nothing here must survive a crash); the CPS
+        benchmark turns it on, as a real server has it."""
         bin_dir = _bin_dir()
         assert bin_dir is not None, PgCluster.unavailable()
         self.bin = bin_dir
@@ -63,7 +74,7 @@ class PgCluster:
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"listen_addresses = '{listen}'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
+                f"unix_socket_directories = '{self.dir}'\nfsync = {'on' if fsync else 'off'}\n"
                 "max_connections = 60\n"
             )
         if clients is not None:
@@ -142,3 +153,32 @@ class PgCluster:
         with contextlib.suppress(Exception):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def throwaway_cluster() -> Iterator[PgCluster]:
+    """The body of a module-scoped `cluster` fixture: skips (saying why) without a server."""
+    reason = PgCluster.unavailable()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        pytest.skip(reason)
+    pg = PgCluster()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def fresh_database(cluster: PgCluster) -> str:
+    """A new database of the `sipedge` role, for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    cluster.new_database(name)
+    return name
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -29,11 +29,16 @@ call. Bounded: every SIPp run has -m (calls) and a global -timeout, every wait a
     make bench                                      # defaults below
     .venv/bin/python -m tests.bench.sip_cps --rates 300,500 --duration 30 --hold 10000
     .venv/bin/python -m tests.bench.sip_cps --rates 200 --duration 10 --cdr-durable off
+    .venv/bin/python -m tests.bench.sip_cps --rates 200 --duration 10 --storage postgresql
 
 CDRs are written as on the appliance, `storage.cdr_durable` on (synchronous=FULL: an fsync per
 call) unless `--cdr-durable off`; the database lives in a temporary directory under --workdir
 (default: the system's temporary directory), which must be on a real disk for the fsync to
-cost what it costs on the appliance (not tmpfs). `tests/bench/kamailio_cps.py` runs the same
+cost what it costs on the appliance (not tmpfs). `--storage postgresql` stores them in a
+throw-away PostgreSQL cluster on this machine instead (tests/pg.py, Debian's `postgresql`, its
+fsync on): each CDR goes through the local spool (the same durable commit) and is shipped to
+the server off the event loop; after the window the benchmark waits (bounded) until the
+server has every CDR and prints how long that took. `tests/bench/kamailio_cps.py` runs the same
 measurement against Kamailio and sipd side by side.
 """
 
@@ -56,6 +61,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, gateway, make_config, start_sipd
+from tests.pg import PgCluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # SIPp's socket buffers (-buff_size): the kernel grants at most net.core.rmem_max/wmem_max,
@@ -686,7 +692,44 @@ def main() -> None:
         "--cdr-durable", choices=("on", "off"), default="on", help="storage.cdr_durable"
     )
     parser.add_argument("--workdir", help="where the CDR database and traces go")
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="storage.backend; postgresql: a throw-away cluster on this machine (tests/pg.py)",
+    )
     args = parser.parse_args()
+    cluster = None
+    if args.storage == "postgresql":
+        reason = PgCluster.unavailable()
+        if reason is not None:
+            sys.exit(f"--storage postgresql: {reason}")
+        cluster = PgCluster(fsync=True)
+    try:
+        bench(parser, args, cluster)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+
+
+def wait_shipped(target: Target, timeout: float = 60.0) -> str:
+    """After the last rate: until the server has every CDR sipd wrote (bounded)."""
+    assert target.probe is not None
+    start = time.monotonic()
+    while True:
+        samples = target.probe()
+        written = metric_total(samples, "sipedge_cdrs_written_total") or 0
+        shipped = metric_total(samples, "sipedge_cdr_shipped_total") or 0
+        waited = time.monotonic() - start
+        if shipped >= written or waited > timeout:
+            return (
+                f"PostgreSQL: {shipped:.0f} of {written:.0f} CDRs on the server"
+                f" {waited:.1f} s after the last drain"
+            )
+        time.sleep(0.2)
+
+
+def bench(parser: argparse.ArgumentParser, args: argparse.Namespace, cluster: Any) -> None:
     work = Path(tempfile.mkdtemp(prefix="sipedge-bench-", dir=args.workdir))
     gw_port = free_port()
     config = make_config(
@@ -697,7 +740,15 @@ def main() -> None:
         parameters={"SS_SIP_TIMEOUT_INVITE": 30},
     )
     config["storage"]["cdr_durable"] = args.cdr_durable == "on"
-    print(f"CDRs in {work / 'state'}, cdr_durable {args.cdr_durable}", flush=True)
+    where = work / "state"
+    if cluster is not None:
+        cluster.new_database("bench")
+        settings = cluster.settings("bench", node="bench")
+        config["storage"].update(
+            backend="postgresql", dsn=settings.dsn, password_file=str(settings.password_file)
+        )
+        where = f"PostgreSQL {cluster.bin.parent.name} (fsync on) via the spool in {where}"
+    print(f"CDRs in {where}, cdr_durable {args.cdr_durable}", flush=True)
     sipd = start_sipd(work, config, name="bench")
     target = sipd_target(sipd, gw_port)
     results = []
@@ -714,6 +765,8 @@ def main() -> None:
             if result["failed"] or result["successful"] < result["calls"]:
                 break
             time.sleep(2)
+        if cluster is not None:
+            print(wait_shipped(target), flush=True)
     finally:
         sipd.stop()
     if len(results) >= 2:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from sipedge.store.postgres.cdr import PostgresCdrStore
 from sipedge.store.postgres.settings import SPOOL
 from sipedge.store.sqlite.cdr import SqliteCdrStore
 from tests.conftest import Sipd, free_port, gateway, make_config, start_sipd
-from tests.pg import PgCluster
+from tests.pg import PgCluster, fresh_database, throwaway_cluster
 from tests.sipp.harness import Sipp
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -48,22 +47,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    reason = PgCluster.unavailable()
-    if reason is not None:
-        print(f"skipped: {reason}")
-        pytest.skip(reason)
-    pg = PgCluster()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
+    yield from throwaway_cluster()
 
 
 @pytest.fixture
 def database(cluster: PgCluster) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    cluster.new_database(name)
-    return name
+    return fresh_database(cluster)
 
 
 def record(call_id: str, end: float | None = None) -> CallRecord:

@@ -40,6 +40,7 @@ class FakeDaemon:
         self.cdr_ids = list(range(120, 0, -1))
         self.carriers = CarrierStats(lambda: 500.0)
         self.carriers.configure(["gw-a"], ["pbx"])
+        self.fleet: dict[str, object] | Exception | None = None  # None: SQLite backend
 
     def access_policy(self) -> AccessPolicy:
         return self.policy
@@ -55,6 +56,11 @@ class FakeDaemon:
 
     def gateway_stats(self) -> dict[str, object]:
         return self.carriers.snapshot()
+
+    async def fleet_gateway_stats(self) -> dict[str, object] | None:
+        if isinstance(self.fleet, Exception):
+            raise self.fleet
+        return self.fleet
 
     def read_cdrs(
         self, limit: int, call_id: str | None, before: int | None
@@ -216,3 +222,22 @@ def test_tls_context_is_tls12_at_least_and_reload_keeps_a_good_chain(tmp_path: P
     with pytest.raises(CredentialError):
         reload_tls(context, cert, other_key)
     reload_tls(context, other_cert, other_key)
+
+
+async def test_gateway_stats_scope_fleet_refusals_and_answer(
+    client: tuple[TestClient[Any, Any], FakeDaemon],
+) -> None:
+    c, daemon = client
+    assert (await c.get("/api/gateways/stats?scope=fleet")).status == 401
+    r = await c.get("/api/gateways/stats?scope=everything", headers=bearer(READ))
+    assert r.status == 400 and "node or fleet" in (await r.json())["error"]
+    r = await c.get("/api/gateways/stats?scope=fleet", headers=bearer(READ))
+    assert r.status == 409 and "storage.backend postgresql" in (await r.json())["error"]
+    daemon.fleet = ConnectionError("PostgreSQL did not answer: connection refused")
+    r = await c.get("/api/gateways/stats?scope=fleet", headers=bearer(READ))
+    assert r.status == 503 and "connection refused" in (await r.json())["error"]
+    daemon.fleet = {"scope": "fleet", "nodes": ["a", "b"]}
+    r = await c.get("/api/gateways/stats?scope=fleet", headers=bearer(READ))
+    assert r.status == 200 and (await r.json()) == daemon.fleet
+    r = await c.get("/api/gateways/stats?scope=node", headers=bearer(READ))
+    assert r.status == 200 and "scope" not in await r.json()  # this edge's, from memory

@@ -17,7 +17,7 @@ from sipedge.calls.carrier_events import (
 from sipedge.calls.switching import StopReason
 from sipedge.stats import MAPPING, ROUTING, WINDOWS, CarrierStats, Window, WindowSpec
 from sipedge.stats.windows import MAX_REASONS, OTHER, count_reason
-from sipedge.store import CallRecord
+from sipedge.store import AttemptRecord, CallRecord
 
 
 class Clock:
@@ -313,6 +313,7 @@ class Sent:
     def __init__(self) -> None:
         self.sent_at: float | None = None
         self.progress_at: float | None = None
+        self.record = AttemptRecord("gw", 0.0)
 
 
 def test_pdd_runs_from_the_first_invite_to_the_first_18x_or_2xx() -> None:
@@ -321,6 +322,7 @@ def test_pdd_runs_from_the_first_invite_to_the_first_18x_or_2xx() -> None:
     assert attempt.progress_at == 5.0
     progressed(attempt, 200, 6.0)  # type: ignore[arg-type]
     assert attempt.progress_at == 5.0  # the first one only
+    assert attempt.record.progress == 5.0  # in the CDR too (the fleet's statistics)
     for status in (100, 408, 503, 603):  # neither a 100 nor a failure ends the PDD
         other = Sent()
         progressed(other, status, 1.0)  # type: ignore[arg-type]

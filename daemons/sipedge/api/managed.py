@@ -49,6 +49,12 @@ class Managed(Protocol):
         [attempts, answered] (`sipedge.stats.CarrierStats.series`; the console's charts)."""
         ...
 
+    async def fleet_gateway_stats(self) -> dict[str, object] | None:
+        """The same from every edge's CDRs in the shared PostgreSQL (`sipedge.stats.fleet`);
+        None when the backend is not postgresql; ConnectionError when PostgreSQL does not
+        answer. Never blocks the event loop."""
+        ...
+
     def read_cdrs(
         self,
         limit: int,

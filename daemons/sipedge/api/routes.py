@@ -68,9 +68,26 @@ async def calls(request: web.Request) -> web.Response:
 
 
 async def gateway_stats(request: web.Request) -> web.Response:
-    """Carrier statistics over the 5 min, 1 h and 24 h windows (docs/monitoring.md)."""
+    """Carrier statistics over the 5 min, 1 h and 24 h windows (docs/monitoring.md):
+    `scope=node` (the default) this edge's, from memory; `scope=fleet` every edge's, from the
+    CDRs in the shared PostgreSQL (409 with another backend, 503 when it does not answer)."""
     daemon = request.app[DAEMON_KEY]
-    return web.json_response(daemon.gateway_stats())
+    scope = request.query.get("scope", "node")
+    if scope == "node":
+        return web.json_response(daemon.gateway_stats())
+    if scope != "fleet":
+        return web.json_response({"error": "scope must be node or fleet"}, status=400)
+    try:
+        body = await daemon.fleet_gateway_stats()
+    except ConnectionError as err:
+        return web.json_response({"error": str(err)}, status=503)
+    if body is None:
+        return web.json_response(
+            {"error": "scope=fleet needs storage.backend postgresql (the fleet's shared"
+             " database); this edge keeps its CDRs in SQLite: use scope=node"},
+            status=409,
+        )  # fmt: skip
+    return web.json_response(body)
 
 
 def _whole(text: str | None) -> int | None:

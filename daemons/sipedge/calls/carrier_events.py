@@ -110,10 +110,15 @@ _STOP_REASONS = {r.value: r.name.lower().replace("_", "-") for r in StopReason}
 
 def call_reason(record: CallRecord) -> str:
     """The reason label of an unanswered call: why switching stopped, else why it ended."""
-    reason = _STOP_REASONS.get(record.switch_stop_reason)
+    return stop_reason_label(record.switch_stop_reason, record.final_status)
+
+
+def stop_reason_label(switch_stop_reason: str, final_status: int) -> str:
+    """`call_reason` from a CDR's two columns (the fleet's statistics read them back)."""
+    reason = _STOP_REASONS.get(switch_stop_reason)
     if reason is not None:
         return reason
-    if record.final_status == 503:  # ended during setup by shutdown or an operator
+    if final_status == 503:  # ended during setup by shutdown or an operator
         return "terminated"
     return "media-refused"  # the caller's SDP refused before any gateway was tried
 
@@ -128,7 +133,7 @@ def invite_sent(events: CarrierEvents, attempt: Attempt, now: float) -> None:
 def progressed(attempt: Attempt, status: int, now: float) -> None:
     """A response of `attempt`: the first 18x/2xx ends its PDD."""
     if 100 < status < 300 and attempt.progress_at is None:
-        attempt.progress_at = now
+        attempt.progress_at = attempt.record.progress = now
 
 
 def attempt_ended(events: CarrierEvents, attempt: Attempt, result: str, status: int | None) -> None:
@@ -136,6 +141,7 @@ def attempt_ended(events: CarrierEvents, attempt: Attempt, result: str, status: 
     if attempt.sent_at is None:
         return
     pdd = None if attempt.progress_at is None else attempt.progress_at - attempt.sent_at
+    attempt.record.pdd = pdd  # in the CDR too: the fleet's statistics (stats/fleet.py)
     events.attempt_ended(attempt.gateway.name, attempt_reason(result, status), pdd)
 
 

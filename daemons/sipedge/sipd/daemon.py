@@ -53,6 +53,7 @@ from sipedge.sip.transport import (
     client_context,
     server_context,
 )
+from sipedge.sipd.fleet import FleetStats
 from sipedge.sipd.settings import (
     access_policy,
     carrier_passwords,
@@ -62,7 +63,7 @@ from sipedge.sipd.settings import (
     gateway_names,
     same_family,
 )
-from sipedge.stats import CarrierStats
+from sipedge.stats import MAPPING, ROUTING, CarrierStats
 from sipedge.store import (
     CdrFilters,
     CdrStore,
@@ -117,6 +118,7 @@ class SipDaemonBase:
         self.gc_watch = GcWatch()  # collector pauses, installed while it serves (serve())
         self.carrier_stats = CarrierStats()  # ASR/ACD/PDD per gateway (docs/monitoring.md)
         self.carrier_stats.configure(*gateway_list(config))
+        self.fleet_stats: FleetStats | None = None  # scope=fleet, storage.backend postgresql
         self.metrics_registry = CollectorRegistry()
 
     @property
@@ -179,12 +181,15 @@ class SipDaemonBase:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        postgres = PostgresSettings.of(self.storage, self.config.node_name)
         self.cdrs = open_cdr_store(
             self.storage.path,
             durable=self.storage.cdr_durable,
-            postgres=PostgresSettings.of(self.storage, self.config.node_name),
+            postgres=postgres,
             migrate=self.storage.migrate_on_start,
         )
+        if postgres is not None:
+            self.fleet_stats = FleetStats(postgres)
         self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
         transports = self.transports = await self._open_transports()
         self.transport = transports.primary
@@ -409,6 +414,12 @@ class SipDaemonBase:
     def gateway_series(self, window: str) -> dict[str, object]:
         return self.carrier_stats.series(window)
 
+    async def fleet_gateway_stats(self) -> dict[str, object] | None:
+        if self.fleet_stats is None:
+            return None
+        gateways = self.carrier_stats.gateways
+        return await self.fleet_stats.snapshot(sorted(gateways[ROUTING]), sorted(gateways[MAPPING]))
+
     def read_cdrs(
         self,
         limit: int,
@@ -465,6 +476,8 @@ class SipDaemonBase:
             self.transports.close()
         if self._retention is not None:
             self._retention.cancel()
+        if self.fleet_stats is not None:
+            self.fleet_stats.close()
         if self.cdrs is not None:
             self.cdrs.close()  # commits the CDRs still queued (bounded wait), stops the writer
         self.gc_watch.uninstall()

@@ -34,6 +34,13 @@ class SipdCollector(Collector):
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"sipedge_{name}", doc, value=value)
 
+        if d.fleet_stats is not None:
+            f = d.fleet_stats
+            yield counter(
+                "fleet_stats_queries", "Fleet statistics answered from PostgreSQL", f.queries
+            )
+            yield counter("fleet_stats_failures", "Fleet statistics PostgreSQL did not answer",
+                          f.failures)  # fmt: skip
         yield counter("sip_messages_in", "SIP messages received (UDP, TCP, TLS)", t.messages_in)
         yield counter("sip_messages_out", "SIP messages sent (UDP, TCP, TLS)", t.messages_out)
         yield counter("sip_parse_errors", "Datagrams that failed to parse", t.parse_errors)

@@ -163,7 +163,11 @@ class Window:
 
 def count_reason(bucket: Bucket, reason: str) -> None:
     """One more attempt that moved on for `reason` (a new reason past MAX_REASONS: OTHER)."""
-    reasons = bucket.reasons
+    add_reason(bucket.reasons, reason, 1)
+
+
+def add_reason(reasons: dict[str, int], reason: str, n: int) -> None:
+    """`n` more for `reason` in `reasons`, bounded as a bucket's (past MAX_REASONS: OTHER)."""
     if reason not in reasons and len(reasons) >= MAX_REASONS - 1:
         reason = OTHER
-    reasons[reason] = reasons.get(reason, 0) + 1
+    reasons[reason] = reasons.get(reason, 0) + n

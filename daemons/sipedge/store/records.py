@@ -37,6 +37,10 @@ class AttemptRecord:
     auth_algorithm: str | None = None
     auth_failure: str = ""
     target: str = ""  # the address the INVITE went to, "host:port" ("" when none was sent)
+    # Its first 18x/2xx (wall clock) and its PDD (first INVITE out to that, seconds): what
+    # the fleet's carrier statistics read back from the CDRs (docs/monitoring.md).
+    progress: float | None = None
+    pdd: float | None = None
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""The fleet's carrier statistics, read from every edge's CDRs in PostgreSQL: grouped counts.
+
+`GET /api/gateways/stats?scope=fleet` (docs/monitoring.md) asks the shared database what the
+edges' CDRs say about each gateway over the windows an edge keeps in memory (5 min, 1 h,
+24 h). This module only runs the grouping queries; `sipedge.stats.fleet` folds the groups
+into the same body as one edge's statistics.
+
+Bounded work: one scan of the CDRs that ended within the longest window (the `cdr_end_time`
+index), only the gateways the asking edge has configured (labels stay bounded as in
+`stats/carriers.py`), a dns-failure's error text folded to one group, at most `MAX_GROUPS`
+groups per query (`FleetGroups.truncated` says when the rest was left out).
+
+Owns: `fleet_groups` and the shape of its rows (`FleetGroups`).
+Must not: classify reasons or compute ratios (stats/ and calls/ do), write anything, or be
+called on the daemon's event loop other than through `PgRunner.submit` (`fleet_groups_async`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from sipedge.store.postgres.runner import PgRunner
+
+MAX_GROUPS = 5000  # per query: distinct (gateway, result, status) or (gateway, reason) groups
+
+
+def _per_window(n: int, aggregate: str, when: str, also: str = "") -> str:
+    """An array of `aggregate` once per window: rows whose `when` is at or after the window's
+    cut-off `$1[i]` (and `also`). The cut-offs are parameters; only their count shapes the SQL."""
+    extra = f"{also} AND " if also else ""
+    parts = [
+        f"{aggregate} FILTER (WHERE {extra}{when} >= ($1::float8[])[{i + 1}])" for i in range(n)
+    ]
+    return "ARRAY[" + ", ".join(parts) + "]"
+
+
+def attempts_sql(n: int) -> str:
+    """Routing attempts by (gateway, result, status), settled at the attempt's end."""
+    settled = "coalesce((a->>'end')::float8, c.end_time)"
+    pdd = "(a->>'pdd')::float8"
+    return (
+        "SELECT a->>'gateway' AS gateway,"
+        " CASE WHEN a->>'result' LIKE 'dns-failure%' THEN 'dns-failure' ELSE a->>'result' END"
+        " AS result, (a->>'status')::int AS status,"
+        f" {_per_window(n, 'count(*)', settled)} AS attempts,"
+        f" {_per_window(n, f'sum({pdd})', settled)} AS pdd_sum,"
+        f" {_per_window(n, f'count({pdd})', settled)} AS pdd_n"
+        " FROM cdr c, jsonb_array_elements(c.attempts) a"
+        " WHERE c.end_time >= $2 AND a->>'gateway' = ANY($3::text[])"
+        " GROUP BY 1, 2, 3 LIMIT $4"
+    )
+
+
+def durations_sql(n: int, column: str) -> str:
+    """Answered calls' durations by gateway (`column`: routing_gateway or mapping_gateway),
+    counted when the call ended."""
+    return (
+        f"SELECT {column} AS gateway,"
+        f" {_per_window(n, 'sum(duration)', 'end_time')} AS duration_sum,"
+        f" {_per_window(n, 'count(*)', 'end_time')} AS duration_n"
+        f" FROM cdr WHERE end_time >= $2 AND answer_time IS NOT NULL"
+        f" AND {column} = ANY($3::text[]) GROUP BY 1 LIMIT $4"
+    )
+
+
+def calls_sql(n: int) -> str:
+    """Mapping gateways' calls: answered ones settle at the answer, the others at their end,
+    by (gateway, switch_stop_reason, final_status) (both NULL when answered); the call's PDD
+    is its INVITE to the first 18x/2xx of any attempt."""
+    return (
+        "SELECT gateway, stop_reason, final_status,"
+        f" {_per_window(n, 'count(*)', 'settled')} AS attempts,"
+        f" {_per_window(n, 'count(*)', 'settled', 'answered')} AS answered,"
+        f" {_per_window(n, 'sum(pdd)', 'settled')} AS pdd_sum,"
+        f" {_per_window(n, 'count(pdd)', 'settled')} AS pdd_n"
+        " FROM (SELECT mapping_gateway AS gateway, answer_time IS NOT NULL AS answered,"
+        " CASE WHEN answer_time IS NULL THEN switch_stop_reason END AS stop_reason,"
+        " CASE WHEN answer_time IS NULL THEN final_status END AS final_status,"
+        " coalesce(answer_time, end_time) AS settled,"
+        " (SELECT min((a->>'progress')::float8) FROM jsonb_array_elements(attempts) a)"
+        " - setup_time AS pdd"
+        " FROM cdr WHERE end_time >= $2 AND mapping_gateway = ANY($3::text[])) c"
+        " GROUP BY 1, 2, 3 LIMIT $4"
+    )
+
+
+@dataclass
+class FleetGroups:
+    """The grouped rows, as plain dicts (columns as named in the queries; the per-window
+    columns are lists in the order of the cut-offs given), and the nodes that wrote them."""
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    routing_durations: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    mapping_durations: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+NODES_SQL = "SELECT DISTINCT node FROM cdr WHERE end_time >= $1 ORDER BY 1 LIMIT $2"
+
+
+async def _fleet_groups(
+    pool: asyncpg.Pool, cutoffs: Sequence[float], routing: list[str], mapping: list[str]
+) -> FleetGroups:
+    n = len(cutoffs)
+    oldest = min(cutoffs)
+    out = FleetGroups()
+
+    async def fetch(sql: str, names: list[str]) -> list[dict[str, Any]]:
+        if not names:
+            return []
+        rows = await pool.fetch(sql, list(cutoffs), oldest, names, MAX_GROUPS)
+        if len(rows) >= MAX_GROUPS:
+            out.truncated = True
+        return [dict(row) for row in rows]
+
+    out.attempts = await fetch(attempts_sql(n), routing)
+    out.routing_durations = await fetch(durations_sql(n, "routing_gateway"), routing)
+    out.calls = await fetch(calls_sql(n), mapping)
+    out.mapping_durations = await fetch(durations_sql(n, "mapping_gateway"), mapping)
+    out.nodes = [str(row["node"]) for row in await pool.fetch(NODES_SQL, oldest, MAX_GROUPS)]
+    return out
+
+
+async def fleet_groups_async(
+    runner: PgRunner, cutoffs: Sequence[float], routing: list[str], mapping: list[str]
+) -> FleetGroups:
+    """From the daemon's event loop: the queries run on the runner's loop, never this one."""
+    future = runner.submit(lambda pool: _fleet_groups(pool, cutoffs, routing, mapping))
+    return await asyncio.wrap_future(future)
+
+
+def fleet_groups(
+    runner: PgRunner, cutoffs: Sequence[float], routing: list[str], mapping: list[str]
+) -> FleetGroups:
+    """The same, waiting (a worker thread, the CLI, tests)."""
+    return runner.run(lambda pool: _fleet_groups(pool, cutoffs, routing, mapping))
