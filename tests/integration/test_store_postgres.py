@@ -358,6 +358,38 @@ def test_the_fleet_view_reads_the_other_edges_live_bindings(
 
 
 @pytest.mark.sipp
+def start_pg_edge(
+    cluster: PgCluster, database: str, directory: Path, node: str, gw_port: int
+) -> Sipd:
+    """A sipd named `node` on the PostgreSQL backend, one gateway on `gw_port`."""
+    settings = cluster.settings(database)
+    config = make_config(
+        directory, free_port(), free_port(socket.SOCK_STREAM), [gateway("gw1", gw_port)]
+    )
+    config["node"] = {"name": node}
+    config["storage"].update(
+        backend="postgresql",
+        dsn=settings.dsn,
+        password_file=str(settings.password_file),
+        pool_size=2,
+    )
+    return start_sipd(directory, config, name=node)
+
+
+def sipp_caller(sipd: Sipd, calls: int, rate: int, timeout: int) -> Sipp:
+    caller = Sipp(
+        "uac_basic",
+        port=free_port(),
+        remote=sipd.sip_target,
+        calls=calls,
+        rate=rate,
+        timeout=timeout,
+        service="1000",
+    )
+    caller.start()
+    return caller
+
+
 def test_two_sipd_edges_share_the_database_each_call_once(
     cluster: PgCluster, database: str, tmp_path: Path
 ) -> None:
@@ -371,34 +403,13 @@ def test_two_sipd_edges_share_the_database_each_call_once(
             gw_port = free_port()
             directory = tmp_path / node
             directory.mkdir()
-            settings = cluster.settings(database)
-            config = make_config(
-                directory, free_port(), free_port(socket.SOCK_STREAM), [gateway("gw1", gw_port)]
-            )
-            config["node"] = {"name": node}
-            config["storage"].update(
-                backend="postgresql",
-                dsn=settings.dsn,
-                password_file=str(settings.password_file),
-                pool_size=2,
-            )
-            sipd = start_sipd(directory, config, name=node)
+            sipd = start_pg_edge(cluster, database, directory, node, gw_port)
             uas = Sipp("uas_answer", port=gw_port, calls=calls, timeout=40)
             uas.start()
             edges.append((sipd, uas))
         results = []
         for sipd, _ in edges:
-            caller = Sipp(
-                "uac_basic",
-                port=free_port(),
-                remote=sipd.sip_target,
-                calls=calls,
-                rate=10,
-                timeout=40,
-                service="1000",
-            )
-            caller.start()
-            results.append(caller)
+            results.append(sipp_caller(sipd, calls, rate=10, timeout=40))
         finished: dict[str, set[str]] = {}
         for caller, node in zip(results, ("edge-a", "edge-b"), strict=True):
             result = caller.wait(45)
@@ -421,6 +432,58 @@ def test_two_sipd_edges_share_the_database_each_call_once(
     for node, ids in finished.items():
         on_server = cluster.psql(f"SELECT call_id FROM cdr WHERE node = '{node}'", database)
         assert set(on_server.splitlines()) == ids
+
+
+def test_server_stopped_during_200_sipp_calls_through_sipd_every_cdr_arrives_once(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """Issue 17's check end to end: 200 SIPp calls through one sipd on the PostgreSQL
+    backend, the server stopped for 3 s in the middle of them and started again. Every call
+    completes (CDR writes never wait on the server), and every call's CDR is on the server
+    exactly once, spooled while it was away and shipped when it came back."""
+    calls = 200
+    gw_port = free_port()
+    sipd = start_pg_edge(cluster, database, tmp_path, "edge-outage", gw_port)
+    uas = Sipp("uas_answer", port=gw_port, calls=calls, timeout=90)
+    restart: subprocess.Popen[bytes] | None = None
+    try:
+        uas.start()
+        caller = sipp_caller(sipd, calls, rate=20, timeout=90)
+        # about a third of the calls in: the server goes away for 3 s while calls go on
+        wait_for(
+            lambda: (
+                sipd.metrics().get("sipedge_cdr_written_total", 0) >= 60
+                or sipd.metrics().get("sipedge_cdr_shipped_total", 0) >= 60
+            ),
+            60,
+            "60 calls' CDRs",
+        )
+        restart = subprocess.Popen(cluster.stop_command(3.0))
+        result = caller.wait(120)
+        assert result.returncode == 0 and result.successful == calls, result.describe()
+        assert restart.wait(60) == 0
+        wait_for(
+            lambda: (
+                sipd.metrics().get("sipedge_cdr_shipped_total") == calls
+                and sipd.metrics().get("sipedge_cdr_spooled", 0) == 0
+            ),
+            60,
+            "every CDR shipped and the spool empty",
+        )
+        metrics = sipd.metrics()
+        assert metrics["sipedge_postgres_up"] == 1
+        placed = {m.call_id for m in result.sent("INVITE")}
+    finally:
+        if restart is not None and restart.poll() is None:
+            restart.wait(60)
+        sipd.stop()
+        uas.stop()
+    assert metrics.get("sipedge_cdr_ship_failures_total", 0) > 0, (
+        "the shipper never saw the server down: the outage missed the calls"
+    )
+    assert cdr_counts(cluster, database) == (calls, calls, calls)
+    on_server = cluster.psql("SELECT call_id FROM cdr WHERE node = 'edge-outage'", database)
+    assert set(on_server.splitlines()) == placed
 
 
 def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
