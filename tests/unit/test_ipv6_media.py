@@ -25,15 +25,28 @@ from tests.unit.test_session_timer_call import CALLER, Edge
 GW6 = ("2001:db8::20", 5060)
 GW4 = ("10.0.0.2", 5060)
 OURS_6 = "2001:db8::9"
+CALLER6 = ("2001:db8::1", 5060)
+SDP6 = (
+    b"v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\n"
+    b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+)
 
 
-def edge_6(tmp: Path, fake: FakeMediad, *, v4_fallback: bool = False) -> Edge:
+def invite6(body: bytes = SDP6) -> Request:
+    """An INVITE from the IPv6 caller, its SDP `IN IP6`."""
+    return invite(body, caller=CALLER6[0], ours=OURS_6)
+
+
+def edge_6(
+    tmp: Path, fake: FakeMediad, *, v4_fallback: bool = False, media: dict[str, Any] | None = None
+) -> Edge:
     gateways = [gateway("gw6", GW6[1], address=GW6[0])]
     if v4_fallback:
         gateways.append(gateway("gw4", GW4[1], address=GW4[0]))
     data = make_config(tmp, 5060, 8080, gateways, listen=[f"udp://[{OURS_6}]:5060"])
     data["routes"] = [{"prefix": "", "gateways": [g["name"] for g in gateways]}]
-    edge = Edge(tmp, data=data)
+    data["media"].update(media or {})
+    edge = Edge(tmp, data=data, callers=("10.0.0.1/32", f"{CALLER6[0]}/128"))
     # our address toward each peer from the listener of its family (sipd: Transports)
     edge.b2bua._local_host_for = lambda dest: OURS_6 if ":" in dest else "10.0.0.9"
     edge.b2bua.media = MediaService(fake, policy=media_policy(edge.b2bua.config.media))
@@ -133,5 +146,27 @@ def test_no_ipv6_relay_and_no_other_gateway_fails_the_call_cleanly(tmp_path: Pat
         assert len(finals) == 1 and finals[0].status == 503
         (record,) = records
         assert record.attempts[0].result == "media-family-unavailable"
+
+    asyncio.run(main())
+
+
+def test_ipv6_parties_send_their_signal_address(tmp_path: Path) -> None:
+    """mediad's latching hint (signal-address) goes with IPv6 parties too: the IPv6 caller's
+    INVITE source on the offer, the IPv6 gateway's address on the answer."""
+
+    async def main() -> None:
+        fake = FakeMediad()
+        edge = edge_6(tmp_path, fake)
+        edge.feed(invite6(), CALLER6)
+        await settle()
+        (offer,) = fake.calls("offer")
+        assert offer[2] == "2001:db8::1" and offer[4] == CALLER6[0]
+        (gw_invite,) = edge.requests("INVITE", GW6)
+        edge.feed(answer_with_sdp(gw_invite, GW_SDP, GW6), GW6)
+        await settle()
+        (answer,) = fake.calls("answer")
+        assert answer[2] == "2001:db8::20" and answer[4] == GW6[0]
+        assert fake.families == [("offer", "IP6"), ("answer", "IP6")]
+        assert edge.responses(200, CALLER6)
 
     asyncio.run(main())

@@ -13,7 +13,7 @@ from sipedge.calls.media_policy import (
     MediaRefusal,
     address_refusal,
     check_sdp,
-    ipv4_or_none,
+    ip_or_none,
 )
 from sipedge.config import MediaConfig
 from sipedge.sip.sdp import parse
@@ -184,7 +184,9 @@ def test_warning_header_value() -> None:
     )
 
 
-def test_ipv4_or_none() -> None:
-    assert ipv4_or_none("198.51.100.7") == "198.51.100.7"
-    assert ipv4_or_none("2001:db8::1") is None
-    assert ipv4_or_none("gw.example.com") is None
+def test_ip_or_none() -> None:
+    assert ip_or_none("198.51.100.7") == "198.51.100.7"
+    assert ip_or_none("2001:DB8:0::1") == "2001:db8::1"  # IPv6 too, in mediad's normal form
+    assert ip_or_none("::ffff:198.51.100.7") == "198.51.100.7"
+    assert ip_or_none("fe80::1%eth0") is None  # scoped: mediad refuses it
+    assert ip_or_none("gw.example.com") is None

@@ -61,7 +61,7 @@ from sipedge.calls.media_policy import (
     MediaPolicy,
     MediaRefusal,
     check_sdp,
-    ipv4_or_none,
+    ip_or_none,
 )
 from sipedge.calls.media_queue import MediaQueue, Then
 from sipedge.calls.media_reconcile import Reconciler, is_gone
@@ -195,7 +195,7 @@ class CallMedia:
         self.service = service
         self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
         self.call_id = call.id
-        self._caller_ip = ipv4_or_none(call.source[0])
+        self._caller_ip = ip_or_none(call.source[0])
         self._caller_family = family(call.source[0])
         self.policy = service.policy  # the snapshot this call keeps
         self.refusals: dict[str, MediaRefusal] = {}  # by attempt Call-ID: why `then` got None
@@ -228,7 +228,7 @@ class CallMedia:
             )
             session.signal = {
                 CALLER: self._caller_ip,
-                CALLEE: ipv4_or_none(attempt.destination[0]),
+                CALLEE: ip_or_none(attempt.destination[0]),
             }
             # the family each party speaks: the relay address in the SDP it receives
             session.family = {
@@ -322,7 +322,7 @@ class CallMedia:
     @staticmethod
     def _signal(session: Session, leg: str, source: str | None) -> str | None:
         if source is not None:
-            session.signal[leg] = ipv4_or_none(source) or session.signal[leg]
+            session.signal[leg] = ip_or_none(source) or session.signal[leg]
         return session.signal[leg]
 
     def _unanchored(self, reason: str) -> None:

@@ -17,7 +17,7 @@ Two rules, checked on every SDP offer and answer that would be anchored:
 
 Owns: `MediaPolicy` (the two limits), `MediaRefusal` (a reason code for the CDR and metrics,
 a sentence for the log and the Warning header, the SIP status), `check_sdp`, `address_refusal`,
-`ipv4_or_none` and the reason codes.
+`ip_or_none` and the reason codes.
 Must not: parse SDP bytes (`sip.sdp` does), talk to mediad, send SIP, read the clock, or import
 config/ or another module of calls/.
 Driven by: `calls/media_link.py`, before any offer or answer reaches mediad; `calls/call.py` and
@@ -86,12 +86,19 @@ def address_refusal(address: str, address_type: str, networks: tuple[Network, ..
     return None
 
 
-def ipv4_or_none(address: str) -> str | None:
-    """`address` when it is an IPv4 literal (mediad's signal-address), else None."""
+def ip_or_none(address: str) -> str | None:
+    """`address` when it is an IP literal, IPv4 or IPv6 (mediad's signal-address), in one
+    normal form (IPv6 compressed; an IPv4-mapped address as its IPv4 address), else None (a
+    host name, or a scoped IPv6 address, which mediad refuses)."""
+    if "%" in address:
+        return None
     try:
-        return str(ipaddress.IPv4Address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def check_sdp(sdp: Sdp, policy: MediaPolicy) -> MediaRefusal | None:
@@ -120,5 +127,5 @@ __all__ = [
     "MediaRefusal",
     "address_refusal",
     "check_sdp",
-    "ipv4_or_none",
+    "ip_or_none",
 ]
