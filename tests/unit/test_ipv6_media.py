@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sipedge.calls.media_link import MediaService
+from sipedge.calls.media_link import MediaService, media_metrics
 from sipedge.calls.service import media_policy
 from sipedge.sip.message import Request, Response, make_response, parse_message, parse_uri
 from sipedge.sip.sdp import parse
@@ -168,5 +168,85 @@ def test_ipv6_parties_send_their_signal_address(tmp_path: Path) -> None:
         assert answer[2] == "2001:db8::20" and answer[4] == GW6[0]
         assert fake.families == [("offer", "IP6"), ("answer", "IP6")]
         assert edge.responses(200, CALLER6)
+
+    asyncio.run(main())
+
+
+def test_an_ipv6_caller_without_an_ipv6_relay_gets_488_before_any_attempt(
+    tmp_path: Path,
+) -> None:
+    """mediad said (ping) it has IPv4 only: the IPv6 caller gets 488 with a Warning at once,
+    nothing reaches mediad or a gateway; an IPv4 caller still goes through."""
+
+    async def main() -> None:
+        fake = FakeMediad()
+        del fake.relay["IP6"]
+        edge = edge_6(tmp_path, fake, v4_fallback=True)
+        records: list[Any] = []
+        edge.b2bua.cdrs = MemoryCdrs(records)
+        media = edge.b2bua.media
+        media.stats.relay_families = await fake.relay_families()
+        edge.feed(invite6(), CALLER6)
+        await settle()
+        (refused,) = edge.responses(488, CALLER6)
+        warning = refused.headers.get("Warning") or ""
+        assert warning.startswith(f'301 [{OURS_6}] "media-family-unavailable: ')
+        assert "IP6" in warning
+        assert fake.calls("offer") == [] and edge.requests("INVITE", GW6) == []
+        assert edge.requests("INVITE", GW4) == []
+        assert media.stats.refused == {"media-family-unavailable": 1}
+        (record,) = records
+        assert record.cause == "media-family-unavailable" and record.final_status == 488
+        assert record.attempts == []
+        edge.feed(invite(), CALLER)  # IPv4: the IPv4 gateway takes it, as before
+        await settle()
+        assert edge.requests("INVITE", GW4)
+
+    asyncio.run(main())
+
+
+def test_mediad_refusing_ipv6_teaches_sipd_to_refuse_the_next_ipv6_caller(
+    tmp_path: Path,
+) -> None:
+    """Families not known (no ping answered yet): the first IPv6 caller's attempt meets
+    address-family-unavailable; from then on an IPv6 caller gets 488 at once."""
+
+    async def main() -> None:
+        fake = FakeMediad()
+        del fake.relay["IP6"]
+        edge = edge_6(tmp_path, fake, v4_fallback=True)
+        media = edge.b2bua.media
+        assert media.stats.relay_families is None
+        edge.feed(invite6(), CALLER6)
+        await settle()
+        assert media.stats.relay_families == frozenset({"IP4"})
+        assert edge.responses(488, CALLER6) == []  # this one went on (as before this rule)
+        text = bytes(invite6().to_bytes()).replace(b"media-call-1", b"media-call-7")
+        second = parse_message(text.replace(b"z9hG4bK-media-1", b"z9hG4bK-media-7"))
+        assert isinstance(second, Request)
+        edge.feed(second, CALLER6)
+        await settle()
+        assert [r.call_id for r in edge.responses(488, CALLER6)] == ["media-call-7"]
+
+    asyncio.run(main())
+
+
+def test_the_relay_families_come_from_mediad_at_start(tmp_path: Path) -> None:
+    """MediaService.start asks mediad (ping) and keeps the answer; the metric shows it."""
+
+    async def main() -> None:
+        fake = FakeMediad()
+        del fake.relay["IP6"]
+        service = MediaService(fake)
+        service.start()
+        await settle()
+        assert service.stats.relay_families == frozenset({"IP4"})
+        assert ("ping", None) in fake.log
+        metrics = {m.name: m for m in media_metrics(service.stats)}
+        samples = {
+            s.labels["family"]: s.value for s in metrics["sipedge_media_relay_family"].samples
+        }
+        assert samples == {"IP4": 1, "IP6": 0}
+        await service.close()
 
     asyncio.run(main())

@@ -95,6 +95,11 @@ class FakeMediad:
         self.families.append(("answer", address_family))
         return RelayAddress(call_id, self.relay[address_family], 31000, 31001, "userspace")
 
+    async def relay_families(self) -> frozenset[str] | None:
+        self._check()
+        self.log.append(("ping", None))
+        return frozenset(self.relay)
+
     async def delete(self, call_id: str) -> dict[str, Any]:
         self._check()
         self.log.append(("delete", call_id))
@@ -286,7 +291,7 @@ def test_loop_runs_at_start_and_a_dead_mediad_does_not_break_it() -> None:
         service = MediaService(fake)
         service.start()
         await settle()  # the first round failed quietly
-        assert service._loop_task is not None and not service._loop_task.done()
+        assert service._loops and not any(task.done() for task in service._loops)
         await service.close()
         fake.down = False
         fake.sessions["orphan/0"] = {}
