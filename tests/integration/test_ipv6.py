@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port, gateway
 from tests.media.netns import Mediad
-from tests.sipp.harness import Sipp, SippResult
+from tests.sipp.harness import Sipp, SippResult, scenario_path
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
 
@@ -290,3 +290,33 @@ def test_an_ipv6_caller_gets_488_when_mediad_has_no_ipv6_relay(
     cdr = sipd.cdrs(wait_for=1)[0]
     assert cdr["cause"] == "media-family-unavailable" and cdr["final_status"] == 488, cdr
     assert sipd.metrics()['sipedge_media_refused_total{reason="media-family-unavailable"}'] == 1
+
+
+def test_a_large_request_from_the_ipv6_listener_goes_over_tcp(
+    sipd_factory: Any, tmp_path: Path
+) -> None:
+    """RFC 3261 18.1.1 from a UDP listener other than the first: the INVITE to an IPv6 gateway
+    (configured udp, and tcp at the same address and port) leaves from the IPv6 listener's
+    family, is over 1300 bytes, and goes over TCP."""
+    gw_port, listen6, tcp6 = port6(), port6(), port6(socket.SOCK_STREAM)
+    sipd = sipd_factory(
+        [
+            gateway("gw6-udp", gw_port, address="::1"),
+            gateway("gw6-tcp", gw_port, address="::1", transport="tcp"),
+        ],
+        listen=[f"udp://[::1]:{listen6}", f"tcp://[::1]:{tcp6}"],
+        mapping_addresses=MAPPING,
+        routes=[{"prefix": "", "gateways": ["gw6-udp"]}],
+    )
+    scenario = tmp_path / "uac_big.xml"
+    text = scenario_path("uac_basic").read_text(encoding="latin-1")
+    scenario.write_text(text.replace("Subject: sipedge test", "Subject: " + "x" * 1200))
+    with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
+        result = call(sipd.sip_target, "127.0.0.1", scenario=str(scenario))
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    invite = first(gw_result, "INVITE")
+    assert invite.header("Via").startswith(f"SIP/2.0/TCP [::1]:{tcp6};")
+    assert invite.header("Contact") == f"<sip:[::1]:{tcp6};transport=tcp>"
+    assert sipd.metrics()["sipedge_sip_mtu_moved_to_tcp_total"] == 1
