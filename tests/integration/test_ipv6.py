@@ -76,6 +76,19 @@ def call(
     return sipp.wait(40)
 
 
+def call_tcp_gateway(
+    sipd: Any, gw_port: int, remote: str, local: str, transport: str, scenario: str = "uac_basic"
+) -> tuple[SippResult, Any]:
+    """A call (caller on `local`, over `transport`) to a SIPp gateway on ::1 over TCP: both
+    complete; the caller's result and the INVITE the gateway received."""
+    with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
+        result = call(remote, local, transport, scenario=scenario)
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    return result, first(gw_result, "INVITE")
+
+
 def sipd_with_mediad(
     sipd_factory: Any, tmp: Path, gw_port: int, listen6: int, low: int, bind6: str | None
 ) -> tuple[Any, Mediad]:
@@ -140,12 +153,7 @@ def test_ipv6_over_tcp(sipd_factory: Any) -> None:
         mapping_addresses=MAPPING,
     )
     assert f"tcp [::1]:{listen}" in sipd.log()
-    with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
-        result = call(f"[::1]:{listen}", "::1", "t1")
-        gw_result = gw.wait(20)
-    assert result.returncode == 0, result.stdout + sipd.log()
-    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
-    invite = first(gw_result, "INVITE")
+    result, invite = call_tcp_gateway(sipd, gw_port, f"[::1]:{listen}", "::1", "t1")
     assert invite.header("Via").startswith(f"SIP/2.0/TCP [::1]:{listen};")
     assert invite.header("Contact") == f"<sip:[::1]:{listen};transport=tcp>"
     assert invite.first_line.split()[1] == f"sip:4420001@[::1]:{gw_port};transport=tcp"
@@ -311,12 +319,7 @@ def test_a_large_request_from_the_ipv6_listener_goes_over_tcp(
     scenario = tmp_path / "uac_big.xml"
     text = scenario_path("uac_basic").read_text(encoding="latin-1")
     scenario.write_text(text.replace("Subject: sipedge test", "Subject: " + "x" * 1200))
-    with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
-        result = call(sipd.sip_target, "127.0.0.1", scenario=str(scenario))
-        gw_result = gw.wait(20)
-    assert result.returncode == 0, result.stdout + sipd.log()
-    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
-    invite = first(gw_result, "INVITE")
+    _, invite = call_tcp_gateway(sipd, gw_port, sipd.sip_target, "127.0.0.1", "u1", str(scenario))
     assert invite.header("Via").startswith(f"SIP/2.0/TCP [::1]:{tcp6};")
     assert invite.header("Contact") == f"<sip:[::1]:{tcp6};transport=tcp>"
     assert sipd.metrics()["sipedge_sip_mtu_moved_to_tcp_total"] == 1
