@@ -11,6 +11,7 @@ test runs a real mediad with an IPv4 and an IPv6 relay address and checks the SD
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port, gateway
 from tests.media.netns import Mediad
-from tests.sipp.harness import Sipp, SippResult
+from tests.sipp.harness import Sipp, SippResult, scenario_path
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
 
@@ -75,6 +76,45 @@ def call(
     return sipp.wait(40)
 
 
+def call_tcp_gateway(
+    sipd: Any, gw_port: int, remote: str, local: str, transport: str, scenario: str = "uac_basic"
+) -> tuple[SippResult, Any]:
+    """A call (caller on `local`, over `transport`) to a SIPp gateway on ::1 over TCP: both
+    complete; the caller's result and the INVITE the gateway received."""
+    with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
+        result = call(remote, local, transport, scenario=scenario)
+        gw_result = gw.wait(20)
+    assert result.returncode == 0, result.stdout + sipd.log()
+    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
+    return result, first(gw_result, "INVITE")
+
+
+def sipd_with_mediad(
+    sipd_factory: Any, tmp: Path, gw_port: int, listen6: int, low: int, bind6: str | None
+) -> tuple[Any, Mediad]:
+    """sipd with a gateway on ::1 and an IPv6 listener, and a real mediad (userspace relay,
+    not started) on its config: relay ports from `low` (a fixed range no other media test
+    uses, tests/conftest.py FIXED_MEDIA_PORTS), an IPv6 relay address when `bind6`."""
+    media: dict[str, Any] = {
+        "control_socket": str(tmp / "mediad.sock"),
+        "port_range": [low, low + 39],
+        "fast_path": "userspace",
+        "interfaces": ["lo"],
+        "bind_address": "127.0.0.1",
+        "refused_networks": [],
+    }
+    if bind6 is not None:
+        media["bind_address_v6"] = bind6
+    sipd = sipd_factory(
+        [gateway("gw6", gw_port, address="::1")],
+        listen=[f"udp://[::1]:{listen6}"],
+        mapping_addresses=MAPPING,
+        extra={"media": media},
+    )
+    mediad = Mediad(tmp / "mediad.sock", ["--config", str(sipd.config_path)], tmp / "mediad.log")
+    return sipd, mediad
+
+
 def first(result: SippResult, start: str) -> Any:
     return next(m for m in result.messages if m.first_line.startswith(start))
 
@@ -113,12 +153,7 @@ def test_ipv6_over_tcp(sipd_factory: Any) -> None:
         mapping_addresses=MAPPING,
     )
     assert f"tcp [::1]:{listen}" in sipd.log()
-    with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30, transport="t1") as gw:
-        result = call(f"[::1]:{listen}", "::1", "t1")
-        gw_result = gw.wait(20)
-    assert result.returncode == 0, result.stdout + sipd.log()
-    assert gw_result.returncode == 0, gw_result.stdout + sipd.log()
-    invite = first(gw_result, "INVITE")
+    result, invite = call_tcp_gateway(sipd, gw_port, f"[::1]:{listen}", "::1", "t1")
     assert invite.header("Via").startswith(f"SIP/2.0/TCP [::1]:{listen};")
     assert invite.header("Contact") == f"<sip:[::1]:{listen};transport=tcp>"
     assert invite.first_line.split()[1] == f"sip:4420001@[::1]:{gw_port};transport=tcp"
@@ -159,28 +194,7 @@ def test_4_to_6_sdp_carries_the_relay_address_of_each_family(
     """With a real mediad (userspace relay) that has an IPv4 and an IPv6 relay address: the
     IPv6 gateway's SDP says `c=IN IP6 ::1`, the IPv4 caller's `c=IN IP4 127.0.0.1`."""
     gw_port, listen6 = port6(), port6()
-    low = 47600  # a fixed range no other media test uses (tests/conftest.py FIXED_MEDIA_PORTS)
-    sipd = sipd_factory(
-        [gateway("gw6", gw_port, address="::1")],
-        listen=[f"udp://[::1]:{listen6}"],
-        mapping_addresses=MAPPING,
-        extra={
-            "media": {
-                "control_socket": str(tmp_path / "mediad.sock"),
-                "port_range": [low, low + 39],
-                "fast_path": "userspace",
-                "interfaces": ["lo"],
-                "bind_address": "127.0.0.1",
-                "bind_address_v6": "::1",
-                "refused_networks": [],
-            }
-        },
-    )
-    mediad = Mediad(
-        tmp_path / "mediad.sock",
-        ["--config", str(sipd.config_path)],
-        tmp_path / "mediad.log",
-    )
+    sipd, mediad = sipd_with_mediad(sipd_factory, tmp_path, gw_port, listen6, 47600, "::1")
     mediad.start()
     try:
         with Sipp("uas_answer", local="::1", port=gw_port, calls=1, timeout=30) as gw:
@@ -230,3 +244,82 @@ def test_an_ipv6_endpoint_registers_and_an_ipv4_caller_reaches_it(sipd_factory: 
     assert invite.first_line.startswith(f"INVITE sip:alice@[::1]:{phone_port} ")
     assert invite.header("Via").startswith(f"SIP/2.0/UDP [::1]:{listen6};")
     assert sipd.cdrs(wait_for=1)[0]["routing_gateway"] == "endpoint:alice"
+
+
+def test_an_ipv6_caller_gets_488_when_mediad_has_no_ipv6_relay(
+    sipd_factory: Any, tmp_path: Path
+) -> None:
+    """A real mediad without media.bind_address_v6: sipd learns its families (ping) and
+    answers an IPv6 caller 488 with a Warning before any attempt; the CDR and the refusal
+    counter say `media-family-unavailable`, and nothing reaches the IPv6 gateway."""
+    gw_port, listen6, low = port6(), port6(), 47700
+    sipd, mediad = sipd_with_mediad(sipd_factory, tmp_path, gw_port, listen6, low, None)
+    mediad.start()
+    family = 'sipedge_media_relay_family{family="IP6"}'
+    try:
+        deadline = time.monotonic() + 15
+        while family not in sipd.metrics() and time.monotonic() < deadline:
+            time.sleep(0.2)  # sipd asks mediad each second until it answers
+        assert sipd.metrics().get(family) == 0, sipd.log() + mediad.log()
+        with (
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as gw,
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as caller,
+        ):
+            gw.bind(("::1", gw_port))
+            caller.bind(("::1", 0))
+            caller.settimeout(5)
+            here = caller.getsockname()[1]
+            sdp = (
+                "v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\n"
+                f"t=0 0\r\nm=audio {low + 100} RTP/AVP 0\r\n"
+            )
+            invite = (
+                f"INVITE sip:4420001@[::1]:{listen6} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP [::1]:{here};branch=z9hG4bK-v6ends-1;rport\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:1000@[::1]>;tag=v6caller\r\n"
+                f"To: <sip:4420001@[::1]>\r\nCall-ID: v6-family-1\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:1000@[::1]:{here}>\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+            )
+            caller.sendto(invite.encode(), ("::1", listen6))
+            final = b""
+            while not final:
+                data, _ = caller.recvfrom(65535)
+                if not data.startswith(b"SIP/2.0 1"):
+                    final = data
+            gw.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                gw.recvfrom(65535)  # no INVITE went to the gateway
+    finally:
+        mediad.stop()
+    text = final.decode()
+    assert text.startswith("SIP/2.0 488 "), text
+    assert '\r\nWarning: 301 [::1] "media-family-unavailable: ' in text, text
+    cdr = sipd.cdrs(wait_for=1)[0]
+    assert cdr["cause"] == "media-family-unavailable" and cdr["final_status"] == 488, cdr
+    assert sipd.metrics()['sipedge_media_refused_total{reason="media-family-unavailable"}'] == 1
+
+
+def test_a_large_request_from_the_ipv6_listener_goes_over_tcp(
+    sipd_factory: Any, tmp_path: Path
+) -> None:
+    """RFC 3261 18.1.1 from a UDP listener other than the first: the INVITE to an IPv6 gateway
+    (configured udp, and tcp at the same address and port) leaves from the IPv6 listener's
+    family, is over 1300 bytes, and goes over TCP."""
+    gw_port, listen6, tcp6 = port6(), port6(), port6(socket.SOCK_STREAM)
+    sipd = sipd_factory(
+        [
+            gateway("gw6-udp", gw_port, address="::1"),
+            gateway("gw6-tcp", gw_port, address="::1", transport="tcp"),
+        ],
+        listen=[f"udp://[::1]:{listen6}", f"tcp://[::1]:{tcp6}"],
+        mapping_addresses=MAPPING,
+        routes=[{"prefix": "", "gateways": ["gw6-udp"]}],
+    )
+    scenario = tmp_path / "uac_big.xml"
+    text = scenario_path("uac_basic").read_text(encoding="latin-1")
+    scenario.write_text(text.replace("Subject: sipedge test", "Subject: " + "x" * 1200))
+    _, invite = call_tcp_gateway(sipd, gw_port, sipd.sip_target, "127.0.0.1", "u1", str(scenario))
+    assert invite.header("Via").startswith(f"SIP/2.0/TCP [::1]:{tcp6};")
+    assert invite.header("Contact") == f"<sip:[::1]:{tcp6};transport=tcp>"
+    assert sipd.metrics()["sipedge_sip_mtu_moved_to_tcp_total"] == 1

@@ -13,7 +13,8 @@ from sipedge.calls.media_policy import (
     MediaRefusal,
     address_refusal,
     check_sdp,
-    ipv4_or_none,
+    family_refusal,
+    ip_or_none,
 )
 from sipedge.config import MediaConfig
 from sipedge.sip.sdp import parse
@@ -184,7 +185,28 @@ def test_warning_header_value() -> None:
     )
 
 
-def test_ipv4_or_none() -> None:
-    assert ipv4_or_none("198.51.100.7") == "198.51.100.7"
-    assert ipv4_or_none("2001:db8::1") is None
-    assert ipv4_or_none("gw.example.com") is None
+def test_ip_or_none() -> None:
+    assert ip_or_none("198.51.100.7") == "198.51.100.7"
+    assert ip_or_none("2001:DB8:0::1") == "2001:db8::1"  # IPv6 too, in mediad's normal form
+    assert ip_or_none("::ffff:198.51.100.7") == "198.51.100.7"
+    assert ip_or_none("fe80::1%eth0") is None  # scoped: mediad refuses it
+    assert ip_or_none("gw.example.com") is None
+
+
+def test_family_refusal() -> None:
+    v4_only, both = frozenset({"IP4"}), frozenset({"IP4", "IP6"})
+    sdp6 = parse(
+        b"v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\n"
+        b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    )
+    hold6 = parse(
+        b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP6 ::\r\n"
+        b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    )
+    assert family_refusal("IP4", None, v4_only) is None
+    assert family_refusal("IP6", sdp6, both) is None
+    refusal = family_refusal("IP6", None, v4_only)  # an IPv6 caller, late offer
+    assert refusal is not None and refusal.reason == "media-family-unavailable"
+    assert (refusal.status, refusal.warn_code) == (488, 301) and "IP6" in refusal.detail
+    assert family_refusal("IP4", sdp6, v4_only) is not None  # IPv4 signalling, IPv6 media
+    assert family_refusal("IP4", hold6, v4_only) is None  # the hold address is no destination

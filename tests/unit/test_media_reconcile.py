@@ -20,7 +20,7 @@ from sipedge.calls.media_reconcile import TOUCH_CHUNK, Reconciler, interval_for,
 from sipedge.calls.service import media_policy
 from sipedge.config import MediaConfig
 from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError, RelayAddress
-from sipedge.sip.message import Request, Response, make_response, parse_message
+from sipedge.sip.message import Request, Response, host_text, make_response, parse_message
 from tests.unit.memory_cdrs import MemoryCdrs
 from tests.unit.test_session_timer_call import CALLER, GW, SDP, Edge
 
@@ -94,6 +94,11 @@ class FakeMediad:
         self.log.append(("answer", (call_id, to_tag, address, port, signal_address)))
         self.families.append(("answer", address_family))
         return RelayAddress(call_id, self.relay[address_family], 31000, 31001, "userspace")
+
+    async def relay_families(self) -> frozenset[str] | None:
+        self._check()
+        self.log.append(("ping", None))
+        return frozenset(self.relay)
 
     async def delete(self, call_id: str) -> dict[str, Any]:
         self._check()
@@ -286,7 +291,7 @@ def test_loop_runs_at_start_and_a_dead_mediad_does_not_break_it() -> None:
         service = MediaService(fake)
         service.start()
         await settle()  # the first round failed quietly
-        assert service._loop_task is not None and not service._loop_task.done()
+        assert service._loops and not any(task.done() for task in service._loops)
         await service.close()
         fake.down = False
         fake.sessions["orphan/0"] = {}
@@ -302,13 +307,15 @@ def test_loop_runs_at_start_and_a_dead_mediad_does_not_break_it() -> None:
 # -- calls: ids owned, signal addresses, refusals -------------------------------------------
 
 
-def invite(body: bytes = SDP) -> Request:
+def invite(body: bytes = SDP, caller: str = "10.0.0.1", ours: str = "10.0.0.9") -> Request:
+    """The caller's INVITE with SDP; `caller` and `ours` may be IPv6 (written in brackets)."""
+    them, us = host_text(caller), host_text(ours)
     text = (
-        "INVITE sip:4420001@10.0.0.9 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-media-1\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:1000@10.0.0.1>;tag=caller-tag\r\n"
-        "To: <sip:4420001@10.0.0.9>\r\nCall-ID: media-call-1\r\nCSeq: 1 INVITE\r\n"
-        "Contact: <sip:1000@10.0.0.1:5060>\r\nContent-Type: application/sdp\r\n"
+        f"INVITE sip:4420001@{us} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {them}:5060;branch=z9hG4bK-media-1\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:1000@{them}>;tag=caller-tag\r\n"
+        f"To: <sip:4420001@{us}>\r\nCall-ID: media-call-1\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:1000@{them}:5060>\r\nContent-Type: application/sdp\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     msg = parse_message(text.encode() + body)

@@ -31,12 +31,14 @@ class Edge:
         tmp: Path,
         parameters: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        callers: tuple[str, ...] = ("10.0.0.1/32",),
     ) -> None:
-        """`data`: a whole config (its own gateways); default: gw1 at `GW`."""
+        """`data`: a whole config (its own gateways); default: gw1 at `GW`. `callers`: the
+        mapping gateway's networks."""
         if data is None:
             data = make_config(tmp, 5060, 8080, [gateway("gw1", 5060)], parameters=parameters)
             data["routing_gateways"][0]["address"] = GW[0]
-        data["mapping_gateways"][0]["addresses"] = ["10.0.0.1/32"]
+        data["mapping_gateways"][0]["addresses"] = list(callers)
         self.clock = FakeClock()
         self.sent: list[tuple[Request | Response, tuple[str, int]]] = []
         self.b2bua = B2BUA(

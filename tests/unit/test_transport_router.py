@@ -150,6 +150,35 @@ def test_a_large_request_moves_to_tcp_for_a_peer_known_to_take_it() -> None:
     assert dest is GW  # small: stays on UDP
 
 
+def test_a_large_request_from_any_udp_listener_moves_to_tcp() -> None:
+    """The MTU rule applies to a request bound for the second UDP listener too, and to a
+    plain address of the other family (the IPv6 listener's); small ones stay on UDP."""
+    r, first, second, streams = router()
+    r.tcp_peers = frozenset({GW})
+    via_second = Destination(*GW, "udp", listener=1)
+    dest, data = r.prepare(invite(size=MTU_ALLOWANCE), via_second)
+    assert transport_of(dest) == "tcp" and dest == GW
+    assert b"Via: SIP/2.0/TCP 192.0.2.1:5070;" in data
+    r.send_bytes(data, dest)
+    assert streams.sent and not first.sent and not second.sent
+    dest, data = r.prepare(invite(), via_second)
+    assert dest == via_second and b"Via: SIP/2.0/UDP 192.0.2.1:5080;" in data
+    other = Destination(*("198.51.100.9", 5060), "udp", listener=1)
+    dest, _ = r.prepare(invite(size=MTU_ALLOWANCE), other)
+    assert dest == other and transport_of(dest) == "udp"  # not known to take TCP
+    assert r.moved_to_tcp == 1
+
+    v4, v6 = FakeUdp(5060), FakeUdp(5062)
+    v6.host = "2001:db8::1"
+    r6 = Transports([v4, v6], FakeStreams())  # type: ignore[list-item, arg-type]
+    peer6 = ("2001:db8::20", 5060)
+    r6.tcp_peers = frozenset({peer6})
+    dest, _ = r6.prepare(invite(size=MTU_ALLOWANCE), peer6)
+    assert transport_of(dest) == "tcp" and dest == peer6 and r6.moved_to_tcp == 1
+    dest, _ = r6.prepare(invite(), peer6)
+    assert transport_of(dest) == "udp" and getattr(dest, "listener", None) == 1
+
+
 def test_no_tcp_listener_no_move() -> None:
     first = FakeUdp(5060)
     r = Transports([first])  # type: ignore[list-item]

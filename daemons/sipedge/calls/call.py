@@ -37,11 +37,7 @@ from sipedge.calls.media_policy import MEDIA_FAMILY_UNAVAILABLE, MEDIA_UNAVAILAB
 from sipedge.calls.media_session import CALLEE, CALLER
 from sipedge.calls.refresh import LegTimers
 from sipedge.calls.retry import retry_headers
-from sipedge.calls.session_timer import (
-    EXPIRED,
-    Reject422,
-    TimerSettings,
-)
+from sipedge.calls.session_timer import EXPIRED, Reject422, TimerSettings
 from sipedge.calls.switching import (
     AttemptTracker,
     CallSwitcher,
@@ -142,6 +138,10 @@ class Call:
     # Setup
     # -----------------------------------------------------------------------------------------
     def start(self) -> None:
+        request = self.invite_tx.request  # a caller of a family mediad cannot relay: 488 now
+        refusal = self.media.caller_refusal(request.body, request.headers.get("Content-Type"))
+        if refusal is not None:
+            return self._reject_caller(refusal)
         self._follow(self.switcher.first())
 
     def _follow(self, decision: Next | Stop) -> None:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from sipedge.calls import watchdog
 from sipedge.calls.attempt import Attempt
 from sipedge.calls.media_backend import MediaBackend
+from sipedge.calls.media_families import caller_refusal, family_lost, watch_families
 from sipedge.calls.media_metrics import MediaStats, media_metrics
 from sipedge.calls.media_policy import (
     MEDIA_FAMILY_UNAVAILABLE,
@@ -61,7 +62,7 @@ from sipedge.calls.media_policy import (
     MediaPolicy,
     MediaRefusal,
     check_sdp,
-    ipv4_or_none,
+    ip_or_none,
 )
 from sipedge.calls.media_queue import MediaQueue, Then
 from sipedge.calls.media_reconcile import Reconciler, is_gone
@@ -115,7 +116,7 @@ class MediaService:
         self.stats = MediaStats()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciler = Reconciler(backend, idle_timeout, self._orphan_deleted)
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []  # reconciliation, mediad's families
         self.clock = time.monotonic
         self._skip_until = 0.0  # calls skip mediad until then (see UNREACHABLE_HOLD_OFF)
         self.error_log = RateLimitedLog(log, ERROR_LOG_INTERVAL)
@@ -124,9 +125,13 @@ class MediaService:
         self.stats.orphans_deleted += 1
 
     def start(self) -> None:
-        """Reconcile with mediad now and every `idle_timeout / 4` (needs a running loop)."""
-        if self.backend is not None and self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self.reconciler.run())
+        """Reconcile with mediad now and every `idle_timeout / 4`, and ask its relay families
+        (media_families); needs a running loop."""
+        if self.backend is not None and not self._loops:
+            loop, ask = asyncio.get_running_loop(), self.backend.relay_families
+            self._loops.append(loop.create_task(self.reconciler.run()))
+            watch = watch_families(self.stats, ask, self.reconciler.on_success)
+            self._loops.append(loop.create_task(watch))
 
     def holding_off(self) -> bool:
         """mediad was unreachable for a call less than UNREACHABLE_HOLD_OFF ago."""
@@ -173,8 +178,8 @@ class MediaService:
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        for task in self._loops:
+            task.cancel()
         await self.reconciler.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -195,7 +200,7 @@ class CallMedia:
         self.service = service
         self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
         self.call_id = call.id
-        self._caller_ip = ipv4_or_none(call.source[0])
+        self._caller_ip = ip_or_none(call.source[0])
         self._caller_family = family(call.source[0])
         self.policy = service.policy  # the snapshot this call keeps
         self.refusals: dict[str, MediaRefusal] = {}  # by attempt Call-ID: why `then` got None
@@ -228,7 +233,7 @@ class CallMedia:
             )
             session.signal = {
                 CALLER: self._caller_ip,
-                CALLEE: ipv4_or_none(attempt.destination[0]),
+                CALLEE: ip_or_none(attempt.destination[0]),
             }
             # the family each party speaks: the relay address in the SDP it receives
             session.family = {
@@ -313,6 +318,13 @@ class CallMedia:
             log.warning("call %s: SDP from the %s refused: %s", self.call_id, leg, refusal.detail)
         return refusal
 
+    def caller_refusal(self, body: bytes, content_type: str | None) -> MediaRefusal | None:
+        """At the call's start: mediad has no relay address of the caller's family (488)."""
+        if not self.service.enabled:
+            return None
+        stats = self.service.stats
+        return caller_refusal(stats, self.call_id, self._caller_family, body, content_type)
+
     def refusal(self, attempt: Attempt) -> MediaRefusal:
         """Why the last `then(None)` of this attempt's media came (never raises)."""
         return self.refusals.get(
@@ -322,7 +334,7 @@ class CallMedia:
     @staticmethod
     def _signal(session: Session, leg: str, source: str | None) -> str | None:
         if source is not None:
-            session.signal[leg] = ipv4_or_none(source) or session.signal[leg]
+            session.signal[leg] = ip_or_none(source) or session.signal[leg]
         return session.signal[leg]
 
     def _unanchored(self, reason: str) -> None:
@@ -389,6 +401,7 @@ class CallMedia:
             except MediaError as exc:
                 self._error(session, exc, "offer")
                 if exc.code == FAMILY_UNAVAILABLE:  # the receiver's family has no relay address
+                    family_lost(self.service.stats, receiver)
                     if stream.index not in session.streams:
                         self.service.reconciler.release(mediad_id)
                     self.service.stats.count(self.service.stats.refused, MEDIA_FAMILY_UNAVAILABLE)
@@ -456,6 +469,8 @@ class CallMedia:
                 )
             except MediaError as exc:
                 self._error(session, exc, "answer")
+                if exc.code == FAMILY_UNAVAILABLE:  # learnt: the next such caller gets 488
+                    family_lost(self.service.stats, session.family[offerer])
                 cached = session.relay_for[offerer].get(stream.index)
                 if cached is not None:
                     relays[stream.index] = cached

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 @dataclass
@@ -24,12 +24,13 @@ class MediaStats:
     rtp_timeouts: int = 0
     max_duration_ends: int = 0
     rtp_started: int = 0
+    relay_families: frozenset[str] | None = None  # mediad's (media_families), None: not known
 
     def count(self, table: dict[str, int], key: str) -> None:
         table[key] = table.get(key, 0) + 1
 
 
-def media_metrics(stats: MediaStats) -> Iterator[CounterMetricFamily]:
+def media_metrics(stats: MediaStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
     """Prometheus families for sipd's collector."""
 
     def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -73,6 +74,15 @@ def media_metrics(stats: MediaStats) -> Iterator[CounterMetricFamily]:
     for code, count in sorted(stats.errors.items()):
         errors.add_metric([code], count)
     yield errors
+    if stats.relay_families is not None:
+        families = GaugeMetricFamily(
+            "sipedge_media_relay_family",
+            "1 for each address family mediad has a relay address of (its ping), else 0",
+            labels=["family"],
+        )
+        for name in ("IP4", "IP6"):
+            families.add_metric([name], 1 if name in stats.relay_families else 0)
+        yield families
 
 
 __all__ = ["MediaStats", "media_metrics"]

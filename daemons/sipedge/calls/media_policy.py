@@ -15,9 +15,13 @@ Two rules, checked on every SDP offer and answer that would be anchored:
 * **Stream cap.** More active `m=` lines (port not 0) than `media.max_streams_per_call` is
   refused: each one costs a relay port pair.
 
+A third rule, checked once when a call arrives (`family_refusal`): the caller's family (of its
+signalling, and of its streams' `c=`) must be one mediad has a relay address of, or the caller
+gets 488 before any attempt (docs/ipv6.md).
+
 Owns: `MediaPolicy` (the two limits), `MediaRefusal` (a reason code for the CDR and metrics,
-a sentence for the log and the Warning header, the SIP status), `check_sdp`, `address_refusal`,
-`ipv4_or_none` and the reason codes.
+a sentence for the log and the Warning header, the SIP status), `check_sdp`, `family_refusal`,
+`address_refusal`, `ip_or_none` and the reason codes.
 Must not: parse SDP bytes (`sip.sdp` does), talk to mediad, send SIP, read the clock, or import
 config/ or another module of calls/.
 Driven by: `calls/media_link.py`, before any offer or answer reaches mediad; `calls/call.py` and
@@ -86,12 +90,43 @@ def address_refusal(address: str, address_type: str, networks: tuple[Network, ..
     return None
 
 
-def ipv4_or_none(address: str) -> str | None:
-    """`address` when it is an IPv4 literal (mediad's signal-address), else None."""
+def ip_or_none(address: str) -> str | None:
+    """`address` when it is an IP literal, IPv4 or IPv6 (mediad's signal-address), in one
+    normal form (IPv6 compressed; an IPv4-mapped address as its IPv4 address), else None (a
+    host name, or a scoped IPv6 address, which mediad refuses)."""
+    if "%" in address:
+        return None
     try:
-        return str(ipaddress.IPv4Address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def family_refusal(
+    party_family: str, sdp: Sdp | None, relay_families: frozenset[str]
+) -> MediaRefusal | None:
+    """The refusal of a caller whose media the relay cannot carry: it signals from
+    (`party_family`, the relay address it would receive) or puts in an active stream's `c=` a
+    family mediad has no relay address of (IPv6 without media.bind_address_v6)."""
+    needed = {party_family}
+    if sdp is not None:
+        needed.update(
+            s.address_type.upper()
+            for s in sdp.streams
+            if not s.disabled and s.address is not None and s.address not in HOLD_ADDRESSES
+        )
+    missing = sorted((needed & {"IP4", "IP6"}) - relay_families)
+    if not missing:
+        return None
+    return MediaRefusal(
+        MEDIA_FAMILY_UNAVAILABLE,
+        f"the relay has no {missing[0]} address for the caller's media",
+        status=488,
+        warn_code=301,  # RFC 3261 20.43: incompatible network address formats
+    )
 
 
 def check_sdp(sdp: Sdp, policy: MediaPolicy) -> MediaRefusal | None:
@@ -120,5 +155,6 @@ __all__ = [
     "MediaRefusal",
     "address_refusal",
     "check_sdp",
-    "ipv4_or_none",
+    "family_refusal",
+    "ip_or_none",
 ]

@@ -174,6 +174,15 @@ class MediaClient:
         body.update(_family(address_family))
         return self._relay(await self.request(body))
 
+    async def relay_families(self) -> frozenset[str] | None:
+        """The relay address families mediad has (`ping`): IP4, and IP6 with
+        media.bind_address_v6; None from a mediad that does not say (before IPv6)."""
+        data = await self.request({"command": "ping"})
+        families = data.get("families")
+        if not isinstance(families, list):
+            return None
+        return frozenset(f for f in families if f in ("IP4", "IP6"))
+
     async def delete(self, call_id: str) -> dict[str, Any]:
         """Ends the session; returns its final per-leg statistics (as query)."""
         return await self.request({"command": "delete", "call-id": call_id})

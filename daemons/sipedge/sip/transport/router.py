@@ -14,8 +14,8 @@ the builders of requests (calls/, uplinks/, sip/dialog.py) write our address and
 and for any other way out the router sets the top Via's sent-protocol and sent-by port, and a
 Contact that names the same host and port as that Via (ours) gets the listener's port and
 `;transport=tcp` / `;transport=tls`. A request of more than `MTU_ALLOWANCE` bytes bound for
-UDP goes over TCP instead when a TCP listener exists and the peer is known to take TCP
-(`tcp_peers`: the routing gateways configured with `transport: tcp`).
+UDP, from any UDP listener, goes over TCP instead when a TCP listener exists and the peer is
+known to take TCP (`tcp_peers`: the routing gateways configured with `transport: tcp`).
 
 Owns: `Transports`.
 Must not: parse what arrives (the transports do), decide the destination of a request (the
@@ -34,6 +34,7 @@ from sipedge.sip.transport.destination import (
     VIA_TRANSPORT,
     Destination,
     choose_transport,
+    transport_of,
 )
 from sipedge.sip.transport.stream import StreamTransport
 from sipedge.sip.transport.udp import UdpTransport
@@ -109,20 +110,19 @@ class Transports:
     def prepare(self, request: Request, destination: Addr) -> tuple[Addr, bytes]:
         """Where `request` goes and its bytes, its top Via (and our Contact) saying how."""
         data = request.to_bytes()
-        if (
-            type(destination) is tuple
-            and self._other_family is not None
-            and (":" in destination[0]) != self._primary_v6
-        ):
-            destination = self._by_family(destination)
         if type(destination) is tuple:
-            if len(data) <= MTU_ALLOWANCE:
+            if self._other_family is not None and (":" in destination[0]) != self._primary_v6:
+                destination = self._by_family(destination)
+            elif len(data) <= MTU_ALLOWANCE:
                 return destination, data  # the hot path: UDP as built
+        if len(data) > MTU_ALLOWANCE and transport_of(destination) == UDP:
+            # every UDP listener, not only the first: the peer's (address, port) decides
             takes_tcp = TCP in self.ports and (destination[0], destination[1]) in self.tcp_peers
-            if choose_transport(UDP, len(data), takes_tcp) == UDP:
-                return destination, data
-            self.moved_to_tcp += 1
-            destination = Destination(destination[0], destination[1], TCP)
+            if choose_transport(UDP, len(data), takes_tcp) == TCP:
+                self.moved_to_tcp += 1
+                destination = Destination(destination[0], destination[1], TCP)
+        if type(destination) is tuple:
+            return destination, data
         assert isinstance(destination, Destination)
         if destination.transport == UDP and destination.listener == 0:
             return destination, data
