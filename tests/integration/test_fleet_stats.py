@@ -6,6 +6,8 @@ against a real PostgreSQL (tests/pg.py) holding the CDRs of two nodes.
   over to): either edge's fleet view is the sum of the two edges' own (in-memory) views.
 * CDRs written by two stores with known times: the windows, the gateways left out (not
   configured), a DNS failure's folded reason, PDD and ACD, exactly.
+* Calls in progress on two edges are the fleet's current calls; an edge that stops is
+  forgotten at once.
 * With the SQLite backend the fleet scope is refused with 409, the node scope still answers.
 """
 
@@ -152,6 +154,8 @@ def test_the_fleet_view_is_the_sum_of_two_edges_views(
                 20,
                 "the edge's CDRs on the server",
             )
+        # every call has ended: once both edges have published since, none is in progress
+        wait_until(lambda: currents(fleet_view(edges[0])) == {0}, 20, "no call in progress")
         own = [sipd.api("/api/gateways/stats") for sipd in edges]
         fleet = [fleet_view(sipd) for sipd in edges]
         metrics = edges[0].metrics()
@@ -191,9 +195,80 @@ def test_the_fleet_view_is_the_sum_of_two_edges_views(
         assert (caller["attempts"], caller["answered"]) == (answered + 1, answered)
         assert caller["switch_reasons"] == {"no-more-gateways": 1}
         assert 0 < caller["pdd_seconds"] < 2
-    for group in ("routing_gateways", "mapping_gateways"):
-        assert all(g["current_calls"] is None for g in view[group].values())
-    assert metrics["sipedge_fleet_stats_queries_total"] == 1
+    assert metrics["sipedge_fleet_stats_queries_total"] >= 2
+    assert metrics["sipedge_fleet_calls_published_total"] >= 1
+
+
+def currents(view: dict[str, Any]) -> set[object]:
+    """Every gateway's current_calls in a fleet view."""
+    return {
+        g["current_calls"]
+        for group in ("routing_gateways", "mapping_gateways")
+        for g in view[group].values()
+    }
+
+
+def live(view: dict[str, Any]) -> tuple[object, object, object]:
+    """(gw-answer, gw-reject, test-caller) calls in progress in a fleet view."""
+    routing, mapping = view["routing_gateways"], view["mapping_gateways"]
+    return (
+        routing["gw-answer"]["current_calls"],
+        routing["gw-reject"]["current_calls"],
+        mapping["test-caller"]["current_calls"],
+    )
+
+
+@pytest.mark.sipp
+def test_the_fleet_counts_every_edges_calls_in_progress_and_forgets_a_stopped_edge(
+    cluster: PgCluster, database: str, tmp_path: Path
+) -> None:
+    """Calls held up on two edges (2 on edge-a, 1 on edge-b) are the fleet's current calls
+    (published by each edge every 5 s); edge-b stops cleanly: its row goes at once; the calls
+    end: the count goes back to 0."""
+    reject_port, answer_port = free_port(), free_port()
+    plan = {"edge-a": 2, "edge-b": 1}
+    migrate_databases(tmp_path / "setup", cluster.settings(database))
+    edges: dict[str, Sipd] = {}
+    answering = Sipp("uas_answer", port=answer_port, calls=sum(plan.values()), timeout=90)
+    callers: list[Sipp] = []
+    try:
+        with answering:
+            for node, calls in plan.items():
+                sipd = edges[node] = start_edge(
+                    cluster, database, tmp_path, node, reject_port, answer_port
+                )
+                callers.append(
+                    Sipp(
+                        "uac_basic",
+                        port=free_port(),
+                        remote=sipd.sip_target,
+                        calls=calls,
+                        rate=10,
+                        timeout=60,
+                        service="4420001",
+                        keys={"hold": "25000"},  # ms: long enough to be seen, then stopped
+                    )
+                )
+                callers[-1].start()
+            wait_until(
+                lambda: live(fleet_view(edges["edge-a"])) == (3, 0, 3), 30, "3 calls in progress"
+            )
+            assert live(fleet_view(edges["edge-b"])) == (3, 0, 3)  # either edge sees them
+            own_a = edges["edge-a"].api("/api/gateways/stats")["routing_gateways"]
+            assert own_a["gw-answer"]["current_calls"] == 2
+            edges.pop("edge-b").stop()  # ends its call, withdraws its row
+            assert live(fleet_view(edges["edge-a"])) == (2, 0, 2)
+            for caller in callers[:1]:
+                result = caller.wait(50)
+                assert result.returncode == 0 and result.successful == 2, result.describe()
+            wait_until(
+                lambda: live(fleet_view(edges["edge-a"])) == (0, 0, 0), 20, "no call in progress"
+            )
+    finally:
+        for caller in callers:
+            caller.stop()
+        for sipd in edges.values():
+            sipd.stop()
 
 
 def cdr(

@@ -98,20 +98,20 @@ def test_migrations_from_empty_then_up_to_date_then_refused_when_newer(
     done = migrate_databases(tmp_path, settings)
     versions = {what.split(" ")[0]: (before, after) for what, before, after in done}
     assert versions[str(tmp_path / SPOOL)] == (0, 2)
-    assert versions["PostgreSQL"] == (0, 2)
-    assert cluster.psql("SELECT version FROM schema_version ORDER BY 1", database) == "1\n2"
+    assert versions["PostgreSQL"] == (0, 3)
+    assert cluster.psql("SELECT version FROM schema_version ORDER BY 1", database) == "1\n2\n3"
     tables = cluster.psql(
         "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
         " WHERE schemaname = 'public'",
         database,
     )
-    assert tables == "bindings,cdr,nodes,schema_version"
+    assert tables == "bindings,cdr,node_calls,nodes,schema_version"
     again = migrate_databases(tmp_path, settings)
-    assert [(b, a) for _, b, a in again] == [(2, 2), (2, 2)]
+    assert [(b, a) for _, b, a in again] == [(2, 2), (3, 3)]
 
     # a newer sipedge migrated it: this one refuses, and writes nothing
     cluster.psql("INSERT INTO schema_version VALUES (7, 'from the future')", database)
-    with pytest.raises(SchemaError, match=r"schema version 7, newer than this sipedge knows \(2\)"):
+    with pytest.raises(SchemaError, match=r"schema version 7, newer than this sipedge knows \(3\)"):
         migrate_databases(tmp_path, settings)
     with pytest.raises(SchemaError, match="newer than this sipedge"):
         open_cdr_store(tmp_path / "edge", postgres=settings)
@@ -510,7 +510,7 @@ def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         f"{tmp_path / 'state' / SPOOL}: schema version 2 (migrated from 0)",
-        f"PostgreSQL ({settings.dsn}): schema version 2 (migrated from 0)",
+        f"PostgreSQL ({settings.dsn}): schema version 3 (migrated from 0)",
     ]
     assert "up to date" in db_migrate().stdout
     cluster.psql(
@@ -529,10 +529,10 @@ def test_db_migrate_command_and_sipd_refuse_a_newer_schema(
     assert [(r["call_id"], r["node"]) for r in json.loads(listed.stdout)] == [
         ("from-another-edge", "edge-z")
     ]
-    cluster.psql("INSERT INTO schema_version VALUES (3, 'from the future')", database)
+    cluster.psql("INSERT INTO schema_version VALUES (4, 'from the future')", database)
     refused = db_migrate()
     assert refused.returncode == 1
-    assert "schema version 3, newer than this sipedge knows (2)" in refused.stderr
+    assert "schema version 4, newer than this sipedge knows (3)" in refused.stderr
     with pytest.raises(RuntimeError, match="exited") as info:
         start_sipd(tmp_path, config)
     assert "cannot start" in str(info.value) and "newer than this sipedge" in str(info.value)

@@ -73,3 +73,28 @@ def test_reasons_stay_bounded() -> None:
         calls=[], mapping_durations=[], attempt_reason=lambda r, s: r, call_reason=lambda r, s: r,
     )["routing_gateways"]["gw"]["windows"]["5m"]["switch_reasons"]  # fmt: skip
     assert len(odd) == MAX_REASONS and odd[OTHER] == 1
+
+
+def test_current_calls_are_the_sum_of_what_the_edges_published() -> None:
+    def current(published: list[dict[str, Any]]) -> tuple[object, object]:
+        body = fleet_snapshot(
+            ["gw", "gw2"], ["pbx"], attempts=[], routing_durations=[], calls=[],
+            mapping_durations=[], attempt_reason=attempt_reason,
+            call_reason=stop_reason_label, current=published,
+        )  # fmt: skip
+        return (
+            {k: v["current_calls"] for k, v in body["routing_gateways"].items()},
+            body["mapping_gateways"]["pbx"]["current_calls"],
+        )
+
+    assert current([]) == ({"gw": None, "gw2": None}, None)  # no edge published: unknown
+    published = [
+        {"routing": {"gw": 2, "gw2": 0}, "mapping": {"pbx": 2}},
+        {"routing": {"gw": 1}, "mapping": {"pbx": 1}},
+        # a row written by something else is not trusted: only non-negative ints of
+        # configured gateways count
+        {"routing": {"gw": -5, "gw2": "7", "elsewhere": 9}, "mapping": {"pbx": True}},
+        {"routing": ["gw"], "mapping": None},
+        {},
+    ]
+    assert current(published) == ({"gw": 3, "gw2": 0}, 3)

@@ -102,6 +102,7 @@ class SipDaemonBase:
         self.carrier_passwords: dict[str, str] = {}  # routing gateways' auth_password_file
         self._tls: ssl.SSLContext | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._publish_calls: asyncio.Task[None] | None = None  # scope=fleet's current calls
         self._b2bua: B2BUA | None = None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -190,6 +191,10 @@ class SipDaemonBase:
         )
         if postgres is not None:
             self.fleet_stats = FleetStats(postgres)
+            self._publish_calls = asyncio.create_task(
+                self.fleet_stats.publish_every(self.carrier_stats.current_calls),
+                name="fleet-calls",
+            )
         self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
         transports = self.transports = await self._open_transports()
         self.transport = transports.primary
@@ -476,8 +481,10 @@ class SipDaemonBase:
             self.transports.close()
         if self._retention is not None:
             self._retention.cancel()
+        if self._publish_calls is not None:
+            self._publish_calls.cancel()
         if self.fleet_stats is not None:
-            self.fleet_stats.close()
+            await asyncio.to_thread(self.fleet_stats.close)  # bounded: deletes its row
         if self.cdrs is not None:
             self.cdrs.close()  # commits the CDRs still queued (bounded wait), stops the writer
         self.gc_watch.uninstall()

@@ -41,6 +41,14 @@ class SipdCollector(Collector):
             )
             yield counter("fleet_stats_failures", "Fleet statistics PostgreSQL did not answer",
                           f.failures)  # fmt: skip
+            yield counter(
+                "fleet_calls_published", "Calls-in-progress rows written to PostgreSQL", f.published
+            )
+            yield counter(
+                "fleet_calls_publish_failures",
+                "Calls-in-progress rows PostgreSQL did not take",
+                f.publish_failures,
+            )
         yield counter("sip_messages_in", "SIP messages received (UDP, TCP, TLS)", t.messages_in)
         yield counter("sip_messages_out", "SIP messages sent (UDP, TCP, TLS)", t.messages_out)
         yield counter("sip_parse_errors", "Datagrams that failed to parse", t.parse_errors)

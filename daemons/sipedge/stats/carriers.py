@@ -157,6 +157,13 @@ class CarrierStats:
             }
         return out
 
+    def current_calls(self) -> dict[str, dict[str, int]]:
+        """Calls in progress per gateway, by kind (what this edge publishes to its fleet)."""
+        return {
+            kind: {name: gw.current for name, gw in gateways.items()}
+            for kind, gateways in self.gateways.items()
+        }
+
     def series(self, window: str) -> dict[str, object]:
         """Per gateway, the `window`'s buckets oldest first as [attempts, answered] (the
         console's charts); `bucket_seconds` is their width. KeyError: no such window."""

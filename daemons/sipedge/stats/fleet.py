@@ -10,7 +10,9 @@ What counts where, from the CDRs (so only finished calls: a CDR is written when 
 * mapping gateway: every CDR from it, settled at its answer (answered) or its end (not, with
   the reason switching stopped); PDD its INVITE to the first 18x/2xx of any attempt; ACD as
   above.
-* current calls: `None` (CDRs do not show calls in progress; each edge's own scope does).
+* current calls: not in the CDRs; the sum of what the edges published in PostgreSQL within
+  the freshness (`current`: each edge's `{"routing": {name: n}, "mapping": {name: n}}`), `None`
+  when no edge did (a count that is not a non-negative integer is ignored, not trusted).
 
 Owns: `fleet_snapshot`. Must not: import from sipedge outside stats/ (the rows are plain
 mappings, the reason labels come from the caller: calls/ owns that vocabulary), or do I/O.
@@ -51,6 +53,19 @@ def _add_durations(table: dict[str, list[Totals]], rows: Iterable[Row]) -> None:
             t.duration_n += int(_at(row["duration_n"], i) or 0)
 
 
+def _current(published: Sequence[Row], kind: str, table: Mapping[str, object]) -> dict[str, int]:
+    """The configured gateways' calls in progress, summed over the edges that published."""
+    totals = dict.fromkeys(table, 0)
+    for counts in published:
+        of_kind = counts.get(kind)
+        if not isinstance(of_kind, Mapping):
+            continue
+        for name, n in of_kind.items():
+            if name in totals and type(n) is int and n >= 0:
+                totals[name] += n
+    return totals
+
+
 def fleet_snapshot(
     routing: Iterable[str],
     mapping: Iterable[str],
@@ -61,6 +76,7 @@ def fleet_snapshot(
     mapping_durations: Iterable[Row],
     attempt_reason: AttemptReason,
     call_reason: CallReason,
+    current: Sequence[Row] = (),
 ) -> dict[str, object]:
     """The per-window lists in the rows are in `WINDOWS` order; rows of gateways not in
     `routing`/`mapping` are left out (the labels stay the configured ones)."""
@@ -105,9 +121,10 @@ def fleet_snapshot(
         "windows": {spec.name: spec.seconds for spec in WINDOWS},
     }
     for kind, table in (("routing", routed), ("mapping", mapped)):
+        in_progress = _current(current, kind, table)
         out[f"{kind}_gateways"] = {
             name: {
-                "current_calls": None,
+                "current_calls": in_progress.get(name) if current else None,
                 "windows": {
                     spec.name: t.as_dict() for spec, t in zip(WINDOWS, windows, strict=True)
                 },

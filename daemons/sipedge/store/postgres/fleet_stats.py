@@ -10,21 +10,30 @@ index), only the gateways the asking edge has configured (labels stay bounded as
 `stats/carriers.py`), a dns-failure's error text folded to one group, at most `MAX_GROUPS`
 groups per query (`FleetGroups.truncated` says when the rest was left out).
 
-Owns: `fleet_groups` and the shape of its rows (`FleetGroups`).
-Must not: classify reasons or compute ratios (stats/ and calls/ do), write anything, or be
+Calls in progress are not in the CDRs (a CDR is written when its call ends): each edge
+publishes its own per-gateway counts in its `node_calls` row (`publish_calls`, every few
+seconds, a few hundred bytes), and the fleet's are the rows seen within the freshness the
+caller gives (an edge that died stops counting once its row is stale; one that stops
+cleanly deletes its row: `withdraw_calls`).
+
+Owns: `fleet_groups`, the shape of its rows (`FleetGroups`), `publish_calls`, `withdraw_calls`.
+Must not: classify reasons or compute ratios (stats/ and calls/ do), write anything but this
+edge's `node_calls` row, or be
 called on the daemon's event loop other than through `PgRunner.submit` (`fleet_groups_async`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from sipedge.store.postgres.runner import PgRunner
+from sipedge.store.postgres.runner import PgRunner, storable
 
 MAX_GROUPS = 5000  # per query: distinct (gateway, result, status) or (gateway, reason) groups
 
@@ -99,14 +108,24 @@ class FleetGroups:
     calls: list[dict[str, Any]] = field(default_factory=list)
     mapping_durations: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    current: list[dict[str, Any]] = field(default_factory=list)  # fresh node_calls counts
     truncated: bool = False
 
 
 NODES_SQL = "SELECT DISTINCT node FROM cdr WHERE end_time >= $1 ORDER BY 1 LIMIT $2"
+CURRENT_SQL = "SELECT counts FROM node_calls WHERE seen_at >= $1 ORDER BY node LIMIT $2"
+PUBLISH_SQL = (
+    "INSERT INTO node_calls (node, counts, seen_at) VALUES ($1, $2::jsonb, $3)"
+    " ON CONFLICT (node) DO UPDATE SET counts = excluded.counts, seen_at = excluded.seen_at"
+)
 
 
 async def _fleet_groups(
-    pool: asyncpg.Pool, cutoffs: Sequence[float], routing: list[str], mapping: list[str]
+    pool: asyncpg.Pool,
+    cutoffs: Sequence[float],
+    routing: list[str],
+    mapping: list[str],
+    fresh_since: float,
 ) -> FleetGroups:
     n = len(cutoffs)
     oldest = min(cutoffs)
@@ -125,19 +144,52 @@ async def _fleet_groups(
     out.calls = await fetch(calls_sql(n), mapping)
     out.mapping_durations = await fetch(durations_sql(n, "mapping_gateway"), mapping)
     out.nodes = [str(row["node"]) for row in await pool.fetch(NODES_SQL, oldest, MAX_GROUPS)]
+    current = await pool.fetch(CURRENT_SQL, fresh_since, MAX_GROUPS)
+    out.current = [c for c in (json.loads(row["counts"]) for row in current) if isinstance(c, dict)]
     return out
 
 
 async def fleet_groups_async(
-    runner: PgRunner, cutoffs: Sequence[float], routing: list[str], mapping: list[str]
+    runner: PgRunner,
+    cutoffs: Sequence[float],
+    routing: list[str],
+    mapping: list[str],
+    fresh_since: float,
 ) -> FleetGroups:
-    """From the daemon's event loop: the queries run on the runner's loop, never this one."""
-    future = runner.submit(lambda pool: _fleet_groups(pool, cutoffs, routing, mapping))
+    """From the daemon's event loop: the queries run on the runner's loop, never this one.
+    `fresh_since`: the oldest `node_calls` heartbeat still counted."""
+    future = runner.submit(lambda pool: _fleet_groups(pool, cutoffs, routing, mapping, fresh_since))
     return await asyncio.wrap_future(future)
 
 
 def fleet_groups(
-    runner: PgRunner, cutoffs: Sequence[float], routing: list[str], mapping: list[str]
+    runner: PgRunner,
+    cutoffs: Sequence[float],
+    routing: list[str],
+    mapping: list[str],
+    fresh_since: float,
 ) -> FleetGroups:
     """The same, waiting (a worker thread, the CLI, tests)."""
-    return runner.run(lambda pool: _fleet_groups(pool, cutoffs, routing, mapping))
+    return runner.run(lambda pool: _fleet_groups(pool, cutoffs, routing, mapping, fresh_since))
+
+
+def publish_calls(
+    runner: PgRunner, node: str, counts: Mapping[str, Mapping[str, int]], now: float
+) -> Future[None]:
+    """This edge's calls in progress per gateway (`{"routing": {name: n}, "mapping": {...}}`),
+    upserted in its `node_calls` row; returns at once (the caller may ignore the future)."""
+    body = json.dumps(counts, separators=(",", ":"))
+
+    async def work(pool: asyncpg.Pool) -> None:
+        await pool.execute(PUBLISH_SQL, storable(node), storable(body), now)
+
+    return runner.submit(work)
+
+
+def withdraw_calls(runner: PgRunner, node: str, timeout: float) -> None:
+    """This edge stops cleanly: its row goes, so the fleet stops counting its calls at once."""
+
+    async def work(pool: asyncpg.Pool) -> None:
+        await pool.execute("DELETE FROM node_calls WHERE node = $1", storable(node))
+
+    runner.run(work, timeout=timeout)

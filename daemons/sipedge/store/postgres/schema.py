@@ -1,4 +1,5 @@
-"""The PostgreSQL schema (CDRs, bindings and the edges of the fleet, in one database).
+"""The PostgreSQL schema (CDRs, bindings, the edges of the fleet and their calls in progress,
+in one database).
 
 Steps are applied under a transaction-level advisory lock, each in its own transaction with
 its `schema_version` row, so two edges (or `sipedge db migrate` and a starting daemon)
@@ -71,6 +72,18 @@ CREATE TABLE nodes (
     name TEXT PRIMARY KEY,
     sip_host TEXT NOT NULL,
     sip_port INTEGER NOT NULL,
+    seen_at DOUBLE PRECISION NOT NULL
+)""",
+        ),
+    ),
+    Migration(
+        3,
+        "each edge's calls in progress per gateway, for the fleet's current calls",
+        (
+            """
+CREATE TABLE node_calls (
+    node TEXT PRIMARY KEY,
+    counts JSONB NOT NULL,
     seen_at DOUBLE PRECISION NOT NULL
 )""",
         ),
