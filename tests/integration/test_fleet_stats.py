@@ -347,11 +347,34 @@ def test_windows_reasons_pdd_and_acd_from_known_cdrs(
         store.close()  # ships what the spool holds
     assert cluster.psql("SELECT count(*) FROM cdr", database) == "6"
 
+    # calls in progress: edge-b's fresh row counts; a stale row, an oversized one and one
+    # nested too deep to parse do not (nor break the answer)
+    deep = "[" * 2000 + "]" * 2000
+    pad = "x" * 70000
+    cluster.psql(
+        "INSERT INTO node_calls VALUES"
+        f' (\'edge-b\', \'{{"routing": {{"gw-a": 2}}, "mapping": {{"pbx": 2}}}}\', {now}),'
+        f" ('edge-old', '{{\"routing\": {{\"gw-a\": 50}}}}', {now - 60}),"
+        f' (\'edge-big\', \'{{"routing": {{"gw-a": 7}}, "pad": "{pad}"}}\', {now}),'
+        f" ('edge-deep', '{{\"routing\": {deep}}}', {now})",
+        database,
+    )
     fleet = FleetStats(cluster.settings(database, node="edge-a"))
     try:
-        view = asyncio.run(fleet.snapshot(["gw-a", "gw-b"], ["pbx"]))
+
+        async def publish_then_ask() -> dict[str, Any]:
+            await fleet.publish({"routing": {"gw-a": 1, "gw-b": 0}, "mapping": {"pbx": 1}})
+            assert fleet._publishing is not None
+            await asyncio.wrap_future(fleet._publishing)
+            return await fleet.snapshot(["gw-a", "gw-b"], ["pbx"])
+
+        view = asyncio.run(publish_then_ask())
     finally:
         fleet.close()
+    assert cluster.psql("SELECT count(*) FROM node_calls WHERE node = 'edge-a'", database) == "0"
+    assert view["routing_gateways"]["gw-a"]["current_calls"] == 3
+    assert view["routing_gateways"]["gw-b"]["current_calls"] == 0
+    assert view["mapping_gateways"]["pbx"]["current_calls"] == 3
     assert view["nodes"] == ["edge-a", "edge-b"]
     routing, mapping = view["routing_gateways"], view["mapping_gateways"]
     assert set(routing) == {"gw-a", "gw-b"} and set(mapping) == {"pbx"}

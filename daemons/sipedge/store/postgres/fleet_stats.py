@@ -113,7 +113,11 @@ class FleetGroups:
 
 
 NODES_SQL = "SELECT DISTINCT node FROM cdr WHERE end_time >= $1 ORDER BY 1 LIMIT $2"
-CURRENT_SQL = "SELECT counts FROM node_calls WHERE seen_at >= $1 ORDER BY node LIMIT $2"
+MAX_COUNTS_BYTES = 65536  # one edge's row: its gateways' names and counts, a few KiB at most
+CURRENT_SQL = (
+    "SELECT counts FROM node_calls WHERE seen_at >= $1"
+    f" AND octet_length(counts::text) <= {MAX_COUNTS_BYTES} ORDER BY node LIMIT $2"
+)
 PUBLISH_SQL = (
     "INSERT INTO node_calls (node, counts, seen_at) VALUES ($1, $2::jsonb, $3)"
     " ON CONFLICT (node) DO UPDATE SET counts = excluded.counts, seen_at = excluded.seen_at"
@@ -144,8 +148,13 @@ async def _fleet_groups(
     out.calls = await fetch(calls_sql(n), mapping)
     out.mapping_durations = await fetch(durations_sql(n, "mapping_gateway"), mapping)
     out.nodes = [str(row["node"]) for row in await pool.fetch(NODES_SQL, oldest, MAX_GROUPS)]
-    current = await pool.fetch(CURRENT_SQL, fresh_since, MAX_GROUPS)
-    out.current = [c for c in (json.loads(row["counts"]) for row in current) if isinstance(c, dict)]
+    for row in await pool.fetch(CURRENT_SQL, fresh_since, MAX_GROUPS):
+        try:
+            counts = json.loads(row["counts"])
+        except (ValueError, RecursionError):  # not ours: skipped, never a failed answer
+            continue
+        if isinstance(counts, dict):
+            out.current.append(counts)
     return out
 
 
