@@ -48,35 +48,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-# The media tests give mediad fixed port ranges in 40000-47999, inside the kernel's ephemeral
-# range: a SIP or API port drawn there once fell inside a relay range, and sipd refused the
-# config (media.port_range must leave out the SIP port).
+# The media tests give mediad fixed port ranges in 40000-47999 (inside the kernel's ephemeral
+# range); free_port() below never hands those out, so no SIP or API port falls inside a relay
+# range (sipd refuses a media.port_range that holds the SIP port).
 FIXED_MEDIA_PORTS = range(40000, 48000)
 
 
-_HANDED_OUT: set[int] = set()  # ports free_port returned in this process: never twice
+# SIP and API ports come from just below the kernel's ephemeral range (32768-60999 on Debian),
+# in a slice of their own per xdist worker: a port drawn from the ephemeral range was once taken
+# by another worker's bind(0) or outgoing socket between free_port() and sipd's bind, and sipd
+# exited with "could not bind". Below 30000 lie media.port_range's default (20000-29999: a SIP
+# port there is refused) and image/vm's forwarded ports (2222, 15060, 18080).
+_PORT_POOL = range(30000, 32768)
+_PORT_SLICES = 6  # at least the workers `make test` runs (Makefile: PYTEST_WORKERS)
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3"; absent without xdist
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = len(_PORT_POOL) // _PORT_SLICES
+    start = _PORT_POOL.start + (index % _PORT_SLICES) * size
+    return range(start, start + size)
+
+
+_next_port: Iterator[int] = iter(())
+
+
+def _free_for(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP), never in
-    `FIXED_MEDIA_PORTS`, never one this process was given before (two calls in a row could
-    otherwise get the same port back from the kernel: a SIPp's SIP and media port collided)."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port in FIXED_MEDIA_PORTS or port in _HANDED_OUT:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP), from this
+    worker's slice below the ephemeral range, handed out in turn so that two calls in a row
+    never get the same port (a SIPp's SIP and media port once collided)."""
+    global _next_port
+    slice_ = _port_slice()
+    for _ in range(2 * len(slice_)):
+        port = next(_next_port, None)
+        if port is None:  # the slice is used up: start it again (earlier tests have ended)
+            _next_port = iter(slice_)
             continue
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, other) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if len(_HANDED_OUT) > 20000:  # most of the ephemeral range: start afresh
-            _HANDED_OUT.clear()
-        _HANDED_OUT.add(port)
-        return port
+        if _free_for(port, kind) and _free_for(port, _other(kind)):
+            return port
+    raise RuntimeError(f"no free port in {slice_}")
+
+
+def _other(kind: int) -> int:
+    return socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
 
 
 def gateway(name: str, port: int, **overrides: Any) -> dict[str, Any]:
