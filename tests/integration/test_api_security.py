@@ -4,6 +4,8 @@ start off loopback without a token, token scopes on every endpoint, the Host che
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import ssl
 import subprocess
@@ -154,6 +156,34 @@ def test_healthz_is_open_but_says_more_with_a_token(secured: Sipd) -> None:
     status, _, body = request(secured, "/healthz", token=READ)
     full = yaml.safe_load(body)
     assert status == 200 and {"status", "version", "uptime", "active_calls"} <= set(full)
+
+
+def test_healthz_says_a_first_boot_seed_was_refused_and_why_only_with_a_token(
+    tmp_path: Path,
+) -> None:
+    """sipedge-provision leaves its verdict in <storage.path>/provision.json; a refused seed
+    keeps the daemon healthy (the boot check must not roll the slot back) but says so."""
+    state = tmp_path / "state"
+    state.mkdir()
+    reason = "user-data sipedge.config: routing_gateways[0].port: 70000 (the previous config stays)"
+    (state / "provision.json").write_text(json.dumps({"instance_id": "i-1", "error": reason}))
+    sipd = start_sipd(tmp_path, config_for(tmp_path, token=ADMIN, read_token=READ))
+    try:
+        status, _, body = request(sipd, "/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "ok", "provisioning": "refused"})
+        status, _, body = request(sipd, "/healthz", token=READ)
+        full = json.loads(body)
+        assert status == 200 and full["provisioning"] == {"status": "refused", "error": reason}
+        assert "the first-boot seed was refused" in sipd.log()
+        # a seed applied again (sipedge-provision --force) is read at reload
+        (state / "provision.json").write_text(json.dumps({"instance_id": "i-1", "error": None}))
+        sipd.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "provisioning" in json.loads(request(sipd, "/healthz")[2]):
+            assert time.monotonic() < deadline, "the reload did not read provision.json again"
+            time.sleep(0.1)
+    finally:
+        sipd.stop()
 
 
 def test_a_foreign_host_header_is_refused(secured: Sipd) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -123,3 +124,48 @@ def test_configdrive_folder(tmp_path: Path) -> None:
     )
     s = provision.parse_folder(folder)
     assert (s.source, s.instance_id, s.hostname) == ("configdrive", "u", "h")
+
+
+def test_a_new_root_slot_has_the_catch_all_retired_again(tmp_path: Path, root: Path) -> None:
+    """An A/B update carries the seeded network files and the marker into the new slot, whose
+    image brings the DHCP catch-all back: the next boot retires it before systemd-networkd."""
+    folder = root / "etc/systemd/network"
+    assert not provision.retire_catch_all(root)  # no seeded network: the catch-all stays
+    assert (folder / "20-wired.network").is_file()
+    write_seed(tmp_path / "seed", EXAMPLE)
+    assert provision.main(["--root", str(root), "--seed-dir", str(tmp_path / "seed")]) == 0
+    assert not (folder / "20-wired.network").exists()
+    (folder / "20-wired.network").write_text("[Match]\nName=eth*\n")  # the new slot's copy
+    assert provision.main(["--root", str(root), "--seed-dir", str(tmp_path / "seed")]) == 0
+    assert not (folder / "20-wired.network").exists()  # already provisioned, retired again
+    assert (folder / "20-wired.network.replaced-by-seed").is_file()
+    assert not provision.retire_catch_all(root)
+
+
+def test_the_host_name_of_this_boot_is_set_only_on_the_real_root(root: Path) -> None:
+    report = provision.Report(hostname="edge-9")
+    provision.set_hostname(root, report)  # a folder in a test: never the build host's name
+    assert report.hostname == "edge-9"
+
+
+def test_replaced_files_keep_their_owner_and_new_ones_take_the_folders_group(
+    tmp_path: Path, root: Path
+) -> None:
+    """The daemons run as the sipedge group and read /etc/sipedge (root:sipedge 0750): a
+    seeded config, token or TLS key written root:root 0640 would stop them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown)")
+    daemons_gid = 4242
+    os.chown(root / "etc/sipedge", 0, daemons_gid)
+    os.chown(root / "etc/sipedge/sipedge.yaml", 0, daemons_gid)
+    folder = write_seed(tmp_path / "seed", EXAMPLE)
+    assert provision.main(["--root", str(root), "--seed-dir", str(folder)]) == 0
+    for rel in ("etc/sipedge/sipedge.yaml", "etc/sipedge/api-token"):
+        st = (root / rel).stat()
+        assert (st.st_uid, st.st_gid) == (0, daemons_gid), rel
+    seeded_tls = seed.Seed(source="nocloud", instance_id="iid-2", tls={"key": "PEM"})
+    report = provision.apply(seeded_tls, root, lambda path: None)
+    assert report.error is None
+    for rel in ("etc/sipedge/tls", "etc/sipedge/tls/key.pem"):
+        assert (root / rel).stat().st_gid == daemons_gid, rel
+    assert stat.S_IMODE((root / "etc/sipedge/tls/key.pem").stat().st_mode) == 0o640

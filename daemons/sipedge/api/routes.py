@@ -52,7 +52,11 @@ async def healthz(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
     health = daemon.health()
     if request.get(GRANTED_KEY) is None:
-        return web.json_response({"status": health["status"]})
+        public = {"status": health["status"]}
+        provisioning = health.get("provisioning")
+        if isinstance(provisioning, dict):  # that it failed, not why (the reason names paths)
+            public["provisioning"] = provisioning["status"]
+        return web.json_response(public)
     return web.json_response(health)
 
 

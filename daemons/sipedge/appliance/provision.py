@@ -4,10 +4,13 @@ Why not cloud-init: it would add about 40 MiB of Python packages and several sec
 boot (under TCG, tens of seconds) for the handful of keys an edge needs; this reads the same
 seed formats (seed.py says which keys) and nothing else, and refuses what it does not read.
 
-Order of a first boot (sipedge-provision.service runs before systemd-networkd, ssh and the
-sipedge daemons): find the seed volume (label `cidata`/`CIDATA`, then `config-2`; or QEMU's
-fw_cfg items `opt/sipedge/{meta-data,user-data,network-config}`), mount it read-only, parse it,
-then apply it once per instance-id: host name, root's SSH keys, networkd files (replacing the
+Order of a boot (sipedge-provision.service runs at every boot, after /data is mounted and
+grown, before systemd-networkd, ssh and the sipedge daemons): retire the image's DHCP
+catch-all again if a seeded network replaced it (a new A/B slot brings it back; the seeded
+files themselves are carried over by sipedge-update), find the seed volume (label
+`cidata`/`CIDATA`, then `config-2`; or QEMU's fw_cfg items
+`opt/sipedge/{meta-data,user-data,network-config}`), mount it read-only, parse it, then
+apply it once per instance-id: host name, root's SSH keys, networkd files (replacing the
 DHCP catch-all), written files, the TLS material and API tokens, and the sipedge config, which
 is checked with the same loader as `sipedge check-config` before it replaces the running one.
 A seed that fails anywhere changes nothing after the failing step's predecessors and leaves
@@ -24,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +61,7 @@ class Report:
     applied: list[str] = field(default_factory=list)
     error: str | None = None
     media_interfaces: list[str] = field(default_factory=list)
+    hostname: str | None = None  # applied to /etc/hostname
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,12 +94,39 @@ def parse_folder(folder: Path) -> Seed:
     return seed.nocloud(read_files(folder, NOCLOUD_FILES))
 
 
+def _owner(target: Path) -> tuple[int, int]:
+    """Who a replaced file belongs to: the file it replaces (root:sipedge for the config and
+    the tokens, so that the daemons can read them), else the folder's group."""
+    try:
+        st = target.lstat()
+        if not target.is_symlink():
+            return st.st_uid, st.st_gid
+    except FileNotFoundError:
+        pass
+    return os.geteuid(), target.parent.stat().st_gid
+
+
+def _make_folders(folder: Path) -> None:
+    """Create folder and its missing parents, each in its parent's group (etc/sipedge/tls
+    is then the daemons' group, as etc/sipedge is)."""
+    if folder.is_dir():
+        return
+    _make_folders(folder.parent)
+    folder.mkdir(exist_ok=True)
+    gid = folder.parent.stat().st_gid
+    if folder.stat().st_gid != gid:
+        os.chown(folder, -1, gid)
+
+
 def _write(root: Path, rel: str, data: bytes, mode: int) -> None:
     """Replace root/rel atomically; an existing symlink is replaced, never followed."""
     target = root / rel.lstrip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(target.parent)
+    uid, gid = _owner(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -140,6 +172,7 @@ def apply(s: Seed, root: Path, check: ConfigCheck) -> Report:
             report.applied.append(f"{len(s.authorized_keys)} SSH key(s) for root")
         if s.hostname:
             _write(root, "etc/hostname", f"{s.hostname}\n".encode(), 0o644)
+            report.hostname = s.hostname
             report.applied.append(f"host name {s.hostname}")
         if s.network is not None:
             rendered = networkd.render(s.network)
@@ -218,6 +251,28 @@ def mounted_seed() -> Iterator[Path | None]:
     yield None
 
 
+def retire_catch_all(root: Path) -> bool:
+    """A seeded network replaced the image's DHCP catch-all; a new root slot (an A/B update
+    carries the seeded files and the marker, the slot brings the catch-all back) retires it
+    again. Run at every boot, before systemd-networkd. True when it did."""
+    folder = root / NETWORK_DIR
+    marker = folder / f"{CATCH_ALL}.replaced-by-seed"
+    if not marker.is_file() or not (folder / CATCH_ALL).is_file():
+        return False
+    (folder / CATCH_ALL).replace(marker)
+    return True
+
+
+def set_hostname(root: Path, report: Report) -> None:
+    """The seeded host name for this boot too (systemd read /etc/hostname before us)."""
+    if root.resolve() != Path("/") or not report.hostname:
+        return
+    try:
+        socket.sethostname(report.hostname)
+    except OSError as exc:
+        print(f"sipedge-provision: host name for this boot: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sipedge-provision", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path("/"))
@@ -225,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="apply even if this instance was")
     args = parser.parse_args(argv)
     status = args.root / STATUS
+    if retire_catch_all(args.root):
+        print(f"sipedge-provision: {NETWORK_DIR}/{CATCH_ALL} retired again (a seeded network)")
     with contextlib.ExitStack() as stack:
         folder = args.seed_dir or stack.enter_context(mounted_seed())
         if folder is None:
@@ -246,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sipedge-provision: instance {s.instance_id} was provisioned already")
                 return 0
             report = apply(s, args.root, check_with_cli)
+            set_hostname(args.root, report)
     _write(args.root, STATUS, json.dumps(report.as_dict(), indent=1).encode(), 0o644)
     for line in report.applied:
         print(f"sipedge-provision: {line}")

@@ -53,8 +53,16 @@ ESP = Path(os.environ.get("SIPEDGE_ESP", "/efi"))
 CONFIG = Path("/etc/sipedge/sipedge.yaml")
 RELEASE_FILE = "usr/lib/sipedge-image/release"
 ENTRY_RE = re.compile(r"^sipedge-(?P<slot>[ab])(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.conf$")
-IDENTITY_FILES = ("etc/machine-id",)
-IDENTITY_GLOBS = ("etc/ssh/ssh_host_*",)
+# What makes this appliance itself and lives on the root slot, carried into the new slot: the
+# machine identity, and what the first-boot seed applied there (sipedge-provision applies a
+# seed once per instance: the host name, root's keys and the network files would otherwise be
+# lost with the old slot; the seed volume need not stay attached).
+IDENTITY_FILES = ("etc/machine-id", "etc/hostname", "root/.ssh/authorized_keys")
+IDENTITY_GLOBS = (
+    "etc/ssh/ssh_host_*",
+    "etc/systemd/network/*-sipedge-*",
+    "etc/systemd/network/*.replaced-by-seed",  # sipedge-provision retires the catch-all again
+)
 EXIT_REFUSED = 3
 
 
@@ -348,12 +356,15 @@ def plan(req: Request, system: System) -> Plan:
 def _take_boot_files(root: Path, folder: Path) -> dict[str, str]:
     """Identity into the new root, its kernel and initrd onto the ESP; links never followed."""
     try:
+        # regular files only: a link (to anywhere) is not carried, and fails nothing
         for rel in IDENTITY_FILES:
-            if (Path("/") / rel).is_file():
-                rootfs.copy_in(Path("/") / rel, root, rel)
+            path = Path("/") / rel
+            if path.is_file() and not path.is_symlink():
+                rootfs.copy_in(path, root, rel)
         for pattern in IDENTITY_GLOBS:
             for path in sorted(Path("/").glob(pattern)):
-                rootfs.copy_in(path, root, str(path.relative_to("/")))
+                if path.is_file() and not path.is_symlink():
+                    rootfs.copy_in(path, root, str(path.relative_to("/")))
         release = read_release_text(rootfs.read_file(root, RELEASE_FILE).decode())
         names = rootfs.list_folder(root, "boot")
         kernels = sorted(n for n in names if n.startswith("vmlinuz-"))

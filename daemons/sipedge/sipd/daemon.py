@@ -54,6 +54,7 @@ from sipedge.sip.transport import (
     server_context,
 )
 from sipedge.sipd.fleet import FleetStats
+from sipedge.sipd.provisioning import provisioning_error
 from sipedge.sipd.settings import (
     access_policy,
     carrier_passwords,
@@ -121,6 +122,8 @@ class SipDaemonBase:
         self.carrier_stats.configure(*gateway_list(config))
         self.fleet_stats: FleetStats | None = None  # scope=fleet, storage.backend postgresql
         self.metrics_registry = CollectorRegistry()
+        # why the first-boot seed was refused, if it was (read again on reload)
+        self.provisioning_error = self._read_provisioning()
 
     @property
     def b2bua(self) -> B2BUA:
@@ -355,6 +358,7 @@ class SipDaemonBase:
         self._apply_tcp_peers(config)
         if self.registrar is not None:
             self.registrar.apply_config(config)
+        self.provisioning_error = self._read_provisioning()  # a seed applied again (--force)
         self.reloads += 1
         message = "reloaded"
         if moved:
@@ -395,13 +399,22 @@ class SipDaemonBase:
         # Option tags the B2BUA handles (RFC 4028 session timers); other Require -> 420.
         self.b2bua.transactions.configure(limits, frozenset({"timer"}))
 
+    def _read_provisioning(self) -> str | None:
+        error = provisioning_error(self.storage.path)
+        if error is not None:
+            log.warning("the first-boot seed was refused: %s", error)
+        return error
+
     def health(self) -> dict[str, object]:
-        return {
+        health: dict[str, object] = {
             "status": "draining" if self.b2bua.draining else "ok",
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "active_calls": len(self.b2bua.calls),
         }
+        if self.provisioning_error is not None:
+            health["provisioning"] = {"status": "refused", "error": self.provisioning_error}
+        return health
 
     # -- sipedge.api.Managed -------------------------------------------------------------------
     def access_policy(self) -> AccessPolicy:

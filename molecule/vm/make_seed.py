@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Make the NoCloud seed the `vm` scenario boots its factory-new appliance with (issue 19).
+
+    make_seed.py IMAGE.raw KEY.pub OUT.img [--bad-config]
+
+A vfat volume labelled CIDATA (what `cloud-localds --filesystem vfat` makes) holding:
+- meta-data: an instance-id and a local-hostname;
+- user-data (#cloud-config): the host name, root's SSH key, and `sipedge.config`: the image's
+  own baked config (read from IMAGE's data partition with debugfs, nothing mounted) with a
+  routing gateway added and media.interfaces left to the network config's marks;
+  with --bad-config a gateway port the config refuses;
+- network-config (v2): eth0 by DHCP, eth1 (the second NIC, by MAC) a static address; both
+  marked for media (`sipedge-media: true`).
+
+Tools: sfdisk, debugfs (e2fsprogs), mkfs.vfat (dosfstools), mcopy (mtools); PyYAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+HOSTNAME = "edge-molecule"
+INSTANCE = "molecule-vm-seed-1"
+SECOND_NIC_MAC = "52:54:00:5e:00:02"  # image/vm --second-nic
+SECOND_NIC_ADDRESS = "10.0.3.10/24"
+GATEWAY = {
+    "name": "seeded-carrier",
+    "address": "10.0.2.2",  # the QEMU host, as the guest sees it
+    "port": 5090,
+    "transport": "udp",
+    "trusted": True,
+}
+
+
+def baked_config(image: Path) -> dict[str, object]:
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "-J", str(image)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    data = next(p for p in table["partitiontable"]["partitions"] if p.get("name") == "data")
+    with tempfile.NamedTemporaryFile(suffix=".ext4") as part:
+        subprocess.run(
+            [
+                "dd",
+                f"if={image}",
+                f"of={part.name}",
+                "bs=512",
+                f"skip={data['start']}",
+                f"count={data['size']}",
+                "status=none",
+                "conv=sparse",
+            ],
+            check=True,
+        )
+        text = subprocess.run(
+            ["debugfs", "-R", "cat /etc/sipedge/sipedge.yaml", part.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    config = yaml.safe_load(text)
+    assert isinstance(config, dict) and "sip" in config, f"no sipedge config in {image}"
+    return config
+
+
+def main() -> int:
+    image, key, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    bad = "--bad-config" in sys.argv[4:]
+    config = baked_config(image)
+    config.setdefault("media", {}).pop("interfaces", None)  # the network config's marks decide
+    gateway = dict(GATEWAY, port=70000) if bad else GATEWAY
+    config["routing_gateways"] = [*(config.get("routing_gateways") or []), gateway]
+    files = {
+        "meta-data": yaml.safe_dump({"instance-id": INSTANCE, "local-hostname": HOSTNAME}),
+        "user-data": "#cloud-config\n"
+        + yaml.safe_dump(
+            {
+                "hostname": HOSTNAME,
+                "ssh_authorized_keys": [key.read_text().strip()],
+                "sipedge": {"config": config},
+            },
+            sort_keys=False,
+        ),
+        "network-config": yaml.safe_dump(
+            {
+                "version": 2,
+                "ethernets": {
+                    "eth0": {"dhcp4": True, "sipedge-media": True},
+                    "eth1": {
+                        "match": {"macaddress": SECOND_NIC_MAC},
+                        "set-name": "eth1",
+                        "addresses": [SECOND_NIC_ADDRESS],
+                        "sipedge-media": True,
+                    },
+                },
+            },
+            sort_keys=False,
+        ),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        out.unlink(missing_ok=True)
+        subprocess.run(
+            ["mkfs.vfat", "-n", "CIDATA", "-C", str(out), "2048"], check=True, capture_output=True
+        )
+        for name, text in files.items():
+            (Path(folder) / name).write_text(text)
+            subprocess.run(
+                ["mcopy", "-i", str(out), str(Path(folder) / name), f"::/{name}"],
+                check=True,
+                env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+            )
+    print(
+        json.dumps(
+            {
+                "seed": str(out),
+                "hostname": HOSTNAME,
+                "gateway": gateway["name"],
+                "second_nic_address": SECOND_NIC_ADDRESS,
+                "bad_config": bad,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
