@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Make the NoCloud seed the `vm` scenario boots its factory-new appliance with (issue 19).
 
-    make_seed.py IMAGE.raw KEY.pub OUT.img [--bad-config]
+    make_seed.py IMAGE.raw KEY.pub OUT.img [--bad-config] [--folder]
 
 A vfat volume labelled CIDATA (what `cloud-localds --filesystem vfat` makes) holding:
 - meta-data: an instance-id and a local-hostname;
 - user-data (#cloud-config): the host name, root's SSH key, and `sipedge.config`: the image's
   own baked config (read from IMAGE's data partition with debugfs, nothing mounted) with a
   routing gateway added and media.interfaces left to the network config's marks;
-  with --bad-config a gateway port the config refuses;
+  with --bad-config a gateway port the config refuses (and another instance-id);
 - network-config (v2): eth0 by DHCP, eth1 (the second NIC, by MAC) a static address; both
   marked for media (`sipedge-media: true`).
+
+--folder: the three files in the folder OUT instead of a volume (sipedge-provision --seed-dir).
 
 Tools: sfdisk, debugfs (e2fsprogs), mkfs.vfat (dosfstools), mcopy (mtools); PyYAML.
 """
@@ -71,15 +73,34 @@ def baked_config(image: Path) -> dict[str, object]:
     return config
 
 
+def write_volume(out: Path, files: dict[str, str]) -> None:
+    """A vfat volume labelled CIDATA holding files (no mount: mtools)."""
+    out.unlink(missing_ok=True)
+    subprocess.run(
+        ["mkfs.vfat", "-n", "CIDATA", "-C", str(out), "2048"], check=True, capture_output=True
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        for name, text in files.items():
+            (Path(folder) / name).write_text(text)
+            subprocess.run(
+                ["mcopy", "-i", str(out), str(Path(folder) / name), f"::/{name}"],
+                check=True,
+                env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+            )
+
+
 def main() -> int:
     image, key, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     bad = "--bad-config" in sys.argv[4:]
+    as_folder = "--folder" in sys.argv[4:]
     config = baked_config(image)
     config.setdefault("media", {}).pop("interfaces", None)  # the network config's marks decide
     gateway = dict(GATEWAY, port=70000) if bad else GATEWAY
     config["routing_gateways"] = [*(config.get("routing_gateways") or []), gateway]
     files = {
-        "meta-data": yaml.safe_dump({"instance-id": INSTANCE, "local-hostname": HOSTNAME}),
+        "meta-data": yaml.safe_dump(
+            {"instance-id": INSTANCE + ("-bad" if bad else ""), "local-hostname": HOSTNAME}
+        ),
         "user-data": "#cloud-config\n"
         + yaml.safe_dump(
             {
@@ -105,18 +126,12 @@ def main() -> int:
             sort_keys=False,
         ),
     }
-    with tempfile.TemporaryDirectory() as folder:
-        out.unlink(missing_ok=True)
-        subprocess.run(
-            ["mkfs.vfat", "-n", "CIDATA", "-C", str(out), "2048"], check=True, capture_output=True
-        )
+    if as_folder:
+        out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            (Path(folder) / name).write_text(text)
-            subprocess.run(
-                ["mcopy", "-i", str(out), str(Path(folder) / name), f"::/{name}"],
-                check=True,
-                env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
-            )
+            (out / name).write_text(text)
+    else:
+        write_volume(out, files)
     print(
         json.dumps(
             {
