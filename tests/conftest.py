@@ -59,16 +59,20 @@ FIXED_MEDIA_PORTS = range(40000, 48000)
 # by another worker's bind(0) or outgoing socket between free_port() and sipd's bind, and sipd
 # exited with "could not bind". Below 30000 lie media.port_range's default (20000-29999: a SIP
 # port there is refused) and image/vm's forwarded ports (2222, 15060, 18080).
+# Every 4th port only: peers use the ports after the one they are given (SIPp's -mp N takes
+# N..N+3 for RTP/RTCP, baresip's TLS listener is its SIP port + 1), which must not be handed
+# out next (ports in turn did that once, where random ones seldom had).
 _PORT_POOL = range(30000, 32768)
 _PORT_SLICES = 6  # at least the workers `make test` runs (Makefile: PYTEST_WORKERS)
+_PORT_STRIDE = 4
 
 
 def _port_slice() -> range:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3"; absent without xdist
     index = int(worker[2:]) if worker[2:].isdigit() else 0
-    size = len(_PORT_POOL) // _PORT_SLICES
+    size = len(_PORT_POOL) // _PORT_SLICES // _PORT_STRIDE * _PORT_STRIDE
     start = _PORT_POOL.start + (index % _PORT_SLICES) * size
-    return range(start, start + size)
+    return range(start, start + size, _PORT_STRIDE)
 
 
 _next_port: Iterator[int] = iter(())
@@ -85,8 +89,8 @@ def _free_for(port: int, kind: int) -> bool:
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP uses UDP, the API TCP), from this
-    worker's slice below the ephemeral range, handed out in turn so that two calls in a row
-    never get the same port (a SIPp's SIP and media port once collided)."""
+    worker's slice below the ephemeral range, every 4th port in turn so that two calls in a row
+    never get the same or a neighbouring port (a SIPp's SIP and media port once collided)."""
     global _next_port
     slice_ = _port_slice()
     for _ in range(2 * len(slice_)):
@@ -94,7 +98,8 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         if port is None:  # the slice is used up: start it again (earlier tests have ended)
             _next_port = iter(slice_)
             continue
-        if _free_for(port, kind) and _free_for(port, _other(kind)):
+        neighbours = range(port, port + _PORT_STRIDE)  # still held by an earlier test's peer?
+        if all(_free_for(n, k) for n in neighbours for k in (kind, _other(kind))):
             return port
     raise RuntimeError(f"no free port in {slice_}")
 
