@@ -7,7 +7,9 @@ A vfat volume labelled CIDATA (what `cloud-localds --filesystem vfat` makes) hol
 - meta-data: an instance-id and a local-hostname;
 - user-data (#cloud-config): the host name, root's SSH key, and `sipedge.config`: the image's
   own baked config (read from IMAGE's data partition with debugfs, nothing mounted) with a
-  routing gateway added and media.interfaces left to the network config's marks;
+  routing gateway, a route to it and a mapping gateway added (the QEMU host, 10.0.2.2, on
+  both sides: the calls of call_through_qemu.py) and media.interfaces left to the network
+  config's marks;
   with --bad-config a gateway port the config refuses (and another instance-id);
 - network-config (v2): eth0 by DHCP, eth1 (the second NIC, by MAC) a static address; both
   marked for media (`sipedge-media: true`).
@@ -39,6 +41,9 @@ GATEWAY = {
     "transport": "udp",
     "trusted": True,
 }
+# Calls through QEMU's forwarded SIP port arrive from the host, as the guest sees it.
+CALLER = {"name": "qemu-host", "addresses": ["10.0.2.2/32"]}
+ROUTE = {"prefix": "555", "gateways": ["seeded-carrier"]}  # call_through_qemu.py dials 5551000
 
 
 def baked_config(image: Path) -> dict[str, object]:
@@ -97,6 +102,8 @@ def main() -> int:
     config.setdefault("media", {}).pop("interfaces", None)  # the network config's marks decide
     gateway = dict(GATEWAY, port=70000) if bad else GATEWAY
     config["routing_gateways"] = [*(config.get("routing_gateways") or []), gateway]
+    config["mapping_gateways"] = [*(config.get("mapping_gateways") or []), CALLER]
+    config["routes"] = [*(config.get("routes") or []), ROUTE]
     files = {
         "meta-data": yaml.safe_dump(
             {"instance-id": INSTANCE + ("-bad" if bad else ""), "local-hostname": HOSTNAME}
