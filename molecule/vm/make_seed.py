@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Make the NoCloud seed the `vm` scenario boots its factory-new appliance with (issue 19).
 
-    make_seed.py IMAGE.raw KEY.pub OUT.img [--bad-config] [--folder]
+    make_seed.py IMAGE.raw KEY.pub OUT.iso|OUT.img [--bad-config] [--folder]
 
-A vfat volume labelled CIDATA (what `cloud-localds --filesystem vfat` makes) holding:
+OUT.iso: an ISO 9660 volume labelled `cidata` (Rock Ridge and Joliet names: what
+`cloud-localds` makes by default, with genisoimage); any other name: a vfat volume labelled
+CIDATA (`cloud-localds --filesystem vfat`). Either holds:
 - meta-data: an instance-id and a local-hostname;
 - user-data (#cloud-config): the host name, root's SSH key, and `sipedge.config`: the image's
   own baked config (read from IMAGE's data partition with debugfs, nothing mounted) with a
@@ -16,7 +18,8 @@ A vfat volume labelled CIDATA (what `cloud-localds --filesystem vfat` makes) hol
 
 --folder: the three files in the folder OUT instead of a volume (sipedge-provision --seed-dir).
 
-Tools: sfdisk, debugfs (e2fsprogs), mkfs.vfat (dosfstools), mcopy (mtools); PyYAML.
+Tools: sfdisk, debugfs (e2fsprogs), genisoimage, or mkfs.vfat (dosfstools) and mcopy
+(mtools); PyYAML.
 """
 
 from __future__ import annotations
@@ -78,6 +81,18 @@ def baked_config(image: Path) -> dict[str, object]:
     return config
 
 
+def write_iso(out: Path, files: dict[str, str]) -> None:
+    """An ISO 9660 volume labelled cidata holding files, as cloud-localds makes it."""
+    out.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for name, text in files.items():
+            (Path(folder) / name).write_text(text)
+            paths.append(str(Path(folder) / name))
+        command = ["genisoimage", "-quiet", "-output", str(out), "-volid", "cidata"]
+        subprocess.run([*command, "-joliet", "-rock", *paths], check=True)
+
+
 def write_volume(out: Path, files: dict[str, str]) -> None:
     """A vfat volume labelled CIDATA holding files (no mount: mtools)."""
     out.unlink(missing_ok=True)
@@ -137,6 +152,8 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (out / name).write_text(text)
+    elif out.suffix == ".iso":
+        write_iso(out, files)
     else:
         write_volume(out, files)
     print(

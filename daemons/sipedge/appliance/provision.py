@@ -45,6 +45,7 @@ from sipedge.appliance.seed import Seed, SeedError
 NOCLOUD_FILES = ("meta-data", "user-data", "network-config")
 CONFIGDRIVE_FILES = ("openstack/latest/meta_data.json", "openstack/latest/user_data")
 FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/sipedge")
+SEED_LABELS = ("cidata", "CIDATA", "config-2")  # NoCloud (ISO or vfat), OpenStack ConfigDrive
 STATUS = "var/lib/sipedge/provision.json"
 CONFIG = "etc/sipedge/sipedge.yaml"
 TLS_DIR = "etc/sipedge/tls"
@@ -225,20 +226,34 @@ def check_with_cli(path: Path) -> str | None:
     return (done.stdout + done.stderr).strip()[-2000:] or f"check-config exited {done.returncode}"
 
 
-@contextlib.contextmanager
-def mounted_seed() -> Iterator[Path | None]:
-    """The seed volume mounted read-only (by label), else fw_cfg's folder, else None."""
-    for label in ("cidata", "CIDATA", "config-2"):
+def _labelled_volume() -> str | None:
+    """The device of the first volume labelled as a seed, or None."""
+    for label in SEED_LABELS:
         found = subprocess.run(["blkid", "-L", label], capture_output=True, text=True)
         device = found.stdout.strip()
         if found.returncode == 0 and device:
-            with tempfile.TemporaryDirectory(prefix="sipedge-seed-") as where:
-                subprocess.run(["mount", "-o", "ro,nosuid,nodev,noexec", device, where], check=True)
-                try:
-                    yield Path(where)
-                finally:
-                    subprocess.run(["umount", where], check=False)
-            return
+            return device
+    return None
+
+
+@contextlib.contextmanager
+def mounted_seed() -> Iterator[Path | None]:
+    """The seed volume mounted read-only (by label), else fw_cfg's folder, else None."""
+    device = _labelled_volume()
+    if device is None:
+        # An ISO seed comes as a CD-ROM (Proxmox, libvirt), whose device appears only once
+        # udev's coldplug has loaded sr_mod, which may still be running this early: wait for
+        # udev's queue (bounded) and look once more.
+        subprocess.run(["udevadm", "settle", "--timeout=15"], capture_output=True, check=False)
+        device = _labelled_volume()
+    if device is not None:
+        with tempfile.TemporaryDirectory(prefix="sipedge-seed-") as where:
+            subprocess.run(["mount", "-o", "ro,nosuid,nodev,noexec", device, where], check=True)
+            try:
+                yield Path(where)
+            finally:
+                subprocess.run(["umount", where], check=False)
+        return
     subprocess.run(["modprobe", "qemu_fw_cfg"], capture_output=True, check=False)
     if FW_CFG.is_dir():
         with tempfile.TemporaryDirectory(prefix="sipedge-seed-") as where:
