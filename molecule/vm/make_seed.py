@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the NoCloud seed the `vm` scenario boots its factory-new appliance with (issue 19).
 
-    make_seed.py IMAGE.raw KEY.pub OUT.iso|OUT.img [--bad-config] [--folder]
+    make_seed.py IMAGE.raw KEY.pub OUT.iso|OUT.img [--bad-config]
 
 OUT.iso: an ISO 9660 volume labelled `cidata` (Rock Ridge and Joliet names: what
 `cloud-localds` makes by default, with genisoimage); any other name: a vfat volume labelled
@@ -15,8 +15,6 @@ CIDATA (`cloud-localds --filesystem vfat`). Either holds:
   with --bad-config a gateway port the config refuses (and another instance-id);
 - network-config (v2): eth0 by DHCP, eth1 (the second NIC, by MAC) a static address; both
   marked for media (`sipedge-media: true`).
-
---folder: the three files in the folder OUT instead of a volume (sipedge-provision --seed-dir).
 
 Tools: sfdisk, debugfs (e2fsprogs), genisoimage, or mkfs.vfat (dosfstools) and mcopy
 (mtools); PyYAML.
@@ -112,7 +110,6 @@ def write_volume(out: Path, files: dict[str, str]) -> None:
 def main() -> int:
     image, key, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     bad = "--bad-config" in sys.argv[4:]
-    as_folder = "--folder" in sys.argv[4:]
     config = baked_config(image)
     config.setdefault("media", {}).pop("interfaces", None)  # the network config's marks decide
     gateway = dict(GATEWAY, port=70000) if bad else GATEWAY
@@ -148,11 +145,7 @@ def main() -> int:
             sort_keys=False,
         ),
     }
-    if as_folder:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (out / name).write_text(text)
-    elif out.suffix == ".iso":
+    if out.suffix == ".iso":
         write_iso(out, files)
     else:
         write_volume(out, files)
