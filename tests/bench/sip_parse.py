@@ -27,10 +27,6 @@ twice the figures of `--scale 1`; that is how the benchmark itself is checked.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
-import subprocess
 import sys
 import timeit
 from collections.abc import Callable
@@ -40,6 +36,7 @@ from sipedge.sip.message import Request, Response, parse_message
 from sipedge.sip.transport.udp import UdpTransport
 from sipedge.sip.validation import check_request, check_response
 from sipedge.typedefs import Addr
+from tests.bench.callgrind import instructions_of
 
 SDP_OFFER = (
     b"v=0\r\n"
@@ -215,34 +212,11 @@ def microseconds(fn: Callable[[], object], repeat: int, budget: float = 0.2) -> 
 
 # -- instruction counts ----------------------------------------------------------------------
 
-_COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
-
 
 def _instructions_of(kind: str, operation: str, count: int, scale: int) -> int:
     """Instructions executed by a fresh interpreter doing the set-up and `count` operations."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    cmd = [
-        valgrind,
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-m",
-        "tests.bench.sip_parse",
-        "--worker",
-        kind,
-        operation,
-        str(count),
-        "--scale",
-        str(scale),
-    ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts, run after run
-    done = subprocess.run(cmd, capture_output=True, env=env, check=True)
-    found = _COLLECTED.findall(done.stderr)
-    if not found:
-        raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr[-2000:]!r}")
-    return int(found[-1])
+    args = ["--worker", kind, operation, str(count), "--scale", str(scale)]
+    return instructions_of("tests.bench.sip_parse", args)
 
 
 def instructions(kind: str, operation: str, count: int, scale: int) -> tuple[float, float]:

@@ -223,7 +223,7 @@ def test_every_parameter_has_a_field_and_the_example_lists_them_all() -> None:
     assert set(example_data()["parameters"]) == set(PARAMETER_NAMES) - SIPEDGE_PARAMETERS
     demo = yaml.safe_load(DEMO.read_text())
     assert set(demo["parameters"]) == set(PARAMETER_NAMES)
-    assert len(PARAMETER_NAMES) == 39
+    assert len(PARAMETER_NAMES) == 40
 
 
 def test_minimal_config_takes_defaults() -> None:
@@ -414,6 +414,8 @@ BAD_VALUES: list[tuple[str, object, str, str]] = [
     ("SS_SIP_MAX_CALLS", 2.5, "2.5", "1-200000"),
     ("SS_SIP_RETRY_AFTER", 0, "0", "1-3600"),
     ("SS_SIP_RETRY_AFTER", 3601, "3601", "1-3600"),
+    ("SS_SIP_OVERLOAD_QUEUE", -1, "-1", "0-1048576"),
+    ("SS_SIP_OVERLOAD_QUEUE", "Off", "'Off'", "0-1048576"),
 ]
 
 

@@ -7,6 +7,7 @@ names the sysctl to raise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -76,3 +77,27 @@ def test_a_capped_buffer_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     assert line.levelno == logging.WARNING
     assert "receive buffer 425984 bytes (asked 4194304" in line.getMessage()
     assert "raise net.core.rmem_max to 4194304 or more" in line.getMessage()
+
+
+async def test_queued_bytes_counts_what_waits_unread_in_the_kernel() -> None:
+    """Load shedding's input (`calls.capacity.Backlog`): datagrams sent while the loop is busy
+    wait in the socket; SO_MEMINFO counts them as the kernel does (more than their payload)."""
+    received: list[object] = []
+    transport = await open_udp("127.0.0.1", 0, lambda msg, source, t: received.append(msg))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert transport.queued_bytes() == 0
+        datagram = b"OPTIONS sip:x SIP/2.0\r\n" + b"X-Pad: " + b"p" * 560 + b"\r\n\r\n"
+        for _ in range(10):  # no await: the loop cannot read them yet
+            sender.sendto(datagram, ("127.0.0.1", transport.port))
+        queued = transport.queued_bytes()
+        assert 10 * len(datagram) <= queued < 10 * 4096, queued
+        for _ in range(50):  # the loop reads them (each a broken request, dropped)
+            await asyncio.sleep(0.01)
+            if transport.queued_bytes() == 0:
+                break
+        assert transport.queued_bytes() == 0
+    finally:
+        sender.close()
+        transport.close()
+    assert transport.queued_bytes() == 0  # closed: nothing to ask

@@ -32,6 +32,7 @@ from sipedge.calls import carrier_events as carriers
 from sipedge.calls.attempt import Attempt, CallState, CallStats, GatewayTarget
 from sipedge.calls.identity import IncomingIdentity
 from sipedge.calls.in_dialog import Forwarder, ForwardingHost
+from sipedge.calls.linger import ignore, let_go
 from sipedge.calls.media_link import CallMedia
 from sipedge.calls.media_policy import MEDIA_FAMILY_UNAVAILABLE, MEDIA_UNAVAILABLE, MediaRefusal
 from sipedge.calls.media_session import CALLEE, CALLER
@@ -282,7 +283,7 @@ class Call:
             return
         attempt.cancel_sent = True
         self.b2bua.transactions.start_client(
-            build_cancel(attempt.invite), attempt.destination, _ignore, _ignore
+            build_cancel(attempt.invite), attempt.destination, ignore, ignore
         )
 
     def _on_attempt_response(self, attempt: Attempt, response: Response) -> None:
@@ -545,7 +546,7 @@ class Call:
     def _send_bye(self, dialog: Dialog) -> None:
         host, port = self.b2bua.via_for(dialog.destination[0])
         bye = dialog.request("BYE", host, port)
-        self.b2bua.transactions.start_client(bye, dialog.destination, _ignore, _ignore)
+        self.b2bua.transactions.start_client(bye, dialog.destination, ignore, ignore)
 
     # -----------------------------------------------------------------------------------------
     # Media, session timers and the end
@@ -588,13 +589,10 @@ class Call:
             if attempt.timer is not None:
                 attempt.timer.cancel()
                 attempt.timer = None
+            let_go(attempt, self.b2bua.send_bytes)  # its transaction no longer holds the call
         self.media.release_all()  # every relay session of the call, whatever the path
         self.record.end_time = time.time()
         self.record.release_side = side
         self.record.cause = cause
         self.record.final_status = status
         self.b2bua.call_ended(self, then)
-
-
-def _ignore(*args: object) -> None:
-    """The answer to a CANCEL or BYE of ours: nothing to do with it."""

@@ -1,9 +1,11 @@
-"""Call admission limits: calls in progress overall and per mapping gateway, and new calls per
-second per mapping gateway (VOS3000's per-gateway line limits).
+"""Call admission limits: calls in progress overall and per mapping gateway, new calls per
+second per mapping gateway (VOS3000's per-gateway line limits), and load shedding while sipd is
+behind on its SIP sockets.
 
 Owns: `CallCaps` (the counts and the decision: which limit, if any, a new call is over),
-`TokenBucket` and `OVER_CAPACITY`, the closed set of limit names (metric labels).
-Must not: read the clock (time comes in as `now`), answer requests, or import sip/ or config/:
+`TokenBucket`, `Backlog` and `OVER_CAPACITY`, the closed set of limit names (metric labels).
+Must not: read the clock (time comes in as `now`) or sockets (the daemon samples the receive
+queues and hands `Backlog` the figure), answer requests, or import sip/ or config/:
 `calls/service.py` asks before admitting a call, answers 503 with Retry-After, and reports
 each call's start and end.
 """
@@ -13,9 +15,43 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Which limit refused a call: "calls" (sip_max_calls), "gateway_calls" (a mapping gateway's
-# max_calls), "gateway_cps" (its max_cps).
-OVER_CAPACITY = ("calls", "gateway_calls", "gateway_cps")
+# Which limit refused a call: "overload" (sipd behind on its SIP sockets: `Backlog`), "calls"
+# (sip_max_calls), "gateway_calls" (a mapping gateway's max_calls), "gateway_cps" (its max_cps).
+OVER_CAPACITY = ("overload", "calls", "gateway_calls", "gateway_cps")
+
+
+class Backlog:
+    """Whether sipd is behind: the bytes of datagrams waiting in its SIP sockets' receive
+    queues (the kernel's accounting, about 1.3 KB for a 600-byte datagram), sampled by the
+    daemon, against `limit` (0: never behind).
+
+    Why: a B2BUA that falls behind gets every INVITE it has not answered within 500 ms again
+    (the caller's timer A), so the work grows as the backlog grows, and every call fails late
+    (congestion collapse, docs/performance.md). Refusing new calls at once while the queue is
+    long costs a parse and a 503 each, and lets the calls already admitted finish.
+    Behind from a sample above `limit` until one at or below half of it, so that admission
+    does not flap at the line."""
+
+    __slots__ = ("behind", "episodes", "limit", "queued")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = limit
+        self.queued = 0  # the last sample, bytes
+        self.behind = False
+        self.episodes = 0  # times it fell behind
+
+    def observe(self, queued: int) -> bool:
+        """A new sample; True when it changed `behind`."""
+        self.queued = queued
+        if self.behind:
+            behind = self.limit > 0 and queued > self.limit // 2
+        else:
+            behind = self.limit > 0 and queued > self.limit
+        if behind == self.behind:
+            return False
+        self.behind = behind
+        self.episodes += behind
+        return True
 
 
 class TokenBucket:
@@ -47,18 +83,32 @@ class GatewayLimits:
 
 
 class CallCaps:
-    def __init__(self, max_calls: int, gateways: Mapping[str, GatewayLimits], now: float) -> None:
+    def __init__(
+        self,
+        max_calls: int,
+        gateways: Mapping[str, GatewayLimits],
+        now: float,
+        backlog_limit: int = 0,
+    ) -> None:
         self.max_calls = max_calls
+        self.backlog = Backlog(backlog_limit)  # its samples come from the daemon
         self.limits: dict[str, GatewayLimits] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.active: dict[str, int] = {}  # calls in progress per mapping gateway (configured)
         self.rejected: dict[str, int] = dict.fromkeys(OVER_CAPACITY, 0)
-        self.configure(max_calls, gateways, now)
+        self.configure(max_calls, gateways, now, backlog_limit)
 
-    def configure(self, max_calls: int, gateways: Mapping[str, GatewayLimits], now: float) -> None:
+    def configure(
+        self,
+        max_calls: int,
+        gateways: Mapping[str, GatewayLimits],
+        now: float,
+        backlog_limit: int = 0,
+    ) -> None:
         """New limits (reload): counts of calls in progress stay; a bucket whose rate changed
-        starts full."""
+        starts full; `backlog_limit` is `Backlog.limit` (bytes, 0: no shedding)."""
         self.max_calls = max_calls
+        self.backlog.limit = backlog_limit
         buckets: dict[str, TokenBucket] = {}
         for name, limits in gateways.items():
             if limits.max_cps is None:
@@ -71,6 +121,9 @@ class CallCaps:
 
     def over_total(self, in_progress: int) -> str | None:
         """Checked first, before any work on a new INVITE."""
+        if self.backlog.behind:
+            self.rejected["overload"] += 1
+            return "overload"
         if in_progress >= self.max_calls:
             self.rejected["calls"] += 1
             return "calls"

@@ -190,6 +190,7 @@ class B2BUA:
             config.parameters.sip_max_calls,
             {m.name: GatewayLimits(m.max_calls, m.max_cps) for m in config.mapping_gateways},
             self.clock(),
+            config.parameters.sip_overload_queue * 1024,
         )
         self.routes = RouteTable([(r.prefix, r.gateways) for r in config.routes])
         p = config.parameters

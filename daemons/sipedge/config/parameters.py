@@ -57,6 +57,7 @@ _PARAMETERS: dict[str, Callable[[object], object]] = {
     "SS_SIP_MAX_TRANSACTIONS": _integer(100, 1000000),
     "SS_SIP_MAX_CALLS": _integer(1, 200000),
     "SS_SIP_RETRY_AFTER": _integer(1, 3600),
+    "SS_SIP_OVERLOAD_QUEUE": _integer(0, 1048576),
 }
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(_PARAMETERS)
@@ -75,6 +76,7 @@ SIPEDGE_PARAMETERS: frozenset[str] = frozenset(
         "SS_SIP_MAX_TRANSACTIONS",
         "SS_SIP_MAX_CALLS",
         "SS_SIP_RETRY_AFTER",
+        "SS_SIP_OVERLOAD_QUEUE",
     }
 )
 

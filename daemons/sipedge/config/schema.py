@@ -164,6 +164,8 @@ class Parameters:
     sip_max_transactions: int = 100000  # server + client transactions held at once
     sip_max_calls: int = 20000  # calls in progress (each holds two dialogs)
     sip_retry_after: int = 10  # seconds, in the Retry-After of an overload 503
+    # KiB waiting in the SIP UDP sockets above which new calls get 503 (0: off; docs/security.md)
+    sip_overload_queue: int = 1024
 
 
 @dataclass(frozen=True)

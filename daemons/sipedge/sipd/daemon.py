@@ -76,6 +76,9 @@ from sipedge.typedefs import Addr
 
 log = logging.getLogger("sipedge.sipd")
 RETENTION_INTERVAL = 60.0  # seconds between two CDR retention passes (the first at start)
+# How often the SIP sockets' receive queues are sampled for load shedding: at 500 calls/s
+# about 350 datagrams arrive in between
+BACKLOG_INTERVAL = 0.1
 RETENTION_BATCHES = 1000  # prune() calls per pass at most (each a bounded batch)
 MIB = 1 << 20
 
@@ -103,6 +106,7 @@ class SipDaemonBase:
         self.carrier_passwords: dict[str, str] = {}  # routing gateways' auth_password_file
         self._tls: ssl.SSLContext | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._backlog_watch: asyncio.Task[None] | None = None
         self._publish_calls: asyncio.Task[None] | None = None  # scope=fleet's current calls
         self._b2bua: B2BUA | None = None
         self._runner: web.AppRunner | None = None
@@ -200,6 +204,7 @@ class SipDaemonBase:
             )
         self._retention = asyncio.create_task(self._retention_loop(), name="cdr-retention")
         transports = self.transports = await self._open_transports()
+        self._backlog_watch = asyncio.create_task(self._watch_backlog(), name="sip-backlog")
         self.transport = transports.primary
         self._apply_tcp_peers(self.config)
         self._b2bua = B2BUA(
@@ -285,6 +290,33 @@ class SipDaemonBase:
             self.transports.tcp_peers = frozenset(
                 (gw.address, gw.port) for gw in config.routing_gateways if gw.transport == "tcp"
             )
+
+    async def _watch_backlog(self) -> None:
+        """Load shedding's input: every BACKLOG_INTERVAL, what waits in the SIP UDP sockets
+        (`calls.capacity.Backlog`: new calls get 503 while it is over SS_SIP_OVERLOAD_QUEUE)."""
+        while True:
+            await asyncio.sleep(BACKLOG_INTERVAL)
+            if self.transports is None or self._b2bua is None:
+                continue
+            backlog = self._b2bua.caps.backlog
+            queued = sum(udp.queued_bytes() for udp in self.transports.udp)
+            if not backlog.observe(queued):
+                continue
+            if backlog.behind:
+                log.warning(
+                    "behind on SIP: %d KiB waiting in the UDP sockets (SS_SIP_OVERLOAD_QUEUE"
+                    " %d KiB): new calls get 503 until it is down to half",
+                    queued // 1024,
+                    backlog.limit // 1024,
+                )
+            else:
+                refused = self._b2bua.caps.rejected["overload"]
+                log.warning(
+                    "caught up on SIP (%d KiB waiting): new calls admitted again; %d refused"
+                    " for overload since start",
+                    queued // 1024,
+                    refused,
+                )
 
     async def _retention_loop(self) -> None:
         while True:
@@ -494,6 +526,8 @@ class SipDaemonBase:
             self.transports.close()
         if self._retention is not None:
             self._retention.cancel()
+        if self._backlog_watch is not None:
+            self._backlog_watch.cancel()
         if self._publish_calls is not None:
             self._publish_calls.cancel()
         if self.fleet_stats is not None:

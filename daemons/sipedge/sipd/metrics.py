@@ -215,3 +215,19 @@ def capacity_metrics(b2bua: B2BUA) -> Iterator[CounterMetricFamily | GaugeMetric
     for name in sorted(b2bua.caps.limits):
         per_gateway.add_metric([name], b2bua.caps.active.get(name, 0))
     yield per_gateway
+    backlog = b2bua.caps.backlog
+    yield GaugeMetricFamily(
+        "sipedge_sip_receive_queue_bytes",
+        "Bytes waiting in the SIP UDP sockets' receive queues at the last sample (0.1 s)",
+        value=backlog.queued,
+    )
+    yield GaugeMetricFamily(
+        "sipedge_calls_shedding",
+        "1 while new calls get 503 because sipd is behind on SIP (SS_SIP_OVERLOAD_QUEUE)",
+        value=int(backlog.behind),
+    )
+    yield CounterMetricFamily(
+        "sipedge_calls_shedding_episodes",
+        "Times sipd fell behind on SIP and began refusing new calls",
+        value=backlog.episodes,
+    )
