@@ -252,3 +252,29 @@ def test_sipedge_config_writes_the_fleet_section(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "sipedge_fleet_port" in refused.stdout, refused.stdout[
         -3000:
     ]
+
+
+def test_mediad_and_natd_start_without_the_system_ca_store(tmp_path: Path) -> None:
+    """Neither verifies a TLS peer, so their units point OpenSSL's default CA paths at nothing:
+    importing aiohttp then builds its two TLS client contexts without parsing the CA bundle
+    (seconds per start under emulation). sipd keeps the store (SIP over TLS to carriers)."""
+    env_line = "Environment=SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent"
+    environments: dict[str, dict[str, str]] = {}
+    for daemon in ("mediad", "natd", "sipd"):
+        unit = render(tmp_path, "sipedge", f"sipedge-{daemon}.service.j2", {})
+        lines = [line for line in unit.splitlines() if line.startswith("Environment=")]
+        assert (env_line in lines) == (daemon != "sipd"), (daemon, lines)
+        environments[daemon] = dict(
+            pair.split("=", 1) for line in lines for pair in line.split("=", 1)[1].split()
+        )
+    probe = (
+        "import ssl, sipedge.media.daemon, sipedge.natd.daemon; "
+        "print(len(ssl.create_default_context().get_ca_certs()))"
+    )
+    for daemon, expected_empty in (("natd", True), ("sipd", False)):
+        env = {"PATH": "/usr/bin:/bin", **environments[daemon]}
+        done = subprocess.run(
+            [str(BIN / "python"), "-c", probe], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert (int(done.stdout) == 0) == expected_empty, (daemon, done.stdout)

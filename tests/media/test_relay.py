@@ -499,7 +499,14 @@ def test_xdp_restart_mid_stream(topo: Topology, tmp_path: Path, bpffs: Path) -> 
         t.join(130)
         assert restarted.is_set(), m.log()
         assert len(received) == total, f"lost {total - len(received)}\n{m.log()}"
-        assert received == sent
+        # Every packet, each decrypted and re-encrypted right. Not always in order: the first
+        # packets go up to userspace (latching) and, on a loaded machine, may still wait in
+        # its socket when XDP already relays the next ones (seen: packets 1-3 after packet 4).
+        # RTP's sequence numbers put them back; a lost or altered packet fails here.
+        assert sorted(received) == sorted(sent)
+        index = {pkt: i for i, pkt in enumerate(sent)}
+        late = max(abs(index[pkt] - position) for position, pkt in enumerate(received))
+        assert late <= 64, f"a packet {late} places from where it was sent (128 ms and more)"
         q = m.ok({"command": "query", "call-id": "rs"})
         assert q["path"] == "xdp-native" and q["legs"][0]["packets-xdp"] >= total - 5
         assert "re-adopted 1 of 1" in m.log()

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipedge.calls.routing import RouteTable, SourceTable, longest_prefix_route, match_source
+from sipedge.calls.routing import (
+    SOURCE_ANSWERS,
+    RouteTable,
+    SourceTable,
+    longest_prefix_route,
+    match_source,
+)
 
 ROUTES: list[tuple[str, list[str]]] = [
     ("", ["default"]),
@@ -134,3 +140,19 @@ def test_source_matches_brute_force(nets: list[tuple[int, int]], ip: int) -> Non
     ]
     want = min(containing)[2] if containing else None
     assert SourceTable(networks).lookup(str(address)) == want
+
+
+def test_source_answers_are_kept_bounded_and_the_same() -> None:
+    table = SourceTable(NETWORKS)
+    for _ in range(2):  # the second time from the kept answers
+        assert [table.lookup(ip) for ip in ("10.1.2.3", "192.0.2.1", "bad")] == [
+            "host",
+            None,
+            None,
+        ]
+    # a flood of distinct sources: the kept answers never pass the bound, answers stay right
+    for n in range(SOURCE_ANSWERS * 2 + 10):
+        source = str(ip_address(0x0A000000 + n))  # 10.0.x.y: "wide", or "narrow" in 10.1/16
+        assert table.lookup(source) == ("narrow" if source.startswith("10.1.") else "wide")
+        assert len(table._answers) <= SOURCE_ANSWERS
+    assert table.lookup("10.1.2.3") == "host"

@@ -66,10 +66,13 @@ def longest_prefix_route(
     return RouteTable(routes).lookup(number)
 
 
+SOURCE_ANSWERS = 4096  # sources whose mapping gateway `SourceTable` keeps at most
+
+
 class SourceTable:
     """Most-specific-network matching of a source address to a mapping gateway name."""
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_answers", "_v4", "_v6")
 
     def __init__(self, networks: Sequence[tuple[str, Sequence[Network | str]]]) -> None:
         # per family: [(prefixlen, {network address as int: gateway name})], longest first
@@ -85,10 +88,23 @@ class SourceTable:
                 by_addr.setdefault(int(network.network_address), name)
         self._v4 = _levels(v4, 32)
         self._v6 = _levels(v6, 128)
+        # Every INVITE asks this of its source, mostly the same few carriers: answers are kept
+        # (parsing the address was most of the cost); a table is rebuilt on reload, and a
+        # flood of new sources only refills the bounded dict.
+        self._answers: dict[str, str | None] = {}
 
     def lookup(self, ip: str) -> str | None:
         """The mapping gateway whose most specific network holds ``ip`` (None: none, or not an
         address)."""
+        answers = self._answers
+        if ip in answers:
+            return answers[ip]
+        if len(answers) >= SOURCE_ANSWERS:
+            answers.clear()
+        name = answers[ip] = self._lookup(ip)
+        return name
+
+    def _lookup(self, ip: str) -> str | None:
         try:
             address: IPv4Address | IPv6Address = ip_address(ip.split("%", 1)[0])
         except ValueError:
