@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sipedge.gcwatch.heap import ALLOCATOR_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 # The RFC 4475 torture messages live in shared/ beside the checkout (CI's fresh clone has it
 # there too); the main development checkout also finds it at /work/shared.
@@ -327,6 +329,7 @@ def start_sipd(tmp: Path, config: dict[str, Any], name: str = "sipd") -> Sipd:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **ALLOCATOR_ENV},  # as its systemd unit starts it
         )
     tls = client_tls(config)
     sipd = Sipd(config_path, sip_port, api_port, proc, log_path, api_token(config), tls)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from sipedge.config import ConfigError, load_config
+from sipedge.gcwatch.heap import ALLOCATOR_ENV
 
 
 def _loopback(address: str) -> bool:
@@ -91,10 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     bindir = Path(sys.executable).parent
 
-    def spawn(name: str, cmd: list[str], log: Path | None = None) -> None:
+    def spawn(
+        name: str, cmd: list[str], log: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         print(f"demo: starting {name}: {' '.join(cmd)}", flush=True)
         out = log.open("wb") if log is not None else None  # SIPp's screen would drown the logs
-        procs.append((name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out)))
+        full_env = {**os.environ, **env} if env is not None else None
+        procs.append(
+            (name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, env=full_env))
+        )
 
     sipp = shutil.which("sipp")
     for gw in config.routing_gateways:
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
             ],
             log=config.storage.path / f"sipp-{gw.name}.screen",
         )
-    spawn("sipedge-sipd", [str(bindir / "sipedge-sipd"), "--config", str(args.config)])
+    sipd = [str(bindir / "sipedge-sipd"), "--config", str(args.config)]
+    spawn("sipedge-sipd", sipd, env=ALLOCATOR_ENV)  # as its systemd unit starts it
     if (bindir / "sipedge-mediad").exists():
         spawn("sipedge-mediad", [str(bindir / "sipedge-mediad"), "--config", str(args.config)])
 

@@ -456,6 +456,10 @@ def _memory(pids: Sequence[int]) -> dict[str, float]:
         "rss": round(sum(rss_kib(p, "VmRSS") for p in pids) / 1024, 1),
         "pss": round(sum(pss_kib(p) for p in pids) / 1024, 1),
         "hwm": round(sum(rss_kib(p, "VmHWM") for p in pids) / 1024, 1),
+        # what the resident memory is: the heap and stacks, mapped files (code), shared memory
+        "anon": round(sum(rss_kib(p, "RssAnon") for p in pids) / 1024, 1),
+        "file": round(sum(rss_kib(p, "RssFile") for p in pids) / 1024, 1),
+        "shmem": round(sum(rss_kib(p, "RssShmem") for p in pids) / 1024, 1),
     }
 
 
@@ -480,10 +484,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 IDLE_S = 2.0  # how long the idle CPU is measured before each window
+SETTLE_S = 15.0  # s after the drain before memory is read again: past sipd's heap look (10 s)
 
 
 def measure(
-    target: Target, rate: int, duration: float, hold_ms: int, work: Path, drain_s: float = 45.0
+    target: Target,
+    rate: int,
+    duration: float,
+    hold_ms: int,
+    work: Path,
+    drain_s: float = 45.0,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, Any]:
     """One rate against `target`: start the UAS, read the target's counters, run the UAC to
     its end (the measured window: CPU and nothing else touches the target), read the counters
@@ -543,6 +554,10 @@ def measure(
         cpu_drained, _ = cpu_delta(
             cpu_seconds_total(pids) - cpu0, cpu_ns_total(pids) - ns0, len(pids)
         )
+        # Memory once it settled: sipd looks at its heap every 10 s and gives back what the
+        # ended calls freed (sipedge.gcwatch.heap); this is the figure runs are compared by.
+        time.sleep(settle_s)
+        memory_settled = _memory(pids)
     finally:
         if uac is not None:
             stop_process(uac)
@@ -570,6 +585,8 @@ def measure(
         "concurrent_calls_peak": peak_current_calls(uac_stats),
         "rss_end_mib": memory_end["rss"],
         "rss_drained_mib": memory_drained["rss"],
+        "rss_settled_mib": memory_settled["rss"],
+        "rss_settled_split_mib": {k: memory_settled[k] for k in ("anon", "file", "shmem")},
         "rss_peak_mib": memory_drained["hwm"],
         "pss_end_mib": memory_end["pss"],
         "pss_drained_mib": memory_drained["pss"],
@@ -596,6 +613,7 @@ def line(r: dict[str, Any]) -> str:
     invite = r["invite_retransmissions"]
     memory = (
         f"RSS end {r['rss_end_mib']} MiB, after drain {r['rss_drained_mib']} MiB, "
+        f"settled {r['rss_settled_mib']} MiB ({_split(r['rss_settled_split_mib'])}), "
         f"peak {r['rss_peak_mib']} MiB"
         if r["processes"] == 1
         else f"PSS ({r['processes']} processes) end {r['pss_end_mib']} MiB, "
@@ -614,6 +632,10 @@ def line(r: dict[str, Any]) -> str:
         f"up at once {r['concurrent_calls_peak']} | {memory} (drain {r['drain_s']} s, "
         f"{r['live_after_drain']} live) | {gc_text(r)} | UDP buffer drops {r['udp_buffer_drops']}"
     )
+
+
+def _split(split: dict[str, float]) -> str:
+    return ", ".join(f"{kind} {mib}" for kind, mib in split.items())
 
 
 def gc_text(r: dict[str, Any]) -> str:
@@ -635,13 +657,14 @@ def gc_text(r: dict[str, Any]) -> str:
 
 
 def memory_growth(results: Sequence[dict[str, Any]]) -> str:
-    """sipd's resident memory after the drain of the last run against after the first's."""
+    """sipd's resident memory once settled after the drain of the last run against after the
+    first's."""
     first, last = results[0], results[-1]
-    growth = 100 * (last["rss_drained_mib"] - first["rss_drained_mib"]) / first["rss_drained_mib"]
+    growth = 100 * (last["rss_settled_mib"] - first["rss_settled_mib"]) / first["rss_settled_mib"]
     calls = sum(r["calls"] for r in results)
     return (
-        f"memory after the drain: {first['rss_drained_mib']} MiB after the first"
-        f" {first['calls']:,} calls, {last['rss_drained_mib']} MiB after all {calls:,}"
+        f"memory settled after the drain: {first['rss_settled_mib']} MiB after the first"
+        f" {first['calls']:,} calls, {last['rss_settled_mib']} MiB after all {calls:,}"
         f" ({growth:+.1f} %)"
     )
 
@@ -687,6 +710,9 @@ def main() -> None:
     )
     parser.add_argument("--hold", type=int, default=10000, help="ms each call stays up")
     parser.add_argument("--drain", type=float, default=45.0, help="s to wait for the drain")
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_S, help="s to wait after the drain for memory"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--cdr-durable", choices=("on", "off"), default="on", help="storage.cdr_durable"
@@ -759,7 +785,7 @@ def bench(parser: argparse.ArgumentParser, args: argparse.Namespace, cluster: An
             parser.error("--durations needs one value per --rates entry")
         for index, rate in enumerate(rates):
             duration = durations[index] if durations else args.duration
-            result = measure(target, rate, duration, args.hold, work, args.drain)
+            result = measure(target, rate, duration, args.hold, work, args.drain, args.settle)
             results.append(result)
             print(json.dumps(result) if args.json else line(result), flush=True)
             if result["failed"] or result["successful"] < result["calls"]:

@@ -267,6 +267,8 @@ def test_mediad_and_natd_start_without_the_system_ca_store(tmp_path: Path) -> No
         environments[daemon] = dict(
             pair.split("=", 1) for line in lines for pair in line.split("=", 1)[1].split()
         )
+    # sipd's objects live in glibc's heap, whose free pages sipedge.gcwatch.heap gives back
+    assert environments["sipd"] == {"PYTHONMALLOC": "malloc"}
     probe = (
         "import ssl, sipedge.media.daemon, sipedge.natd.daemon; "
         "print(len(ssl.create_default_context().get_ca_certs()))"

@@ -79,7 +79,9 @@ def test_backlog_sheds_above_the_limit_until_half_of_it() -> None:
 
 
 def test_caps_refuse_every_new_call_while_behind_before_other_limits() -> None:
-    caps = CallCaps(1, {"gw": GatewayLimits(max_calls=0)}, 0.0, backlog_limit=100)
+    caps = CallCaps(1, {"gw": GatewayLimits(max_calls=0)}, 0.0)
+    assert caps.backlog.limit == 0  # no shedding until configured
+    caps.configure(1, {"gw": GatewayLimits(max_calls=0)}, 0.0, backlog_limit=100)
     caps.backlog.observe(101)
     assert caps.over_total(5) == "overload"  # counted as overload, not as "calls"
     caps.backlog.observe(50)

@@ -210,3 +210,17 @@ def test_family_refusal() -> None:
     assert (refusal.status, refusal.warn_code) == (488, 301) and "IP6" in refusal.detail
     assert family_refusal("IP4", sdp6, v4_only) is not None  # IPv4 signalling, IPv6 media
     assert family_refusal("IP4", hold6, v4_only) is None  # the hold address is no destination
+
+
+def test_policy_memo_gives_the_pure_answer_and_stays_bounded() -> None:
+    policy = MediaPolicy(DEFAULT, 8)
+    for _ in range(2):  # the second round is answered from the memo
+        assert policy.refusal("10.1.2.3", "IP4") == address_refusal("10.1.2.3", "IP4", DEFAULT)
+        assert policy.refusal("192.0.2.7", "IP4") is None
+        assert policy.refusal("192.0.2.7", "IP6") is not None  # the type is part of the key
+    for n in range(5000):  # a flood of distinct addresses only churns the memo
+        assert policy.refusal(f"192.0.{n // 256 % 256}.{n % 256}", "IP4") is None
+        assert len(policy._refusals) <= 4096
+    # two policies never share answers: a reload that refuses a new network is heard at once
+    assert MediaPolicy((), 8).refusal("10.1.2.3", "IP4") is None
+    assert policy == MediaPolicy(DEFAULT, 8)  # the memo is not part of what a policy is

@@ -88,15 +88,14 @@ class CallCaps:
         max_calls: int,
         gateways: Mapping[str, GatewayLimits],
         now: float,
-        backlog_limit: int = 0,
     ) -> None:
         self.max_calls = max_calls
-        self.backlog = Backlog(backlog_limit)  # its samples come from the daemon
+        self.backlog = Backlog()  # its limit comes from `configure`, its samples from the daemon
         self.limits: dict[str, GatewayLimits] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.active: dict[str, int] = {}  # calls in progress per mapping gateway (configured)
         self.rejected: dict[str, int] = dict.fromkeys(OVER_CAPACITY, 0)
-        self.configure(max_calls, gateways, now, backlog_limit)
+        self.configure(max_calls, gateways, now)
 
     def configure(
         self,

@@ -31,7 +31,7 @@ Driven by: `calls/media_link.py`, before any offer or answer reaches mediad; `ca
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
 
@@ -48,10 +48,35 @@ MEDIA_FAMILY_UNAVAILABLE = "media-family-unavailable"
 Network = IPv4Network | IPv6Network
 
 
+# A call asks of the same few addresses (its parties', the relay's) each time; parsing them with
+# `ipaddress` on every call was 2-4 % of sipd's CPU. The answers are pure functions of the
+# address, so they are memoised, bounded (a flood of distinct addresses only churns the memo).
+_MEMO = 4096
+
+
 @dataclass(frozen=True)
 class MediaPolicy:
     refused_networks: tuple[Network, ...] = ()
     max_streams: int = 8
+    # (address, address type) -> address_refusal's sentence, "" for none. It lives here, beside
+    # the networks it depends on: a reload makes a new policy and so a new memo, and the key
+    # stays two strings (an lru_cache keyed by the networks hashed each of them on every call).
+    _refusals: dict[tuple[str, str], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def refusal(self, address: str, address_type: str) -> str | None:
+        """`address_refusal` against this policy's networks, memoised."""
+        key = (address, address_type)
+        refusals = self._refusals
+        why = refusals.get(key)
+        if why is None:
+            if len(refusals) >= _MEMO:
+                refusals.clear()
+            why = refusals[key] = (
+                address_refusal(address, address_type, self.refused_networks) or ""
+            )
+        return why or None
 
 
 @dataclass(frozen=True)
@@ -70,13 +95,6 @@ class MediaRefusal:
         return f'{self.warn_code} {host_text(agent)} "{text}"'
 
 
-# A call asks both functions below of the same few addresses (its parties', the relay's); parsing
-# them with `ipaddress` each time was 2-4 % of sipd's CPU. Both are pure: a bounded LRU of
-# answers (a flood of distinct addresses only churns it).
-_MEMO = 4096
-
-
-@lru_cache(maxsize=_MEMO)
 def address_refusal(address: str, address_type: str, networks: tuple[Network, ...]) -> str | None:
     """Why a `c=` address is refused (a sentence), or None when it may be anchored."""
     if address in HOLD_ADDRESSES:
@@ -149,7 +167,7 @@ def check_sdp(sdp: Sdp, policy: MediaPolicy) -> MediaRefusal | None:
     for stream in active:
         if stream.address is None:
             continue  # no c= at all: nothing to send media to, nothing to check
-        why = address_refusal(stream.address, stream.address_type, policy.refused_networks)
+        why = policy.refusal(stream.address, stream.address_type)
         if why is not None:
             return MediaRefusal(ADDRESS_REFUSED, f"stream {stream.index}: {why}", warn_code=301)
     return None

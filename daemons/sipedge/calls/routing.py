@@ -91,18 +91,18 @@ class SourceTable:
         # Every INVITE asks this of its source, mostly the same few carriers: answers are kept
         # (parsing the address was most of the cost); a table is rebuilt on reload, and a
         # flood of new sources only refills the bounded dict.
-        self._answers: dict[str, str | None] = {}
+        self._answers: dict[str, str] = {}  # source -> its mapping gateway, "" for none
 
     def lookup(self, ip: str) -> str | None:
         """The mapping gateway whose most specific network holds ``ip`` (None: none, or not an
         address)."""
         answers = self._answers
-        if ip in answers:
-            return answers[ip]
-        if len(answers) >= SOURCE_ANSWERS:
-            answers.clear()
-        name = answers[ip] = self._lookup(ip)
-        return name
+        name = answers.get(ip)  # one dict lookup for a known source, the common case
+        if name is None:
+            if len(answers) >= SOURCE_ANSWERS:
+                answers.clear()
+            name = answers[ip] = self._lookup(ip) or ""
+        return name or None
 
     def _lookup(self, ip: str) -> str | None:
         try:

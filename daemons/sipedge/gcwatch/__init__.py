@@ -13,25 +13,31 @@ and exported in /metrics, and `tune` makes the expensive ones rare.
   the collection thresholds, with the reasoning: no automatic full collection).
 * `valve`: `FullCollectionValve` and `run_valve`, the full collection that runs only when
   resident memory grows past an allowance (a reference cycle piling up).
+* `heap`: `HeapTrim` and `run_heap_trim`, the free pages of glibc's heap given back to the
+  kernel after a peak (sipd runs with `ALLOCATOR_ENV`, PYTHONMALLOC=malloc, to have them).
 
 Public names: `GcWatch`, `PauseHistogram`, `pause_metrics`, `tune`, `THRESHOLDS`, `BUCKETS`,
-`FullCollectionValve`, `run_valve`.
+`FullCollectionValve`, `run_valve`, `ALLOCATOR_ENV`, `HeapTrim`, `run_heap_trim`.
 Dependency direction: a leaf like `ratelog`: imports nothing from sipedge; the daemons' roots
 import it.
 """
 
+from sipedge.gcwatch.heap import ALLOCATOR_ENV, HeapTrim, run_heap_trim
 from sipedge.gcwatch.hook import GcWatch
 from sipedge.gcwatch.pauses import BUCKETS, PauseHistogram, pause_metrics
 from sipedge.gcwatch.tuning import THRESHOLDS, tune
 from sipedge.gcwatch.valve import FullCollectionValve, run_valve
 
 __all__ = [
+    "ALLOCATOR_ENV",
     "BUCKETS",
     "THRESHOLDS",
     "FullCollectionValve",
     "GcWatch",
+    "HeapTrim",
     "PauseHistogram",
     "pause_metrics",
+    "run_heap_trim",
     "run_valve",
     "tune",
 ]

@@ -12,8 +12,9 @@ collector; `settings.py` converts the config sections for the packages that may 
 config/ (credentials, the API policy, DNS settings, TLS expiry). This module puts the daemon
 and its collector together (`SipDaemon`, which implements `sipedge.api.Managed`) and runs it
 (`serve`, `main`). Once it has started, the garbage collector is tuned (`sipedge.gcwatch.tune`:
-start-up objects frozen, full collections only when memory grows, `gcwatch.valve`) and every
-collection's pause is exported in /metrics.
+start-up objects frozen, full collections only when memory grows, `gcwatch.valve`), every
+collection's pause is exported in /metrics, and the heap's free pages are given back after a
+peak of calls (`gcwatch.heap`; whoever starts sipd sets its `ALLOCATOR_ENV`).
 Must not: be imported by anything but the entry points (it is the composition root).
 """
 
@@ -30,7 +31,8 @@ from pathlib import Path
 from sipedge.api import CredentialError
 from sipedge.appliance import notify
 from sipedge.config import Config, ConfigError, load_config
-from sipedge.gcwatch import FullCollectionValve, run_valve, tune
+from sipedge.gcwatch import FullCollectionValve, HeapTrim, run_heap_trim, run_valve, tune
+from sipedge.gcwatch.valve import resident_bytes
 from sipedge.sip.transport import TlsError
 from sipedge.sipd.daemon import SipDaemonBase
 from sipedge.sipd.metrics import SipdCollector
@@ -78,12 +80,14 @@ async def serve(config_path: Path) -> int:
     frozen = tune()
     daemon.gc_watch.install()
     valve = loop.create_task(run_valve(FullCollectionValve()))  # the only full collections
+    trim = loop.create_task(run_heap_trim(HeapTrim(), daemon.held, resident_bytes))
     log.info(
         "garbage collector: %d start-up objects frozen, thresholds %s", frozen, gc.get_threshold()
     )
     notify("READY=1")
     await daemon.run_until_stopped()
     valve.cancel()
+    trim.cancel()
     log.info("stopping")
     await daemon.stop()
     return 0

@@ -458,6 +458,12 @@ class SipDaemonBase:
     def active_calls(self) -> int:
         return len(self.b2bua.calls)
 
+    def held(self) -> int:
+        """What most of sipd's memory goes with: its calls and transactions (those of ended
+        calls linger 32 s). `gcwatch.heap` trims the heap once this has halved from a peak."""
+        transactions = self.b2bua.transactions
+        return len(self.b2bua.calls) + len(transactions.server) + len(transactions.client)
+
     def gateway_stats(self) -> dict[str, object]:
         return self.carrier_stats.snapshot()
 
