@@ -13,11 +13,12 @@ every free page wherever it lies, not only at the heap's top. glibc does not do 
 transactions): when that count has fallen to half of its peak since the last trim (the calls of
 a peak have ended), with a peak of at least `floor` (a trim of a small heap gives back little).
 Under steady load the count stays, and no trim runs. glibc's own count of free bytes
-(`mallinfo2`) is not asked: after a peak it walks every free chunk, 22 ms measured. A trim stops
-the loop while glibc walks the free chunks and gives their pages back: 27 ms measured after
-100,000 calls at 500/s had drained (116 MiB given back), 6 ms once the heap was trimmed before,
-and no better from a thread (each arena is locked while it is walked, and the loop's mallocs
-wait for the lock). `run_heap_trim` logs each trim, with that pause.
+(`mallinfo2`) is not asked: after a peak it walks every free chunk (22 ms measured in a
+contrived peak of 3,000,000 small strings). A trim stops the loop while glibc walks the free
+chunks and gives their pages back: 25-54 ms per trim measured in the drain after 100,000 calls
+at 500/s (docs/performance.md), and no better from a thread (each arena is locked while it is
+walked, and the loop's mallocs wait for the lock). `run_heap_trim` logs each trim, with that
+pause.
 
 Owns: `ALLOCATOR_ENV`, `HeapTrim` (the pure decision), `trim_heap` (the call into libc),
 `run_heap_trim` (the loop that counts and trims).
@@ -111,12 +112,12 @@ async def run_heap_trim(
         if not policy.due(count):
             continue
         peak = policy.peak
-        before = resident()
+        before = _read(resident)
         started = time.perf_counter()
         trim_heap()
         pause = time.perf_counter() - started
         policy.ran(count)
-        after = resident()
+        after = _read(resident)
         log.info(
             "heap trimmed (%d held, %d at the peak): %d MiB given back to the kernel, %d MiB"
             " resident, in %.1f ms",
@@ -126,3 +127,11 @@ async def run_heap_trim(
             after >> 20,
             pause * 1000,
         )
+
+
+def _read(resident: Callable[[], int]) -> int:
+    """The resident bytes for the log line; 0 when /proc cannot be read (the trim goes on)."""
+    try:
+        return resident()
+    except OSError:
+        return 0
