@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from sipedge.gcwatch.heap import ALLOCATOR_ENV
 from tests.bench.sip_cps import (
     SIPD_METRICS,
     Sample,
@@ -285,6 +286,7 @@ def start_sipd(ns: Netns, work: Path) -> tuple[subprocess.Popen[bytes], Target, 
     with (work / "sipd.log").open("wb") as log:
         proc = subprocess.Popen(
             [*ns.prefix, str(BIN / "sipedge-sipd"), "--config", str(path)],
+            env={**os.environ, **ALLOCATOR_ENV},  # as its systemd unit starts it
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

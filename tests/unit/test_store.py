@@ -8,6 +8,8 @@ on a loop they are queued and called back once committed (the async test).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from sipedge.store import (
     open_cdr_reader,
     open_cdr_store,
 )
+from sipedge.store.sqlite.cdr import row_of
 
 BACKENDS: dict[str, tuple[Callable[[Path], CdrStore], Callable[[Path], BindingStore]]] = {
     "sqlite": (open_cdr_store, open_binding_store),
@@ -83,6 +86,31 @@ def test_cdrs_come_back_newest_first_with_attempts(tmp_path: Path, backend: str)
     assert [r["call_id"] for r in store.recent(10, call_id="a")] == ["a"]
     assert len(store.recent(1)) == 1
     store.close()
+
+
+def test_a_cdrs_attempts_column_is_every_field_of_each_attempt_in_order() -> None:
+    """`row_of` flattens attempts by hand (no `dataclasses.asdict`): the stored JSON must stay
+    what `asdict` gives, every field present, in field order, non-ASCII escaped."""
+    cdr = record("a")
+    cdr.attempts.append(
+        AttemptRecord(
+            "carrier-c",
+            110.0,
+            None,
+            'dns-failure: gw.example: "é"',
+            None,
+            "no more",
+            challenged=True,
+            auth_algorithm="SHA-256",
+            auth_failure="rechallenged",
+            target="192.0.2.9:5060",
+            progress=110.2,
+            pdd=0.2,
+        )
+    )
+    expected = json.dumps([dataclasses.asdict(a) for a in cdr.attempts], separators=(",", ":"))
+    assert row_of(cdr)[14] == expected
+    assert json.loads(expected)[2]["result"] == 'dns-failure: gw.example: "é"'
 
 
 def test_the_cursor_pages_through_every_record_once(tmp_path: Path, backend: str) -> None:

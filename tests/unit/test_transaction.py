@@ -168,6 +168,35 @@ def test_invite_client_reports_every_2xx_for_reacking() -> None:
     assert rec.sent_first_lines() == ["INVITE sip:200@127.0.0.1 SIP/2.0"]  # TU sends the ACK
 
 
+def test_a_client_transaction_lets_go_of_its_request_once_its_final_is_in() -> None:
+    """It lingers for Timer K/M/D with nothing to resend: its request and bytes go, and a
+    retransmitted non-2xx still gets the very same ACK."""
+    clock, rec, layer = make_layer()
+    seen: list[ClientTransaction] = []
+
+    def report(tx: ClientTransaction, response: Response) -> None:
+        assert tx.request is not None  # the transaction user still sees it in the callback
+        seen.append(tx)
+
+    for method, status in (("INVITE", 200), ("INVITE", 486), ("BYE", 200)):
+        sent = request(method, branch=f"z9hG4bK{method}{status}")
+        tx = layer.start_client(sent, PEER, report, lambda tx: None)
+        layer.receive(make_response(sent, 180 if method == "INVITE" else 100), PEER)
+        assert tx.request is sent
+        layer.receive(make_response(sent, status, to_tag="gw"), PEER)
+        assert tx.request is None and tx.method == method
+        assert tx in layer.client.values()  # still matching retransmissions
+    failed = next(tx for tx in layer.client.values() if tx.last_status == 486)
+    acks = [data for _, data, _ in rec.sent if data.startswith(b"ACK ")]
+    layer.receive(
+        make_response(request("INVITE", branch="z9hG4bKINVITE486"), 486, to_tag="gw"), PEER
+    )
+    again = [data for _, data, _ in rec.sent if data.startswith(b"ACK ")]
+    assert len(acks) == 1 and again == acks * 2 and failed.state is State.COMPLETED
+    clock.advance(40)
+    assert not layer.client and len({id(tx) for tx in seen}) == 3
+
+
 def test_non_invite_client_retransmits_until_final() -> None:
     clock, rec, layer = make_layer()
     got: list[int] = []

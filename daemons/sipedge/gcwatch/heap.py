@@ -5,9 +5,10 @@ RFC 6026 Timer M), some 16,000 calls' worth. Once the rate drops they are freed,
 stayed with the process: pymalloc gives a 1 MiB arena back only when every object in it is
 free, and after a peak nearly every arena keeps a few long-lived objects (measured after a
 drain: 187 arenas held, 28 MB of them in live objects). So sipd runs with `PYTHONMALLOC=malloc`
-(its systemd unit and the test helper set it; docs/performance.md has the CPU per call with
-both, the same): Python's objects then live in glibc's heap, and `malloc_trim(0)` gives back
-every free page wherever it lies, not only at the heap's top. glibc does not do that by itself.
+(its systemd unit and the test helper set it; its price, measured in docs/performance.md: about
+9 % more instructions per call in the SIP stack): Python's objects then live in glibc's heap,
+and `malloc_trim(0)` gives back every free page wherever it lies, not only at the heap's top.
+glibc does not do that by itself.
 
 `HeapTrim` decides when, from the daemon's own count of what it holds (sipd: its calls and
 transactions): when that count has fallen to half of its peak since the last trim (the calls of

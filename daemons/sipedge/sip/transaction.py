@@ -18,7 +18,11 @@ transport's router) says where each request really goes, with which top Via.
 Timers come from a `Scheduler` (an asyncio loop satisfies it), so the machines can be driven by
 a fake clock in unit tests; `timers` owns it and the pure `RetransmitSchedule`. A transaction
 that ends lets go of its timers and of its callbacks into the transaction user, so that no
-reference cycle (call -> transaction -> callback -> call) outlives it.
+reference cycle (call -> transaction -> callback -> call) outlives it; a client transaction
+with its final in lets go of its request too (it lingers up to 32 s with nothing to resend).
+
+Longer than 600 lines because the four machines share the layer's tables and timers: one
+concept, kept in one place as tm keeps it.
 
 Also the gate (docs/sip-conformance.md): a request failing `validation.check_request`, or over
 `SipLimits.max_transactions`, is refused statelessly; an unusable ACK or response is dropped
@@ -475,7 +479,8 @@ class ClientTransaction(_Transaction):
         on_timeout: TimeoutCallback,
     ) -> None:
         super().__init__(layer)
-        self.request = request
+        self.request: Request | None = request  # None once a final is in (`_settle`)
+        self.method = request.method
         self.destination = destination
         self.on_response_cb = on_response
         self.on_timeout_cb = on_timeout
@@ -488,7 +493,7 @@ class ClientTransaction(_Transaction):
         self.failure: str | None = None  # why the transport gave up on it (None: no failure)
 
     def start(self) -> None:
-        self.state = State.CALLING if self.request.method == "INVITE" else State.TRYING
+        self.state = State.CALLING if self.method == "INVITE" else State.TRYING
         if self.reliable:
             self.layer.streamed.setdefault(key_of(self.destination), set()).add(self)
         self._send()
@@ -535,6 +540,15 @@ class ClientTransaction(_Transaction):
             self.state = State.COMPLETED
             self._arm("K", T4, self.terminate)
         self.on_response_cb(self, response)
+        if status >= 200:
+            self._settle()
+
+    def _settle(self) -> None:
+        """A final is in: the request is never sent again (a non-2xx's ACK is kept as bytes).
+        Its parsed form and bytes go: most of what a finished transaction holds while its
+        timer (K, M: up to 32 s) runs, thousands of them at 500 calls/s."""
+        self.request = None
+        self._bytes = b""
 
     def terminate(self) -> None:
         self.state = State.TERMINATED
@@ -552,6 +566,8 @@ class ClientTransaction(_Transaction):
 
 
 class InviteClientTransaction(ClientTransaction):
+    _ack = b""  # the ACK to our non-2xx final, once one came
+
     def on_response(self, response: Response) -> None:
         status = response.status
         state = self.state
@@ -575,9 +591,14 @@ class InviteClientTransaction(ClientTransaction):
                 self.last_status = status
                 self._arm("M", self.schedule.timeout, self.terminate)
             self.on_response_cb(self, response)
+            self._settle()
             return
-        # non-2xx final: ACK it ourselves (hop by hop), report it once.
-        self._send_ack(response)
+        # non-2xx final: ACK it ourselves (hop by hop), report it once. A retransmission of
+        # it gets the same ACK (RFC 3261 17.1.1.3), from the bytes kept.
+        if self.request is not None:
+            self._ack = build_ack_for_failure(self.request, response)
+        if self._ack:  # (none after a 2xx: a non-2xx then is nothing we can ACK)
+            self.layer.send_bytes_to(self._ack, self.destination)
         if state is State.COMPLETED:
             return
         self._cancel("retransmit")
@@ -586,9 +607,7 @@ class InviteClientTransaction(ClientTransaction):
         self.last_status = status
         self._arm("D", self.schedule.timeout, self.terminate)
         self.on_response_cb(self, response)
-
-    def _send_ack(self, response: Response) -> None:
-        self.layer.send_bytes_to(build_ack_for_failure(self.request, response), self.destination)
+        self._settle()
 
 
 def _ended(*args: object) -> None:

@@ -27,12 +27,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from sipedge.store.base import CdrFilters, OnCommitted, StoreMetric
-from sipedge.store.records import CallRecord
+from sipedge.store.records import AttemptRecord, CallRecord
 from sipedge.store.schema import Migration, migrate_sqlite
 from sipedge.store.sqlite.writer import BATCH, CAPACITY, CLOSE_TIMEOUT, GroupWriter
 
@@ -88,9 +88,18 @@ WRITE_BATCH = BATCH  # records per transaction at most
 WRITE_QUEUE = CAPACITY  # records waiting for the writer at most
 
 
+# An attempt's fields are all scalars: a flat dict of them in field order is what
+# `dataclasses.asdict` gave, without its deep copy; one encoder, not one per `json.dumps` with
+# separators. Both run on the event loop once per call (23 -> 6 µs for two attempts).
+_ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
+_encode_attempts = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def row_of(record: CallRecord) -> tuple[Any, ...]:
     """The record as the INSERT's values, taken when the call ends (a snapshot)."""
-    attempts = json.dumps([asdict(a) for a in record.attempts], separators=(",", ":"))
+    attempts = _encode_attempts(
+        [{name: getattr(a, name) for name in _ATTEMPT_FIELDS} for a in record.attempts]
+    )
     return (
         record.call_id,
         record.caller,
