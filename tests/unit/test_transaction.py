@@ -193,6 +193,13 @@ def test_a_client_transaction_lets_go_of_its_request_once_its_final_is_in() -> N
     )
     again = [data for _, data, _ in rec.sent if data.startswith(b"ACK ")]
     assert len(acks) == 1 and again == acks * 2 and failed.state is State.COMPLETED
+    # A failure after the 2xx (another branch's, RFC 6026 8.4): not ACKed, not reported.
+    answered = next(tx for tx in layer.client.values() if tx.last_status == 200)
+    reported = len(seen)
+    invite = request("INVITE", branch="z9hG4bKINVITE200")
+    layer.receive(make_response(invite, 486, to_tag="other"), PEER)
+    assert len(rec.sent) == len(again) + 3 and len(seen) == reported  # 3 INVITE/BYE sent
+    assert answered.state is State.ACCEPTED
     clock.advance(40)
     assert not layer.client and len({id(tx) for tx in seen}) == 3
 

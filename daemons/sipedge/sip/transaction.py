@@ -593,12 +593,13 @@ class InviteClientTransaction(ClientTransaction):
             self.on_response_cb(self, response)
             self._settle()
             return
+        if state is State.ACCEPTED:
+            return  # RFC 6026 8.4: once a 2xx is in, only 2xx count (another branch failed)
         # non-2xx final: ACK it ourselves (hop by hop), report it once. A retransmission of
         # it gets the same ACK (RFC 3261 17.1.1.3), from the bytes kept.
         if self.request is not None:
             self._ack = build_ack_for_failure(self.request, response)
-        if self._ack:  # (none after a 2xx: a non-2xx then is nothing we can ACK)
-            self.layer.send_bytes_to(self._ack, self.destination)
+        self.layer.send_bytes_to(self._ack, self.destination)
         if state is State.COMPLETED:
             return
         self._cancel("retransmit")
