@@ -6,6 +6,7 @@ which the appliance does as root on /data); e2fsck runs first as resize2fs asks 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -138,3 +139,32 @@ def test_a_data_partition_that_is_not_the_last_is_not_grown(tmp_path: Path) -> N
         assert loop.sectors(4) == before
     finally:
         loop.close()
+
+
+def test_the_table_is_rewritten_under_the_disks_lock(disk: Loop) -> None:
+    """While another holder has the disk's BSD lock (udev, probing it), grow-data waits; it
+    writes the table only under the lock, so udev never probes a half-written GPT (the probe
+    that dropped /dev/disk/by-partlabel/data on a factory-new VM)."""
+    os.truncate(disk.backing, 64 * MIB)
+    sh("losetup", "-c", disk.dev)
+    sh("e2fsck", "-fy", disk.part(4))
+    before = disk.sectors(4)
+    held = os.open(disk.dev, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        child = subprocess.Popen(
+            ["sh", str(GROW)],
+            env={**os.environ, "SIPEDGE_DATA_PARTITION": disk.part(4)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=3)
+        assert disk.sectors(4) == before  # nothing written while the lock is someone else's
+    finally:
+        os.close(held)  # the lock goes with the descriptor
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0, out
+    assert "growing it to the end of the disk" in out
+    assert disk.sectors(4) * 512 > 57 * MIB

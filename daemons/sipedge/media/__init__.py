@@ -20,7 +20,9 @@ The daemon anchors the RTP and RTCP of a call, modelled on rtpengine:
   `tally.py`: counter totals that only grow (pure).
 
 `client.py` is sipd's side of the control link. Public names: `MediaClient`, `MediaError`,
-`RelayAddress` (from client.py).
+`RelayAddress` (from client.py), imported at first use: the XDP loader child imports this
+package too (`python -m sipedge.media.loader`), and the client's aiohttp would cost it seconds of
+a boot under emulation for nothing.
 
 Dependency direction: sipd and calls/ import the client only; nothing in media/ imports sipd,
 calls/ or sip/, and the client imports nothing else of sipedge. Inside media/, daemon.py
@@ -31,6 +33,17 @@ media/ uses `appliance.privileges` for the privilege drop and private directorie
 
 from __future__ import annotations
 
-from sipedge.media.client import MediaClient, MediaError, RelayAddress
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sipedge.media.client import MediaClient, MediaError, RelayAddress
 
 __all__ = ["MediaClient", "MediaError", "RelayAddress"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the client's names, imported when first asked
+    if name in __all__:
+        from sipedge.media import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

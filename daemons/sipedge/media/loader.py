@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -42,6 +43,10 @@ log = logging.getLogger("sipedge.media.loader")
 MAX_MESSAGE = 1 << 18  # bytes of the child's report (the type descriptions are a few KiB)
 MAX_FDS = 8
 PR_SET_PDEATHSIG = 1
+# The compile is background work (mediad relays in userspace meanwhile), and at boot it runs
+# while mediad, sipd and natd start: at this niceness a start-up gets about nine tenths of a
+# contended CPU, so the appliance is healthy sooner and XDP comes a little later.
+LOADER_NICE = 10
 
 
 @dataclass
@@ -55,10 +60,12 @@ class LoadResult:
     layout: list[dict[str, Any]] = field(default_factory=list)  # the report's "maps"
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """If mediad dies, the loader goes too (no root process left compiling for nobody)."""
+def _prepare_child() -> None:  # pragma: no cover - runs in the forked child
+    """If mediad dies, the loader goes too (no root process left compiling for nobody); and it
+    yields the CPU to the daemons starting beside it (`LOADER_NICE`)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.nice(LOADER_NICE)
 
 
 def spawn(interfaces: Sequence[str], mode: str, pin_dir: Path, max_sessions: int) -> Loader:
@@ -78,7 +85,7 @@ def spawn(interfaces: Sequence[str], mode: str, pin_dir: Path, max_sessions: int
             stdin=subprocess.DEVNULL,
             stdout=sys.stderr.fileno(),
             pass_fds=(theirs.fileno(),),
-            preexec_fn=_die_with_parent,  # single-threaded here (prepare())
+            preexec_fn=_prepare_child,  # single-threaded here (prepare())
         )
     except OSError:
         ours.close()

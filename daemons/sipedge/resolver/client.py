@@ -13,7 +13,8 @@ bug, all end as `Targets` with an ``error`` (``dns-failure: <name>: <error>`` in
 Owns: `DnsResolver` (the dnspython resolver, built at the first query so that a daemon with no
 gateway name never reads ``/etc/resolv.conf``; the hosts file, read at start and on
 `reload_hosts`; the TTL cache; the addresses of the names it resolved, for the guard),
-`DnsSettings`, `DnsStats` and the ``sipedge_dns_*`` metrics.
+`DnsSettings`, `DnsStats` and the ``sipedge_dns_*`` metrics. The queries themselves go
+through `query.DnsQuerier`, imported at the first one.
 Must not: decide the RFC 3263 steps or the order of targets (`targets.py` does), or import
 anything of sipedge outside resolver/ but `typedefs`.
 """
@@ -29,18 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dns.asyncresolver
-import dns.exception
-import dns.message
-import dns.name
-import dns.rdatatype
-import dns.resolver
-from dns.rdtypes.ANY.SOA import SOA
-from dns.rdtypes.IN.A import A
-from dns.rdtypes.IN.AAAA import AAAA
-from dns.rdtypes.IN.NAPTR import NAPTR
-from dns.rdtypes.IN.SRV import SRV
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sipedge.resolver.cache import TtlCache
@@ -48,22 +39,20 @@ from sipedge.resolver.hosts import hosts_lookup, parse_hosts
 from sipedge.resolver.targets import (
     ERROR,
     MAX_TTL,
-    NXDOMAIN,
-    SERVFAIL,
-    TIMEOUT,
     Answer,
     Entry,
     Lookup,
-    NaptrRecord,
     Query,
     Resolution,
-    SrvRecord,
     Targets,
     default_port,
     failure_label,
     literal,
 )
 from sipedge.typedefs import Addr
+
+if TYPE_CHECKING:
+    from sipedge.resolver.query import DnsQuerier
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +95,7 @@ class DnsResolver:
         self.stats = DnsStats()
         self.cache: TtlCache[Key, Resolution] = TtlCache(self.settings.cache_size)
         self.hosts: dict[str, tuple[str, ...]] = {}
-        self._dns: dns.asyncresolver.Resolver | None = None
+        self._dns: DnsQuerier | None = None  # built at the first query (query.py)
         self._waiting: dict[Key, list[Done]] = {}
         # answers that need neither DNS nor a fresh SRV draw, ready-made: the hot path of a
         # call to a gateway given by address (1 if it came from the hosts file)
@@ -131,19 +120,6 @@ class DnsResolver:
         except OSError as err:
             log.warning("hosts file %s not read: %s", path, err)
             self.hosts = {}
-
-    def _resolver(self) -> dns.asyncresolver.Resolver:
-        if self._dns is None:
-            servers = self.settings.servers
-            resolver = dns.asyncresolver.Resolver(configure=not servers)
-            if servers:
-                resolver.nameservers = [host for host, _ in servers]
-                resolver.nameserver_ports = {host: port for host, port in servers}
-            resolver.timeout = self.settings.timeout
-            resolver.lifetime = self.settings.timeout
-            resolver.search = []
-            self._dns = resolver
-        return self._dns
 
     # -- lookups ----------------------------------------------------------------------------
     def resolve(self, host: str, port: int | None, done: Done, transport: str = "udp") -> None:
@@ -262,30 +238,13 @@ class DnsResolver:
 
     async def _query(self, query: Query) -> Answer:
         self.stats.queries[query.rdtype] = self.stats.queries.get(query.rdtype, 0) + 1
-        try:
-            resolver = self._resolver()
-        except dns.exception.DNSException as err:  # no /etc/resolv.conf and no dns_servers
-            log.warning("no DNS server to ask: %s", err)
-            return Answer(error=SERVFAIL)
-        try:
-            answer = await resolver.resolve(
-                dns.name.from_text(query.name),
-                query.rdtype,
-                raise_on_no_answer=False,
-                search=False,
-            )
-        except dns.resolver.NXDOMAIN as err:
-            return Answer(ttl=_nxdomain_ttl(err), error=NXDOMAIN)
-        except dns.exception.Timeout:
-            return Answer(error=TIMEOUT)
-        except dns.resolver.NoNameservers:
-            return Answer(error=SERVFAIL)
-        except dns.exception.DNSException as err:
-            log.info("DNS %s %s: %s", query.rdtype, query.name, err)
-            return Answer(error=ERROR)
-        if answer.rrset is None:
-            return Answer(ttl=_soa_ttl(answer.response))
-        return Answer(tuple(_records(answer.rrset)), float(answer.rrset.ttl))
+        if self._dns is None:
+            # dnspython is imported by the first query, not by every sipd's start (half a
+            # second of it under emulation, for appliances whose gateways are all addresses)
+            from sipedge.resolver.query import DnsQuerier
+
+            self._dns = DnsQuerier(self.settings.servers, self.settings.timeout)
+        return await self._dns.ask(query)
 
     async def close(self) -> None:
         """Shutdown: stop the lookups in flight (their callers are ending anyway)."""
@@ -325,52 +284,3 @@ class DnsResolver:
 
 def _ignore(targets: Targets) -> None:
     return None
-
-
-def _records(rrset: Iterable[object]) -> Iterator[str | SrvRecord | NaptrRecord]:
-    for rdata in rrset:
-        if isinstance(rdata, A | AAAA):
-            yield str(rdata.address)
-        elif isinstance(rdata, SRV):
-            yield SrvRecord(rdata.priority, rdata.weight, rdata.port, _name(rdata.target))
-        elif isinstance(rdata, NAPTR):
-            yield NaptrRecord(
-                rdata.order,
-                rdata.preference,
-                _text(rdata.flags),
-                _text(rdata.service),
-                _name(rdata.replacement),
-            )
-
-
-def _name(name: object) -> str:
-    if not isinstance(name, dns.name.Name) or name == dns.name.root:
-        return "."
-    return str(name.to_text(omit_final_dot=True)).lower()
-
-
-def _text(value: object) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _soa_ttl(response: dns.message.Message | None) -> float:
-    """RFC 2308: a negative answer lives for the smaller of the SOA's TTL and its minimum."""
-    if response is None:
-        return 0.0
-    for rrset in response.authority:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            for soa in rrset:
-                if isinstance(soa, SOA):
-                    return float(min(rrset.ttl, soa.minimum))
-    return 0.0
-
-
-def _nxdomain_ttl(err: dns.resolver.NXDOMAIN) -> float:
-    try:
-        responses = err.responses()  # type: ignore[no-untyped-call]
-    except Exception:
-        return 0.0
-    for response in responses.values():
-        if isinstance(response, dns.message.Message):
-            return _soa_ttl(response)
-    return 0.0

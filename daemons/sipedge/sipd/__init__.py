@@ -14,7 +14,8 @@ and its collector together (`SipDaemon`, which implements `sipedge.api.Managed`)
 (`serve`, `main`). Once it has started, the garbage collector is tuned (`sipedge.gcwatch.tune`:
 start-up objects frozen, full collections only when memory grows, `gcwatch.valve`), every
 collection's pause is exported in /metrics, and the heap's free pages are given back after a
-peak of calls (`gcwatch.heap`; whoever starts sipd sets its `ALLOCATOR_ENV`).
+peak of calls (`gcwatch.heap`; whoever starts sipd sets its `ALLOCATOR_ENV`). `preload.py`
+imports aiohttp before anything else does, without parsing the CA store for nothing.
 Must not: be imported by anything but the entry points (it is the composition root).
 """
 
@@ -28,6 +29,9 @@ import signal
 import sys
 from pathlib import Path
 
+import sipedge.sipd.preload  # noqa: F401 - first: aiohttp without the CA store (see there)
+
+# isort: split
 from sipedge.api import CredentialError
 from sipedge.appliance import notify
 from sipedge.config import Config, ConfigError, load_config

@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -53,7 +53,6 @@ from sipedge.sip.transport import (
     client_context,
     server_context,
 )
-from sipedge.sipd.fleet import FleetStats
 from sipedge.sipd.provisioning import provisioning_error
 from sipedge.sipd.settings import (
     access_policy,
@@ -73,6 +72,9 @@ from sipedge.store import (
     open_cdr_store,
 )
 from sipedge.typedefs import Addr
+
+if TYPE_CHECKING:
+    from sipedge.sipd.fleet import FleetStats
 
 log = logging.getLogger("sipedge.sipd")
 RETENTION_INTERVAL = 60.0  # seconds between two CDR retention passes (the first at start)
@@ -197,6 +199,9 @@ class SipDaemonBase:
             migrate=self.storage.migrate_on_start,
         )
         if postgres is not None:
+            # asyncpg only with PostgreSQL (as the CDR store does): not at every sipd's start
+            from sipedge.sipd.fleet import FleetStats
+
             self.fleet_stats = FleetStats(postgres)
             self._publish_calls = asyncio.create_task(
                 self.fleet_stats.publish_every(self.carrier_stats.current_calls),

@@ -143,7 +143,7 @@ class StreamTransport:
         self.on_failed: Callable[[DestinationKey, str], None] | None = None
         # TLS peers by (address, port): the context, name and pin; others get the default.
         self.peers: dict[tuple[str, int], ClientPeer] = {}
-        self.default_client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        self._default_client: ssl.SSLContext | None = None  # see default_client
         self.listeners: list[Listener] = []
         self.connections: dict[int, Connection] = {}
         self.pool: dict[PoolKey, Connection] = {}
@@ -157,6 +157,15 @@ class StreamTransport:
 
     def now(self) -> float:
         return self.loop.time()
+
+    @property
+    def default_client(self) -> ssl.SSLContext:
+        """The context for TLS destinations without a peer entry: the system's CA store, parsed
+        at the first such connection (once, about 20 ms on the loop) rather than at every start
+        (half a second of a boot under emulation, for a store most appliances never use)."""
+        if self._default_client is None:
+            self._default_client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        return self._default_client
 
     @property
     def write_buffer(self) -> int:
