@@ -88,6 +88,12 @@ def disk(tmp_path: Path) -> Iterator[Loop]:
         loop.close()
 
 
+def enlarge(loop: Loop, mib: int) -> None:
+    """The disk made bigger than the image, as a resized VM disk is."""
+    os.truncate(loop.backing, mib * MIB)
+    sh("losetup", "-c", loop.dev)
+
+
 def grow(loop: Loop) -> str:
     sh("e2fsck", "-fy", loop.part(4))  # resize2fs on an unmounted file system asks for it
     return sh("sh", str(GROW), SIPEDGE_DATA_PARTITION=loop.part(4))
@@ -110,8 +116,7 @@ def test_a_disk_the_size_of_the_image_is_left_alone(disk: Loop) -> None:
 
 def test_a_bigger_disk_grows_the_data_partition_and_its_file_system_once(disk: Loop) -> None:
     roots = (disk.sectors(2), disk.sectors(3))
-    os.truncate(disk.backing, 64 * MIB)
-    sh("losetup", "-c", disk.dev)
+    enlarge(disk, 64)
     out = grow(disk)
     assert "growing it to the end of the disk" in out and "file system grown" in out
     assert disk.sectors(4) * 512 > 57 * MIB  # 64 MiB less the 6 MiB before it and GPT's tail
@@ -132,8 +137,7 @@ def test_a_data_partition_that_is_not_the_last_is_not_grown(tmp_path: Path) -> N
     loop = Loop(backing)
     try:
         sh("mkfs.ext4", "-q", "-L", "data", loop.part(4))
-        os.truncate(backing, 64 * MIB)
-        sh("losetup", "-c", loop.dev)
+        enlarge(loop, 64)
         before = loop.sectors(4)
         assert "is not the last partition" in grow(loop)
         assert loop.sectors(4) == before
@@ -145,8 +149,7 @@ def test_the_table_is_rewritten_under_the_disks_lock(disk: Loop) -> None:
     """While another holder has the disk's BSD lock (udev, probing it), grow-data waits; it
     writes the table only under the lock, so udev never probes a half-written GPT (the probe
     that dropped /dev/disk/by-partlabel/data on a factory-new VM)."""
-    os.truncate(disk.backing, 64 * MIB)
-    sh("losetup", "-c", disk.dev)
+    enlarge(disk, 64)
     sh("e2fsck", "-fy", disk.part(4))
     before = disk.sectors(4)
     held = os.open(disk.dev, os.O_RDONLY)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates
 PROBE = """
 import json, os, ssl
 import sipedge.sipd
@@ -32,15 +33,12 @@ def _probe(**env: str) -> dict[str, object]:
     return out
 
 
-@pytest.mark.skipif(
-    not os.path.isfile("/etc/ssl/certs/ca-certificates.crt"), reason="no system CA bundle"
-)
+@pytest.mark.skipif(not os.path.isfile(BUNDLE), reason=f"no system CA bundle ({BUNDLE})")
 def test_aiohttp_gets_an_empty_store_and_the_environment_is_put_back() -> None:
     plain = _probe()
     assert plain["aiohttp"] == 0
     assert isinstance(plain["ours"], int) and plain["ours"] > 0  # the store, as it is
     assert plain["env"] == {"SSL_CERT_FILE": None, "SSL_CERT_DIR": None}
-    bundle = "/etc/ssl/certs/ca-certificates.crt"
-    chosen = _probe(SSL_CERT_FILE=bundle, SSL_CERT_DIR="/etc/ssl/certs")
+    chosen = _probe(SSL_CERT_FILE=BUNDLE, SSL_CERT_DIR="/etc/ssl/certs")
     assert chosen["aiohttp"] == 0 and chosen["ours"] == plain["ours"]
-    assert chosen["env"] == {"SSL_CERT_FILE": bundle, "SSL_CERT_DIR": "/etc/ssl/certs"}
+    assert chosen["env"] == {"SSL_CERT_FILE": BUNDLE, "SSL_CERT_DIR": "/etc/ssl/certs"}
