@@ -1,11 +1,13 @@
 """Group commit of CDRs (`store/sqlite/writer.py`): real SQLite files, a real writer thread.
 
-Batching (fewer transactions than records, none bigger than the cap), callbacks on the loop in
-order, `close()` committing what is queued, back-pressure when the queue is full, a failing
-table (logged with the call ids, counted, callbacks run, the writer carries on), retention on
-the writer after the records queued before it; and the B2BUA: the 200 to a BYE leaves only
-once the call's CDR is committed, a retransmitted BYE meanwhile is absorbed, and the call is
-still freed by reference counting.
+Batching (fewer transactions than records, none bigger than the cap), pacing (after a recent
+commit the writer waits out the rest of its interval and the rows of that pause go in one
+transaction; an idle writer does not wait), callbacks on the loop in order, `close()`
+committing what is queued, back-pressure when the queue is full, a failing table (logged with
+the call ids, counted, callbacks run, the writer carries on), retention on the writer after the
+records queued before it; and the B2BUA: the 200 to a BYE leaves only once the call's CDR is
+committed, a retransmitted BYE meanwhile is absorbed, and the call is still freed by reference
+counting.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 from sipedge.sip.message import Response, parse_message
 from sipedge.store import open_cdr_reader, open_cdr_store
 from sipedge.store.sqlite.cdr import MIGRATIONS, SqliteCdrStore
+from sipedge.store.sqlite.writer import PACE, GroupWriter
 from tests.unit.test_call_garbage import CALLER, GW1, Stack, answered
 from tests.unit.test_store import record
 
@@ -229,6 +232,72 @@ async def test_prune_runs_on_the_writer_after_the_records_queued_before_it(
     assert rows(tmp_path) == [f"new{n}" for n in range(10)]
     assert store.written == 1510
     store.close()
+
+
+class _PacedClock:
+    """The writer's clock and sleep: time moves only when the test or the writer's pause moves
+    it; a pause can be held (`hold`) so that the test queues rows while the writer waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.pausing = threading.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.pausing.set()
+        assert self.hold.wait(10)
+        self.now += seconds
+
+
+def _paced_writer(clock: _PacedClock) -> GroupWriter:
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    db.execute("CREATE TABLE t (x TEXT)")
+    return GroupWriter(
+        db, "INSERT INTO t VALUES (?)", kind="T", clock=clock.clock, sleep=clock.sleep
+    )
+
+
+async def _committed(writer: GroupWriter, value: str) -> None:
+    done = asyncio.get_running_loop().create_future()
+    writer.submit((value,), value, lambda: done.set_result(None))
+    await asyncio.wait_for(done, 10)
+
+
+async def test_an_idle_writer_commits_at_once_a_busy_one_waits_out_its_pace() -> None:
+    clock = _PacedClock()
+    writer = _paced_writer(clock)
+    await _committed(writer, "a")  # idle: no pause
+    assert clock.pauses == []
+    clock.now += 0.005  # 5 ms after "a"'s commit began
+    await _committed(writer, "b")
+    assert clock.pauses == [pytest.approx(PACE - 0.005)]
+    clock.now += 1.0  # idle again
+    await _committed(writer, "c")
+    assert len(clock.pauses) == 1 and writer.batches == 3 and writer.written == 3
+    assert writer.close()
+
+
+async def test_the_rows_of_a_pause_go_in_one_transaction() -> None:
+    clock = _PacedClock()
+    writer = _paced_writer(clock)
+    await _committed(writer, "first")
+    clock.hold.clear()
+    done = asyncio.get_running_loop().create_future()
+    writer.submit(("r0",), "r0")  # the writer takes it, and pauses
+    await asyncio.to_thread(clock.pausing.wait, 10)
+    for n in range(1, 50):
+        writer.submit((f"r{n}",), f"r{n}")
+    writer.submit(("last",), "last", lambda: done.set_result(None))
+    clock.hold.set()
+    await asyncio.wait_for(done, 10)
+    assert writer.batches == 2 and writer.written == 52
+    assert writer.close()
 
 
 def test_outside_an_event_loop_a_write_commits_before_it_returns(tmp_path: Path) -> None:

@@ -3,8 +3,18 @@
 Rows are queued from the event loop (`submit`); the writer takes everything queued (up to
 `batch` rows), inserts it in ONE transaction (one fsync with `synchronous=FULL`) and reports
 back to each row's event loop with `loop.call_soon_threadsafe`, one handle per batch, the
-callbacks in the order of their rows. No delay is added: while one batch commits, the next
-one accumulates, so the number of fsyncs follows the disk, not the call rate.
+callbacks in the order of their rows. While one batch commits, the next one accumulates, so the
+number of fsyncs follows the disk, not the call rate.
+
+* Paced: at most one commit of rows per `pace` seconds (20 ms). Under load a row that arrives
+  less than `pace` after the last commit began waits for the rest of that interval, so the rows
+  of a busy second go in ~50 transactions, not one per row or two. Why: each wake-up of this
+  thread costs the event loop more than the rows' own work. Both threads want Python's GIL, and
+  SQLite's module drops and retakes it around every statement, so a thread that commits a batch
+  of six rows hands the GIL back and forth a dozen times (measured at 500 calls/s: the writer
+  thread 27 % of sipd's CPU while calls end unpaced, 13 % paced; docs/performance.md). An idle
+  writer commits a lone row at once: the pause only comes after a recent commit. The price is
+  that a row's callback (the BYE's 200 waits for its CDR) runs up to `pace` later under load.
 
 * Failures: a failed transaction is rolled back and tried once more; if it fails again its
   rows are logged with their labels (call ids) and counted (`failures`), and their callbacks
@@ -44,6 +54,7 @@ T = TypeVar("T")
 
 BATCH = 500  # rows per transaction at most
 CAPACITY = 20_000  # rows waiting at most; then the submitting thread commits its own
+PACE = 0.02  # seconds: at most one commit of rows per PACE (see "Paced" above)
 RETRY_PAUSE = 0.05  # seconds before the second try of a failed transaction
 CLOSE_TIMEOUT = 10.0  # seconds close() waits for the queue to be committed
 
@@ -88,12 +99,19 @@ class GroupWriter:
         kind: str,
         batch: int = BATCH,
         capacity: int = CAPACITY,
+        pace: float = PACE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._db = db  # opened with isolation_level=None and check_same_thread=False
         self._insert = insert
         self.kind = kind  # "CDR": in the logs and the thread's name
         self.batch = batch
         self.capacity = capacity
+        self.pace = pace
+        self._clock = clock
+        self._sleep = sleep  # the writer thread's pause before a paced commit
+        self._next_commit = float("-inf")  # no commit of rows before this (clock's time)
         self._queue: queue.SimpleQueue[_Row | _Task] = queue.SimpleQueue()
         self._lock = threading.Lock()  # held for every transaction on the connection
         self._gate = threading.Lock()  # a submit and close() never cross
@@ -209,6 +227,10 @@ class GroupWriter:
                 item.run(self._db)
             self._stopped = item.stop
             return None
+        wait = self._next_commit - self._clock()
+        if wait > 0:  # a commit began less than `pace` ago: let more rows gather
+            self._sleep(wait)
+        self._next_commit = self._clock() + self.pace
         batch = [item]
         held: _Task | None = None
         while len(batch) < self.batch:
