@@ -291,6 +291,7 @@ async def test_the_rows_of_a_pause_go_in_one_transaction() -> None:
     done = asyncio.get_running_loop().create_future()
     writer.submit(("r0",), "r0")  # the writer takes it, and pauses
     await asyncio.to_thread(clock.pausing.wait, 10)
+    assert writer.queued == 1  # taken from the queue, not yet committed: still counted
     for n in range(1, 50):
         writer.submit((f"r{n}",), f"r{n}")
     writer.submit(("last",), "last", lambda: done.set_result(None))

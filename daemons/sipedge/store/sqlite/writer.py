@@ -11,7 +11,7 @@ number of fsyncs follows the disk, not the call rate.
   of a busy second go in ~50 transactions, not one per row or two. Why: each wake-up of this
   thread costs the event loop more than the rows' own work. Both threads want Python's GIL, and
   SQLite's module drops and retakes it around every statement, so a thread that commits a batch
-  of six rows hands the GIL back and forth a dozen times (measured at 500 calls/s: the writer
+  of six rows hands the GIL back and forth some ten times (measured at 500 calls/s: the writer
   thread 27 % of sipd's CPU while calls end unpaced, 13 % paced; docs/performance.md). An idle
   writer commits a lone row at once: the pause only comes after a recent commit. The price is
   that a row's callback (the BYE's 200 waits for its CDR) runs up to `pace` later under load.
@@ -229,6 +229,7 @@ class GroupWriter:
             return None
         wait = self._next_commit - self._clock()
         if wait > 0:  # a commit began less than `pace` ago: let more rows gather
+            self._in_flight = 1  # `item` is out of the queue: still counted in `queued`
             self._sleep(wait)
         self._next_commit = self._clock() + self.pace
         batch = [item]
