@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,12 @@ def test_due_once_the_count_halved_from_a_peak_over_the_floor() -> None:
     assert not trim.due(1251) and trim.due(1250)  # measured from the trim, not the old peak
     trim.ran(0)
     assert not trim.due(0)  # nothing held, no new peak: nothing to give back
+
+
+def test_only_a_trim_with_little_held_collects_first() -> None:
+    trim = HeapTrim(floor=100)
+    assert trim.collects_first(0) and trim.collects_first(100)
+    assert not trim.collects_first(101) and not trim.collects_first(20_000)
 
 
 def test_steady_load_that_wanders_never_trims() -> None:
@@ -80,7 +87,49 @@ def test_pymalloc_keeps_the_peak_whatever_the_trim() -> None:
     assert after_trim > base + peak // 2
 
 
-def test_the_loop_trims_when_due_and_stops_when_cancelled() -> None:
+# The free lists' part: CPython keeps up to 2,000 freed 2-tuples for reuse, and the last ones a
+# peak frees lie one per page through it (here one amid every ~6 KB of strings): the trim cannot
+# give those pages back until a full collection has emptied the free lists.
+_FREE_LISTS = textwrap.dedent(
+    """
+    import gc
+    from sipedge.gcwatch.heap import trim_heap
+    from sipedge.gcwatch.valve import resident_bytes
+
+    gc.disable()  # no automatic collection may empty the free lists before the test does
+    trim_heap()
+    base = resident_bytes()
+    peak = []
+    for i in range(4_000):
+        peak.append(("t" + str(i), i))
+        peak.extend(["s" * 100 + str(j) for j in range(40)])
+    del peak  # frees the tuples last to first: the last 2,000 stay in the free list
+    trim_heap()
+    trimmed = resident_bytes()
+    gc.collect()
+    trim_heap()
+    collected = resident_bytes()
+    print(base, trimmed, collected)
+    """
+)
+
+
+def test_a_full_collection_lets_the_trim_give_back_the_pages_of_the_free_lists() -> None:
+    if not can_trim():
+        pytest.skip("not glibc: sipd runs without heap trimming there")
+    env = {**os.environ, "PYTHONMALLOC": "malloc"}
+    out = subprocess.run(
+        [sys.executable, "-c", _FREE_LISTS], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    base, trimmed, collected = (int(v) for v in out.split())
+    assert trimmed - base > 4 << 20, out  # ~2,000 pages kept by 2,000 free tuples
+    assert collected < trimmed - (4 << 20), out  # emptied and trimmed: given back
+    assert collected - base < 2 << 20, out
+
+
+def test_the_loop_trims_when_due_and_stops_when_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     if not can_trim():
         pytest.skip("not glibc: sipd runs without heap trimming there")
     trim = HeapTrim(floor=2)
@@ -103,5 +152,9 @@ def test_the_loop_trims_when_due_and_stops_when_cancelled() -> None:
             await asyncio.sleep(0.01)
         task.cancel()
 
-    asyncio.run(asyncio.wait_for(run(), 10))
+    with caplog.at_level(logging.INFO, logger="sipedge.gcwatch.heap"):
+        asyncio.run(asyncio.wait_for(run(), 10))
     assert trim.runs == 3 and trim.peak == 1
+    trims = [r.getMessage() for r in caplog.records if r.getMessage().startswith("heap trimmed")]
+    # the free lists are emptied first where no more than the floor (2) is held: at 2 and 1
+    assert [("free lists emptied" in line) for line in trims] == [False, True, True], trims

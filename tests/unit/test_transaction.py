@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import weakref
 from collections.abc import Callable
 
@@ -515,3 +516,33 @@ def test_an_ended_transaction_lets_go_of_its_owner() -> None:
     assert all(tx.state is State.TERMINATED for tx in kept)
     del timed_out, answered, unacked
     assert [o() for o in owners] == [None, None, None]  # freed by reference counting
+
+
+def test_compact_rebuilds_the_tables_at_their_present_size_in_place() -> None:
+    """After a peak the tables keep their peak's size (a dict never shrinks on delete); compact
+    rebuilds them for what is held, the same dict objects, the same transactions still matched."""
+    _clock, rec, layer = make_layer()
+    server, client = layer.server, layer.client
+    for n in range(3_000):
+        layer.receive(request("OPTIONS", branch=f"z9hG4bKs{n}"), PEER)
+        layer.start_client(request("OPTIONS", branch=f"z9hG4bKc{n}"), PEER, _none, _none)
+    for tx in rec.requests[:-2]:
+        tx.terminate()
+    for key in list(client)[:-2]:
+        client[key].terminate()
+    peak = sys.getsizeof(server), sys.getsizeof(client)
+    kept = dict(server), dict(client)
+    layer.compact()
+    assert layer.server is server and layer.client is client
+    assert (dict(server), dict(client)) == kept and len(server) == len(client) == 2
+    assert sys.getsizeof(server) < peak[0] // 100 and sys.getsizeof(client) < peak[1] // 100
+    # still matched: a retransmitted request gets its final again, a response reaches its client
+    last = rec.requests[-1]
+    last.respond(make_response(last.request, 200))
+    rec.sent.clear()
+    layer.receive(request("OPTIONS", branch="z9hG4bKs2999"), PEER)
+    assert rec.sent_first_lines() == ["SIP/2.0 200 OK"]
+
+
+def _none(*args: object) -> None:
+    return None

@@ -9,6 +9,8 @@ What lives here, by module:
   parsers), `identifiers` (fresh branch / tag / Call-ID values) and `errors` (`ParseError`).
 * `transaction`: the client and server transactions of RFC 3261 chapter 17, driven by a
   `Scheduler` so a fake clock can run them in tests; the gate every request passes.
+  `timers`: the `Scheduler` Protocol and the retransmission schedule; `cohort`: the timers a
+  finished transaction waits out (D, J, K, M), one event-loop timer per 0.1 s cohort.
 * `validation`: `check_request`, what a request must satisfy beyond framing (RFC 4475), and
   the `Refusal` it gets otherwise; `limits`: `SipLimits` (SS_SIP_MAX_*, built by sipd);
   `gate`: `Gate`, the stateless refusals and the drops, counted and logged rate-limited.

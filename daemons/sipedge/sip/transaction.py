@@ -16,10 +16,13 @@ the transport gives up on fails at once as on a timeout (`transport_failed`); `p
 transport's router) says where each request really goes, with which top Via.
 
 Timers come from a `Scheduler` (an asyncio loop satisfies it), so the machines can be driven by
-a fake clock in unit tests; `timers` owns it and the pure `RetransmitSchedule`. A transaction
-that ends lets go of its timers and of its callbacks into the transaction user, so that no
-reference cycle (call -> transaction -> callback -> call) outlives it; a client transaction
-with its final in lets go of its request too (it lingers up to 32 s with nothing to resend).
+a fake clock in unit tests; `timers` owns it and the pure `RetransmitSchedule`. The timers a
+finished transaction waits out (J, K, M, D) are armed in cohorts (`cohort`), one event-loop
+timer per cohort: they end it up to `cohort.WINDOW` (0.1 s) after their nominal length. A
+transaction that ends lets go of its timers and of its callbacks into the transaction user, so
+that no reference cycle (call -> transaction -> callback -> call) outlives it; a client
+transaction with its final in lets go of its request too (it lingers up to 32 s with nothing
+to resend).
 
 Longer than 600 lines because the four machines share the layer's tables and timers: one
 concept, kept in one place as tm keeps it.
@@ -35,10 +38,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sipedge.sip.cancel import build_ack_for_failure as build_ack_for_failure
 from sipedge.sip.cancel import build_cancel as build_cancel
+from sipedge.sip.cohort import Cohorts
 from sipedge.sip.gate import Gate
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import ParseError, Request, Response, make_response, new_tag
@@ -79,6 +83,8 @@ ResponseCallback = Callable[["ClientTransaction", Response], None]
 TimeoutCallback = Callable[["ClientTransaction"], None]
 
 ServerKey = tuple[str, str, str]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def _server_key(request: Request, method: str) -> ServerKey:
@@ -129,6 +135,7 @@ class TransactionLayer:
         # live client transactions over TCP/TLS by destination (`transport_failed`)
         self.streamed: dict[DestinationKey, set[ClientTransaction]] = {}
         self.transport_failures = 0
+        self._cohorts: dict[float, Cohorts] = {}  # by delay: T4 and the transaction timeout
 
     def set_resend(self, resend: Sequence[float]) -> None:
         """Config reload: new transactions use the new gaps, running ones keep theirs."""
@@ -285,6 +292,30 @@ class TransactionLayer:
     def counts(self) -> dict[str, int]:
         return {"server": len(self.server), "client": len(self.client)}
 
+    def linger(self, delay: float, ending: Callable[[], object]) -> None:
+        """`ending` (a finished transaction's end) runs `delay` s from now, or up to
+        `cohort.WINDOW` later: one event-loop timer per cohort, not one per transaction."""
+        cohorts = self._cohorts.get(delay)
+        if cohorts is None:  # one per distinct delay: T4, and the timeout of each resend list
+            cohorts = self._cohorts[delay] = Cohorts(self.scheduler, delay)
+        cohorts.add(ending)
+
+    def compact(self) -> None:
+        """Rebuild the tables at their present size. A dict keeps the table of its peak (CPython
+        never shrinks one on delete): after 500 calls/s the two hold 16,000 and more entries,
+        a table of over a megabyte that stays resident. Costs a copy of what is held now:
+        the daemon calls it when little is (`gcwatch.heap`)."""
+        _rebuild(self.server)
+        _rebuild(self.client)
+        _rebuild(self.awaiting_ack)
+
+
+def _rebuild(table: dict[K, V]) -> None:
+    """`table` with the same entries in a table sized for them (in place: others hold it)."""
+    kept = dict(table)
+    table.clear()
+    table.update(kept)
+
 
 class _Transaction:
     def __init__(self, layer: TransactionLayer) -> None:
@@ -306,6 +337,17 @@ class _Transaction:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+
+    def _linger(self, delay: float) -> None:
+        """Wait out a finished transaction's last timer (J, K, M, D), then end it."""
+        self.layer.linger(delay, self._lingered)
+
+    def _lingered(self) -> None:
+        if self.state is not State.TERMINATED:  # not ended otherwise meanwhile
+            self.terminate()
+
+    def terminate(self) -> None:
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +423,7 @@ class ServerTransaction(_Transaction):
 
     def _on_final(self, response: Response) -> None:
         self.state = State.COMPLETED
-        self._arm("J", self.schedule.timeout, self.terminate)
+        self._linger(self.schedule.timeout)  # Timer J
 
     def on_retransmission(self) -> None:
         if self._last_bytes:
@@ -538,7 +580,7 @@ class ClientTransaction(_Transaction):
         else:
             self._cancel_all()
             self.state = State.COMPLETED
-            self._arm("K", T4, self.terminate)
+            self._linger(T4)  # Timer K
         self.on_response_cb(self, response)
         if status >= 200:
             self._settle()
@@ -589,7 +631,7 @@ class InviteClientTransaction(ClientTransaction):
             if first:
                 self.state = State.ACCEPTED
                 self.last_status = status
-                self._arm("M", self.schedule.timeout, self.terminate)
+                self._linger(self.schedule.timeout)  # Timer M
             self.on_response_cb(self, response)
             self._settle()
             return
@@ -606,7 +648,7 @@ class InviteClientTransaction(ClientTransaction):
         self._cancel("timeout")
         self.state = State.COMPLETED
         self.last_status = status
-        self._arm("D", self.schedule.timeout, self.terminate)
+        self._linger(self.schedule.timeout)  # Timer D
         self.on_response_cb(self, response)
         self._settle()
 

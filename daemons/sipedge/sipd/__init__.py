@@ -84,7 +84,9 @@ async def serve(config_path: Path) -> int:
     frozen = tune()
     daemon.gc_watch.install()
     valve = loop.create_task(run_valve(FullCollectionValve()))  # the only full collections
-    trim = loop.create_task(run_heap_trim(HeapTrim(), daemon.held, resident_bytes))
+    trim = loop.create_task(
+        run_heap_trim(HeapTrim(), daemon.held, resident_bytes, compact=daemon.compact)
+    )
     log.info(
         "garbage collector: %d start-up objects frozen, thresholds %s", frozen, gc.get_threshold()
     )

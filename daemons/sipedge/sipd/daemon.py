@@ -469,6 +469,11 @@ class SipDaemonBase:
         transactions = self.b2bua.transactions
         return len(self.b2bua.calls) + len(transactions.server) + len(transactions.client)
 
+    def compact(self) -> None:
+        """Little is held (`gcwatch.heap` asks before it trims): the transaction tables, tens
+        of thousands of entries at a peak of calls, are rebuilt at their present size."""
+        self.b2bua.transactions.compact()
+
     def gateway_stats(self) -> dict[str, object]:
         return self.carrier_stats.snapshot()
 
