@@ -1,4 +1,4 @@
-"""The only full collection a tuned daemon still runs: when its memory says cycles pile up.
+"""The full collection a tuned daemon runs when its memory says cycles pile up.
 
 `tuning.THRESHOLDS` turns CPython's automatic full collections off: with 5,000 calls up a full
 collection walks about a million objects and stops the loop for 0.5-1 s, and sipd's calls and
@@ -15,7 +15,8 @@ runs one; a daemon with one pays a pause now and then instead of running into it
 
 Owns: `FullCollectionValve` (the pure decision, given readings and times), `resident_bytes`,
 and `run_valve` (the loop that reads, decides and collects).
-Must not: import from sipedge, or run a full collection for any other reason.
+Must not: import from sipedge, or run a full collection for any other reason (the other one a
+tuned daemon runs is `heap`'s, once a peak of calls has drained, to empty the free lists).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ collector; `settings.py` converts the config sections for the packages that may 
 config/ (credentials, the API policy, DNS settings, TLS expiry). This module puts the daemon
 and its collector together (`SipDaemon`, which implements `sipedge.api.Managed`) and runs it
 (`serve`, `main`). Once it has started, the garbage collector is tuned (`sipedge.gcwatch.tune`:
-start-up objects frozen, full collections only when memory grows, `gcwatch.valve`), every
+start-up objects frozen, full collections only when memory grows, `gcwatch.valve`, and once a
+peak of calls has drained, `gcwatch.heap`), every
 collection's pause is exported in /metrics, and the heap's free pages are given back after a
 peak of calls (`gcwatch.heap`; whoever starts sipd sets its `ALLOCATOR_ENV`). `preload.py`
 imports aiohttp before anything else does, without parsing the CA store for nothing.
@@ -83,7 +84,8 @@ async def serve(config_path: Path) -> int:
     # time every collection from here on (tune's own full collection is start-up's).
     frozen = tune()
     daemon.gc_watch.install()
-    valve = loop.create_task(run_valve(FullCollectionValve()))  # the only full collections
+    # Full collections: the valve's when memory grows, and the heap trim's once calls drained.
+    valve = loop.create_task(run_valve(FullCollectionValve()))
     trim = loop.create_task(
         run_heap_trim(HeapTrim(), daemon.held, resident_bytes, compact=daemon.compact)
     )
