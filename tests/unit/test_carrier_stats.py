@@ -4,6 +4,8 @@ Every test drives an injected clock: nothing sleeps."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from prometheus_client.core import Metric
 
@@ -15,8 +17,8 @@ from sipedge.calls.carrier_events import (
     progressed,
 )
 from sipedge.calls.switching import StopReason
-from sipedge.stats import MAPPING, ROUTING, WINDOWS, CarrierStats, Window, WindowSpec
-from sipedge.stats.windows import MAX_REASONS, OTHER, count_reason
+from sipedge.stats import MAPPING, ROUTING, WINDOWS, CarrierStats, Window, WindowSpec, windows
+from sipedge.stats.windows import ATTEMPTS, MAX_REASONS, OTHER
 from sipedge.store import AttemptRecord, CallRecord
 
 
@@ -60,10 +62,38 @@ def stats(clock: Clock) -> CarrierStats:
 def test_the_three_windows_and_their_bounded_rings() -> None:
     assert [(w.name, w.seconds) for w in WINDOWS] == [("5m", 300), ("1h", 3600), ("24h", 86400)]
     window = Window(WindowSpec("t", 10.0, 6))
+    assert window._epochs is None  # nothing allocated before the first event
     for second in range(0, 100_000, 7):  # a day of events: the ring never grows
-        window.bucket(float(second)).attempts += 1
-    assert len(window._ring) == 6
-    assert sum(1 for b in window._ring if b is not None) == 6
+        window.settle(float(second), "r", None)
+    assert window._epochs is not None and len(window._epochs) == 6
+    assert len(window._counts) == 6 * 4 and len(window._sums) == 6 * 2
+    assert len(window._reasons) == 6
+
+
+def _feed(window: Window, events: int) -> None:
+    for i in range(events):
+        window.settle(1.0 + i / events, None, 0.5)
+        window.duration(1.0 + i / events, 3.0)
+
+
+def test_counting_keeps_no_new_object() -> None:
+    """The counts live in the window's arrays: once its first event has allocated them, a
+    thousand more (past 256, where each count kept as an int would be a new object, the last
+    one alive as long as its bucket) leave nothing allocated behind."""
+    window = Window(WindowSpec("t", 10.0, 6))
+    window.settle(0.0, None, 0.5)
+    window.duration(0.0, 3.0)
+    tracemalloc.start()
+    try:
+        _feed(window, 1000)
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    counting = snapshot.filter_traces([tracemalloc.Filter(True, windows.__file__)])
+    assert [t.size for t in counting.traces] == []
+    t = window.totals(2.0)
+    assert (t.attempts, t.answered, t.pdd_n, t.duration_n) == (1001, 1001, 1001, 1001)
+    assert t.pdd == pytest.approx(0.5) and t.acd == pytest.approx(3.0)
 
 
 def test_an_empty_window_has_no_ratios() -> None:
@@ -74,23 +104,26 @@ def test_an_empty_window_has_no_ratios() -> None:
 
 def test_a_bucket_rolls_over_and_old_buckets_leave_the_window() -> None:
     window = Window(WindowSpec("t", 10.0, 6))  # 60 s
-    window.bucket(5.0).attempts += 1  # bucket 0
-    window.bucket(9.99).attempts += 1  # still bucket 0
-    window.bucket(15.0).attempts += 2  # bucket 1
+    window.settle(5.0, "r", None)  # bucket 0
+    window.settle(9.99, "r", None)  # still bucket 0
+    window.settle(15.0, "r", None)  # bucket 1
+    window.settle(15.0, "r", None)
     assert window.totals(15.0).attempts == 4
     assert window.totals(59.9).attempts == 4  # buckets 0..5: all in
     assert window.totals(60.0).attempts == 2  # bucket 6 is current: bucket 0 left
     assert window.totals(70.0).attempts == 0  # bucket 1 left too
     # bucket 6 takes bucket 0's slot: the old counts are reset, not added
-    window.bucket(61.0).attempts += 5
-    assert window._ring[0] is not None and window._ring[0].attempts == 5
+    for _ in range(5):
+        window.settle(61.0, "r", None)
+    assert window._counts[0 * 4 + ATTEMPTS] == 5
+    assert window.reasons(61.0) == {"r": 5}
     assert window.totals(61.0).attempts == 5 + 2  # buckets 1..6: bucket 1 is still in
     assert window.totals(70.0).attempts == 5  # buckets 2..7: bucket 1 left
 
 
 def test_a_clock_that_goes_back_does_not_count_future_buckets() -> None:
     window = Window(WindowSpec("t", 10.0, 6))
-    window.bucket(100.0).attempts += 1
+    window.settle(100.0, None, None)
     assert window.totals(50.0).attempts == 0
     assert window.totals(100.0).attempts == 1
 
@@ -103,13 +136,15 @@ def test_a_window_must_have_positive_width_and_slots() -> None:
 
 
 def test_reasons_per_bucket_are_capped() -> None:
-    bucket = Window(WindowSpec("t", 10.0, 1)).bucket(0.0)
+    window = Window(WindowSpec("t", 10.0, 1))
     for i in range(MAX_REASONS * 3):
-        count_reason(bucket, f"reason-{i}")
-    assert len(bucket.reasons) == MAX_REASONS
-    assert bucket.reasons[OTHER] == MAX_REASONS * 3 - (MAX_REASONS - 1)
-    count_reason(bucket, "reason-0")  # a known one still counts under its own name
-    assert bucket.reasons["reason-0"] == 2
+        window.settle(0.0, f"reason-{i}", None)
+    reasons = window.reasons(0.0)
+    assert len(reasons) == MAX_REASONS
+    assert reasons[OTHER] == MAX_REASONS * 3 - (MAX_REASONS - 1)
+    window.settle(0.0, "reason-0", None)  # a known one still counts under its own name
+    assert window.reasons(0.0)["reason-0"] == 2
+    assert window.totals(0.0).attempts == MAX_REASONS * 3 + 1
 
 
 # -- CarrierStats: ASR, ACD, PDD ---------------------------------------------------------------

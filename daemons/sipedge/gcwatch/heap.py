@@ -22,21 +22,23 @@ walked, and the loop's mallocs wait for the lock). `run_heap_trim` logs each tri
 pause.
 
 When little is held (at most `floor`: the calls of a peak have drained), a full collection runs
-first. Why: CPython keeps objects it frees for reuse in free lists (up to 2,000 tuples of each
-small size, 80 dicts, lists...), and the ones freed last at a peak lie scattered through the
-whole peak, each keeping its page resident: some 4,000 objects, enough to hold most of a trimmed
-heap's growth (in process, 100,000 calls through sipd's stack, trimmed once drained: the heap
-39.4 -> 51.0 MB without the collection, 33.4 -> 36.6 MB with it; docs/performance.md). Only a
-full collection empties the free lists (the `gc` module's documentation says so). It walks every
-object that is not frozen, so it is cheap only when little is held, and only then does it run
-(12-15 ms with the trim after 100,000 calls; the log line gives each pause). What else sipd
-holds outside its calls grows with transactions too (bindings are refreshed by REGISTERs, each
-a transaction that lingers 32 s), so few held means few objects to walk.
+first, after the type attribute cache is cleared (`release_caches`). Why: CPython keeps objects
+it frees for reuse in free lists (up to 2,000 tuples of each small size, 80 dicts, lists...),
+and the ones freed last at a peak lie scattered through the whole peak, each keeping its page
+resident: some 4,000 objects, enough to hold most of a trimmed heap's growth (in process,
+100,000 calls through sipd's stack, trimmed once drained: the heap 39.4 -> 51.0 MB without the
+collection, 33.4 -> 36.6 MB with it; docs/performance.md). Only a full collection empties the
+free lists (the `gc` module's documentation says so). It walks every object that is not frozen,
+so it is cheap only when little is held, and only then does it run (12-15 ms with the trim after
+100,000 calls; the log line gives each pause). What else sipd holds outside its calls grows with
+transactions too (bindings are refreshed by REGISTERs, each a transaction that lingers 32 s), so
+few held means few objects to walk.
 Before it the daemon may `compact` what it holds (sipd rebuilds its transaction tables: a dict
 keeps the table of its peak size, CPython never shrinks one on delete).
 
 Owns: `ALLOCATOR_ENV`, `HeapTrim` (the pure decisions: when to trim, when to collect first),
-`trim_heap` (the call into libc), `run_heap_trim` (the loop that counts, collects and trims).
+`trim_heap` (the call into libc), `release_caches` (what CPython keeps for reuse, let go),
+`run_heap_trim` (the loop that counts, collects and trims).
 Must not: import from sipedge (the daemon passes its count in); fail on a C library without
 `malloc_trim` (musl): it then turns itself off, and says so once.
 """
@@ -48,6 +50,7 @@ import ctypes
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,7 +143,7 @@ async def run_heap_trim(
         started = time.perf_counter()
         if collect:
             compact()
-            gc.collect()  # the free lists emptied: their objects' pages can go too
+            release_caches()
         trim_heap()
         pause = time.perf_counter() - started
         policy.ran(count)
@@ -155,6 +158,20 @@ async def run_heap_trim(
             after >> 20,
             pause * 1000,
         )
+
+
+def release_caches() -> None:
+    """Let go of what CPython keeps for reuse, so that the pages under it can be given back:
+    the free lists (only a full collection empties them) and the type attribute cache.
+
+    The cache (4,096 entries) keeps a reference to each attribute name it has looked up, and it
+    is indexed by the name's address: a name built at run time (`getattr` with a computed
+    string, `"{0.path}".format(exc)` in aiohttp's connection errors) takes a new entry each
+    time and stays until that entry is reused. After 100,000 calls with mediad down, 356 such
+    `'path'` strings sat each alone on a page of the peak (docs/performance.md). Dropping the
+    cache costs a few lookups to fill it again."""
+    sys._clear_type_cache()
+    gc.collect()
 
 
 def _read(resident: Callable[[], int]) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 
-from sipedge.stats.windows import WINDOWS, Totals, Window, count_reason
+from sipedge.stats.windows import WINDOWS, Totals, Window
 
 ROUTING = "routing"
 MAPPING = "mapping"
@@ -52,21 +52,11 @@ class GatewayStats:
     def settle(self, now: float, reason: str | None, pdd: float | None) -> None:
         """One attempt (or call) settled: answered when `reason` is None."""
         for window in self.windows:
-            b = window.bucket(now)
-            b.attempts += 1
-            if reason is None:
-                b.answered += 1
-            else:
-                count_reason(b, reason)
-            if pdd is not None and pdd >= 0:
-                b.pdd_sum += pdd
-                b.pdd_n += 1
+            window.settle(now, reason, pdd)
 
     def duration(self, now: float, seconds: float) -> None:
         for window in self.windows:
-            b = window.bucket(now)
-            b.duration_sum += max(0.0, seconds)
-            b.duration_n += 1
+            window.duration(now, seconds)
 
     def add_current(self, delta: int) -> None:
         # a call that began before a reload re-added this gateway may end after it: never < 0

@@ -1,13 +1,13 @@
 """Sliding windows of fixed time buckets: counts and sums over the last 5 min, 1 h and 24 h.
 
-Owns: `Window` (one ring of buckets: a fixed number of slots of a fixed width, summed by
-`totals` or listed slot by slot by `series`), `Bucket` (what one slot counts) and `Totals` (a
-window summed, with its ASR, ACD and PDD), and `WINDOWS`, the three windows every gateway
-keeps.
+Owns: `Window` (one ring of buckets: a fixed number of slots of a fixed width, each counting
+settled attempts, answers, PDD and duration samples and the reasons of the attempts that did
+not answer; summed by `totals` or listed slot by slot by `series`), `Totals` (a window summed,
+with its ASR, ACD and PDD), and `WINDOWS`, the three windows every gateway keeps.
 Must not: read the clock (every call takes `now`, in seconds of one monotonic clock), allocate
 per event (a slot is reset and reused when time moves past it), or know what a gateway is.
 
-Memory is bounded by construction: a window holds at most `slots` buckets, created on first use,
+Memory is bounded by construction: a window holds `slots` buckets, allocated at its first event,
 and a bucket's reasons at most `MAX_REASONS` keys (the rest count as `OTHER`). A window of
 `slots` buckets of `width` seconds covers between `(slots - 1) * width` and `slots * width`
 seconds: the current bucket is partly filled, the oldest one drops out as a whole.
@@ -15,6 +15,7 @@ seconds: the current bucket is partly filled, the oldest one drops out as a whol
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 MAX_REASONS = 32  # distinct switch reasons per bucket; calls/ sends a fixed set, this is a fuse
@@ -39,35 +40,6 @@ WINDOWS: tuple[WindowSpec, ...] = (
     WindowSpec("1h", 60.0, 60),
     WindowSpec("24h", 600.0, 144),
 )
-
-
-class Bucket:
-    """What happened in one slot: settled attempts, answers, PDD and duration samples and the
-    reasons of the attempts that did not answer."""
-
-    __slots__ = (
-        "answered",
-        "attempts",
-        "duration_n",
-        "duration_sum",
-        "epoch",
-        "pdd_n",
-        "pdd_sum",
-        "reasons",
-    )
-
-    def __init__(self, epoch: int) -> None:
-        self.reset(epoch)
-
-    def reset(self, epoch: int) -> None:
-        self.epoch = epoch  # the bucket number (time // width) the slot holds now
-        self.attempts = 0
-        self.answered = 0
-        self.pdd_sum = 0.0
-        self.pdd_n = 0
-        self.duration_sum = 0.0
-        self.duration_n = 0
-        self.reasons: dict[str, int] = {}
 
 
 @dataclass
@@ -109,44 +81,101 @@ class Totals:
         }
 
 
-class Window:
-    """A ring of `spec.slots` buckets of `spec.width` seconds."""
+# A slot's counts and sums, at these offsets in `Window._counts` and `Window._sums`.
+ATTEMPTS, ANSWERED, PDD_N, DURATION_N = range(4)
+PDD_SUM, DURATION_SUM = range(2)
+_COUNTS = 4
+_SUMS = 2
+_NEVER = -(2**63)  # the epoch of a slot not used yet
 
-    __slots__ = ("_ring", "spec")
+
+class Window:
+    """A ring of `spec.slots` buckets of `spec.width` seconds.
+
+    A bucket is a slot in flat arrays (`array` of machine integers and doubles), allocated at
+    the window's first event: a count kept as a Python int was a new int object each time it
+    passed 256, and after a peak of calls the latest one of each bucket (attempts, answered,
+    the sums...) sat alone on a page of the peak's memory for up to a day (the 24 h window),
+    some 200 pages after 100,000 calls (docs/performance.md)."""
+
+    __slots__ = ("_counts", "_epochs", "_reasons", "_sums", "spec")
 
     def __init__(self, spec: WindowSpec) -> None:
         if spec.width <= 0 or spec.slots < 1:
             raise ValueError(f"window {spec.name}: width and slots must be positive")
         self.spec = spec
-        self._ring: list[Bucket | None] = [None] * spec.slots
+        self._epochs: array[int] | None = None  # the bucket number (time // width) of each slot
+        self._counts: array[int] = array("q")
+        self._sums: array[float] = array("d")
+        self._reasons: list[dict[str, int] | None] = []
 
-    def bucket(self, now: float) -> Bucket:
-        """The bucket `now` falls in, reset first if it still holds an older time's counts."""
+    def _slot(self, now: float) -> int:
+        """The slot `now` falls in, reset first if it still holds an older time's counts."""
         epoch = int(now // self.spec.width)
-        slot = epoch % self.spec.slots
-        found = self._ring[slot]
-        if found is None:
-            found = self._ring[slot] = Bucket(epoch)
-        elif found.epoch != epoch:
-            found.reset(epoch)
-        return found
+        slots = self.spec.slots
+        slot = epoch % slots
+        epochs = self._epochs
+        if epochs is None:
+            epochs = self._epochs = array("q", [_NEVER]) * slots
+            self._counts = array("q", [0]) * (slots * _COUNTS)
+            self._sums = array("d", [0.0]) * (slots * _SUMS)
+            self._reasons = [None] * slots
+        if epochs[slot] != epoch:
+            epochs[slot] = epoch
+            c = slot * _COUNTS
+            self._counts[c : c + _COUNTS] = _ZERO_COUNTS
+            c = slot * _SUMS
+            self._sums[c : c + _SUMS] = _ZERO_SUMS
+            self._reasons[slot] = None
+        return slot
 
-    def totals(self, now: float) -> Totals:
-        """The buckets of the last `slots` epochs up to `now`'s, summed (older ones and buckets
-        from a clock that went back are left out)."""
+    def settle(self, now: float, reason: str | None, pdd: float | None) -> None:
+        """One attempt settled at `now`: answered when `reason` is None, else counted under it;
+        `pdd` (seconds) is summed when known."""
+        slot = self._slot(now)
+        c = slot * _COUNTS
+        counts = self._counts
+        counts[c + ATTEMPTS] += 1
+        if reason is None:
+            counts[c + ANSWERED] += 1
+        else:
+            reasons = self._reasons[slot]
+            if reasons is None:
+                reasons = self._reasons[slot] = {}
+            add_reason(reasons, reason, 1)
+        if pdd is not None and pdd >= 0:
+            counts[c + PDD_N] += 1
+            self._sums[slot * _SUMS + PDD_SUM] += pdd
+
+    def duration(self, now: float, seconds: float) -> None:
+        """An answered call of `seconds` ended at `now`."""
+        slot = self._slot(now)
+        self._counts[slot * _COUNTS + DURATION_N] += 1
+        self._sums[slot * _SUMS + DURATION_SUM] += max(0.0, seconds)
+
+    def _live(self, now: float) -> list[tuple[int, int]]:
+        """(slot, epoch) of each slot holding one of the last `slots` epochs up to `now`'s
+        (older ones and those of a clock that went back left out)."""
+        epochs = self._epochs
+        if epochs is None:
+            return []
         newest = int(now // self.spec.width)
         oldest = newest - self.spec.slots + 1
+        return [(slot, e) for slot, e in enumerate(epochs) if oldest <= e <= newest]
+
+    def totals(self, now: float) -> Totals:
+        """The buckets of the last `slots` epochs up to `now`'s, summed."""
         out = Totals()
-        for b in self._ring:
-            if b is None or not oldest <= b.epoch <= newest:
-                continue
-            out.attempts += b.attempts
-            out.answered += b.answered
-            out.pdd_sum += b.pdd_sum
-            out.pdd_n += b.pdd_n
-            out.duration_sum += b.duration_sum
-            out.duration_n += b.duration_n
-            for reason, n in b.reasons.items():
+        counts, sums = self._counts, self._sums
+        for slot, _ in self._live(now):
+            c, f = slot * _COUNTS, slot * _SUMS
+            out.attempts += counts[c + ATTEMPTS]
+            out.answered += counts[c + ANSWERED]
+            out.pdd_n += counts[c + PDD_N]
+            out.duration_n += counts[c + DURATION_N]
+            out.pdd_sum += sums[f + PDD_SUM]
+            out.duration_sum += sums[f + DURATION_SUM]
+            for reason, n in (self._reasons[slot] or {}).items():
                 out.reasons[reason] = out.reasons.get(reason, 0) + n
         return out
 
@@ -154,16 +183,23 @@ class Window:
         """(attempts, answered) of each of the last `slots` epochs up to `now`'s, oldest first;
         a slot nothing happened in is (0, 0)."""
         newest = int(now // self.spec.width)
-        out = [(0, 0)] * self.spec.slots
-        for b in self._ring:
-            if b is not None and newest - self.spec.slots < b.epoch <= newest:
-                out[self.spec.slots - 1 - (newest - b.epoch)] = (b.attempts, b.answered)
+        slots = self.spec.slots
+        out = [(0, 0)] * slots
+        for slot, epoch in self._live(now):
+            c = slot * _COUNTS
+            out[slots - 1 - (newest - epoch)] = (
+                self._counts[c + ATTEMPTS],
+                self._counts[c + ANSWERED],
+            )
         return out
 
+    def reasons(self, now: float) -> dict[str, int]:
+        """The reasons counted in `now`'s bucket (a copy)."""
+        return dict(self._reasons[self._slot(now)] or {})
 
-def count_reason(bucket: Bucket, reason: str) -> None:
-    """One more attempt that moved on for `reason` (a new reason past MAX_REASONS: OTHER)."""
-    add_reason(bucket.reasons, reason, 1)
+
+_ZERO_COUNTS = array("q", [0]) * _COUNTS
+_ZERO_SUMS = array("d", [0.0]) * _SUMS
 
 
 def add_reason(reasons: dict[str, int], reason: str, n: int) -> None:
