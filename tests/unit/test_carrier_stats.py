@@ -117,7 +117,9 @@ def test_a_bucket_rolls_over_and_old_buckets_leave_the_window() -> None:
         window.settle(61.0, "r", None)
     assert window._counts[0 * 4 + ATTEMPTS] == 5
     assert window.reasons(61.0) == {"r": 5}
-    assert window.totals(61.0).attempts == 5 + 2  # buckets 1..6: bucket 1 is still in
+    assert window.reasons(121.0) == {}  # bucket 12 shares the slot: nothing counted in it yet
+    # buckets 1..6: bucket 1 is still in (and asking for bucket 12 did not reset the slot)
+    assert window.totals(61.0).attempts == 5 + 2
     assert window.totals(70.0).attempts == 5  # buckets 2..7: bucket 1 left
 
 

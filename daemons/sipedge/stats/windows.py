@@ -194,8 +194,12 @@ class Window:
         return out
 
     def reasons(self, now: float) -> dict[str, int]:
-        """The reasons counted in `now`'s bucket (a copy)."""
-        return dict(self._reasons[self._slot(now)] or {})
+        """The reasons counted in `now`'s bucket (a copy; empty if nothing was counted in it)."""
+        epoch = int(now // self.spec.width)
+        slot = epoch % self.spec.slots
+        if self._epochs is None or self._epochs[slot] != epoch:
+            return {}
+        return dict(self._reasons[slot] or {})
 
 
 _ZERO_COUNTS = array("q", [0]) * _COUNTS
