@@ -6,7 +6,6 @@ process; the CDR (read back through the API) says what happened to every attempt
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
@@ -98,11 +97,16 @@ def test_failover_after_invite_timeout_with_configured_retransmissions(sipd_fact
     assert result.returncode == 0, result.stdout + sipd.log()
     assert good_result.returncode == 0
     times = invite_times(silent_result)
-    # sent at 0, 0.2, 0.6, 1.4; the next (3.0) is after the 2.5 s INVITE timeout
+    # sent at 0, 0.2, 0.6, 1.4; the next (3.0) is after the 2.5 s INVITE timeout. Each as it
+    # reached SIPp, measured from the schedule's origin as the least delayed send gives it:
+    # late by a stall of the machine at most (a proof run with Molecule beside it once had
+    # SIPp read the third 0.27 s late and the fourth on time, which gaps of +-0.12 s refused).
+    # The default schedule (0.5, 1, 2...) would give 3 sends; 0.3, 0.6, 1.2 a fourth 0.7 late.
     assert len(times) == 4, times
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    for got, want in zip(gaps, [0.2, 0.4, 0.8], strict=True):
-        assert abs(got - want) < 0.12, gaps
+    schedule = [0.0, 0.2, 0.6, 1.4]
+    origin = min(t - want for t, want in zip(times, schedule, strict=True))
+    late = [round(t - want - origin, 3) for t, want in zip(times, schedule, strict=True)]
+    assert max(late) <= 0.35, (times, late)
     assert time.monotonic() - started >= 2.5
     cdr = last_cdr(sipd)
     assert [a["gateway"] for a in cdr["attempts"]] == ["gw1", "gw2"]
