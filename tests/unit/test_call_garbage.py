@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from sipedge.calls.media_link import MediaBackend, MediaService
+from sipedge.calls.media_link import MediaBackend
+from sipedge.calls.media_service import MediaService
 from sipedge.calls.service import B2BUA
 from sipedge.config import parse_config
 from sipedge.media.client import MediaClient

@@ -13,7 +13,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sipedge.calls.media_link import MediaService, media_metrics
+from sipedge.calls.media_link import media_metrics
+from sipedge.calls.media_service import MediaService
 from sipedge.calls.service import media_policy
 from sipedge.sip.message import Request, Response, make_response, parse_message, parse_uri
 from sipedge.sip.sdp import parse

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from sipedge.calls.media_link import UNREACHABLE_HOLD_OFF, MediaService
 from sipedge.calls.media_policy import MediaPolicy
 from sipedge.calls.media_reconcile import TOUCH_CHUNK, Reconciler, interval_for, plan
+from sipedge.calls.media_service import UNREACHABLE_HOLD_OFF, MediaService
 from sipedge.calls.service import media_policy
 from sipedge.config import MediaConfig
 from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError, RelayAddress

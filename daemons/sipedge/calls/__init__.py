@@ -17,7 +17,8 @@ Modules, from the leaves up (a module imports only those above it in this list):
 * plain records: `attempt` (GatewayTarget, Attempt, CallState, CallStats),
   `media_session` (leg names, relay sessions, watch settings), `media_metrics` (counters);
 * glue: `watchdog` (RTP timeout, maximum duration), `media_reconcile` (orphans and keep-alive
-  at mediad), `media_queue` (one call's mediad work in SIP order) <- `media_link` (mediad) ;
+  at mediad), `media_service` (the B2BUA's mediad client, counters, hold-off), `media_queue`
+  (one call's mediad work in SIP order) <- `media_link` (a call's media at mediad) ;
   `refresh` (session timers) <- `in_dialog` (forwarding) <- `call` <- `service`;
   `mapping_auth` (mapping gateways' digest: the decision and the 407/403) <- `service`.
 
@@ -46,7 +47,8 @@ from sipedge.calls.attempt import CallStats, GatewayTarget
 from sipedge.calls.call import Call
 from sipedge.calls.identity import ua_privacy_header
 from sipedge.calls.mapping_auth import MAPPING_PASSWORD
-from sipedge.calls.media_link import MediaBackend, MediaService, media_metrics
+from sipedge.calls.media_link import MediaBackend, media_metrics
+from sipedge.calls.media_service import MediaService
 from sipedge.calls.routing import SourceTable
 from sipedge.calls.service import B2BUA, EndpointHooks, switching_policy
 from sipedge.calls.switching import SwitchingPolicy, effective_policy

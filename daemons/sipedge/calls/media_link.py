@@ -16,8 +16,9 @@ Every SDP that crosses the B2BUA goes through here and comes out pointing at the
 
 SIP callbacks are synchronous; mediad is async. Each operation here takes a `then` callback
 that receives the (rewritten) body and sends the SIP message. When nothing needs mediad (no
-SDP, anchoring off) and nothing is queued, `then` runs at once, in the caller's stack; else
-the call's `media_queue.MediaQueue` runs it after the work, in order.
+SDP, anchoring off, or mediad held off as unreachable: the outcome is known without asking)
+and nothing is queued, `then` runs at once, in the caller's stack; else the call's
+`media_queue.MediaQueue` runs it after the work, in order.
 
 When mediad is unreachable or refuses a stream, the call proceeds unanchored for that stream
 (carriers expect calls to complete) and `sipedge_media_unanchored_total{reason}` counts it;
@@ -35,8 +36,9 @@ Mediad ids are claimed at the `Reconciler` before their offer is sent, released 
 while an attempt is in setup; the RTP timeout and the maximum call duration are watched by
 `sipedge.calls.watchdog` from the answer on.
 
-Owns: `MediaService` (the mediad client, counters, reconciler, background tasks), `CallMedia`
-(one call's sessions and FIFO); what it uses of mediad's client is `media_backend.MediaBackend`.
+Owns: `CallMedia` (one call's sessions and FIFO), `MediaEvents`; `media_service.MediaService`
+is the B2BUA's side (client, counters, reconciler, hold-off); what either uses of mediad's
+client is `media_backend.MediaBackend`.
 Must not: send SIP, decide switching, or import `calls.call` / `calls.service`: it reports to
 its call through `MediaEvents`, which `Call` implements. Nor hold that call strongly: the call
 owns its `CallMedia`, a strong link back would be a cycle.
@@ -48,42 +50,39 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipedge.calls import watchdog
 from sipedge.calls.attempt import Attempt
 from sipedge.calls.media_backend import MediaBackend
-from sipedge.calls.media_families import caller_refusal, family_lost, watch_families
+from sipedge.calls.media_families import caller_refusal, family_lost
 from sipedge.calls.media_metrics import MediaStats, media_metrics
 from sipedge.calls.media_policy import (
     MEDIA_FAMILY_UNAVAILABLE,
     MEDIA_UNAVAILABLE,
-    MediaPolicy,
     MediaRefusal,
     check_sdp,
     ip_or_none,
 )
-from sipedge.calls.media_queue import MediaQueue, Then
-from sipedge.calls.media_reconcile import Reconciler, is_gone
+from sipedge.calls.media_queue import MediaQueue, Then, Work
+from sipedge.calls.media_reconcile import is_gone
+from sipedge.calls.media_service import HELD_OFF_REASON, MediaService
 from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
-from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError
-from sipedge.ratelog import RateLimitedLog
-from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, family, is_sdp, parse, rewrite
+from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError, RelayAddress
+from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, Stream, family, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
     from sipedge.config import Parameters
     from sipedge.typedefs import Addr
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-# After a call's request found mediad unreachable, the calls of the next second skip it (one
-# request per second probes): a dead control socket must not cost every call a connection
-# attempt and a log line. A reconciliation round that reaches mediad lifts the hold-off early.
-UNREACHABLE_HOLD_OFF = 1.0
-ERROR_LOG_INTERVAL = 10.0  # one mediad-failure line per (operation, code) per interval
 FAMILIES = ("IP4", "IP6")  # the c= address types anchored
+# What each stream's request comes to while mediad is held off (`MediaService.request`);
+HELD_OFF = MediaError("unreachable", HELD_OFF_REASON)  # handed on as it is, never raised
+# What mediad answered each stream of one offer or answer, by stream index.
+Outcomes = dict[int, "RelayAddress | MediaError"]
 
 
 class MediaEvents(Protocol):
@@ -98,93 +97,6 @@ class MediaEvents(Protocol):
     def on_rtp_started(self, attempt_index: int) -> None: ...
 
     def terminate(self, cause: str) -> None: ...
-
-
-class MediaService:
-    """One per B2BUA: the mediad client, the counters, the background tasks."""
-
-    def __init__(
-        self,
-        backend: MediaBackend | None,
-        settings: WatchSettings | None = None,
-        policy: MediaPolicy | None = None,
-        idle_timeout: float = 120.0,
-    ):
-        self.backend = backend
-        self.settings = settings or WatchSettings()
-        self.policy = policy or MediaPolicy()  # replaced on reload; each call keeps its own
-        self.stats = MediaStats()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.reconciler = Reconciler(backend, idle_timeout, self._orphan_deleted)
-        self._loops: list[asyncio.Task[None]] = []  # reconciliation, mediad's families
-        self.clock = time.monotonic
-        self._skip_until = 0.0  # calls skip mediad until then (see UNREACHABLE_HOLD_OFF)
-        self.error_log = RateLimitedLog(log, ERROR_LOG_INTERVAL)
-
-    def _orphan_deleted(self) -> None:
-        self.stats.orphans_deleted += 1
-
-    def start(self) -> None:
-        """Reconcile with mediad now and every `idle_timeout / 4`, and ask its relay families
-        (media_families); needs a running loop."""
-        if self.backend is not None and not self._loops:
-            loop, ask = asyncio.get_running_loop(), self.backend.relay_families
-            self._loops.append(loop.create_task(self.reconciler.run()))
-            watch = watch_families(self.stats, ask, self.reconciler.on_success)
-            self._loops.append(loop.create_task(watch))
-
-    def holding_off(self) -> bool:
-        """mediad was unreachable for a call less than UNREACHABLE_HOLD_OFF ago."""
-        return not self.reconciler.reachable and self.clock() < self._skip_until
-
-    async def request(self, work: Awaitable[T]) -> T:
-        """One mediad request; tells the reconciler whether mediad answered. While holding
-        off after an unreachable mediad, fails at once with `unreachable` (`work` unsent)."""
-        if self.holding_off():
-            if isinstance(work, Coroutine):
-                work.close()  # never started: nothing was sent
-            raise MediaError("unreachable", "mediad unreachable (held off, retried each second)")
-        try:
-            result = await work
-        except MediaError as exc:
-            self.reconciler.on_error(exc)
-            if exc.code == "unreachable":
-                self._skip_until = self.clock() + UNREACHABLE_HOLD_OFF
-            raise
-        self.reconciler.on_success()
-        return result
-
-    @property
-    def enabled(self) -> bool:
-        return self.backend is not None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def for_call(
-        self, call: MediaEvents, caller_encrypted: bool, parameters: Parameters
-    ) -> CallMedia:
-        """The media side of a new call; `caller_encrypted` is its mapping gateway's
-        `rtp_encryption`, `parameters` the config snapshot the call started with."""
-        return CallMedia(self, call, caller_encrypted, parameters)
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (bounded) for queued mediad work, deletes above all, to finish."""
-        deadline = time.monotonic() + timeout
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-
-    async def close(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await self.reconciler.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        if self.backend is not None:
-            await self.backend.close()
 
 
 class CallMedia:
@@ -271,7 +183,11 @@ class CallMedia:
             return
         session.offer_from = leg
         signal = self._signal(session, leg, source)
-        self.queue.submit(lambda: self._offer(session, leg, body, required, signal), then, body)
+        self._run(
+            lambda: self._offer(session, leg, body, required, signal),
+            lambda: self._offer_held_off(session, leg, body, required),
+            then,
+        )
 
     def answer(
         self,
@@ -298,11 +214,32 @@ class CallMedia:
         signal = self._signal(session, leg, source)
         if session.offer_from is None or session.offer_from == leg:
             session.offer_from = leg  # a late offer: the answer comes in the ACK
-            self.queue.submit(lambda: self._offer(session, leg, body, False, signal), then, body)
+            self._run(
+                lambda: self._offer(session, leg, body, False, signal),
+                lambda: self._offer_held_off(session, leg, body, False),
+                then,
+            )
             return
         if final:
             session.offer_from = None
-        self.queue.submit(lambda: self._answer(session, leg, body, signal), then, body)
+        self._run(
+            lambda: self._answer(session, leg, body, signal),
+            lambda: self._answer_held_off(session, leg, body),
+            then,
+        )
+
+    def _run(self, work: Work, held_off: Callable[[], bytes | None], then: Then) -> None:
+        """`work` in the call's queue; or, while mediad is held off and nothing is queued,
+        `held_off` (what `work` comes to then) at once: no task, no exception per stream."""
+        if not (self.queue.idle and self.service.holding_off()):
+            self.queue.submit(work, then, None)
+            return
+        try:
+            result = held_off()
+        except Exception:  # as the queue does with a failing work: logged, `then` not run
+            log.exception("call %s: media work failed", self.call_id)
+            return
+        then(result)
 
     def check(self, leg: str, body: bytes, content_type: str | None) -> MediaRefusal | None:
         """The policy's refusal of an SDP from `leg`, counted and logged; None: anchor it
@@ -366,6 +303,9 @@ class CallMedia:
             self._unanchored("bad-sdp")
             return None
 
+    # Each mediad operation has two halves: one asks mediad stream by stream (async), the
+    # other applies what came back (`Outcomes`). While mediad is held off every request would
+    # fail at once, unsent: the second half runs alone, in the SIP message's stack (`_run`).
     async def _offer(
         self, session: Session, leg: str, body: bytes, required: bool, signal: str | None
     ) -> bytes | None:
@@ -375,34 +315,60 @@ class CallMedia:
         if sdp is None:
             return body
         crypto = session.crypto[leg]
-        peer_crypto = session.crypto[other(leg)]
-        relays: dict[int, RelayEndpoint] = {}
-        failed = False
-        receiver = session.family[other(leg)]
-        for stream in sdp.streams:
-            if stream.disabled or stream.address is None or stream.address_type not in FAMILIES:
-                continue
+        outcomes: Outcomes = {}
+        for stream in _anchorable(sdp):
             mediad_id = session.mediad_id(stream.index)
             self.service.reconciler.claim(mediad_id)  # before the offer leaves: see reconcile
             try:
-                relay = await self.service.request(
+                outcomes[stream.index] = await self.service.request(
                     backend.offer(
                         mediad_id,
                         leg,
-                        stream.address,
+                        stream.address or "",
                         stream.port,
                         crypto.encrypted,
                         crypto.mode if crypto.encrypted else None,
                         crypto.key if crypto.encrypted else None,
                         signal,
-                        address_family=receiver,
+                        address_family=session.family[other(leg)],
                     )
                 )
             except MediaError as exc:
-                self._error(session, exc, "offer")
-                if exc.code == FAMILY_UNAVAILABLE:  # the receiver's family has no relay address
+                outcomes[stream.index] = exc
+                if exc.code == FAMILY_UNAVAILABLE:
+                    break  # the offer is refused: no stream after it is asked for
+        return self._offered(session, leg, body, sdp, outcomes, required)
+
+    def _offer_held_off(
+        self, session: Session, leg: str, body: bytes, required: bool
+    ) -> bytes | None:
+        sdp = self._parse_for_anchoring(session, leg, body)
+        if sdp is None:
+            return body
+        # no claim: the failed offer would release it (a stream created before keeps its own)
+        outcomes: Outcomes = {stream.index: HELD_OFF for stream in _anchorable(sdp)}
+        return self._offered(session, leg, body, sdp, outcomes, required)
+
+    def _offered(
+        self,
+        session: Session,
+        leg: str,
+        body: bytes,
+        sdp: Sdp,
+        outcomes: Outcomes,
+        required: bool,
+    ) -> bytes | None:
+        """The SDP for the other leg from the offer's outcomes (None: refused)."""
+        receiver = session.family[other(leg)]
+        relays: dict[int, RelayEndpoint] = {}
+        failed = False
+        for index, outcome in outcomes.items():
+            mediad_id = session.mediad_id(index)
+            if isinstance(outcome, MediaError):
+                self._error(session, outcome, "offer")
+                if outcome.code == FAMILY_UNAVAILABLE:  # the receiver has no relay address
                     family_lost(self.service.stats, receiver)
-                    if stream.index not in session.streams:
+                    if index not in session.streams:
                         self.service.reconciler.release(mediad_id)
                     self.service.stats.count(self.service.stats.refused, MEDIA_FAMILY_UNAVAILABLE)
                     self.refusals[session.key] = MediaRefusal(
@@ -412,23 +378,24 @@ class CallMedia:
                         warn_code=301,  # RFC 3261 20.43: incompatible network address formats
                     )
                     return None
-                if stream.index not in session.streams:
+                if index not in session.streams:
                     self.service.reconciler.release(mediad_id)  # if mediad made it: an orphan
-                cached = session.relay_for[other(leg)].get(stream.index)
+                cached = session.relay_for[other(leg)].get(index)
                 if cached is not None:
-                    relays[stream.index] = cached
+                    relays[index] = cached
                 else:
                     failed = True
-                    self._unanchored(exc.code)
+                    self._unanchored(outcome.code)
                 continue
-            if stream.index not in session.streams:
-                session.streams.add(stream.index)
+            if index not in session.streams:
+                session.streams.add(index)
                 self.service.stats.sessions_created += 1
-            endpoint = RelayEndpoint(relay.address, relay.port, relay.rtcp_port)
-            session.relay_for[other(leg)][stream.index] = endpoint
-            relays[stream.index] = endpoint
+            endpoint = RelayEndpoint(outcome.address, outcome.port, outcome.rtcp_port)
+            session.relay_for[other(leg)][index] = endpoint
+            relays[index] = endpoint
         session.hold[leg] = sdp.on_hold
         session.sdp_changed = time.time()
+        crypto, peer_crypto = session.crypto[leg], session.crypto[other(leg)]
         if failed and required and (crypto.encrypted or peer_crypto.encrypted):
             self.refusals[session.key] = MediaRefusal(
                 MEDIA_UNAVAILABLE, "an encrypted leg could not be anchored", status=503
@@ -446,19 +413,17 @@ class CallMedia:
             return body
         crypto = session.crypto[leg]
         offerer = other(leg)
-        relays: dict[int, RelayEndpoint] = {}
-        for stream in sdp.streams:
-            if stream.disabled or stream.address is None or stream.address_type not in FAMILIES:
-                continue
+        outcomes: Outcomes = {}
+        for stream in _anchorable(sdp):
             if stream.index not in session.streams:
                 continue  # the offer of this stream was not anchored: leave it alone
             try:
-                relay = await self.service.request(
+                outcomes[stream.index] = await self.service.request(
                     backend.answer(
                         session.mediad_id(stream.index),
                         offerer,
                         leg,
-                        stream.address,
+                        stream.address or "",
                         stream.port,
                         crypto.encrypted,
                         crypto.mode if crypto.encrypted else None,
@@ -468,16 +433,36 @@ class CallMedia:
                     )
                 )
             except MediaError as exc:
-                self._error(session, exc, "answer")
-                if exc.code == FAMILY_UNAVAILABLE:  # learnt: the next such caller gets 488
+                outcomes[stream.index] = exc
+        return self._answered(session, leg, body, sdp, outcomes)
+
+    def _answer_held_off(self, session: Session, leg: str, body: bytes) -> bytes | None:
+        sdp = self._parse_for_anchoring(session, leg, body)
+        if sdp is None:
+            return body
+        outcomes: Outcomes = {
+            stream.index: HELD_OFF for stream in _anchorable(sdp) if stream.index in session.streams
+        }
+        return self._answered(session, leg, body, sdp, outcomes)
+
+    def _answered(
+        self, session: Session, leg: str, body: bytes, sdp: Sdp, outcomes: Outcomes
+    ) -> bytes | None:
+        """The SDP for the offerer from the answer's outcomes."""
+        offerer = other(leg)
+        relays: dict[int, RelayEndpoint] = {}
+        for index, outcome in outcomes.items():
+            if isinstance(outcome, MediaError):
+                self._error(session, outcome, "answer")
+                if outcome.code == FAMILY_UNAVAILABLE:  # learnt: the next such caller gets 488
                     family_lost(self.service.stats, session.family[offerer])
-                cached = session.relay_for[offerer].get(stream.index)
+                cached = session.relay_for[offerer].get(index)
                 if cached is not None:
-                    relays[stream.index] = cached
+                    relays[index] = cached
                 continue
-            endpoint = RelayEndpoint(relay.address, relay.port, relay.rtcp_port)
-            session.relay_for[offerer][stream.index] = endpoint
-            relays[stream.index] = endpoint
+            endpoint = RelayEndpoint(outcome.address, outcome.port, outcome.rtcp_port)
+            session.relay_for[offerer][index] = endpoint
+            relays[index] = endpoint
         session.hold[leg] = sdp.on_hold
         session.sdp_changed = time.time()
         return rewrite(body, relays)
@@ -494,7 +479,10 @@ class CallMedia:
         if session.rtp_watch is not None:
             session.rtp_watch.cancel()
             session.rtp_watch = None
-        self.queue.submit(lambda: self._delete(session), _ignore, None)
+        if session.streams or not self.queue.idle:  # else nothing of it at mediad, or coming
+            self._run(
+                lambda: self._delete(session), lambda: self._delete_held_off(session), _ignore
+            )
 
     def release_all(self) -> None:
         if self.watchdog is not None:
@@ -506,19 +494,29 @@ class CallMedia:
     async def _delete(self, session: Session) -> bytes | None:
         backend = self.service.backend
         assert backend is not None
-        reconciler = self.service.reconciler
+        outcomes: dict[int, MediaError | None] = {}
         for stream in sorted(session.streams):
-            mediad_id = session.mediad_id(stream)
             try:
-                await self.service.request(backend.delete(mediad_id))
-                self.service.stats.sessions_deleted += 1
+                await self.service.request(backend.delete(session.mediad_id(stream)))
+                outcomes[stream] = None
             except MediaError as exc:
-                if not is_gone(exc):
-                    self._error(session, exc, "delete")
-                # Not deleted (mediad unreachable, say): released all the same, so the next
-                # reconciliation deletes it as an orphan instead of touching it forever.
-            reconciler.release(mediad_id)
+                outcomes[stream] = exc
+        self._deleted(session, outcomes)
         return None
+
+    def _delete_held_off(self, session: Session) -> bytes | None:
+        self._deleted(session, dict.fromkeys(sorted(session.streams), HELD_OFF))
+        return None
+
+    def _deleted(self, session: Session, outcomes: dict[int, MediaError | None]) -> None:
+        for stream, error in outcomes.items():
+            if error is None:
+                self.service.stats.sessions_deleted += 1
+            elif not is_gone(error):
+                self._error(session, error, "delete")
+            # Not deleted (mediad unreachable, say): released all the same, so the next
+            # reconciliation deletes it as an orphan instead of touching it forever.
+            self.service.reconciler.release(session.mediad_id(stream))
 
     # -- facts from the relay -----------------------------------------------------------------
     def watch_rtp_start(self, attempt: Attempt) -> None:
@@ -589,11 +587,13 @@ def _ignore(body: bytes | None) -> None:
     return None
 
 
-__all__ = [
-    "CallMedia",
-    "MediaBackend",
-    "MediaEvents",
-    "MediaService",
-    "MediaStats",
-    "media_metrics",
-]
+def _anchorable(sdp: Sdp) -> list[Stream]:
+    """The streams of an SDP that the relay anchors: enabled, with an IPv4/IPv6 address."""
+    return [
+        s
+        for s in sdp.streams
+        if not s.disabled and s.address is not None and s.address_type in FAMILIES
+    ]
+
+
+__all__ = ["CallMedia", "MediaBackend", "MediaEvents", "MediaStats", "media_metrics"]

@@ -50,6 +50,11 @@ class MediaQueue:
             self._running = True
             self._spawn(self._drain())
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing running: work submitted now would start at once."""
+        return not self._queue and not self._running
+
     async def _drain(self) -> None:
         try:
             while self._queue:

@@ -32,8 +32,9 @@ from sipedge.calls.identity import (
     policy_from_config,
 )
 from sipedge.calls.mapping_auth import ADMIT, CHECK, MAPPING_PASSWORD, MappingAuth
-from sipedge.calls.media_link import CallMedia, MediaService
+from sipedge.calls.media_link import CallMedia
 from sipedge.calls.media_policy import MediaPolicy
+from sipedge.calls.media_service import MediaService
 from sipedge.calls.routing import RouteTable, SourceTable
 from sipedge.calls.session_timer import Reject422, TimerSettings, negotiate_uas, uac_headers
 from sipedge.calls.summary import call_summary
@@ -270,9 +271,8 @@ class B2BUA:
     def media_for(self, call: Call) -> CallMedia:
         """The media side of a new call, with the encryption of its mapping gateway."""
         mapping = self.mappings.get(call.mapping_gateway or "")
-        return self.media.for_call(
-            call, bool(mapping and mapping.rtp_encryption), self.config.parameters
-        )
+        encrypted = bool(mapping and mapping.rtp_encryption)
+        return CallMedia(self.media, call, encrypted, self.config.parameters)
 
     # -- TransactionUser --------------------------------------------------------------------
     def on_request(self, tx: ServerTransaction) -> None:

@@ -29,7 +29,7 @@ from sipedge.api import (
 )
 from sipedge.api.console import add_console
 from sipedge.appliance import notify
-from sipedge.calls.media_link import MediaService
+from sipedge.calls.media_service import MediaService
 from sipedge.calls.service import B2BUA, media_policy
 from sipedge.config import ApiConfig, Config, ConfigError, StorageConfig, load_config
 from sipedge.gcwatch import GcWatch
