@@ -10,12 +10,15 @@ timers and the end of its transactions. What the stack sends is kept
 in a list; the driver reads the few headers it needs with regular expressions.
 
 Not in the figure: system calls (`sendto`, `recvmsg`, the event loop's own work), media
-anchoring (no mediad client: `MediaService(None)`), and the CDR store (none: its writer thread
-would count with a timing-dependent batch size). `tests.bench.sip_cps` measures all of that on
+anchoring (no mediad client: `MediaService(None)`; `--media held-off` gives the calls a mediad
+client whose socket has no listener, held off after one failed request, as `sip_cps`'s sipd
+runs between its once-a-second probes), and the CDR store (none: its writer thread would count
+with a timing-dependent batch size). `tests.bench.sip_cps` measures all of that on
 a real sipd; this one measures the Python that a change to the SIP stack moves, repeatably.
 
     .venv/bin/python -m tests.bench.call_path                  # microseconds per call (timed)
     .venv/bin/python -m tests.bench.call_path --instructions   # + instructions, under callgrind
+    .venv/bin/python -m tests.bench.call_path --media held-off # mediad unreachable, held off
 
 Instructions are counted by `valgrind --tool=callgrind` in fresh interpreters that make one
 call to warm up and then 0, N and 2N calls: per call = (I(2N) - I(N)) / N, and `linearity` =
@@ -27,6 +30,8 @@ exactly that work on canned datagrams of one call, and is subtracted in the `sta
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import itertools
 import re
 import sys
@@ -35,9 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sipedge.calls.media_service import MediaService
 from sipedge.calls.service import B2BUA
 from sipedge.config.loader import parse_config
 from sipedge.gcwatch import tune
+from sipedge.media.client import MediaError
 from sipedge.sip.transaction import MAX_INVITE_PENDING
 from sipedge.sip.transport.udp import UdpTransport
 from tests.bench.callgrind import instructions_of
@@ -118,10 +125,32 @@ def response_to(request: bytes, status: bytes, to_tag: bytes = b"", body: bytes 
     return b"".join(lines) + body
 
 
+class DeadMediad:
+    """A mediad control socket with no listener: every request fails `unreachable`."""
+
+    async def _unreachable(self, *args: Any, **kwargs: Any) -> Any:
+        raise MediaError("unreachable", "no listener")
+
+    offer = answer = delete = query = _unreachable
+
+    async def close(self) -> None:
+        return None
+
+
+def held_off_media() -> MediaService:
+    """A MediaService held off after one failed request, for good (its clock stands still)."""
+    service = MediaService(DeadMediad())  # type: ignore[arg-type]
+    service.clock = lambda: 0.0
+    with contextlib.suppress(MediaError):
+        asyncio.run(service.request(DeadMediad().query("probe")))
+    assert service.holding_off()
+    return service
+
+
 class Bench:
     """sipd's SIP stack in process and a driver that places whole calls through it."""
 
-    def __init__(self, tune_gc: bool = True) -> None:
+    def __init__(self, tune_gc: bool = True, media: str = "none") -> None:
         tmp = Path(tempfile.mkdtemp(prefix="sipedge-callpath-"))
         config = make_config(
             tmp,
@@ -145,6 +174,8 @@ class Bench:
             None,
         )
         self.b2bua.clock = lambda: self.clock.now  # calls-per-second buckets on the fake clock
+        if media == "held-off":
+            self.b2bua.media = held_off_media()
         self.numbers = itertools.count(1)
         if tune_gc:  # the collector as sipd runs it: start-up frozen, no automatic full one
             tune()
@@ -233,9 +264,9 @@ class Harness:
         wire.sent.clear()
 
 
-def run(count: int, harness: bool) -> None:
+def run(count: int, harness: bool, media: str = "none") -> None:
     """One warm-up call, then `count` calls, then past every timer (the worker's body)."""
-    driver: Bench | Harness = Harness() if harness else Bench()
+    driver: Bench | Harness = Harness() if harness else Bench(media=media)
     driver.call()
     for _ in range(count):
         driver.call()
@@ -246,24 +277,24 @@ def run(count: int, harness: bool) -> None:
 # -- instruction counts ----------------------------------------------------------------------
 
 
-def _instructions_of(count: int, harness: bool) -> int:
-    args = ["--worker", str(count), *(["--harness"] if harness else [])]
+def _instructions_of(count: int, harness: bool, media: str) -> int:
+    args = ["--worker", str(count), "--media", media, *(["--harness"] if harness else [])]
     return instructions_of("tests.bench.call_path", args)
 
 
-def instructions(count: int, harness: bool) -> tuple[float, float]:
+def instructions(count: int, harness: bool, media: str = "none") -> tuple[float, float]:
     """(instructions per call, linearity): see the module docstring."""
-    base = _instructions_of(0, harness)
-    once = _instructions_of(count, harness)
-    twice = _instructions_of(2 * count, harness)
+    base = _instructions_of(0, harness, media)
+    once = _instructions_of(count, harness, media)
+    twice = _instructions_of(2 * count, harness, media)
     return (twice - once) / count, (once - base) / max(1, twice - once)
 
 
-def microseconds(count: int, repeat: int) -> float:
+def microseconds(count: int, repeat: int, media: str = "none") -> float:
     """Best of `repeat` timed runs of `count` calls (then past every timer), per call."""
     best = float("inf")
     for _ in range(repeat):
-        bench = Bench()
+        bench = Bench(media=media)
         bench.call()
         start = time.perf_counter()
         for _ in range(count):
@@ -280,20 +311,26 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000, help="calls per timed run, and N")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs, the best counts")
     parser.add_argument("--instructions", action="store_true", help="also count instructions")
+    parser.add_argument(
+        "--media",
+        choices=("none", "held-off"),
+        default="none",
+        help="no mediad client (default), or one held off as unreachable",
+    )
     parser.add_argument("--worker", type=int, metavar="COUNT", help=argparse.SUPPRESS)
     parser.add_argument("--harness", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        run(args.worker, args.harness)
+        run(args.worker, args.harness, args.media)
         return
-    us = microseconds(args.count, args.repeat)
+    us = microseconds(args.count, args.repeat, args.media)
     print(
         f"python {sys.version.split()[0]}: one call (7 datagrams in, 7 out), best of "
-        f"{args.repeat} runs of {args.count} calls"
+        f"{args.repeat} runs of {args.count} calls, media {args.media}"
     )
     print(f"  {us:,.1f} µs per call (timed, this machine's load moves it)", flush=True)
     if args.instructions:
-        per, linearity = instructions(args.count, False)
+        per, linearity = instructions(args.count, False, args.media)
         own, own_linearity = instructions(args.count, True)
         print(f"  {per:,.0f} instructions per call (linearity {linearity:.2f})")
         print(f"  {own:,.0f} of them the driver's own (linearity {own_linearity:.2f})")

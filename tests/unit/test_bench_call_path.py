@@ -8,15 +8,21 @@ work on canned datagrams without the stack.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bench.call_path import Bench, Harness
 
 
-def test_calls_go_through_and_leave_nothing() -> None:
-    bench = Bench(tune_gc=False)  # this process's collector stays as pytest has it
+@pytest.mark.parametrize("media", ["none", "held-off"])
+def test_calls_go_through_and_leave_nothing(media: str) -> None:
+    bench = Bench(tune_gc=False, media=media)  # this process's collector stays as pytest has it
     for _ in range(20):
         bench.call()
     assert bench.b2bua.stats.answered == 20
     bench.settle()
+    if media == "held-off":  # each call's offer went unanchored at once, no task started
+        stats = bench.b2bua.media.stats
+        assert stats.unanchored == {"unreachable": 20} and not bench.b2bua.media._tasks
 
 
 def test_the_harness_alone_needs_no_stack() -> None:
