@@ -387,21 +387,25 @@ def test_finished_calls_are_freed_by_reference_counting(
     check(Stack(tmp_path))
 
 
-@pytest.mark.parametrize("mediad", ["up", "down", "absent"])
+@pytest.mark.parametrize("mediad", ["up", "down", "absent", "down-every-call", "absent-every-call"])
 def test_finished_calls_with_media_anchoring_are_freed(
     tmp_path: Path, collector_off: None, mediad: str
 ) -> None:
     """mediad answering (a fake), refusing every request, or no socket at all (the real
-    client: what a benchmark without mediad runs)."""
+    client: what a benchmark without mediad runs). A dead mediad is held off after the first
+    failure, so most calls then skip it; `-every-call`: no hold-off, each call's requests fail
+    (the error kept as an outcome must not hold the frame that keeps it)."""
     loop = asyncio.new_event_loop()
     backend: MediaBackend
-    if mediad == "absent":
+    if mediad.startswith("absent"):
         backend = MediaClient(tmp_path / "no-mediad.sock")
     else:
         backend = FakeMediad()
-        backend.down = mediad == "down"
+        backend.down = mediad.startswith("down")
     try:
         sipd = Stack(tmp_path, backend, loop)
+        if mediad.endswith("-every-call"):
+            sipd.b2bua.media.holding_off = lambda: False  # type: ignore[method-assign]
         check(sipd)
         stats = sipd.b2bua.media.stats
         if mediad == "up":  # anchored (a watchdog per answered call), and all deleted

@@ -21,10 +21,8 @@ and nothing is queued, `then` runs at once, in the caller's stack; else the call
 `media_queue.MediaQueue` runs it after the work, in order.
 
 When mediad is unreachable or refuses a stream, the call proceeds unanchored for that stream
-(carriers expect calls to complete) and `sipedge_media_unanchored_total{reason}` counts it;
-the exception is a leg that must be encrypted: the relay is the only thing that can encrypt,
-so the attempt fails (503, switching decides) instead of sending clear media to a peer that
-expects ciphertext.
+(`sipedge_media_unanchored_total{reason}`), except a leg that must be encrypted: only the relay
+encrypts, so the attempt fails (503, switching decides) rather than send clear media.
 
 Every SDP first goes through `media_policy.check_sdp` (refused `c=`, stream cap). A refused SDP
 is never forwarded: `then` gets None, as for the encrypted leg, and `refusal(attempt)` says why.
@@ -36,9 +34,8 @@ Mediad ids are claimed at the `Reconciler` before their offer is sent, released 
 while an attempt is in setup; the RTP timeout and the maximum call duration are watched by
 `sipedge.calls.watchdog` from the answer on.
 
-Owns: `CallMedia` (one call's sessions and FIFO), `MediaEvents`; `media_service.MediaService`
-is the B2BUA's side (client, counters, reconciler, hold-off); what either uses of mediad's
-client is `media_backend.MediaBackend`.
+Owns: `CallMedia` (one call's sessions and FIFO), `MediaEvents`; the B2BUA's side is
+`media_service.MediaService`; what either uses of mediad's client is `media_backend.MediaBackend`.
 Must not: send SIP, decide switching, or import `calls.call` / `calls.service`: it reports to
 its call through `MediaEvents`, which `Call` implements. Nor hold that call strongly: the call
 owns its `CallMedia`, a strong link back would be a cycle.
@@ -334,7 +331,7 @@ class CallMedia:
                     )
                 )
             except MediaError as exc:
-                outcomes[stream.index] = exc
+                outcomes[stream.index] = _kept(exc)
                 if exc.code == FAMILY_UNAVAILABLE:
                     break  # the offer is refused: no stream after it is asked for
         return self._offered(session, leg, body, sdp, outcomes, required)
@@ -433,7 +430,7 @@ class CallMedia:
                     )
                 )
             except MediaError as exc:
-                outcomes[stream.index] = exc
+                outcomes[stream.index] = _kept(exc)
         return self._answered(session, leg, body, sdp, outcomes)
 
     def _answer_held_off(self, session: Session, leg: str, body: bytes) -> bytes | None:
@@ -500,15 +497,13 @@ class CallMedia:
                 await self.service.request(backend.delete(session.mediad_id(stream)))
                 outcomes[stream] = None
             except MediaError as exc:
-                outcomes[stream] = exc
-        self._deleted(session, outcomes)
-        return None
+                outcomes[stream] = _kept(exc)
+        return self._deleted(session, outcomes)
 
     def _delete_held_off(self, session: Session) -> bytes | None:
-        self._deleted(session, dict.fromkeys(sorted(session.streams), HELD_OFF))
-        return None
+        return self._deleted(session, dict.fromkeys(sorted(session.streams), HELD_OFF))
 
-    def _deleted(self, session: Session, outcomes: dict[int, MediaError | None]) -> None:
+    def _deleted(self, session: Session, outcomes: dict[int, MediaError | None]) -> bytes | None:
         for stream, error in outcomes.items():
             if error is None:
                 self.service.stats.sessions_deleted += 1
@@ -517,6 +512,7 @@ class CallMedia:
             # Not deleted (mediad unreachable, say): released all the same, so the next
             # reconciliation deletes it as an orphan instead of touching it forever.
             self.service.reconciler.release(session.mediad_id(stream))
+        return None  # a delete gives no SDP
 
     # -- facts from the relay -----------------------------------------------------------------
     def watch_rtp_start(self, attempt: Attempt) -> None:
@@ -585,6 +581,11 @@ class CallMedia:
 
 def _ignore(body: bytes | None) -> None:
     return None
+
+
+def _kept(exc: MediaError) -> MediaError:
+    # A copy without the traceback, which holds the frame that holds the outcomes: a cycle.
+    return MediaError(exc.code, exc.reason, exc.status)
 
 
 def _anchorable(sdp: Sdp) -> list[Stream]:
