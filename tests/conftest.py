@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,12 +15,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from sipedge.gcwatch.heap import ALLOCATOR_ENV
+
+if TYPE_CHECKING:
+    from sipedge.calls.media_service import MediaService
 
 REPO = Path(__file__).resolve().parent.parent
 # The RFC 4475 torture messages live in shared/ beside the checkout (CI's fresh clone has it
@@ -189,6 +193,18 @@ def make_config(
     if extra:
         config.update(extra)
     return config
+
+
+async def hold_off(service: MediaService) -> None:
+    """Put `service` into its unreachable hold-off as sipd gets there, by one request that its
+    backend fails `unreachable`, and keep it there (its clock stands still)."""
+    from sipedge.media.client import MediaError
+
+    assert service.backend is not None
+    service.clock = lambda: 0.0
+    with contextlib.suppress(MediaError):
+        await service.request(service.backend.query("probe"))
+    assert service.holding_off()
 
 
 def api_token(config: dict[str, Any], key: str = "token") -> str | None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import re
 import sys
@@ -48,7 +47,7 @@ from sipedge.media.client import MediaError
 from sipedge.sip.transaction import MAX_INVITE_PENDING
 from sipedge.sip.transport.udp import UdpTransport
 from tests.bench.callgrind import instructions_of
-from tests.conftest import gateway, make_config
+from tests.conftest import gateway, hold_off, make_config
 from tests.unit.test_transaction import FakeClock
 
 CALLER = ("127.0.0.1", 5070)
@@ -140,10 +139,7 @@ class DeadMediad:
 def held_off_media() -> MediaService:
     """A MediaService held off after one failed request, for good (its clock stands still)."""
     service = MediaService(DeadMediad())  # type: ignore[arg-type]
-    service.clock = lambda: 0.0
-    with contextlib.suppress(MediaError):
-        asyncio.run(service.request(DeadMediad().query("probe")))
-    assert service.holding_off()
+    asyncio.run(hold_off(service))
     return service
 
 

@@ -18,7 +18,7 @@ import pytest
 from sipedge.calls.media_service import MediaService
 from sipedge.calls.service import media_policy
 from sipedge.sip.message import Request, Response, make_response, parse_message
-from tests.conftest import gateway, make_config
+from tests.conftest import gateway, hold_off, make_config
 from tests.unit.test_media_reconcile import FakeMediad, invite, settle
 from tests.unit.test_session_timer_call import CALLER, GW, Edge
 
@@ -28,7 +28,9 @@ GW_SDP = (
 )
 
 
-def edge_down(tmp: Path, held_off: bool, *, encrypted: bool = False) -> tuple[Edge, FakeMediad]:
+async def edge_down(
+    tmp: Path, held_off: bool, *, encrypted: bool = False
+) -> tuple[Edge, FakeMediad]:
     """An edge whose mediad is down; `held_off`: as after a failed request (else never)."""
     data = make_config(
         tmp,
@@ -42,10 +44,7 @@ def edge_down(tmp: Path, held_off: bool, *, encrypted: bool = False) -> tuple[Ed
     fake.down = True
     service = MediaService(fake, policy=media_policy(edge.b2bua.config.media))
     if held_off:
-        service.clock = lambda: 0.0
-        service._skip_until = 1.0
-        service.reconciler.reachable = False
-        assert service.holding_off()
+        await hold_off(service)
     else:
         service.holding_off = lambda: False  # type: ignore[method-assign]
     edge.b2bua.media = service
@@ -102,8 +101,8 @@ async def whole_call(edge: Edge) -> dict[str, Any]:
 
 def test_a_held_off_call_ends_as_a_queued_one_without_a_task(tmp_path: Path) -> None:
     async def main() -> tuple[dict[str, Any], dict[str, Any]]:
-        held, _ = edge_down(tmp_path / "held", held_off=True)
-        queued, _ = edge_down(tmp_path / "queued", held_off=False)
+        held, _ = await edge_down(tmp_path / "held", held_off=True)
+        queued, _ = await edge_down(tmp_path / "queued", held_off=False)
         return await whole_call(held), await whole_call(queued)
 
     (tmp_path / "held").mkdir()
@@ -123,7 +122,7 @@ def test_an_encrypted_leg_held_off_fails_the_attempt_as_before(
     tmp_path: Path, held_off: bool
 ) -> None:
     async def main() -> None:
-        edge, _ = edge_down(tmp_path, held_off, encrypted=True)
+        edge, _ = await edge_down(tmp_path, held_off, encrypted=True)
         edge.feed(invite(), CALLER)
         await settle()
         assert edge.requests("INVITE", GW) == []  # no clear media toward an encrypted peer
@@ -136,7 +135,7 @@ def test_an_encrypted_leg_held_off_fails_the_attempt_as_before(
 
 def test_a_held_off_delete_releases_the_ids_at_once(tmp_path: Path) -> None:
     async def main() -> None:
-        edge, fake = edge_down(tmp_path, held_off=False)
+        edge, fake = await edge_down(tmp_path, held_off=False)
         fake.down = False  # the call is anchored while mediad is up
         edge.feed(invite(), CALLER)
         await settle()
@@ -149,9 +148,7 @@ def test_a_held_off_delete_releases_the_ids_at_once(tmp_path: Path) -> None:
         fake.down = True  # then mediad goes away and the hold-off starts
         service = edge.b2bua.media
         del service.holding_off  # the class's own again
-        service.clock = lambda: 0.0
-        service._skip_until = 1.0
-        service.reconciler.reachable = False
+        await hold_off(service)
         (ok,) = edge.responses(200, CALLER)
         before = set(service._tasks)  # the call's RTP watchdog
         edge.feed(bye_from_caller(ok), CALLER)

@@ -67,7 +67,7 @@ from sipedge.calls.media_reconcile import is_gone
 from sipedge.calls.media_service import HELD_OFF_REASON, MediaService
 from sipedge.calls.media_session import CALLEE, CALLER, LegCrypto, Session, WatchSettings, other
 from sipedge.media.client import FAMILY_UNAVAILABLE, MediaError, RelayAddress
-from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, Stream, family, is_sdp, parse, rewrite
+from sipedge.sip.sdp import RelayEndpoint, Sdp, SdpError, family, is_sdp, parse, rewrite
 
 if TYPE_CHECKING:
     from sipedge.config import Parameters
@@ -313,16 +313,16 @@ class CallMedia:
             return body
         crypto = session.crypto[leg]
         outcomes: Outcomes = {}
-        for stream in _anchorable(sdp):
-            mediad_id = session.mediad_id(stream.index)
+        for index, address, port in _anchorable(sdp):
+            mediad_id = session.mediad_id(index)
             self.service.reconciler.claim(mediad_id)  # before the offer leaves: see reconcile
             try:
-                outcomes[stream.index] = await self.service.request(
+                outcomes[index] = await self.service.request(
                     backend.offer(
                         mediad_id,
                         leg,
-                        stream.address or "",
-                        stream.port,
+                        address,
+                        port,
                         crypto.encrypted,
                         crypto.mode if crypto.encrypted else None,
                         crypto.key if crypto.encrypted else None,
@@ -331,7 +331,7 @@ class CallMedia:
                     )
                 )
             except MediaError as exc:
-                outcomes[stream.index] = _kept(exc)
+                outcomes[index] = _kept(exc)
                 if exc.code == FAMILY_UNAVAILABLE:
                     break  # the offer is refused: no stream after it is asked for
         return self._offered(session, leg, body, sdp, outcomes, required)
@@ -343,7 +343,7 @@ class CallMedia:
         if sdp is None:
             return body
         # no claim: the failed offer would release it (a stream created before keeps its own)
-        outcomes: Outcomes = {stream.index: HELD_OFF for stream in _anchorable(sdp)}
+        outcomes: Outcomes = {index: HELD_OFF for index, _, _ in _anchorable(sdp)}
         return self._offered(session, leg, body, sdp, outcomes, required)
 
     def _offered(
@@ -411,17 +411,17 @@ class CallMedia:
         crypto = session.crypto[leg]
         offerer = other(leg)
         outcomes: Outcomes = {}
-        for stream in _anchorable(sdp):
-            if stream.index not in session.streams:
+        for index, address, port in _anchorable(sdp):
+            if index not in session.streams:
                 continue  # the offer of this stream was not anchored: leave it alone
             try:
-                outcomes[stream.index] = await self.service.request(
+                outcomes[index] = await self.service.request(
                     backend.answer(
-                        session.mediad_id(stream.index),
+                        session.mediad_id(index),
                         offerer,
                         leg,
-                        stream.address or "",
-                        stream.port,
+                        address,
+                        port,
                         crypto.encrypted,
                         crypto.mode if crypto.encrypted else None,
                         crypto.key if crypto.encrypted else None,
@@ -430,7 +430,7 @@ class CallMedia:
                     )
                 )
             except MediaError as exc:
-                outcomes[stream.index] = _kept(exc)
+                outcomes[index] = _kept(exc)
         return self._answered(session, leg, body, sdp, outcomes)
 
     def _answer_held_off(self, session: Session, leg: str, body: bytes) -> bytes | None:
@@ -438,7 +438,7 @@ class CallMedia:
         if sdp is None:
             return body
         outcomes: Outcomes = {
-            stream.index: HELD_OFF for stream in _anchorable(sdp) if stream.index in session.streams
+            index: HELD_OFF for index, _, _ in _anchorable(sdp) if index in session.streams
         }
         return self._answered(session, leg, body, sdp, outcomes)
 
@@ -588,10 +588,10 @@ def _kept(exc: MediaError) -> MediaError:
     return MediaError(exc.code, exc.reason, exc.status)
 
 
-def _anchorable(sdp: Sdp) -> list[Stream]:
-    """The streams of an SDP that the relay anchors: enabled, with an IPv4/IPv6 address."""
+def _anchorable(sdp: Sdp) -> list[tuple[int, str, int]]:
+    """(index, address, port) of each stream the relay anchors: enabled, IPv4/IPv6 address."""
     return [
-        s
+        (s.index, s.address, s.port)
         for s in sdp.streams
         if not s.disabled and s.address is not None and s.address_type in FAMILIES
     ]
