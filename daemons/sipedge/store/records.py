@@ -3,17 +3,17 @@
 Owns: `CallRecord` and `AttemptRecord` (one CDR and its attempts), `Binding` (one
 registration of an endpoint account) and `RemoteBinding` (another edge's, read from a shared
 database: docs/fleet.md).
-Must not: import anything from sipedge, open files or sockets. The records carry only trivial
-views of themselves (`duration`, `live`, `to_json`); rules about them live with their users
-(`sipedge.calls`, `sipedge.registrar`).
+Must not: import anything from sipedge but its leaves (`typedefs`, `entropy`), open files or
+sockets. The records carry only trivial views of themselves (`duration`, `live`, `to_json`);
+rules about them live with their users (`sipedge.calls`, `sipedge.registrar`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
-from uuid import uuid4
 
+from sipedge.entropy import random_uuid
 from sipedge.typedefs import Addr
 
 
@@ -61,7 +61,7 @@ class CallRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     # The CDR's idempotent key, made when the call is: a backend that may be handed the same
     # record twice (the PostgreSQL spool after a crash) keeps it once.
-    uuid: str = field(default_factory=lambda: str(uuid4()))
+    uuid: str = field(default_factory=random_uuid)
 
     @property
     def duration(self) -> float:
