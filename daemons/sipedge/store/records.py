@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sipedge.entropy import random_uuid
+from sipedge.entropy import time_ordered_uuid
 from sipedge.typedefs import Addr
 
 
@@ -60,8 +60,9 @@ class CallRecord:
     switch_stop_reason: str = ""
     attempts: list[AttemptRecord] = field(default_factory=list)
     # The CDR's idempotent key, made when the call is: a backend that may be handed the same
-    # record twice (the PostgreSQL spool after a crash) keeps it once.
-    uuid: str = field(default_factory=random_uuid)
+    # record twice (the PostgreSQL spool after a crash) keeps it once. In time order (UUID
+    # version 7), so that the unique index on it grows at its end (`entropy`).
+    uuid: str = field(default_factory=time_ordered_uuid)
 
     @property
     def duration(self) -> float:

@@ -124,6 +124,18 @@ def row_of(record: CallRecord) -> tuple[Any, ...]:
     )
 
 
+def open_for_writing(path: Path, durable: bool) -> sqlite3.Connection:
+    """The writer's connection to a CDR database, as the store (and `tests.bench.cdr_insert`)
+    use it: WAL, FULL or NORMAL sync, a bounded page cache. Not migrated."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new database
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    return db
+
+
 def used_bytes(db: sqlite3.Connection) -> int:
     page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
     pages = int(db.execute("PRAGMA page_count").fetchone()[0])
@@ -146,12 +158,7 @@ class SqliteCdrStore:
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / name
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new database
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
-        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db = open_for_writing(self.path, durable)
         try:
             migrate_sqlite(db, str(self.path), MIGRATIONS, apply=migrate)
         except BaseException:
