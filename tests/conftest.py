@@ -42,6 +42,23 @@ RFC4475 = next(
 BIN = Path(sys.executable).parent
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale build: setup.py compiles the SIP message layer in place (mypyc),
+    and Python imports a module's .so before its .py, so an edited .py would go untested."""
+    stale = [
+        str(so.relative_to(REPO))
+        for so in (REPO / "daemons" / "sipedge").rglob("*.so")
+        if (py := so.with_name(so.name.split(".", 1)[0] + ".py")).exists()
+        and py.stat().st_mtime > so.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(
+            f"compiled modules older than their source: {', '.join(stale)}; run `make setup`"
+            " (it rebuilds them)",
+            returncode=4,
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Root-only tests must run where we are root (CI is); elsewhere they skip and say why."""
     if os.geteuid() == 0:

@@ -138,8 +138,9 @@ class Headers:
 
     @classmethod
     def _from_lists(cls, names: list[str], values: list[str]) -> Headers:
-        # Parser fast path: the lists are already canonical and clean.
-        h = cls.__new__(cls)
+        # Parser fast path: the lists are already canonical and clean. (Not cls.__new__:
+        # mypyc, which compiles this module, does not build that call.)
+        h = cls()
         h._names = names
         h._values = values
         return h

@@ -38,6 +38,7 @@ from sipedge.media import MediaClient
 from sipedge.natd import open_udp_retrying
 from sipedge.registrar import RegistrarComponent
 from sipedge.resolver import DnsResolver
+from sipedge.sip import message as sip_message
 from sipedge.sip.limits import SipLimits
 from sipedge.sip.message import Request, Response
 from sipedge.sip.transport import (
@@ -256,13 +257,14 @@ class SipDaemonBase:
         site = web.TCPSite(self._runner, api.host, api.port, ssl_context=self._tls)
         await site.start()
         log.info(
-            "sipedge-sipd %s: SIP on %s; API on %s://%s:%s (%s)",
+            "sipedge-sipd %s: SIP on %s; API on %s://%s:%s (%s; SIP message layer %s)",
             __version__,
             ", ".join(transports.describe()),
             "https" if self._tls is not None else "http",
             f"[{api.host}]" if ":" in api.host else api.host,
             api.port,
             "open: no token" if self._policy.open else "tokens required",
+            "compiled" if compiled(sip_message) else "pure Python",  # setup.py: mypyc
         )
 
     async def _open_transports(self) -> Transports:
@@ -551,3 +553,8 @@ class SipDaemonBase:
         if self.cdrs is not None:
             self.cdrs.close()  # commits the CDRs still queued (bounded wait), stops the writer
         self.gc_watch.uninstall()
+
+
+def compiled(module: object) -> bool:
+    """True if `module` was built to a C extension (setup.py compiles the message layer)."""
+    return str(getattr(module, "__file__", "")).endswith(".so")

@@ -1,0 +1,43 @@
+"""The SIP message layer runs compiled (setup.py: mypyc), as the wheel ships it, unless the
+venv was built with SIPEDGE_PURE=1; and sipd can tell which it runs."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import types
+from pathlib import Path
+
+import pytest
+
+from sipedge.sipd.daemon import compiled
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compiled_names() -> list[str]:
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
+            names = ast.literal_eval(node.value)
+            assert isinstance(names, tuple)
+            return list(names)
+    raise AssertionError("setup.py has no COMPILED")
+
+
+def test_the_message_layer_is_compiled() -> None:
+    if os.environ.get("SIPEDGE_PURE") == "1":
+        pytest.skip("SIPEDGE_PURE=1: the venv was built without mypyc")
+    names = compiled_names()
+    assert "message" in names and "transaction" not in names  # see setup.py's docstring
+    for name in names:
+        module = importlib.import_module(f"sipedge.sip.{name}")
+        assert compiled(module), f"sipedge.sip.{name} runs as {module.__file__}"
+
+
+def test_compiled_tells_a_c_extension_from_python() -> None:
+    assert compiled(types.SimpleNamespace(__file__="/x/message.cpython-311-x86_64-linux-gnu.so"))
+    assert not compiled(types.SimpleNamespace(__file__="/x/message.py"))
+    assert not compiled(types.SimpleNamespace())
+    assert not compiled(importlib.import_module("sipedge.sip.transaction"))
