@@ -37,8 +37,9 @@ def time_ordered_uuid(unix_ms: int | None = None) -> str:
     Why not version 4: a CDR's uuid is a unique index (SQLite's and the PostgreSQL server's),
     and random keys land on a random page of it each, so every transaction of a few CDRs
     rewrites a few random pages, more of them as the table grows beyond the page cache; keys in
-    time order land on the index's last page (docs/performance.md: 12-13 -> 7 µs per CDR on a
-    new table, 22-23 -> 8 µs with 200,000 rows). The time in it is not a secret: the CDR holds
+    time order land on the index's last page (`tests.bench.cdr_insert`: half the WAL pages per
+    CDR, and 15 -> 10 µs of CPU on a new table, 27 -> 9 µs with a million rows; the figures are
+    in docs/performance.md). The time in it is not a secret: the CDR holds
     the call's times anyway. Within one millisecond the keys are unordered, which costs a
     B-tree nothing."""
     if unix_ms is None:
