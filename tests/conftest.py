@@ -43,8 +43,8 @@ BIN = Path(sys.executable).parent
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Refuse to test a stale build: setup.py compiles the SIP message layer in place (mypyc),
-    and Python imports a module's .so before its .py, so an edited .py would go untested."""
+    """Refuse to test a stale build: setup.py compiles sipd's hot modules in place (mypyc), and
+    Python imports a module's .so before its .py, so an edited .py would go untested."""
     stale = [
         str(so.relative_to(REPO))
         for so in (REPO / "daemons" / "sipedge").rglob("*.so")

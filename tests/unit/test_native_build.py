@@ -1,5 +1,5 @@
-"""The SIP message layer runs compiled (setup.py: mypyc), as the wheel ships it, unless the
-venv was built with SIPEDGE_PURE=1; and sipd can tell which it runs."""
+"""sipd's hot modules run compiled (setup.py: mypyc), as the wheel ships them, unless the venv
+was built with SIPEDGE_PURE=1; and sipd can tell which it runs."""
 
 from __future__ import annotations
 
@@ -26,18 +26,20 @@ def compiled_names() -> list[str]:
     raise AssertionError("setup.py has no COMPILED")
 
 
-def test_the_message_layer_is_compiled() -> None:
+def test_the_hot_modules_are_compiled() -> None:
     if os.environ.get("SIPEDGE_PURE") == "1":
         pytest.skip("SIPEDGE_PURE=1: the venv was built without mypyc")
     names = compiled_names()
-    assert "message" in names and "transaction" not in names  # see setup.py's docstring
+    assert {"sip/message", "sip/transaction", "calls/service"} <= set(names)
+    # see setup.py's docstring: weakly referenced (Call); functions replaced by tests (intake)
+    assert "calls/call" not in names and "sip/transport/intake" not in names
     for name in names:
-        module = importlib.import_module(f"sipedge.sip.{name}")
-        assert compiled(module), f"sipedge.sip.{name} runs as {module.__file__}"
+        module = importlib.import_module("sipedge." + name.replace("/", "."))
+        assert compiled(module), f"sipedge.{name} runs as {module.__file__}"
 
 
 def test_compiled_tells_a_c_extension_from_python() -> None:
     assert compiled(types.SimpleNamespace(__file__="/x/message.cpython-311-x86_64-linux-gnu.so"))
     assert not compiled(types.SimpleNamespace(__file__="/x/message.py"))
     assert not compiled(types.SimpleNamespace())
-    assert not compiled(importlib.import_module("sipedge.sip.transaction"))
+    assert not compiled(importlib.import_module("sipedge.calls.call"))

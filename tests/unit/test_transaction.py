@@ -20,6 +20,7 @@ from sipedge.sip.transaction import (
     State,
     TransactionLayer,
 )
+from sipedge.sip.transport.destination import Destination
 
 GAPS = (0.5, 1.0, 2.0, 4.0, 4.0)
 PEER = ("127.0.0.1", 5070)
@@ -545,4 +546,20 @@ def test_compact_rebuilds_the_tables_at_their_present_size_in_place() -> None:
 
 
 def _none(*args: object) -> None:
+    return None
+
+
+def test_a_destination_keeps_its_transport_through_the_layer() -> None:
+    # setup.py compiles this layer with `Addr` as Any so that an address stays the object it
+    # was: a Destination unboxed to a plain (host, port) would go out over UDP.
+    _clock, rec, layer = make_layer()
+    over_tls = Destination("127.0.0.1", 5061, "tls", connection=7)
+    layer.receive(request("OPTIONS"), over_tls)
+    rec.requests[0].respond(make_response(rec.requests[0].request, 200, to_tag="me"))
+    layer.start_client(request("OPTIONS", branch="z9hG4bKout"), over_tls, _ignore, _ignore)
+    for _, _, sent_to in rec.sent:
+        assert sent_to is over_tls
+
+
+def _ignore(*_: object) -> None:
     return None

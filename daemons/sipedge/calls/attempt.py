@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sipedge.calls.carrier_auth import ANSWERED, CarrierCredentials
 from sipedge.calls.switching import AttemptTracker, StopReason, SwitchingPolicy
+from sipedge.config import RoutingGateway
 from sipedge.sip.dialog import Dialog
 from sipedge.sip.message import Request
 from sipedge.sip.timers import TimerHandle
@@ -22,9 +22,6 @@ from sipedge.sip.transaction import InviteClientTransaction
 from sipedge.sip.transport.destination import destination_for
 from sipedge.store import AttemptRecord
 from sipedge.typedefs import Addr
-
-if TYPE_CHECKING:
-    from sipedge.config import RoutingGateway
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from sipedge.sip.message import (
     new_branch,
     parse_name_addr,
 )
-
-Addr = tuple[str, int]
+from sipedge.typedefs import Addr
 
 
 @dataclass
