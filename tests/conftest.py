@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -350,20 +350,35 @@ def self_signed_cert(directory: Path, name: str = "api") -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def start_sipd(tmp: Path, config: dict[str, Any], name: str = "sipd") -> Sipd:
+def spawn_sipd(
+    tmp: Path,
+    config: dict[str, Any],
+    name: str = "sipd",
+    env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """sipedge-sipd started on `config` (written to tmp/NAME.yaml, its output to tmp/NAME.log)
+    with the environment its systemd unit gives it, plus `env`, and `wrapper` before the
+    command (an emulator, say); (process, config path, log path). Waits for nothing."""
     config_path = tmp / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp / f"{name}.log"
-    sip_port = int(config["sip"]["listen"][0].rsplit(":", 1)[1])
-    api_port = int(config["api"]["listen"].rsplit(":", 1)[1])
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(BIN / "sipedge-sipd"), "--config", str(config_path)],
+            [*wrapper, str(BIN / "sipedge-sipd"), "--config", str(config_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **ALLOCATOR_ENV},  # as its systemd unit starts it
+            env={**os.environ, **ALLOCATOR_ENV, **(env or {})},
         )
+    return proc, config_path, log_path
+
+
+def start_sipd(tmp: Path, config: dict[str, Any], name: str = "sipd") -> Sipd:
+    """sipedge-sipd started on `config` and answering /healthz (bounded: 15 s)."""
+    proc, config_path, log_path = spawn_sipd(tmp, config, name)
+    sip_port = int(config["sip"]["listen"][0].rsplit(":", 1)[1])
+    api_port = int(config["api"]["listen"].rsplit(":", 1)[1])
     tls = client_tls(config)
     sipd = Sipd(config_path, sip_port, api_port, proc, log_path, api_token(config), tls)
     deadline = time.monotonic() + 15

@@ -20,21 +20,16 @@ its emulated kernel and disk on top. `--tcg` needs Debian's `qemu-user-static`
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from sipedge.gcwatch.heap import ALLOCATOR_ENV
 from tests.bench.sip_cps import stop_process
-from tests.conftest import BIN, REPO, free_port, gateway, make_config
+from tests.conftest import REPO, free_port, gateway, make_config, spawn_sipd
 
 # Debian's qemu-user-static: not installed by `make setup` (370 MB for a measurement tool).
 QEMU = "qemu-x86_64-static"
@@ -42,29 +37,18 @@ READY_TIMEOUT = 120.0  # seconds: a start that takes longer is a failure, not a 
 
 
 def start_to_ready(pythonpath: str, tcg: bool) -> float:
-    """Seconds from exec to READY=1 of one sipd run from `pythonpath` (stopped after)."""
+    """Seconds from starting one sipd run from `pythonpath` to its READY=1 (stopped after)."""
     with tempfile.TemporaryDirectory(prefix="sipedge-start-") as name:
         tmp = Path(name)
         config = make_config(
             tmp, free_port(), free_port(socket.SOCK_STREAM), [gateway("gw1", 5090)]
         )
-        config_path = tmp / "sipd.yaml"
-        config_path.write_text(yaml.safe_dump(config))
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(tmp / "notify"))
         notify.settimeout(READY_TIMEOUT)
-        command = [sys.executable, str(BIN / "sipedge-sipd"), "--config", str(config_path)]
-        if tcg:
-            command.insert(0, QEMU)
-        env = {
-            **os.environ,
-            **ALLOCATOR_ENV,
-            "PYTHONPATH": pythonpath,
-            "NOTIFY_SOCKET": str(tmp / "notify"),
-        }
-        with (tmp / "sipd.log").open("wb") as log:
-            began = time.monotonic()
-            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        env = {"PYTHONPATH": pythonpath, "NOTIFY_SOCKET": str(tmp / "notify")}
+        began = time.monotonic()
+        proc, _, _ = spawn_sipd(tmp, config, env=env, wrapper=[QEMU, sys.executable] if tcg else [])
         try:
             while True:
                 try:

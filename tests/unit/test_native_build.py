@@ -7,13 +7,11 @@ import ast
 import importlib
 import os
 import types
-from pathlib import Path
 
 import pytest
 
 from sipedge.sipd.daemon import compiled
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def compiled_names() -> list[str]:
