@@ -556,10 +556,7 @@ def test_a_destination_keeps_its_transport_through_the_layer() -> None:
     over_tls = Destination("127.0.0.1", 5061, "tls", connection=7)
     layer.receive(request("OPTIONS"), over_tls)
     rec.requests[0].respond(make_response(rec.requests[0].request, 200, to_tag="me"))
-    layer.start_client(request("OPTIONS", branch="z9hG4bKout"), over_tls, _ignore, _ignore)
+    layer.start_client(request("OPTIONS", branch="z9hG4bKout"), over_tls, _none, _none)
+    assert len(rec.sent) == 2  # the 200, then the request
     for _, _, sent_to in rec.sent:
         assert sent_to is over_tls
-
-
-def _ignore(*_: object) -> None:
-    return None
