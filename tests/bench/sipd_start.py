@@ -3,7 +3,8 @@
 The appliance's boot is measured by the `vm` Molecule scenario under QEMU's TCG (this machine
 has no KVM): a boot takes minutes and spreads by several seconds. This starts sipd from one or
 more builds of the package in turn, each with a demo config on loopback, and times it from
-exec to its systemd readiness (`READY=1` on `NOTIFY_SOCKET`, as its unit waits for), either
+its start (the config written, then exec: well under a millisecond apart) to its systemd
+readiness (`READY=1` on `NOTIFY_SOCKET`, as its unit waits for), either
 natively or under `qemu-x86_64-static` (QEMU's user mode: the same translator as the VM's,
 without the emulated machine around it). So a change to what sipd does at start, such as a
 compiled module, can be compared in seconds, several times, in alternation.

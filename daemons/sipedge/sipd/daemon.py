@@ -556,5 +556,5 @@ class SipDaemonBase:
 
 
 def compiled(module: object) -> bool:
-    """True if `module` was built to a C extension (setup.py compiles the message layer)."""
+    """True if `module` was built to a C extension (setup.py compiles sipd's hot modules)."""
     return str(getattr(module, "__file__", "")).endswith(".so")
