@@ -46,6 +46,7 @@ COMPILED = (
     "calls/media_link",
     "calls/attempt",
     "calls/in_dialog",
+    "calls/call",
 )
 
 

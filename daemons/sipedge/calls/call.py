@@ -125,7 +125,7 @@ class Call:
         self.media = self.b2bua.media_for(self)
         self.session_settings = self.b2bua.session_timers
         self.timers = LegTimers(self, self.b2bua, self.session_settings)
-        self.forwarder = Forwarder(self, self.b2bua, self.media, self.timers)
+        self.forwarder = Forwarder(self.b2bua, self.media, self.timers)
 
     @property
     def id(self) -> str:
@@ -501,7 +501,7 @@ class Call:
                 lambda body: self._ack_gateway(attempt, body or b"", content_type),
             )
             return
-        self.forwarder.forward_ack(leg, ack)  # the ACK of a forwarded re-INVITE
+        self.forwarder.forward_ack(self, leg, ack)  # the ACK of a forwarded re-INVITE
 
     def _on_caller_ack_timeout(self, tx: InviteServerTransaction) -> None:
         if self.state is CallState.CONFIRMED and not self.caller_acked:
@@ -541,7 +541,7 @@ class Call:
                 out.headers.add("Min-SE", str(negotiated.min_se))
                 tx.respond(out)
                 return
-        self.forwarder.forward(leg, tx)
+        self.forwarder.forward(self, leg, tx)
 
     def _send_bye(self, dialog: Dialog) -> None:
         host, port = self.b2bua.via_for(dialog.destination[0])

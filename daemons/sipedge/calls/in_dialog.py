@@ -13,13 +13,13 @@ of each forwarded re-INVITE awaiting its ACK).
 Must not: answer BYE, check CSeq order or end the call (that is `calls.call`, which hands over
 only what is to be forwarded), or import `calls.call` / `calls.service`: it reads its call
 through `ForwardingCall` (`Call` implements it) and sends through `ForwardingHost` (`B2BUA`).
-Must not hold its call strongly: the call owns its `Forwarder` (a strong link back would be a
-reference cycle); a forwarded request's transaction holds the call until its final is relayed.
+Must not keep its call: the call owns its `Forwarder` (a link back would be a reference
+cycle) and hands itself in with each request; a forwarded request's transaction holds the call
+until its final is relayed.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,25 +64,17 @@ class PendingRequest:
 class Forwarder:
     """In-dialog requests of one call, from either leg to the other."""
 
-    def __init__(
-        self, call: ForwardingCall, host: ForwardingHost, media: CallMedia, timers: LegTimers
-    ) -> None:
-        self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
+    def __init__(self, host: ForwardingHost, media: CallMedia, timers: LegTimers) -> None:
         self.host = host
         self.media = media
         self.timers = timers
         # forwarded re-INVITE CSeq per leg, so the originator's ACK can be forwarded
         self.pending_ack_cseq: dict[str, int] = {}
 
-    def _live_call(self) -> ForwardingCall:
-        call = self._call()
-        assert call is not None, "the call hands its requests over while it is alive"
-        return call
-
-    def forward(self, leg: str, tx: ServerTransaction) -> None:
+    def forward(self, call: ForwardingCall, leg: str, tx: ServerTransaction) -> None:
+        """`tx`'s request, received on `call`'s `leg`, to the other leg."""
         request = tx.request
         other_leg = "callee" if leg == "caller" else "caller"
-        call = self._live_call()
         other = call.dialog(other_leg)
         if other is None:
             tx.respond_status(481)
@@ -183,11 +175,10 @@ class Forwarder:
     def _on_timeout(self, pending: PendingRequest) -> None:
         pending.server_tx.respond_status(408)
 
-    def forward_ack(self, leg: str, ack: Request) -> None:
+    def forward_ack(self, call: ForwardingCall, leg: str, ack: Request) -> None:
         """The ACK of a re-INVITE forwarded earlier: pass it to the other leg."""
         other = "callee" if leg == "caller" else "caller"
         cseq = self.pending_ack_cseq.pop(other, None)
-        call = self._live_call()
         dialog = call.dialog(other)
         if cseq is None or dialog is None:
             return

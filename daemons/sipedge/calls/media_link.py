@@ -37,8 +37,8 @@ while an attempt is in setup; the RTP timeout and the maximum call duration are 
 Owns: `CallMedia` (one call's sessions and FIFO), `MediaEvents`; the B2BUA's side is
 `media_service.MediaService`; what either uses of mediad's client is `media_backend.MediaBackend`.
 Must not: send SIP, decide switching, or import `calls.call` / `calls.service`: it reports to
-its call through `MediaEvents`, which `Call` implements. Nor hold that call strongly: the call
-owns its `CallMedia`, a strong link back would be a cycle.
+its call through `MediaEvents`, which `Call` implements. Nor keep that call past its end: the
+call owns its `CallMedia`, so the link back is a cycle, which `release_all` breaks.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -107,7 +106,7 @@ class CallMedia:
         params: Parameters,
     ) -> None:
         self.service = service
-        self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
+        self._call: MediaEvents | None = call  # until release_all (see the docstring)
         self.call_id = call.id
         self._caller_ip = ip_or_none(call.source[0])
         self._caller_family = family(call.source[0])
@@ -482,6 +481,7 @@ class CallMedia:
             )
 
     def release_all(self) -> None:
+        self._call = None  # the call has ended: let go of it (see the docstring)
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
@@ -530,7 +530,7 @@ class CallMedia:
             if await self.callee_rtp_seen(session):
                 self.service.stats.rtp_started += 1
                 log.info("call %s: RTP from the callee on attempt %d", self.call_id, attempt.index)
-                if (call := self._call()) is not None:  # else it has ended
+                if (call := self._call) is not None:  # else it has ended
                     call.on_rtp_started(attempt.index)
                 return
             await asyncio.sleep(interval)
@@ -575,7 +575,7 @@ class CallMedia:
         elif cause == watchdog.MAX_DURATION:
             self.service.stats.max_duration_ends += 1
         log.info("call %s: ending it, %s", self.call_id, cause)
-        if (call := self._call()) is not None:  # else it has ended already
+        if (call := self._call) is not None:  # else it has ended already
             call.terminate(cause)
 
 

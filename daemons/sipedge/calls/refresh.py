@@ -8,14 +8,13 @@ Owns: `LegTimers` (one per call: each leg's `LegSession`, whether each peer allo
 last SDP we sent on each leg) and the session timer headers we add as UAC and as UAS.
 Must not: end a call by itself, touch media, or import `calls.call` / `calls.service`: it asks
 and reports through `TimedCall` (`Call` implements it) and sends through `RefreshHost` (`B2BUA`
-implements it). Must not hold its call strongly either: the call owns its `LegTimers`, and a
-strong link back would make the two a reference cycle that only the garbage collector frees.
+implements it). Must not keep its call once it has ended: the call owns its `LegTimers`,
+so the link back is a reference cycle, which `cancel_all` (the call's end) breaks.
 Driven by: `calls.call` and `calls.in_dialog` (docs/session-timers.md).
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -87,7 +86,7 @@ class LegTimers:
     """The session timers of one call's two legs."""
 
     def __init__(self, call: TimedCall, host: RefreshHost, settings: TimerSettings) -> None:
-        self._call = weakref.ref(call)  # the call owns us: no cycle (see the docstring)
+        self._call: TimedCall | None = call  # until cancel_all (see the docstring)
         self.host = host
         self.settings = settings
         self.sessions: dict[str, LegSession] = {}
@@ -95,8 +94,8 @@ class LegTimers:
         self.local_sdp: dict[str, bytes] = {}  # last SDP we sent on each leg
 
     def _confirmed(self) -> TimedCall | None:
-        """The call while it is up; None once it ended (or was freed: it had ended)."""
-        call = self._call()
+        """The call while it is up; None once it ended."""
+        call = self._call
         return call if call is not None and call.state is CallState.CONFIRMED else None
 
     def uas_timer(self, request: Request) -> Reject422 | UasAnswer | None:
@@ -139,7 +138,7 @@ class LegTimers:
         old = self.sessions.pop(leg, None)
         if old is not None:
             old.cancel()
-        call = self._call()
+        call = self._call
         if timer is None or call is None or call.state is CallState.ENDED:
             return
         session = LegSession(timer)
@@ -153,9 +152,11 @@ class LegTimers:
         self.sessions[leg] = session
 
     def cancel_all(self) -> None:
+        """The call has ended: every timer off, and the link back to the call let go."""
         for session in self.sessions.values():
             session.cancel()
         self.sessions.clear()
+        self._call = None
 
     def _send_refresh(self, leg: str, session: LegSession) -> None:
         """We are the refresher: UPDATE without a body, or a re-INVITE with the last SDP we
