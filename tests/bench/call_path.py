@@ -6,7 +6,8 @@ through sipd's stack in process: `UdpTransport.datagram_received` (no socket) ->
 `TransactionLayer` -> `B2BUA`, with a config parsed as sipd parses it and the garbage collector
 tuned as in sipd (`sipedge.gcwatch.tune`), on a fake clock that moves 2 ms per call (500
 calls/s) and, after the calls, past every transaction timer, so each call's cost includes its
-timers and the end of its transactions. What the stack sends is kept
+timers and the end of its transactions, and the gateways' ASR/ACD/PDD windows kept as sipd
+keeps them (`stats.carriers`, since 2026-12-05). What the stack sends is kept
 in a list; the driver reads the few headers it needs with regular expressions.
 
 Not in the figure: system calls (`sendto`, `recvmsg`, the event loop's own work), media
@@ -46,6 +47,8 @@ from sipedge.gcwatch import tune
 from sipedge.media.client import MediaError
 from sipedge.sip.transaction import MAX_INVITE_PENDING
 from sipedge.sip.transport.udp import UdpTransport
+from sipedge.sipd.settings import gateway_list
+from sipedge.stats.carriers import CarrierStats
 from tests.bench.callgrind import instructions_of
 from tests.conftest import gateway, hold_off, make_config
 from tests.unit.test_transaction import FakeClock
@@ -161,8 +164,9 @@ class Bench:
         self.transport = UdpTransport(self._up)
         self.transport._transport = self.wire  # type: ignore[assignment]
         self.transport.port = 5060
+        parsed = parse_config(config)
         self.b2bua = B2BUA(
-            parse_config(config),
+            parsed,
             self.clock,
             self.transport.send_bytes,
             lambda destination: "127.0.0.1",
@@ -170,6 +174,9 @@ class Bench:
             None,
         )
         self.b2bua.clock = lambda: self.clock.now  # calls-per-second buckets on the fake clock
+        # each gateway's ASR/ACD/PDD windows, as sipd keeps them (sipd/daemon.py)
+        self.b2bua.carriers = carriers = CarrierStats(lambda: self.clock.now)
+        carriers.configure(*gateway_list(parsed))
         if media == "held-off":
             self.b2bua.media = held_off_media()
         self.numbers = itertools.count(1)
